@@ -1,0 +1,170 @@
+//! `harvest check`: what a job will do, in words, with secrets redacted.
+
+use std::fmt::Write;
+
+use crate::error::Error;
+use crate::paginate::{cursor::NextCursor, ParamsIn, Style};
+use crate::plan::{Compression, Mode, Plan};
+
+/// The resolved plan, for people.
+pub fn describe(plan: &Plan) -> String {
+    let r = &plan.redactor;
+    let mut out = String::new();
+    let _ = writeln!(out, "job {} ({})", plan.name, plan.job_file.display());
+    let first = plan.partitions.first().cloned().unwrap_or_default();
+    let url = plan.url_for(&first).map(|u| r.url(&u)).unwrap_or_else(|e| e);
+    let _ = writeln!(out, "  request: {} {url}", plan.request.method.as_str());
+    for (k, v) in &plan.request.params {
+        let shown = if crate::redact::is_sensitive_param(k) { crate::redact::MASK.into() } else { r.redact(v) };
+        let _ = writeln!(out, "    param  {k} = {shown}");
+    }
+    for (k, v) in &plan.request.headers {
+        let _ = writeln!(out, "    header {k}: {}", r.header(k, v));
+    }
+    if let Some(body) = &plan.request.body {
+        let _ = writeln!(out, "    body   {}", r.redact(&body.to_string()));
+    }
+    let _ = writeln!(
+        out,
+        "    timeout {:?} (connect {:?}), responses over {} bytes are an error",
+        plan.request.timeout, plan.request.connect_timeout, plan.request.max_body
+    );
+    if plan.partitions.len() > 1 || !first.values.is_empty() {
+        let _ = writeln!(out, "  partitions: {} combinations, harvested one after another", plan.partitions.len());
+        for p in plan.partitions.iter().take(5) {
+            let _ = writeln!(out, "    {}", r.redact(&p.label()));
+        }
+        if plan.partitions.len() > 5 {
+            let _ = writeln!(out, "    ... and {} more", plan.partitions.len() - 5);
+        }
+    }
+    let _ = writeln!(out, "  records: each node at {}", plan.records.path);
+    match &plan.records.errors {
+        Some(e) => {
+            let _ = writeln!(out, "  errors: a non-empty array at {e} fails the page, even on HTTP 200");
+        }
+        None => {
+            let _ = writeln!(out, "  errors: not checked");
+        }
+    }
+    let _ = writeln!(out, "  pagination: {}", pagination(plan));
+    if let Some(max) = plan.pagination.max_pages {
+        let _ = writeln!(out, "    at most {max} pages per partition");
+    }
+    if let Some(max) = plan.pagination.max_records {
+        let _ = writeln!(out, "    at most {max} records per partition");
+    }
+    let l = &plan.limits;
+    let rate = match l.requests_per_second {
+        Some(rps) => format!("at most {rps} requests/s (burst {})", l.burst),
+        None => "no client-side rate limit".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "  limits: {rate}; {} request(s) in flight; server rate limits {} (waits up to {:?})",
+        l.concurrency,
+        if l.respect_server_limits { "respected" } else { "ignored" },
+        l.max_wait
+    );
+    let t = &plan.retry;
+    let codes: Vec<String> = t.on_status.iter().map(u16::to_string).collect();
+    let _ = writeln!(
+        out,
+        "  retry: up to {} attempts, backoff {:?} to {:?} with jitter, on connect errors, timeouts, cut or invalid bodies and {}",
+        t.max_attempts,
+        t.initial_backoff,
+        t.max_backoff,
+        codes.join(", ")
+    );
+    let o = &plan.output;
+    let ext = match o.compression {
+        Compression::None => "ndjson".to_string(),
+        c => format!("ndjson{}", c.extension()),
+    };
+    let _ = writeln!(
+        out,
+        "  output: {}/part-<run>-<seq>.{ext}, {} rows per file; {}",
+        plan.output_root().display(),
+        o.rows_per_file,
+        match o.mode {
+            Mode::Replace => "a completed run replaces earlier runs' parts",
+            Mode::Append => "earlier runs' parts are kept",
+        }
+    );
+    let origins: Vec<String> = plan.allowed_origins.iter().map(|o| o.ascii_serialization()).collect();
+    let _ = writeln!(out, "  credentials go only to: {}", origins.join(", "));
+    out
+}
+
+fn place(p: ParamsIn) -> &'static str {
+    match p {
+        ParamsIn::Query => "in the query",
+        ParamsIn::Body => "in the JSON body",
+        ParamsIn::Header => "as a header",
+    }
+}
+
+fn pagination(plan: &Plan) -> String {
+    match &plan.pagination.style {
+        Style::Offset(c) => format!(
+            "offset: {}={} and {}={} {}, offsets advance by the records received; stops on an empty page{}",
+            c.offset_param,
+            c.start,
+            c.limit_param,
+            c.page_size,
+            place(c.params_in),
+            match &c.total {
+                Some(t) => format!(" or when the total at {t} is reached"),
+                None => ", or when a short page is followed by an empty page, 404, 400 or 422".into(),
+            }
+        ),
+        Style::Page(c) => format!(
+            "page: {}={}{} {}; stops on an empty page{}",
+            c.page_param,
+            c.start,
+            match (&c.size_param, c.page_size) {
+                (Some(p), Some(s)) => format!(" and {p}={s}"),
+                _ => String::new(),
+            },
+            place(c.params_in),
+            match (&c.total_pages, &c.total) {
+                (Some(t), _) => format!(" or when the page count at {t} is reached"),
+                (None, Some(t)) => format!(" or when the total at {t} is reached"),
+                (None, None) => ", or when a short page is followed by an empty page, 404, 400 or 422".into(),
+            }
+        ),
+        Style::Cursor(c) => format!(
+            "cursor: {} sent {}, next cursor from {}{}; stops on an empty page or a missing cursor",
+            c.cursor_param,
+            place(c.cursor_in),
+            match &c.next {
+                NextCursor::Body(p) => format!("the body at {p}"),
+                NextCursor::Header(h) => format!("the response header {h}"),
+            },
+            match &c.has_more {
+                Some(h) => format!(", or when {h} is false"),
+                None => String::new(),
+            }
+        ),
+        Style::NextUrl(c) => format!("next_url: follows the URL at {} until it is missing, null or empty", c.next),
+        Style::LinkHeader(_) => "link_header: follows Link rel=\"next\" until there is none".into(),
+        Style::None => "none: one request per partition".into(),
+    }
+}
+
+/// `check --probe`: the first page of each partition.
+pub async fn probe(plan: &Plan) -> Result<String, Error> {
+    let mut out = String::from("probe:\n");
+    for p in crate::pipeline::probe(plan).await? {
+        let name = if p.partition.is_empty() { String::new() } else { format!(" [{}]", p.partition) };
+        let _ = writeln!(out, "  first page{name}: {} records from {}", p.records, p.url);
+        if let Some(sample) = p.sample {
+            let sample = plan.redactor.redact(&sample).into_owned();
+            let shown: String = sample.chars().take(400).collect();
+            let more = if shown.len() < sample.len() { " ..." } else { "" };
+            let _ = writeln!(out, "    sample: {shown}{more}");
+        }
+        let _ = writeln!(out, "    {}", p.next);
+    }
+    Ok(out)
+}

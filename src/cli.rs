@@ -1,0 +1,109 @@
+//! The command line (clap derive) and nothing else.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "harvest", version, about = "Pull every record out of a paginated JSON HTTP API into NDJSON files")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Harvest a job into its output folder.
+    Run(RunArgs),
+    /// Validate a job and print what it will do, secrets redacted.
+    Check(CheckArgs),
+    /// Serve the built-in paginated test API.
+    MockApi(MockApiArgs),
+    /// Start the mock API in-process and harvest jobs/demo.toml from it into output/demo/.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job file (TOML).
+    pub job: PathBuf,
+    /// Output root instead of [output] dir.
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// Start over instead of resuming an unfinished run.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Stop each partition after this many pages.
+    #[arg(long)]
+    pub max_pages: Option<u64>,
+    /// Requests in flight, whole job.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Requests per second, whole job.
+    #[arg(long)]
+    pub rps: Option<f64>,
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The job file (TOML).
+    pub job: PathBuf,
+    /// Fetch the first page of each partition: record count, a sample record, the next page.
+    #[arg(long)]
+    pub probe: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MockApiArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Records in the dataset (ids 1..=N).
+    #[arg(long, default_value_t = 100_000)]
+    pub records: u64,
+    /// Delay before every response, e.g. "20ms".
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub latency: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Records the mock API serves.
+    #[arg(long, default_value_t = 100_000)]
+    pub records: u64,
+    /// Output root instead of the job's.
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Ndjson,
+    Parquet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressArg {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}

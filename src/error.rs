@@ -1,0 +1,134 @@
+//! Typed errors of the library.
+//!
+//! Each variant carries what a user needs to act: the file position of a bad job key, the
+//! method, redacted URL, status and body excerpt of a failed request, the partition and page
+//! a failure happened on. Every URL and excerpt in here has already passed through
+//! [`crate::redact::Redactor`]; nothing downstream needs to redact again.
+
+use std::path::PathBuf;
+
+/// A problem with a job file, located at `file:line:col` when the position is known.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct JobError {
+    pub file: PathBuf,
+    /// 1-based line and column; `None` for problems of the file as a whole.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl JobError {
+    pub fn new(file: impl Into<PathBuf>, position: Option<(usize, usize)>, message: impl Into<String>) -> Self {
+        JobError { file: file.into(), position, message: message.into() }
+    }
+
+    fn render(&self) -> String {
+        match self.position {
+            Some((line, col)) => format!("{}:{line}:{col}: {}", self.file.display(), self.message),
+            None => format!("{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// Why one HTTP exchange failed, after retries where the cause was retryable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchErrorKind {
+    #[error("returned {status}{}", excerpt_suffix(.excerpt))]
+    Status { status: u16, excerpt: String },
+    #[error("failed: {0}")]
+    Transport(String),
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("returned a body larger than max_body ({limit} bytes); raise request.max_body if this is expected")]
+    BodyTooLarge { limit: u64 },
+    #[error("returned a body that is not valid JSON ({reason}; content-type {content_type}){}", excerpt_suffix(.excerpt))]
+    NotJson { reason: String, content_type: String, excerpt: String },
+    #[error("redirected more than {0} times")]
+    TooManyRedirects(usize),
+}
+
+fn excerpt_suffix(excerpt: &str) -> String {
+    if excerpt.is_empty() {
+        " with an empty body".to_string()
+    } else {
+        format!(" (body: {excerpt:?})")
+    }
+}
+
+/// An HTTP request that failed for good.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{method} {url} {kind}{}", attempts_suffix(*.attempts))]
+pub struct FetchError {
+    pub method: String,
+    /// Already redacted.
+    pub url: String,
+    pub kind: FetchErrorKind,
+    pub attempts: u32,
+}
+
+fn attempts_suffix(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" after {attempts} attempts")
+    } else {
+        String::new()
+    }
+}
+
+/// A response that arrived but cannot be used as a page.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PageError {
+    #[error("records.path {path} expects an array at {at}, but the response has {found} there")]
+    NotAnArray { path: String, at: String, found: &'static str },
+    #[error("the response reports errors at {path} (HTTP {status}): {messages}")]
+    ApiErrors { path: String, status: u16, messages: String },
+    #[error("the server sent the {what} {value} a second time; stopping instead of looping")]
+    Repeated { what: &'static str, value: String },
+    #[error("{0}")]
+    Pagination(String),
+}
+
+/// Where a failure happened in the harvest.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// `repo=rust,day=2024-01-01`, or empty for a job without partitions.
+    pub partition: String,
+    /// 0-based page index within the partition.
+    pub page: u64,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "page {}", self.page + 1)?;
+        if !self.partition.is_empty() {
+            write!(f, " of partition {}", self.partition)?;
+        }
+        Ok(())
+    }
+}
+
+/// The library's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error("{source} ({location}); {saved}")]
+    Fetch { source: FetchError, location: Location, saved: String },
+    #[error("{method} {url} ({location}): {source}")]
+    Page { method: String, url: String, source: PageError, location: Location },
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("another harvest of job {name} is running (it holds {lock})")]
+    Locked { name: String, lock: PathBuf },
+    #[error("interrupted; {saved}")]
+    Interrupted { saved: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,499 @@
+//! JSONPath (RFC 9535) over response bodies, without rebuilding records.
+//!
+//! Every path is validated by `serde_json_path`. Paths made only of names, indexes and
+//! wildcards (`$.data.items[*]`, `$[*]`, `$.meta['next-cursor']`, `$.data[-1].id`), which is
+//! what nearly every job uses, are evaluated here over a borrowed [`RawValue`] parse: a record
+//! is a slice of the response, written out with its whitespace removed, keys in their order and
+//! numbers digit for digit. Other paths (filters, descendants, slices) are evaluated by the
+//! crate over a `serde_json::Value` built with `preserve_order` and `arbitrary_precision`,
+//! so they too keep key order and every digit.
+
+use std::cell::OnceCell;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+/// A compiled JSONPath.
+#[derive(Clone)]
+pub struct JsonPath {
+    text: String,
+    simple: Option<Vec<Segment>>,
+    full: serde_json_path::JsonPath,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Name(String),
+    Index(i64),
+    Wildcard,
+}
+
+impl fmt::Debug for JsonPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Display for JsonPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl JsonPath {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let full = serde_json_path::JsonPath::parse(text).map_err(|e| format!("invalid JSONPath {text:?}: {e}"))?;
+        Ok(JsonPath { text: text.to_string(), simple: parse_simple(text), full })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Evaluate the path; nodes come in document order.
+    pub fn select<'d>(&self, doc: &'d Document<'_>) -> Result<Vec<Node<'d>>, String> {
+        match &self.simple {
+            Some(segments) => {
+                let mut nodes = vec![doc.root];
+                for segment in segments {
+                    let mut next = Vec::new();
+                    for node in nodes {
+                        step(node, segment, &mut next)?;
+                    }
+                    nodes = next;
+                }
+                Ok(nodes.into_iter().map(Node::Raw).collect())
+            }
+            None => {
+                let value = doc.value()?;
+                Ok(self.full.query(value).all().into_iter().map(Node::Value).collect())
+            }
+        }
+    }
+
+    /// The first node the path selects, if any.
+    pub fn first<'d>(&self, doc: &'d Document<'_>) -> Result<Option<Node<'d>>, String> {
+        Ok(self.select(doc)?.into_iter().next())
+    }
+
+    /// The records a page holds: the nodes the path selects. The location before a final `[*]`
+    /// must be an array (or missing or null: an empty page); a path that selects one array
+    /// without a final wildcard selects its elements.
+    pub fn records<'d>(&self, doc: &'d Document<'_>) -> Result<Vec<Node<'d>>, RecordsError> {
+        if let Some(segments) = &self.simple {
+            if let Some((Segment::Wildcard, parents)) = segments.split_last() {
+                let parent = JsonPath { text: String::new(), simple: Some(parents.to_vec()), full: self.full.clone() };
+                let mut records = Vec::new();
+                for node in parent.select(doc).map_err(RecordsError::Invalid)? {
+                    match node.kind() {
+                        Kind::Array => records.extend(node.elements().map_err(RecordsError::Invalid)?),
+                        Kind::Null => {}
+                        found => return Err(RecordsError::NotAnArray { at: render(parents), found: found.name() }),
+                    }
+                }
+                return Ok(records);
+            }
+        }
+        let nodes = self.select(doc).map_err(RecordsError::Invalid)?;
+        match nodes.as_slice() {
+            [node] if node.kind() == Kind::Array => node.elements().map_err(RecordsError::Invalid),
+            [node] if node.kind() == Kind::Null => Ok(Vec::new()),
+            _ => Ok(nodes),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum RecordsError {
+    NotAnArray { at: String, found: &'static str },
+    Invalid(String),
+}
+
+/// A parsed response body: a borrowed raw parse, plus a full parse made only if a path needs it.
+pub struct Document<'a> {
+    root: &'a RawValue,
+    value: OnceCell<Result<Value, String>>,
+}
+
+impl<'a> Document<'a> {
+    pub fn parse(body: &'a [u8]) -> Result<Self, String> {
+        let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+        let text = std::str::from_utf8(body).map_err(|e| format!("not UTF-8: {e}"))?;
+        let root: &RawValue = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        Ok(Document { root, value: OnceCell::new() })
+    }
+
+    pub fn root(&self) -> Node<'_> {
+        Node::Raw(self.root)
+    }
+
+    fn value(&self) -> Result<&Value, String> {
+        self.value
+            .get_or_init(|| serde_json::from_str(self.root.get()).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// A node selected from a document.
+#[derive(Debug, Clone, Copy)]
+pub enum Node<'d> {
+    Raw(&'d RawValue),
+    Value(&'d Value),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Null => "null",
+            Kind::Bool => "a boolean",
+            Kind::Number => "a number",
+            Kind::String => "a string",
+            Kind::Array => "an array",
+            Kind::Object => "an object",
+        }
+    }
+}
+
+impl<'d> Node<'d> {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Node::Raw(raw) => raw_kind(raw),
+            Node::Value(v) => match v {
+                Value::Null => Kind::Null,
+                Value::Bool(_) => Kind::Bool,
+                Value::Number(_) => Kind::Number,
+                Value::String(_) => Kind::String,
+                Value::Array(_) => Kind::Array,
+                Value::Object(_) => Kind::Object,
+            },
+        }
+    }
+
+    fn elements(&self) -> Result<Vec<Node<'d>>, String> {
+        match self {
+            Node::Raw(raw) => {
+                let items: Vec<&'d RawValue> = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+                Ok(items.into_iter().map(Node::Raw).collect())
+            }
+            Node::Value(Value::Array(items)) => Ok(items.iter().map(Node::Value).collect()),
+            Node::Value(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Append the node as compact JSON: the original bytes without insignificant whitespace.
+    pub fn write_compact(&self, out: &mut Vec<u8>) {
+        match self {
+            Node::Raw(raw) => minify_into(raw.get().as_bytes(), out),
+            Node::Value(v) => serde_json::to_writer(out, v).expect("writing JSON to a Vec cannot fail"),
+        }
+    }
+
+    pub fn to_value(&self) -> Value {
+        match self {
+            Node::Raw(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+            Node::Value(v) => (*v).clone(),
+        }
+    }
+
+    /// A scalar as text: strings without quotes, numbers digit for digit; `None` for null,
+    /// arrays and objects.
+    pub fn as_text(&self) -> Option<String> {
+        match self.to_value() {
+            Value::String(s) => Some(s),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Compact JSON text, for messages.
+    pub fn to_compact_string(&self) -> String {
+        let mut out = Vec::new();
+        self.write_compact(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+fn raw_kind(raw: &RawValue) -> Kind {
+    match raw.get().trim_start().as_bytes().first() {
+        Some(b'{') => Kind::Object,
+        Some(b'[') => Kind::Array,
+        Some(b'"') => Kind::String,
+        Some(b't' | b'f') => Kind::Bool,
+        Some(b'n') => Kind::Null,
+        _ => Kind::Number,
+    }
+}
+
+fn step<'a>(node: &'a RawValue, segment: &Segment, out: &mut Vec<&'a RawValue>) -> Result<(), String> {
+    match (segment, raw_kind(node)) {
+        (Segment::Name(name), Kind::Object) => {
+            let mut de = serde_json::Deserializer::from_str(node.get());
+            if let Some(found) =
+                serde::Deserializer::deserialize_map(&mut de, FindKey(name)).map_err(|e| e.to_string())?
+            {
+                out.push(found);
+            }
+        }
+        (Segment::Index(index), Kind::Array) => {
+            let items: Vec<&'a RawValue> = serde_json::from_str(node.get()).map_err(|e| e.to_string())?;
+            let at = if *index < 0 { items.len() as i64 + index } else { *index };
+            if let Some(item) = usize::try_from(at).ok().and_then(|at| items.get(at)) {
+                out.push(item);
+            }
+        }
+        (Segment::Wildcard, Kind::Array) => {
+            let items: Vec<&'a RawValue> = serde_json::from_str(node.get()).map_err(|e| e.to_string())?;
+            out.extend(items);
+        }
+        (Segment::Wildcard, Kind::Object) => {
+            let members: Vec<(IgnoredAny, &'a RawValue)> = {
+                let mut de = serde_json::Deserializer::from_str(node.get());
+                serde::Deserializer::deserialize_map(&mut de, Members).map_err(|e| e.to_string())?
+            };
+            out.extend(members.into_iter().map(|(_, v)| v));
+        }
+        // RFC 9535: a segment that does not apply selects nothing.
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Finds one member of an object, skipping the rest without building anything.
+struct FindKey<'k>(&'k str);
+
+impl<'de> Visitor<'de> for FindKey<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(matches) = map.next_key_seed(KeyEquals(self.0))? {
+            let value: &'de RawValue = map.next_value()?;
+            if matches && found.is_none() {
+                found = Some(value);
+            }
+        }
+        Ok(found)
+    }
+}
+
+struct Members;
+
+impl<'de> Visitor<'de> for Members {
+    type Value = Vec<(IgnoredAny, &'de RawValue)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::new();
+        while let Some(entry) = map.next_entry::<IgnoredAny, &'de RawValue>()? {
+            members.push(entry);
+        }
+        Ok(members)
+    }
+}
+
+/// Compares an object key (unescaped by the parser) with a name, without allocating.
+struct KeyEquals<'k>(&'k str);
+
+impl<'de> DeserializeSeed<'de> for KeyEquals<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyEquals<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.0)
+    }
+}
+
+/// Copy JSON text, dropping whitespace outside strings. The input is valid JSON, so a string
+/// ends at the first `"` not preceded by an escaping backslash.
+pub fn minify_into(json: &[u8], out: &mut Vec<u8>) {
+    if !json.iter().any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t')) {
+        out.extend_from_slice(json);
+        return;
+    }
+    out.reserve(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else {
+            match b {
+                b' ' | b'\n' | b'\r' | b'\t' => {}
+                b'"' => {
+                    in_string = true;
+                    out.push(b);
+                }
+                _ => out.push(b),
+            }
+        }
+    }
+}
+
+/// Parse the subset of RFC 9535 evaluated over raw slices: `$`, then `.name`, `['name']`,
+/// `["name"]`, `[n]`, `[*]` or `.*`. Anything else returns `None` and goes to the full engine.
+fn parse_simple(text: &str) -> Option<Vec<Segment>> {
+    let mut rest = text.strip_prefix('$')?;
+    let mut segments = Vec::new();
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix(".*") {
+            segments.push(Segment::Wildcard);
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix('.') {
+            if r.starts_with('.') {
+                return None;
+            }
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            let name = &r[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_' || !c.is_ascii()) {
+                return None;
+            }
+            segments.push(Segment::Name(name.to_string()));
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']')?;
+            let inner = r[..end].trim();
+            rest = &r[end + 1..];
+            if inner == "*" {
+                segments.push(Segment::Wildcard);
+            } else if let Ok(i) = inner.parse::<i64>() {
+                segments.push(Segment::Index(i));
+            } else {
+                let quote = inner.chars().next()?;
+                if !(quote == '\'' || quote == '"') || inner.len() < 2 || !inner.ends_with(quote) {
+                    return None;
+                }
+                let name = &inner[1..inner.len() - 1];
+                if name.contains(['\\', '\'', '"']) {
+                    return None;
+                }
+                segments.push(Segment::Name(name.to_string()));
+            }
+        } else {
+            return None;
+        }
+    }
+    Some(segments)
+}
+
+fn render(segments: &[Segment]) -> String {
+    let mut out = String::from("$");
+    for segment in segments {
+        match segment {
+            Segment::Name(n) => {
+                out.push('.');
+                out.push_str(n);
+            }
+            Segment::Index(i) => out.push_str(&format!("[{i}]")),
+            Segment::Wildcard => out.push_str("[*]"),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(path: &str, body: &str) -> Vec<String> {
+        let doc = Document::parse(body.as_bytes()).unwrap();
+        let path = JsonPath::parse(path).unwrap();
+        path.records(&doc).unwrap().iter().map(Node::to_compact_string).collect()
+    }
+
+    #[test]
+    fn raw_records_keep_bytes_and_drop_whitespace() {
+        let body = r#"{ "total": 2, "items": [ {"b": 1, "a": "x y\"  z", "big": 123456789012345678901234567890.50},
+            {"id": 18446744073709551617, "n": null} ] }"#;
+        assert_eq!(
+            records("$.items[*]", body),
+            vec![
+                r#"{"b":1,"a":"x y\"  z","big":123456789012345678901234567890.50}"#,
+                r#"{"id":18446744073709551617,"n":null}"#
+            ]
+        );
+        assert_eq!(records("$.items", body).len(), 2);
+    }
+
+    #[test]
+    fn simple_paths() {
+        assert_eq!(
+            parse_simple("$.a['b-c'][0][*].*"),
+            Some(vec![
+                Segment::Name("a".into()),
+                Segment::Name("b-c".into()),
+                Segment::Index(0),
+                Segment::Wildcard,
+                Segment::Wildcard
+            ])
+        );
+        assert_eq!(parse_simple("$..a"), None);
+        assert_eq!(parse_simple("$.a[?@.x]"), None);
+    }
+
+    #[test]
+    fn missing_or_null_is_empty_and_object_is_an_error() {
+        assert!(records("$.items[*]", r#"{"items": null}"#).is_empty());
+        assert!(records("$.items[*]", r#"{"other": 1}"#).is_empty());
+        let doc = Document::parse(br#"{"items": {"a": 1}}"#).unwrap();
+        let err = JsonPath::parse("$.items[*]").unwrap().records(&doc).unwrap_err();
+        assert!(matches!(err, RecordsError::NotAnArray { found: "an object", .. }));
+    }
+
+    #[test]
+    fn filters_go_to_the_full_engine_and_keep_order_and_digits() {
+        let body =
+            r#"{"items": [{"z": 1, "a": 2, "keep": true}, {"keep": false}, {"id": 9007199254740993, "keep": true}]}"#;
+        assert_eq!(
+            records("$.items[?@.keep == true]", body),
+            vec![r#"{"z":1,"a":2,"keep":true}"#, r#"{"id":9007199254740993,"keep":true}"#]
+        );
+    }
+
+    #[test]
+    fn scalars_and_negative_index() {
+        let doc = Document::parse(br#"{"data": [{"id": "a"}, {"id": "b"}], "meta": {"next-cursor": "c+/="}}"#).unwrap();
+        let last = JsonPath::parse("$.data[-1].id").unwrap().first(&doc).unwrap().unwrap();
+        assert_eq!(last.as_text().as_deref(), Some("b"));
+        let next = JsonPath::parse("$.meta['next-cursor']").unwrap().first(&doc).unwrap().unwrap();
+        assert_eq!(next.as_text().as_deref(), Some("c+/="));
+    }
+}

@@ -1,0 +1,16 @@
+//! Errors here are the rare path and carry context for people; their size does not matter.
+#![allow(clippy::result_large_err)]
+
+pub mod check;
+pub mod demo;
+pub mod error;
+pub mod fetch;
+pub mod job;
+pub mod jsonpath;
+pub mod mock;
+pub mod output;
+pub mod paginate;
+pub mod pipeline;
+pub mod plan;
+pub mod redact;
+pub mod sink;

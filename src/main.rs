@@ -1,0 +1,146 @@
+//! `harvest`: parse the command line, call the library, map errors to exit codes.
+
+mod cli;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use harvest::error::Error;
+use harvest::job::{self, Overrides};
+use harvest::pipeline::{self, RunOptions};
+use tokio_util::sync::CancellationToken;
+
+use cli::{Cli, Command, FormatArg, LogFormat, ProgressArg};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => {
+            let overrides = Overrides {
+                output_dir: args.output_dir,
+                format: args.format.map(|f| match f {
+                    FormatArg::Ndjson => "ndjson".to_string(),
+                    FormatArg::Parquet => "parquet".to_string(),
+                }),
+                max_pages: args.max_pages,
+                concurrency: args.concurrency,
+                requests_per_second: args.rps,
+            };
+            let plan = Arc::new(job::load(&args.job, &overrides)?);
+            let progress = match args.progress {
+                ProgressArg::Always => true,
+                ProgressArg::Never => false,
+                ProgressArg::Auto => std::io::stderr().is_terminal() && !cli.quiet,
+            };
+            let options = RunOptions { progress, cancel: interrupt_token() };
+            let summary = pipeline::run(plan, options).await?;
+            println!(
+                "harvested {} records ({} pages, {} requests) in {:.1}s into {} ({} part file{}); manifest: {}",
+                summary.records,
+                summary.pages,
+                summary.requests,
+                summary.seconds,
+                summary.root.display(),
+                summary.parts.len(),
+                if summary.parts.len() == 1 { "" } else { "s" },
+                summary.manifest.display()
+            );
+            Ok(())
+        }
+        Command::Check(args) => {
+            let plan = job::load(&args.job, &Overrides::default())?;
+            print!("{}", harvest::check::describe(&plan));
+            if args.probe {
+                print!("{}", harvest::check::probe(&plan).await?);
+            }
+            Ok(())
+        }
+        Command::MockApi(args) => {
+            let config = harvest::mock::MockConfig { records: args.records, latency: args.latency.unwrap_or_default() };
+            harvest::mock::serve(args.addr, config).await?;
+            Ok(())
+        }
+        Command::Demo(args) => {
+            let summary = harvest::demo::run(args.records, args.output_dir, interrupt_token()).await?;
+            println!("{summary}");
+            Ok(())
+        }
+    }
+}
+
+/// Cancelled on SIGINT or SIGTERM: the pipeline stops asking, drains and keeps its data.
+fn interrupt_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let terminated = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminated => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::warn!("interrupted: finishing the pages in flight, then stopping");
+        cancel.cancel();
+    });
+    token
+}
+
+fn exit_code(error: &anyhow::Error) -> u8 {
+    match error.downcast_ref::<Error>() {
+        Some(Error::Job(_)) => 2,
+        Some(Error::Locked { .. }) => 3,
+        Some(Error::Interrupted { .. }) => 130,
+        Some(_) => 1,
+        None if error.downcast_ref::<harvest::error::JobError>().is_some() => 2,
+        None => 1,
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter =
+        EnvFilter::try_from_env("HARVEST_LOG").unwrap_or_else(|_| EnvFilter::new(format!("harvest={level},warn")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}

@@ -1,0 +1,195 @@
+//! The built-in mock API: one deterministic dataset served in every pagination style.
+//!
+//! It is a library module so that the demo, the tests and the benchmarks start it in-process
+//! on a free loopback port ([`MockServer::start`]); `harvest mock-api` serves it from the
+//! command line. Every path and its response shape is listed in the README. Query parameters
+//! turn on the quirks of real APIs (capped page sizes, 404 past the end, relative links,
+//! repeated cursors, HTML or GraphQL errors on a 200, ...), so a job or a test can ask for
+//! exactly the misbehaviour it wants. The server keeps, per request, its arrival time and
+//! the number in flight, so tests check limits from the server's side.
+
+mod dataset;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use dataset::{updated_at, Dataset};
+
+/// How the mock behaves.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    pub records: u64,
+    /// Added before every response.
+    pub latency: Duration,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig { records: 1000, latency: Duration::ZERO }
+    }
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query, as sent.
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+    /// Since the server started.
+    pub at: Duration,
+    /// Requests in flight when this one arrived, itself included.
+    pub in_flight: u64,
+}
+
+/// What the server saw, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    requests: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    log: Mutex<Vec<Seen>>,
+}
+
+/// Requests kept in the log; later ones are counted but not kept.
+const LOG_LIMIT: usize = 200_000;
+
+impl Stats {
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn max_in_flight(&self) -> u64 {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn log(&self) -> Vec<Seen> {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Requests whose path (without the query) is `path`.
+    pub fn count_path(&self, path: &str) -> usize {
+        self.log().iter().filter(|s| s.uri.split('?').next() == Some(path)).count()
+    }
+
+    pub fn reset(&self) {
+        self.requests.store(0, Ordering::SeqCst);
+        self.max_in_flight.store(0, Ordering::SeqCst);
+        self.log.lock().expect("log lock").clear();
+    }
+}
+
+pub(crate) struct MockApi {
+    data: Dataset,
+    config: MockConfig,
+    stats: Arc<Stats>,
+    started: Instant,
+}
+
+/// A running mock API.
+pub struct MockServer {
+    pub addr: SocketAddr,
+    pub stats: Arc<Stats>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl MockServer {
+    /// Start on `127.0.0.1` at a free port.
+    pub async fn start(config: MockConfig) -> std::io::Result<Self> {
+        Self::bind("127.0.0.1:0".parse().expect("a valid address"), config).await
+    }
+
+    pub async fn bind(addr: SocketAddr, config: MockConfig) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (app, stats) = app(config);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(MockServer { addr, stats, shutdown: Some(tx) })
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The mock's router and its stats.
+pub fn app(config: MockConfig) -> (Router, Arc<Stats>) {
+    let stats = Arc::new(Stats::default());
+    let api =
+        Arc::new(MockApi { data: Dataset::new(config.records), config, stats: stats.clone(), started: Instant::now() });
+    (Router::new().fallback(handle).with_state(api), stats)
+}
+
+/// Serve until the process is stopped (`harvest mock-api`).
+pub async fn serve(addr: SocketAddr, config: MockConfig) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    let records = config.records;
+    let (app, _) = app(config);
+    eprintln!("harvest mock API: {records} records at http://{} (paths: see README)", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight<'a>(&'a Stats);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn handle(State(api): State<Arc<MockApi>>, request: Request) -> Response {
+    let stats = &api.stats;
+    stats.requests.fetch_add(1, Ordering::SeqCst);
+    let in_flight = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let _guard = InFlight(stats);
+    stats.max_in_flight.fetch_max(in_flight, Ordering::SeqCst);
+    {
+        let mut log = stats.log.lock().expect("log lock");
+        if log.len() < LOG_LIMIT {
+            log.push(Seen {
+                method: request.method().to_string(),
+                uri: request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                headers: request
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect(),
+                at: api.started.elapsed(),
+                in_flight,
+            });
+        }
+    }
+    if !api.config.latency.is_zero() {
+        tokio::time::sleep(api.config.latency).await;
+    }
+    routes::respond(&api, request).await
+}

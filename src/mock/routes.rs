@@ -1,0 +1,491 @@
+//! The mock API's paths, one per pagination style, and the quirk knobs they share.
+//!
+//! Handlers return `Result<Response, Response>`: an error is just another response here.
+#![allow(clippy::result_large_err)]
+
+use std::io::Write;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::MockApi;
+
+/// Query parameters that switch on the quirks of real APIs. Every path takes them.
+#[derive(Debug, Default)]
+struct Knobs {
+    /// Serve at most this many records a page, silently...
+    max_page_size: Option<u64>,
+    /// ...or answer this status when more are asked.
+    oversize: Option<u16>,
+    /// Status for a page past the end (default: 200 with an empty list).
+    past_end: Option<u16>,
+    /// `omit`: no total in bodies.
+    omit_total: bool,
+    /// How the last page says there is no next: `null` (default), `empty`, `missing`.
+    end: String,
+    /// Form of next links: `absolute` (default), `root`, `query`, `path`.
+    links: String,
+    /// The origin next links point to, instead of the server's own.
+    next_origin: Option<String>,
+    /// The 0-based page that links back to itself.
+    loop_at: Option<u64>,
+    /// `null` or `missing`: how an empty page shows its records.
+    empty_results: String,
+    html: bool,
+    graphql_errors: bool,
+    /// `1`: gzip with Content-Encoding; `hidden`: gzip without saying so.
+    gzip: Option<String>,
+    content_type: Option<String>,
+    /// Link headers: `split` puts each link in its own header, `unquoted` drops quotes.
+    link_style: String,
+    has_more_as_string: bool,
+    updated_since: Option<String>,
+}
+
+impl Knobs {
+    fn parse(query: &[(String, String)]) -> Self {
+        let get = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        Knobs {
+            max_page_size: get("max_page_size").and_then(|v| v.parse().ok()),
+            oversize: get("oversize").and_then(|v| v.parse().ok()),
+            past_end: get("past_end").and_then(|v| v.parse().ok()),
+            omit_total: get("total").as_deref() == Some("omit"),
+            end: get("end").unwrap_or_else(|| "null".into()),
+            links: get("links").unwrap_or_else(|| "absolute".into()),
+            next_origin: get("next_origin"),
+            loop_at: get("loop").and_then(|v| v.parse().ok()),
+            empty_results: get("empty_results").unwrap_or_default(),
+            html: get("html").is_some(),
+            graphql_errors: get("errors").is_some(),
+            gzip: get("gzip"),
+            content_type: get("content_type"),
+            link_style: get("link_style").unwrap_or_default(),
+            has_more_as_string: get("has_more_as").as_deref() == Some("string"),
+            updated_since: get("updated_since"),
+        }
+    }
+}
+
+/// One request, parsed.
+struct Call<'a> {
+    api: &'a MockApi,
+    method: Method,
+    /// The style path, without any `/t/<tenant>` prefix.
+    route: String,
+    /// The full path as requested.
+    path: String,
+    query: Vec<(String, String)>,
+    headers: HeaderMap,
+    knobs: Knobs,
+    /// Position in the dataset of the first record the request can see (`updated_since`).
+    first: u64,
+}
+
+pub(super) async fn respond(api: &MockApi, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+    let path = parts.uri.path().to_string();
+    let route = match path.strip_prefix("/t/") {
+        Some(rest) => rest.find('/').map(|i| rest[i..].to_string()).unwrap_or_default(),
+        None => path.clone(),
+    };
+    let knobs = Knobs::parse(&query);
+    let first = match &knobs.updated_since {
+        Some(since) => match chrono::DateTime::parse_from_rfc3339(since) {
+            Ok(t) => api.data.position_since(t.with_timezone(&chrono::Utc)),
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("updated_since: {e}")),
+        },
+        None => 0,
+    };
+    let call = Call { api, method: parts.method, route, path, query, headers: parts.headers, knobs, first };
+    if call.knobs.html {
+        return Response::builder()
+            .status(200)
+            .header(header::CONTENT_TYPE, "text/html")
+            .body(Body::from(
+                "<html><head><title>Maintenance</title></head><body><h1>We'll be back soon</h1></body></html>",
+            ))
+            .expect("a valid response");
+    }
+    if call.knobs.graphql_errors {
+        return call.json(StatusCode::OK, &json!({"data": null, "errors": [{"message": "Cannot query field \"itemz\" on type \"Query\"."}, {"message": "rate of queries too high"}]}).to_string(), HeaderMap::new());
+    }
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    match (call.method.clone(), call.route.as_str()) {
+        (Method::GET, "/offset") => call.offset(false),
+        (Method::GET, "/array") => call.offset(true),
+        (Method::GET, "/page") => call.page(),
+        (Method::GET, "/next-url") => call.next_url(),
+        (Method::GET, "/link") => call.link_header(),
+        (Method::GET, "/cursor") => call.cursor(),
+        (Method::GET, "/cursor-header") => call.cursor_header(),
+        (Method::GET, "/has-more") => call.has_more(),
+        (Method::POST, "/graphql") => call.graphql(&body),
+        (Method::GET, "/_stats") => call.json(
+            StatusCode::OK,
+            &json!({"requests": api.stats.requests(), "max_in_flight": api.stats.max_in_flight()}).to_string(),
+            HeaderMap::new(),
+        ),
+        _ => error(StatusCode::NOT_FOUND, "no such path; see the README for the mock API's paths"),
+    }
+}
+
+fn error(status: StatusCode, detail: &str) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({ "detail": detail }).to_string()))
+        .expect("a valid response")
+}
+
+impl Call<'_> {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn number(&self, name: &str, default: u64) -> Result<u64, Response> {
+        match self.param(name) {
+            None => Ok(default),
+            Some(v) => {
+                v.parse().map_err(|_| error(StatusCode::BAD_REQUEST, &format!("{name} must be a number, got {v:?}")))
+            }
+        }
+    }
+
+    /// Records visible to this request.
+    fn len(&self) -> u64 {
+        self.api.data.len() - self.first
+    }
+
+    /// The page size to serve: the size asked, capped or refused per the knobs.
+    fn size(&self, name: &str) -> Result<u64, Response> {
+        let asked = self.number(name, 100)?;
+        if asked == 0 {
+            return Err(error(StatusCode::BAD_REQUEST, &format!("{name} must be at least 1")));
+        }
+        match self.knobs.max_page_size {
+            Some(max) if asked > max => match self.knobs.oversize {
+                Some(status) => Err(error(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                    &format!("{name} must be at most {max}"),
+                )),
+                None => Ok(max),
+            },
+            _ => Ok(asked),
+        }
+    }
+
+    /// A page starting past the end: an empty list, or the status the knob asks for.
+    fn past_end(&self, start: u64) -> Option<Response> {
+        let status = self.knobs.past_end?;
+        (start >= self.len() && start > 0)
+            .then(|| error(StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND), "page out of range"))
+    }
+
+    /// Records `[start, start + size)` of the visible data as a JSON array.
+    fn records(&self, start: u64, size: u64) -> (String, u64) {
+        let end = (start.saturating_add(size)).min(self.len());
+        let mut out = String::with_capacity(((end.saturating_sub(start)) * 520 + 2) as usize);
+        out.push('[');
+        for i in start..end.max(start) {
+            if i > start {
+                out.push(',');
+            }
+            out.push_str(std::str::from_utf8(self.api.data.record(self.first + i)).expect("records are UTF-8"));
+        }
+        out.push(']');
+        (out, end.saturating_sub(start))
+    }
+
+    /// `"key":[...]` for an object body, honouring `empty_results`.
+    fn records_member(&self, key: &str, records: &str, count: u64) -> String {
+        match (count, self.knobs.empty_results.as_str()) {
+            (0, "null") => format!("\"{key}\":null"),
+            (0, "missing") => String::new(),
+            _ => format!("\"{key}\":{records}"),
+        }
+    }
+
+    fn json(&self, status: StatusCode, body: &str, mut headers: HeaderMap) -> Response {
+        let content_type = self.knobs.content_type.clone().unwrap_or_else(|| "application/json".into());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/json")),
+        );
+        let body = match self.knobs.gzip.as_deref() {
+            Some(how) => {
+                if how != "hidden" {
+                    headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                }
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(body.as_bytes()).expect("writing to memory");
+                Body::from(gz.finish().expect("writing to memory"))
+            }
+            None => Body::from(body.to_string()),
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// The URL of this same request with `changes` made to its query, in the form the
+    /// `links` knob asks for.
+    fn url_with(&self, changes: &[(&str, String)]) -> String {
+        let mut pairs: Vec<(String, String)> =
+            self.query.iter().filter(|(k, _)| !changes.iter().any(|(c, _)| c == k)).cloned().collect();
+        pairs.extend(changes.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let query: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+        let host = self.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+        match self.knobs.links.as_str() {
+            "root" => format!("{}?{query}", self.path),
+            "query" => format!("?{query}"),
+            "path" => format!("{}?{query}", self.path.rsplit('/').next().unwrap_or("")),
+            _ => match &self.knobs.next_origin {
+                Some(origin) => format!("{}{}?{query}", origin.trim_end_matches('/'), self.path),
+                None => format!("http://{host}{}?{query}", self.path),
+            },
+        }
+    }
+
+    /// `"next":...` for the last page, per the `end` knob.
+    fn end_member(&self, key: &str) -> String {
+        match self.knobs.end.as_str() {
+            "empty" => format!(",\"{key}\":\"\""),
+            "missing" => String::new(),
+            _ => format!(",\"{key}\":null"),
+        }
+    }
+
+    /// `GET /offset?offset=&limit=`: `{"total":N,"offset":o,"limit":l,"items":[...]}`;
+    /// `GET /array?offset=&limit=`: a bare array, no total.
+    fn offset(&self, bare: bool) -> Response {
+        let run = || -> Result<Response, Response> {
+            let offset = self.number("offset", 0)?;
+            let size = self.size("limit")?;
+            if let Some(r) = self.past_end(offset) {
+                return Ok(r);
+            }
+            let (records, count) = self.records(offset, size);
+            if bare {
+                return Ok(self.json(StatusCode::OK, &records, HeaderMap::new()));
+            }
+            let total = if self.knobs.omit_total { String::new() } else { format!("\"total\":{},", self.len()) };
+            let body = format!(
+                "{{{total}\"offset\":{offset},\"limit\":{size},{}}}",
+                self.records_member("items", &records, count)
+            );
+            Ok(self.json(StatusCode::OK, &body.replace(",}", "}"), HeaderMap::new()))
+        };
+        run().unwrap_or_else(|e| e)
+    }
+
+    /// `GET /page?page=&per_page=` (1-based):
+    /// `{"page":p,"per_page":s,"total_pages":T,"total":N,"data":[...]}`.
+    fn page(&self) -> Response {
+        let run = || -> Result<Response, Response> {
+            let page = self.number("page", 1)?.max(1);
+            let size = self.size("per_page")?;
+            let start = (page - 1) * size;
+            if let Some(r) = self.past_end(start) {
+                return Ok(r);
+            }
+            let (records, count) = self.records(start, size);
+            let totals = if self.knobs.omit_total {
+                String::new()
+            } else {
+                format!("\"total_pages\":{},\"total\":{},", self.len().div_ceil(size), self.len())
+            };
+            let body = format!(
+                "{{\"page\":{page},\"per_page\":{size},{totals}{}}}",
+                self.records_member("data", &records, count)
+            );
+            Ok(self.json(StatusCode::OK, &body.replace(",}", "}"), HeaderMap::new()))
+        };
+        run().unwrap_or_else(|e| e)
+    }
+
+    /// The page number after `page`, or `None` on the last page; the `loop` knob makes a
+    /// page point at itself.
+    fn next_page(&self, page: u64, size: u64) -> Option<u64> {
+        if self.knobs.loop_at == Some(page - 1) {
+            return Some(page);
+        }
+        (page * size < self.len()).then_some(page + 1)
+    }
+
+    /// `GET /next-url?page=&per_page=` (Django REST Framework):
+    /// `{"count":N,"next":url|null,"previous":url|null,"results":[...]}`.
+    fn next_url(&self) -> Response {
+        let run = || -> Result<Response, Response> {
+            let page = self.number("page", 1)?.max(1);
+            let size = self.size("per_page")?;
+            let start = (page - 1) * size;
+            if let Some(r) = self.past_end(start) {
+                return Ok(r);
+            }
+            let (records, count) = self.records(start, size);
+            let next = match self.next_page(page, size) {
+                Some(n) => format!(",\"next\":{}", Value::from(self.url_with(&[("page", n.to_string())]))),
+                None => self.end_member("next"),
+            };
+            let previous =
+                if page > 1 { Value::from(self.url_with(&[("page", (page - 1).to_string())])) } else { Value::Null };
+            let body = format!(
+                "{{\"count\":{}{next},\"previous\":{previous},{}}}",
+                self.len(),
+                self.records_member("results", &records, count)
+            );
+            Ok(self.json(StatusCode::OK, &body.replace(",}", "}"), HeaderMap::new()))
+        };
+        run().unwrap_or_else(|e| e)
+    }
+
+    /// `GET /link?page=&per_page=`: a bare array, with
+    /// `Link: <...>; rel="first", <...>; rel="prev", <...>; rel="next", <...>; rel="last"`.
+    fn link_header(&self) -> Response {
+        let run = || -> Result<Response, Response> {
+            let page = self.number("page", 1)?.max(1);
+            let size = self.size("per_page")?;
+            let start = (page - 1) * size;
+            if let Some(r) = self.past_end(start) {
+                return Ok(r);
+            }
+            let (records, _) = self.records(start, size);
+            let quote =
+                |rel: &str| if self.knobs.link_style == "unquoted" { rel.to_string() } else { format!("\"{rel}\"") };
+            let mut links = vec![format!("<{}>; rel={}", self.url_with(&[("page", "1".into())]), quote("first"))];
+            if page > 1 {
+                links.push(format!(
+                    "<{}>; rel={}; title=\"previous, page\"",
+                    self.url_with(&[("page", (page - 1).to_string())]),
+                    quote("prev")
+                ));
+            }
+            if let Some(next) = self.next_page(page, size) {
+                links.push(format!("<{}>; rel={}", self.url_with(&[("page", next.to_string())]), quote("next")));
+            }
+            let last = self.len().div_ceil(size).max(1);
+            links.push(format!("<{}>; rel={}", self.url_with(&[("page", last.to_string())]), quote("last")));
+            // Any order: put next last but one, as some servers do.
+            links.rotate_left(1);
+            let mut headers = HeaderMap::new();
+            if self.knobs.end == "empty" && self.next_page(page, size).is_none() {
+                headers.insert(header::LINK, HeaderValue::from_static(""));
+            } else if self.knobs.link_style == "split" {
+                for l in links {
+                    headers.append(header::LINK, HeaderValue::from_str(&l).expect("a valid header"));
+                }
+            } else {
+                headers.insert(header::LINK, HeaderValue::from_str(&links.join(", ")).expect("a valid header"));
+            }
+            Ok(self.json(StatusCode::OK, &records, headers))
+        };
+        run().unwrap_or_else(|e| e)
+    }
+
+    /// The position a cursor stands for. Cursors look like `p200+x/0=`: opaque, and full of
+    /// characters that need encoding in a query string.
+    fn decode_cursor(&self, cursor: Option<&str>) -> Result<u64, Response> {
+        let Some(cursor) = cursor.filter(|c| !c.is_empty()) else { return Ok(0) };
+        cursor
+            .strip_prefix('p')
+            .and_then(|c| c.split('+').next())
+            .and_then(|c| c.parse().ok())
+            .filter(|_| cursor.ends_with('='))
+            .ok_or_else(|| error(StatusCode::BAD_REQUEST, &format!("invalid cursor {cursor:?}")))
+    }
+
+    fn encode_cursor(position: u64) -> String {
+        format!("p{position}+x/{}=", position % 10)
+    }
+
+    /// The cursor for the page after `[start, start + count)`, or `None` at the end.
+    fn next_cursor(&self, start: u64, count: u64, size: u64) -> Option<String> {
+        if self.knobs.loop_at.is_some_and(|p| p * size == start) {
+            return Some(Self::encode_cursor(start));
+        }
+        let next = start + count;
+        (next < self.len() && count > 0).then(|| Self::encode_cursor(next))
+    }
+
+    /// `GET /cursor?cursor=&limit=`: `{"items":[...],"next_cursor":"..."|null}`.
+    fn cursor(&self) -> Response {
+        let run = || -> Result<Response, Response> {
+            let start = self.decode_cursor(self.param("cursor"))?;
+            let size = self.size("limit")?;
+            let (records, count) = self.records(start, size);
+            let next = match self.next_cursor(start, count, size) {
+                Some(c) => format!(",\"next_cursor\":\"{c}\""),
+                None => self.end_member("next_cursor"),
+            };
+            let body = format!("{{{}{next}}}", self.records_member("items", &records, count));
+            Ok(self.json(StatusCode::OK, &body.replace("{,", "{"), HeaderMap::new()))
+        };
+        run().unwrap_or_else(|e| e)
+    }
+
+    /// `GET /cursor-header?limit=` with the cursor in `?cursor=` or an `X-Cursor` header: a
+    /// bare array, and the next cursor in the `X-Next-Cursor` response header.
+    fn cursor_header(&self) -> Response {
+        let run = || -> Result<Response, Response> {
+            let cursor = self
+                .param("cursor")
+                .map(str::to_string)
+                .or_else(|| self.headers.get("x-cursor").and_then(|v| v.to_str().ok()).map(str::to_string));
+            let start = self.decode_cursor(cursor.as_deref())?;
+            let size = self.size("limit")?;
+            let (records, count) = self.records(start, size);
+            let mut headers = HeaderMap::new();
+            if let Some(c) = self.next_cursor(start, count, size) {
+                headers.insert("x-next-cursor", HeaderValue::from_str(&c).expect("a valid header"));
+            }
+            Ok(self.json(StatusCode::OK, &records, headers))
+        };
+        run().unwrap_or_else(|e| e)
+    }
+
+    /// `GET /has-more?starting_after=<id>&limit=` (Stripe):
+    /// `{"object":"list","data":[...],"has_more":true|false}`; the next cursor is the last id.
+    fn has_more(&self) -> Response {
+        let run = || -> Result<Response, Response> {
+            let after = self.number("starting_after", 0)?;
+            let start = after.saturating_sub(self.first).min(self.len());
+            let size = self.size("limit")?;
+            let (records, count) = self.records(start, size);
+            let more = start + count < self.len();
+            let more = if self.knobs.has_more_as_string { format!("\"{more}\"") } else { more.to_string() };
+            let body =
+                format!("{{\"object\":\"list\",{},\"has_more\":{more}}}", self.records_member("data", &records, count));
+            Ok(self.json(StatusCode::OK, &body.replace("\"list\",,", "\"list\","), HeaderMap::new()))
+        };
+        run().unwrap_or_else(|e| e)
+    }
+
+    /// `POST /graphql` with `{"query": "...", "variables": {"first": n, "after": cursor}}`:
+    /// `{"data":{"items":{"nodes":[...],"pageInfo":{"endCursor":c,"hasNextPage":b}}}}`.
+    fn graphql(&self, body: &[u8]) -> Response {
+        let run = || -> Result<Response, Response> {
+            let request: Value = serde_json::from_slice(body)
+                .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("the body must be JSON: {e}")))?;
+            let variables = &request["variables"];
+            let size =
+                variables["first"].as_u64().unwrap_or(100).clamp(1, self.knobs.max_page_size.unwrap_or(u64::MAX));
+            let start = self.decode_cursor(variables["after"].as_str())?;
+            let (records, count) = self.records(start, size);
+            let next = self.next_cursor(start, count, size);
+            let end_cursor = if count > 0 { Value::from(Self::encode_cursor(start + count)) } else { Value::Null };
+            let body = format!(
+                "{{\"data\":{{\"items\":{{\"totalCount\":{},\"nodes\":{records},\"pageInfo\":{{\"endCursor\":{end_cursor},\"hasNextPage\":{}}}}}}}}}",
+                self.len(),
+                next.is_some()
+            );
+            Ok(self.json(StatusCode::OK, &body, HeaderMap::new()))
+        };
+        run().unwrap_or_else(|e| e)
+    }
+}

@@ -1,0 +1,158 @@
+//! The output folder: layout, run ids, the lock, atomic writes and the run manifest.
+//!
+//! ```text
+//! <dir>/<name>/part-<run>-<seq>.ndjson     published parts (data only)
+//! <dir>/<name>/_harvest/open/              parts being written
+//! <dir>/<name>/_harvest/runs/<run>.json    one manifest per completed run
+//! <dir>/<name>/_harvest/lock               held by the running process
+//! ```
+//!
+//! Names starting with `_` are skipped by DuckDB, Spark and pyarrow globs.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::fetch::FetchStats;
+use crate::paginate::StopReason;
+use crate::plan::{Compression, Format, Mode};
+use crate::sink::PartInfo;
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    /// The layout under `root`, with its folders created.
+    pub fn create(root: PathBuf) -> io::Result<Self> {
+        let layout = Layout { root };
+        std::fs::create_dir_all(layout.open_dir())?;
+        std::fs::create_dir_all(layout.runs_dir())?;
+        Ok(layout)
+    }
+
+    pub fn harvest_dir(&self) -> PathBuf {
+        self.root.join("_harvest")
+    }
+
+    pub fn open_dir(&self) -> PathBuf {
+        self.harvest_dir().join("open")
+    }
+
+    pub fn runs_dir(&self) -> PathBuf {
+        self.harvest_dir().join("runs")
+    }
+
+    pub fn manifest(&self, run: &str) -> PathBuf {
+        self.runs_dir().join(format!("{run}.json"))
+    }
+
+    /// A sortable run id from the start time (`20261127T221500Z`), moved on by a second
+    /// while an earlier run already used it.
+    pub fn new_run_id(&self) -> io::Result<String> {
+        let mut at = chrono::Utc::now();
+        loop {
+            let id = at.format("%Y%m%dT%H%M%SZ").to_string();
+            let prefix = format!("part-{id}-");
+            let taken = self.manifest(&id).exists()
+                || [&self.root, &self.open_dir()].into_iter().any(|dir| {
+                    std::fs::read_dir(dir)
+                        .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&prefix)))
+                        .unwrap_or(false)
+                });
+            if !taken {
+                return Ok(id);
+            }
+            at += chrono::Duration::seconds(1);
+        }
+    }
+
+    /// Take the job's lock; `Ok(None)` when another process holds it.
+    pub fn lock(&self) -> io::Result<Option<Lock>> {
+        let path = self.harvest_dir().join("lock");
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {
+                let mut file = file;
+                file.set_len(0)?;
+                writeln!(file, "{}", std::process::id())?;
+                Ok(Some(Lock { _file: file, path }))
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    /// Replace mode: remove the parts of every other run (and their leftovers in `open/`).
+    /// Called only after this run's manifest is durable.
+    pub fn remove_other_runs(&self, run: &str) -> io::Result<usize> {
+        let keep = format!("part-{run}-");
+        let mut removed = 0;
+        for dir in [self.root.clone(), self.open_dir()] {
+            for entry in std::fs::read_dir(&dir)?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("part-") && !name.starts_with(&keep) && entry.file_type()?.is_file() {
+                    std::fs::remove_file(entry.path())?;
+                    removed += 1;
+                }
+            }
+            fsync_dir(&dir)?;
+        }
+        Ok(removed)
+    }
+}
+
+/// The job's lock; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+/// Write a file so that it is either absent, old, or whole: tmp file, fsync, rename, fsync
+/// the folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    fsync_dir(dir)
+}
+
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// `_harvest/runs/<run>.json`: what a completed run wrote and why each partition ended.
+#[derive(Debug, Serialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub job: String,
+    pub run: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub seconds: f64,
+    pub format: Format,
+    pub compression: Compression,
+    pub mode: Mode,
+    pub records: u64,
+    pub pages: u64,
+    pub parts: Vec<PartInfo>,
+    pub partitions: Vec<PartitionReport>,
+    pub http: FetchStats,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionReport {
+    pub partition: String,
+    pub records: u64,
+    pub pages: u64,
+    pub stop: StopReason,
+}

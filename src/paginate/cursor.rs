@@ -1,0 +1,126 @@
+//! Cursor pagination: the server hands out an opaque cursor for the next page.
+//!
+//! The cursor comes from a body path (`$.next_cursor`, `$.meta.next`, GraphQL's
+//! `$.data.x.pageInfo.endCursor`) or a response header, and goes back as a query parameter,
+//! a JSON body field (a dotted path) or a request header. It is sent back exactly as
+//! received; a query parameter encodes it exactly once. The partition ends on an empty page,
+//! a false `has_more`, or a missing, null or empty cursor; a cursor seen before is an error.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Next, PageRequest, PageResponse, ParamsIn, Seen, StopReason};
+use crate::error::PageError;
+use crate::jsonpath::JsonPath;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cursor_param: String,
+    pub cursor_in: ParamsIn,
+    pub next: NextCursor,
+    pub has_more: Option<JsonPath>,
+    /// Where a page-size parameter goes, if the job sets a page size.
+    pub limit_param: Option<String>,
+    pub page_size: Option<u64>,
+    pub params_in: ParamsIn,
+}
+
+#[derive(Debug, Clone)]
+pub enum NextCursor {
+    Body(JsonPath),
+    Header(String),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The cursor the next request sends; `None` on the first request.
+    pub cursor: Option<String>,
+    pub seen: Seen,
+}
+
+impl Cursor {
+    pub fn request(&self, config: &Config) -> PageRequest {
+        let mut request = PageRequest::default();
+        if let (Some(name), Some(size)) = (&config.limit_param, config.page_size) {
+            request.set(config.params_in, name, Value::from(size));
+        }
+        if let Some(cursor) = &self.cursor {
+            request.set(config.cursor_in, &config.cursor_param, Value::String(cursor.clone()));
+        }
+        request
+    }
+
+    pub fn next(&mut self, config: &Config, response: &PageResponse) -> Result<Next, PageError> {
+        if response.records == 0 {
+            return Ok(Next::Done(StopReason::NoRecords));
+        }
+        if let Some(path) = &config.has_more {
+            if response.flag_at(path)? == Some(false) {
+                return Ok(Next::Done(StopReason::HasMoreFalse));
+            }
+        }
+        let cursor = match &config.next {
+            NextCursor::Body(path) => response.text_at(path)?,
+            NextCursor::Header(name) => response.header(name).map(str::to_string),
+        };
+        let Some(cursor) = cursor else { return Ok(Next::Done(StopReason::NoNext)) };
+        if !self.seen.insert(&cursor) {
+            return Err(PageError::Repeated { what: "cursor", value: cursor });
+        }
+        self.cursor = Some(cursor);
+        Ok(Next::Request(self.request(config)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::with_response;
+    use super::*;
+
+    fn config(next: NextCursor, has_more: Option<&str>) -> Config {
+        Config {
+            cursor_param: "cursor".into(),
+            cursor_in: ParamsIn::Query,
+            next,
+            has_more: has_more.map(|p| JsonPath::parse(p).unwrap()),
+            limit_param: None,
+            page_size: None,
+            params_in: ParamsIn::Query,
+        }
+    }
+
+    #[test]
+    fn follows_body_cursors_until_null_empty_or_missing() {
+        let c = config(NextCursor::Body(JsonPath::parse("$.next").unwrap()), None);
+        for last in [r#"{"next": null}"#, r#"{"next": ""}"#, "{}"] {
+            let mut s = Cursor::default();
+            let next = with_response(r#"{"next": "a+b/c="}"#, &[], "http://x/", 1, |r| s.next(&c, r).unwrap());
+            assert_eq!(
+                next,
+                Next::Request(PageRequest { query: vec![("cursor".into(), "a+b/c=".into())], ..Default::default() })
+            );
+            let next = with_response(last, &[], "http://x/", 1, |r| s.next(&c, r).unwrap());
+            assert_eq!(next, Next::Done(StopReason::NoNext));
+        }
+    }
+
+    #[test]
+    fn has_more_false_as_bool_or_string_ends() {
+        let c = config(NextCursor::Body(JsonPath::parse("$.next").unwrap()), Some("$.has_more"));
+        for body in [r#"{"next": "x", "has_more": false}"#, r#"{"next": "x", "has_more": "false"}"#] {
+            let mut s = Cursor::default();
+            let next = with_response(body, &[], "http://x/", 1, |r| s.next(&c, r).unwrap());
+            assert_eq!(next, Next::Done(StopReason::HasMoreFalse));
+        }
+    }
+
+    #[test]
+    fn header_cursor_and_repeats() {
+        let c = config(NextCursor::Header("X-Next-Cursor".into()), None);
+        let mut s = Cursor::default();
+        let headers = [("x-next-cursor", "abc")];
+        with_response("[1]", &headers, "http://x/", 1, |r| s.next(&c, r).unwrap());
+        let err = with_response("[1]", &headers, "http://x/", 1, |r| s.next(&c, r).unwrap_err());
+        assert!(matches!(err, PageError::Repeated { what: "cursor", .. }));
+    }
+}

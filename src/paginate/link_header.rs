@@ -1,0 +1,115 @@
+//! Link-header pagination (RFC 8288): `Link: <https://api/items?page=3>; rel="next"`.
+//!
+//! A response may carry several `Link` headers and several links in each, in any order, with
+//! extra parameters and quoted or unquoted `rel` values that may list several relations. The
+//! parser is written here rather than taken from a crate because it must see every header
+//! value, not only the first, and accept all of those forms. The next link resolves and
+//! repeats are caught as for next URLs.
+
+use serde::{Deserialize, Serialize};
+
+use super::next_url::follow;
+use super::{Next, PageResponse, Seen, StopReason};
+use crate::error::PageError;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub limit_param: Option<String>,
+    pub page_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LinkHeader {
+    pub seen: Seen,
+}
+
+impl LinkHeader {
+    pub fn next(&mut self, response: &PageResponse) -> Result<Next, PageError> {
+        self.seen.insert(response.url.as_str());
+        if response.records == 0 {
+            return Ok(Next::Done(StopReason::NoRecords));
+        }
+        let values = response.headers.get_all(reqwest::header::LINK).iter().filter_map(|v| v.to_str().ok());
+        let Some(link) =
+            values.flat_map(parse_links).find(|(_, rels)| rels.iter().any(|r| r.eq_ignore_ascii_case("next")))
+        else {
+            return Ok(Next::Done(StopReason::NoNext));
+        };
+        follow(&mut self.seen, response, &link.0)
+    }
+}
+
+/// The links of one `Link` header value: each target with its relation types.
+pub fn parse_links(value: &str) -> Vec<(String, Vec<String>)> {
+    let mut links = Vec::new();
+    let mut rest = value;
+    while let Some(open) = rest.find('<') {
+        let Some(close) = rest[open..].find('>') else { break };
+        let target = rest[open + 1..open + close].trim().to_string();
+        rest = &rest[open + close + 1..];
+        // Parameters run to the next link, which starts with `,` followed by `<`; commas can
+        // also appear inside quoted parameter values.
+        let mut end = rest.len();
+        let mut quoted = false;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '"' => quoted = !quoted,
+                ',' if !quoted && rest[i + 1..].trim_start().starts_with('<') => {
+                    end = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let params = &rest[..end];
+        rest = &rest[end..];
+        let mut rels = Vec::new();
+        for param in params.split(';') {
+            let Some((name, val)) = param.split_once('=') else { continue };
+            if name.trim().eq_ignore_ascii_case("rel") {
+                let val = val.trim().trim_matches('"');
+                rels.extend(val.split_whitespace().map(str::to_string));
+            }
+        }
+        if !target.is_empty() || !rels.is_empty() {
+            links.push((target, rels));
+        }
+    }
+    links
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::with_response;
+    use super::*;
+
+    #[test]
+    fn parses_several_links_quoted_and_unquoted() {
+        let links = parse_links(
+            r#"<https://a/x?page=1>; rel="first", <https://a/x?page=3>; rel=next; title="a, b", </x?page=9>; rel="last prev""#,
+        );
+        assert_eq!(
+            links,
+            vec![
+                ("https://a/x?page=1".to_string(), vec!["first".to_string()]),
+                ("https://a/x?page=3".to_string(), vec!["next".to_string()]),
+                ("/x?page=9".to_string(), vec!["last".to_string(), "prev".to_string()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn finds_next_among_several_headers_and_resolves_it() {
+        let headers = [("link", r#"</x?page=1>; rel="prev""#), ("link", r#"<?page=3>; rel="next""#)];
+        let mut state = LinkHeader::default();
+        let next = with_response("[1]", &headers, "http://h/api/x?page=2", 1, |r| state.next(r).unwrap());
+        assert!(matches!(next, Next::Request(ref r) if r.url.as_ref().unwrap().as_str() == "http://h/api/x?page=3"));
+    }
+
+    #[test]
+    fn an_empty_link_header_ends() {
+        let mut state = LinkHeader::default();
+        let next = with_response("[1]", &[("link", "")], "http://h/x", 1, |r| state.next(r).unwrap());
+        assert_eq!(next, Next::Done(StopReason::NoNext));
+    }
+}

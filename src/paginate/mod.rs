@@ -1,0 +1,336 @@
+//! Pagination strategies: small state machines, one file each, no HTTP inside.
+//!
+//! A strategy answers three questions: what is the first request, given this response what
+//! is the next request (or why do we stop), and, for offset and page, which pages could be
+//! fetched independently. It sees a response as status, headers, URL and a parsed body, so
+//! each one is unit-tested without a server. Its state is plain serde data, so a checkpoint
+//! can store it and a resume rebuild it; its configuration (compiled paths, parameter names)
+//! lives in the [`PaginationPlan`] and is passed in on every call.
+
+pub mod cursor;
+pub mod link_header;
+pub mod next_url;
+pub mod offset;
+pub mod page;
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+
+use reqwest::header::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+use crate::error::PageError;
+use crate::jsonpath::{Document, JsonPath, Kind};
+
+/// Where pagination parameters go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamsIn {
+    Query,
+    /// In the JSON body; a name is a dotted path (`variables.after`).
+    Body,
+    Header,
+}
+
+/// The pagination section of a validated job.
+#[derive(Debug, Clone)]
+pub struct PaginationPlan {
+    pub style: Style,
+    pub max_pages: Option<u64>,
+    pub max_records: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Style {
+    Offset(offset::Config),
+    Page(page::Config),
+    Cursor(cursor::Config),
+    NextUrl(next_url::Config),
+    LinkHeader(link_header::Config),
+    None,
+}
+
+impl Style {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Style::Offset(_) => "offset",
+            Style::Page(_) => "page",
+            Style::Cursor(_) => "cursor",
+            Style::NextUrl(_) => "next_url",
+            Style::LinkHeader(_) => "link_header",
+            Style::None => "none",
+        }
+    }
+}
+
+/// What a strategy asks of the next request, on top of the job's own request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PageRequest {
+    /// A URL the server gave (next link): requested as is, instead of the job's URL and params.
+    pub url: Option<Url>,
+    pub query: Vec<(String, String)>,
+    /// Dotted paths into the JSON body and the values to put there.
+    pub body: Vec<(String, Value)>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl PageRequest {
+    /// Put one pagination parameter where the job wants it.
+    pub fn set(&mut self, place: ParamsIn, name: &str, value: Value) {
+        match place {
+            ParamsIn::Query => self.query.push((name.to_string(), value_text(&value))),
+            ParamsIn::Body => self.body.push((name.to_string(), value)),
+            ParamsIn::Header => self.headers.push((name.to_string(), value_text(&value))),
+        }
+    }
+}
+
+fn value_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A response as a strategy sees it.
+pub struct PageResponse<'a> {
+    pub status: u16,
+    pub headers: &'a HeaderMap,
+    /// The URL that answered (after redirects): relative links resolve against it.
+    pub url: &'a Url,
+    pub doc: &'a Document<'a>,
+    /// How many records the page held.
+    pub records: u64,
+}
+
+impl PageResponse<'_> {
+    /// The value at `path` as text (`None` when missing, null, or an empty string).
+    pub fn text_at(&self, path: &JsonPath) -> Result<Option<String>, PageError> {
+        let node = path.first(self.doc).map_err(PageError::Pagination)?;
+        Ok(node.and_then(|n| n.as_text()).filter(|s| !s.is_empty()))
+    }
+
+    /// A count at `path` (a number, or a string of digits).
+    pub fn count_at(&self, path: &JsonPath) -> Result<Option<u64>, PageError> {
+        let Some(text) = self.text_at(path)? else { return Ok(None) };
+        let count = text.parse::<u64>().or_else(|_| text.parse::<f64>().map(|f| f.max(0.0) as u64));
+        match count {
+            Ok(count) => Ok(Some(count)),
+            Err(_) => Err(PageError::Pagination(format!("{path} should be a count, but the response has {text:?}"))),
+        }
+    }
+
+    /// A has-more flag: `true`/`false`, `"true"`/`"false"`, `1`/`0`; `None` when absent.
+    pub fn flag_at(&self, path: &JsonPath) -> Result<Option<bool>, PageError> {
+        let Some(node) = path.first(self.doc).map_err(PageError::Pagination)? else { return Ok(None) };
+        if node.kind() == Kind::Null {
+            return Ok(None);
+        }
+        match node.as_text().as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("true" | "1" | "yes") => Ok(Some(true)),
+            Some("false" | "0" | "no" | "") => Ok(Some(false)),
+            _ => Err(PageError::Pagination(format!(
+                "{path} should be a boolean, but the response has {}",
+                node.to_compact_string()
+            ))),
+        }
+    }
+
+    /// The first value of a response header, if present and not blank.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+    }
+}
+
+/// What comes after a page.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    Request(PageRequest),
+    Done(StopReason),
+}
+
+/// Why a partition ended: logged, and written to the run manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum StopReason {
+    /// A page held no records.
+    NoRecords,
+    /// The records (or pages) the server announced have all been fetched.
+    TotalReached {
+        total: u64,
+    },
+    /// The server said there is no more.
+    HasMoreFalse,
+    /// The response carried no next cursor, URL or link.
+    NoNext,
+    /// A short page was followed by an empty page, 404, 400 or 422.
+    EndConfirmed {
+        status: u16,
+    },
+    MaxPages {
+        pages: u64,
+    },
+    MaxRecords {
+        records: u64,
+    },
+    /// `kind = "none"`: one request.
+    SinglePage,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::NoRecords => f.write_str("a page held no records"),
+            StopReason::TotalReached { total } => write!(f, "the announced total ({total}) was reached"),
+            StopReason::HasMoreFalse => f.write_str("the server said there are no more pages"),
+            StopReason::NoNext => f.write_str("the last page named no next page"),
+            StopReason::EndConfirmed { status: 200 } => f.write_str("the page after a short page was empty"),
+            StopReason::EndConfirmed { status } => write!(f, "the page after a short page returned {status}"),
+            StopReason::MaxPages { pages } => write!(f, "max_pages ({pages}) was reached"),
+            StopReason::MaxRecords { records } => write!(f, "max_records ({records}) was reached"),
+            StopReason::SinglePage => f.write_str("the job asks for a single page"),
+        }
+    }
+}
+
+/// Pages that can be fetched independently of each other: `start`, `start + step`, ... up to
+/// `end` (exclusive, in the strategy's own unit: an offset or a page number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRange {
+    pub start: u64,
+    pub step: u64,
+    pub end: Option<u64>,
+}
+
+/// The state of one partition's pagination, whatever the strategy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Paginator {
+    Offset(offset::Offset),
+    Page(page::Page),
+    Cursor(cursor::Cursor),
+    NextUrl(next_url::NextUrl),
+    LinkHeader(link_header::LinkHeader),
+    None { done: bool },
+}
+
+impl Paginator {
+    pub fn new(style: &Style) -> Self {
+        match style {
+            Style::Offset(c) => Paginator::Offset(offset::Offset::new(c)),
+            Style::Page(c) => Paginator::Page(page::Page::new(c)),
+            Style::Cursor(_) => Paginator::Cursor(cursor::Cursor::default()),
+            Style::NextUrl(_) => Paginator::NextUrl(next_url::NextUrl::default()),
+            Style::LinkHeader(_) => Paginator::LinkHeader(link_header::LinkHeader::default()),
+            Style::None => Paginator::None { done: false },
+        }
+    }
+
+    /// The first request of the partition.
+    pub fn first(&self, style: &Style) -> PageRequest {
+        match (self, style) {
+            (Paginator::Offset(s), Style::Offset(c)) => s.request(c),
+            (Paginator::Page(s), Style::Page(c)) => s.request(c),
+            (Paginator::Cursor(s), Style::Cursor(c)) => s.request(c),
+            (Paginator::NextUrl(_), Style::NextUrl(c)) => first_with_limit(c.limit_param.as_deref(), c.page_size),
+            (Paginator::LinkHeader(_), Style::LinkHeader(c)) => first_with_limit(c.limit_param.as_deref(), c.page_size),
+            _ => PageRequest::default(),
+        }
+    }
+
+    /// Digest a response; returns the next request or why the partition is done.
+    pub fn next(&mut self, style: &Style, response: &PageResponse) -> Result<Next, PageError> {
+        match (self, style) {
+            (Paginator::Offset(s), Style::Offset(c)) => Ok(s.next(c, response)?),
+            (Paginator::Page(s), Style::Page(c)) => Ok(s.next(c, response)?),
+            (Paginator::Cursor(s), Style::Cursor(c)) => s.next(c, response),
+            (Paginator::NextUrl(s), Style::NextUrl(c)) => s.next(c, response),
+            (Paginator::LinkHeader(s), Style::LinkHeader(_)) => s.next(response),
+            (Paginator::None { done }, _) => {
+                *done = true;
+                Ok(Next::Done(StopReason::SinglePage))
+            }
+            (state, style) => unreachable!("pagination state {state:?} does not match the job's {}", style.kind()),
+        }
+    }
+
+    /// True when the request just made only confirms an expected end, so an empty page, 404,
+    /// 400 or 422 ends the partition instead of failing it.
+    pub fn confirming_end(&self) -> bool {
+        match self {
+            Paginator::Offset(s) => s.confirming,
+            Paginator::Page(s) => s.confirming,
+            _ => false,
+        }
+    }
+
+    /// Offset and page: the pages that could be fetched independently from here on.
+    pub fn independent(&self) -> Option<PageRange> {
+        match self {
+            Paginator::Offset(s) => Some(s.range()),
+            Paginator::Page(s) => Some(s.range()),
+            _ => None,
+        }
+    }
+
+    /// The name of the parameter that sets the page size, for error messages.
+    pub fn size_param(style: &Style) -> Option<(&str, u64)> {
+        match style {
+            Style::Offset(c) => Some((c.limit_param.as_str(), c.page_size)),
+            Style::Page(c) => c.size_param.as_deref().zip(c.page_size),
+            Style::Cursor(c) => c.limit_param.as_deref().zip(c.page_size),
+            Style::NextUrl(c) => c.limit_param.as_deref().zip(c.page_size),
+            Style::LinkHeader(c) => c.limit_param.as_deref().zip(c.page_size),
+            Style::None => None,
+        }
+    }
+}
+
+fn first_with_limit(limit_param: Option<&str>, page_size: Option<u64>) -> PageRequest {
+    let mut request = PageRequest::default();
+    if let (Some(name), Some(size)) = (limit_param, page_size) {
+        request.set(ParamsIn::Query, name, Value::from(size));
+    }
+    request
+}
+
+/// Cursors and URLs seen in one partition, remembered as 64-bit hashes (8 bytes a page), so
+/// a server that links back to a page it served ends the harvest with an error, not a loop.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Seen(HashSet<u64>);
+
+impl Seen {
+    /// Remember `value`; false if it was seen before.
+    pub fn insert(&mut self, value: &str) -> bool {
+        // SipHash with fixed keys: the same value hashes the same after a resume.
+        #[allow(deprecated)]
+        let mut hasher = std::hash::SipHasher::new();
+        value.hash(&mut hasher);
+        self.0.insert(hasher.finish())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// Run `f` with a response made of a JSON body, headers and a URL.
+    pub fn with_response<T>(
+        body: &str,
+        headers: &[(&str, &str)],
+        url: &str,
+        records: u64,
+        f: impl FnOnce(&PageResponse) -> T,
+    ) -> T {
+        let doc = Document::parse(body.as_bytes()).unwrap();
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        let url = Url::parse(url).unwrap();
+        let response = PageResponse { status: 200, headers: &map, url: &url, doc: &doc, records };
+        f(&response)
+    }
+}

@@ -1,0 +1,81 @@
+//! Next-URL pagination: the body names the URL of the next page (`"next": "..."`).
+//!
+//! The URL may be absolute or relative (`/items?page=3`, `?page=3`, `items?page=3`); it is
+//! resolved against the URL that answered (RFC 3986) and requested exactly as given, so a
+//! cursor inside it is never encoded twice. A URL seen before in the partition is an error.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Next, PageRequest, PageResponse, Seen, StopReason};
+use crate::error::PageError;
+use crate::jsonpath::JsonPath;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub next: JsonPath,
+    /// Sent on the first request only, if the job sets a page size; next URLs carry their own.
+    pub limit_param: Option<String>,
+    pub page_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NextUrl {
+    pub seen: Seen,
+}
+
+impl NextUrl {
+    pub fn next(&mut self, config: &Config, response: &PageResponse) -> Result<Next, PageError> {
+        self.seen.insert(response.url.as_str());
+        if response.records == 0 {
+            return Ok(Next::Done(StopReason::NoRecords));
+        }
+        let Some(link) = response.text_at(&config.next)? else { return Ok(Next::Done(StopReason::NoNext)) };
+        follow(&mut self.seen, response, &link)
+    }
+}
+
+/// Resolve `link` against the response URL and ask for it, unless it was seen before.
+pub(super) fn follow(seen: &mut Seen, response: &PageResponse, link: &str) -> Result<Next, PageError> {
+    let url = response
+        .url
+        .join(link)
+        .map_err(|e| PageError::Pagination(format!("the next link {link:?} is not a valid URL: {e}")))?;
+    if !seen.insert(url.as_str()) {
+        return Err(PageError::Repeated { what: "next link", value: url.to_string() });
+    }
+    Ok(Next::Request(PageRequest { url: Some(url), ..Default::default() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::with_response;
+    use super::*;
+
+    fn follow_from(base: &str, next: &str) -> String {
+        let config = Config { next: JsonPath::parse("$.next").unwrap(), limit_param: None, page_size: None };
+        let body = serde_json::json!({ "next": next }).to_string();
+        let mut state = NextUrl::default();
+        match with_response(&body, &[], base, 1, |r| state.next(&config, r).unwrap()) {
+            Next::Request(r) => r.url.unwrap().to_string(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn resolves_relative_links_against_the_response_url() {
+        let base = "http://h:1/api/items?page=2";
+        assert_eq!(follow_from(base, "/items?page=3"), "http://h:1/items?page=3");
+        assert_eq!(follow_from(base, "?page=3"), "http://h:1/api/items?page=3");
+        assert_eq!(follow_from(base, "items?page=3"), "http://h:1/api/items?page=3");
+        assert_eq!(follow_from(base, "https://other/x?c=a%2Bb"), "https://other/x?c=a%2Bb");
+    }
+
+    #[test]
+    fn a_link_to_the_page_itself_is_an_error() {
+        let config = Config { next: JsonPath::parse("$.next").unwrap(), limit_param: None, page_size: None };
+        let mut state = NextUrl::default();
+        let err = with_response(r#"{"next": "?page=0"}"#, &[], "http://h/x?page=0", 1, |r| state.next(&config, r))
+            .unwrap_err();
+        assert!(matches!(err, PageError::Repeated { .. }));
+    }
+}

@@ -1,0 +1,141 @@
+//! Offset pagination: `?offset=200&limit=100`.
+//!
+//! Offsets advance by the records actually received, never by the size asked, because
+//! servers cap page sizes silently; the size actually served becomes the step. With a total,
+//! a short page is a cap and the harvest goes on until the total is reached. Without one, a
+//! short page may be the end or a cap, so one more request decides: an empty page (or a 404,
+//! 400 or 422, which the pipeline maps to the same end) confirms the end; records mean a cap.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason};
+use crate::error::PageError;
+use crate::jsonpath::JsonPath;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub offset_param: String,
+    pub limit_param: String,
+    pub start: u64,
+    pub page_size: u64,
+    /// Where the total record count is, if the server sends one.
+    pub total: Option<JsonPath>,
+    pub params_in: ParamsIn,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Offset {
+    /// The offset the next request asks for.
+    pub offset: u64,
+    /// The page size the server is believed to serve: the size asked until a shorter page
+    /// shows a cap.
+    pub served: u64,
+    pub total: Option<u64>,
+    /// The last page was short and no total says whether it was the end.
+    pub confirming: bool,
+}
+
+impl Offset {
+    pub fn new(config: &Config) -> Self {
+        Offset { offset: config.start, served: config.page_size, total: None, confirming: false }
+    }
+
+    pub fn request(&self, config: &Config) -> PageRequest {
+        let mut request = PageRequest::default();
+        request.set(config.params_in, &config.offset_param, Value::from(self.offset));
+        request.set(config.params_in, &config.limit_param, Value::from(config.page_size));
+        request
+    }
+
+    pub fn next(&mut self, config: &Config, response: &PageResponse) -> Result<Next, PageError> {
+        if let Some(path) = &config.total {
+            if let Some(total) = response.count_at(path)? {
+                self.total = Some(total);
+            }
+        }
+        let received = response.records;
+        if received == 0 {
+            return Ok(Next::Done(if self.confirming {
+                StopReason::EndConfirmed { status: response.status }
+            } else {
+                StopReason::NoRecords
+            }));
+        }
+        self.offset += received;
+        if let Some(total) = self.total {
+            if self.offset >= total + config.start {
+                return Ok(Next::Done(StopReason::TotalReached { total }));
+            }
+        }
+        // A short page: with a total it is a cap; without one it needs confirming.
+        self.confirming = received < self.served && self.total.is_none();
+        self.served = self.served.min(received);
+        Ok(Next::Request(self.request(config)))
+    }
+
+    pub fn range(&self) -> PageRange {
+        PageRange { start: self.offset, step: self.served.max(1), end: self.total }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::with_response;
+    use super::*;
+
+    fn config(total: bool) -> Config {
+        Config {
+            offset_param: "offset".into(),
+            limit_param: "limit".into(),
+            start: 0,
+            page_size: 100,
+            total: total.then(|| JsonPath::parse("$.total").unwrap()),
+            params_in: ParamsIn::Query,
+        }
+    }
+
+    fn feed(state: &mut Offset, config: &Config, body: &str, records: u64) -> Next {
+        with_response(body, &[], "http://x/", records, |r| state.next(config, r).unwrap())
+    }
+
+    fn asks(next: &Next) -> Vec<(String, String)> {
+        match next {
+            Next::Request(r) => r.query.clone(),
+            Next::Done(reason) => panic!("done: {reason}"),
+        }
+    }
+
+    #[test]
+    fn short_page_without_total_is_confirmed_by_one_more_request() {
+        let c = config(false);
+        let mut s = Offset::new(&c);
+        assert_eq!(asks(&feed(&mut s, &c, "{}", 100))[0], ("offset".into(), "100".into()));
+        assert_eq!(asks(&feed(&mut s, &c, "{}", 50))[0], ("offset".into(), "150".into()));
+        assert!(s.confirming);
+        assert_eq!(feed(&mut s, &c, "{}", 0), Next::Done(StopReason::EndConfirmed { status: 200 }));
+    }
+
+    #[test]
+    fn a_capped_server_is_followed_by_the_records_received() {
+        let c = config(false);
+        let mut s = Offset::new(&c);
+        // Asked 100, the server serves 30 a page.
+        for expected in [30, 60, 90] {
+            let q = asks(&feed(&mut s, &c, "{}", 30));
+            assert_eq!(q[0].1, expected.to_string());
+            assert_eq!(q[1].1, "100", "the size asked stays the configured one");
+        }
+        assert!(!s.confirming, "once the cap is known, a full capped page is not short");
+        assert_eq!(s.range(), PageRange { start: 90, step: 30, end: None });
+    }
+
+    #[test]
+    fn with_a_total_a_short_page_is_a_cap_and_the_total_ends() {
+        let c = config(true);
+        let mut s = Offset::new(&c);
+        asks(&feed(&mut s, &c, r#"{"total": 75}"#, 40));
+        assert!(!s.confirming);
+        assert_eq!(feed(&mut s, &c, r#"{"total": 75}"#, 35), Next::Done(StopReason::TotalReached { total: 75 }));
+    }
+}

@@ -1,0 +1,148 @@
+//! Page-number pagination: `?page=3&per_page=100`.
+//!
+//! The same end rules as offset pagination, counted in pages: with `total_pages` (or a
+//! record `total`) the harvest stops when it is reached and a short page is a cap; without
+//! either, a short page is confirmed by one more request. A capped server keeps numbering
+//! its pages by the size it serves, so page numbers simply go up by one.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason};
+use crate::error::PageError;
+use crate::jsonpath::JsonPath;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub page_param: String,
+    /// The page-size parameter; `None` leaves the size to the server.
+    pub size_param: Option<String>,
+    pub start: u64,
+    pub page_size: Option<u64>,
+    pub total_pages: Option<JsonPath>,
+    pub total: Option<JsonPath>,
+    pub params_in: ParamsIn,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Page {
+    /// The page number the next request asks for.
+    pub page: u64,
+    /// Records received so far.
+    pub received: u64,
+    /// The page size the server is believed to serve (unknown until the first page when the
+    /// job sets none).
+    pub served: Option<u64>,
+    pub total_pages: Option<u64>,
+    pub total: Option<u64>,
+    pub confirming: bool,
+}
+
+impl Page {
+    pub fn new(config: &Config) -> Self {
+        Page {
+            page: config.start,
+            received: 0,
+            served: config.page_size,
+            total_pages: None,
+            total: None,
+            confirming: false,
+        }
+    }
+
+    pub fn request(&self, config: &Config) -> PageRequest {
+        let mut request = PageRequest::default();
+        request.set(config.params_in, &config.page_param, Value::from(self.page));
+        if let (Some(name), Some(size)) = (&config.size_param, config.page_size) {
+            request.set(config.params_in, name, Value::from(size));
+        }
+        request
+    }
+
+    pub fn next(&mut self, config: &Config, response: &PageResponse) -> Result<Next, PageError> {
+        if let Some(path) = &config.total_pages {
+            if let Some(pages) = response.count_at(path)? {
+                self.total_pages = Some(pages);
+            }
+        }
+        if let Some(path) = &config.total {
+            if let Some(total) = response.count_at(path)? {
+                self.total = Some(total);
+            }
+        }
+        let received = response.records;
+        if received == 0 {
+            return Ok(Next::Done(if self.confirming {
+                StopReason::EndConfirmed { status: response.status }
+            } else {
+                StopReason::NoRecords
+            }));
+        }
+        self.page += 1;
+        self.received += received;
+        if let Some(pages) = self.total_pages {
+            if self.page >= config.start + pages {
+                return Ok(Next::Done(StopReason::TotalReached { total: pages }));
+            }
+        }
+        if let Some(total) = self.total {
+            if self.received >= total {
+                return Ok(Next::Done(StopReason::TotalReached { total }));
+            }
+        }
+        let announced = self.total_pages.is_some() || self.total.is_some();
+        let served = self.served.unwrap_or(received);
+        self.confirming = received < served && !announced;
+        self.served = Some(served.min(received));
+        Ok(Next::Request(self.request(config)))
+    }
+
+    pub fn range(&self) -> PageRange {
+        let end = self.total_pages.map(|pages| pages + 1).or_else(|| {
+            let served = self.served.filter(|s| *s > 0)?;
+            let remaining = self.total?.saturating_sub(self.received);
+            Some(self.page + remaining.div_ceil(served))
+        });
+        PageRange { start: self.page, step: 1, end }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::with_response;
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            page_param: "page".into(),
+            size_param: Some("per_page".into()),
+            start: 1,
+            page_size: Some(10),
+            total_pages: Some(JsonPath::parse("$.total_pages").unwrap()),
+            total: None,
+            params_in: ParamsIn::Query,
+        }
+    }
+
+    #[test]
+    fn total_pages_ends_without_an_extra_request() {
+        let c = config();
+        let mut s = Page::new(&c);
+        let body = r#"{"total_pages": 2}"#;
+        let next = with_response(body, &[], "http://x/", 10, |r| s.next(&c, r).unwrap());
+        assert!(matches!(next, Next::Request(ref r) if r.query[0] == ("page".into(), "2".into())));
+        let next = with_response(body, &[], "http://x/", 3, |r| s.next(&c, r).unwrap());
+        assert_eq!(next, Next::Done(StopReason::TotalReached { total: 2 }));
+    }
+
+    #[test]
+    fn without_totals_a_short_page_is_confirmed() {
+        let mut c = config();
+        c.total_pages = None;
+        let mut s = Page::new(&c);
+        with_response("[]", &[], "http://x/", 4, |r| s.next(&c, r).unwrap());
+        assert!(s.confirming);
+        let next = with_response("[]", &[], "http://x/", 0, |r| s.next(&c, r).unwrap());
+        assert_eq!(next, Next::Done(StopReason::EndConfirmed { status: 200 }));
+    }
+}

@@ -1,0 +1,214 @@
+//! The runtime form of a job: everything resolved, compiled and checked once.
+//!
+//! [`crate::job`] turns a job file into a `Plan`; nothing after that re-checks input. Durations
+//! are `Duration`s, paths are compiled, limits are non-zero, `${VAR}`s are substituted and the
+//! values that came from them are known to the [`Redactor`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use url::Url;
+
+use crate::jsonpath::JsonPath;
+use crate::paginate::PaginationPlan;
+use crate::redact::Redactor;
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    /// The job file, for messages ("`harvest run jobs/x.toml` resumes").
+    pub job_file: PathBuf,
+    pub request: RequestPlan,
+    pub records: RecordsPlan,
+    pub pagination: PaginationPlan,
+    pub limits: Limits,
+    pub retry: RetryPlan,
+    pub partitions: Vec<Partition>,
+    pub output: OutputPlan,
+    pub redactor: Redactor,
+    /// Origins that may receive credentials: `request.url`'s and `[auth] allow_origins`.
+    pub allowed_origins: Vec<url::Origin>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestPlan {
+    /// The URL with `{partition}` placeholders still in it.
+    pub url: String,
+    pub method: Method,
+    /// Query parameters; values may hold placeholders. A list value repeats the parameter.
+    pub params: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_body: u64,
+    pub ca_cert: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordsPlan {
+    pub path: JsonPath,
+    pub errors: Option<JsonPath>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub concurrency: usize,
+    pub requests_per_second: Option<f64>,
+    pub burst: u32,
+    pub respect_server_limits: bool,
+    pub max_wait: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryPlan {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub on_status: Vec<u16>,
+}
+
+/// One combination of partition values; each is its own pagination stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Partition {
+    pub values: Vec<(String, String)>,
+}
+
+impl Partition {
+    /// `repo=rust,day=2024-01-01`; empty for a job without partitions.
+    pub fn label(&self) -> String {
+        self.values.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Ndjson,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip => ".gz",
+            Compression::Zstd => ".zst",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Replace,
+    Append,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutputPlan {
+    pub format: Format,
+    /// `<dir>`; files go to `<dir>/<name>/`.
+    pub dir: PathBuf,
+    pub compression: Compression,
+    pub mode: Mode,
+    pub rows_per_file: u64,
+}
+
+impl Plan {
+    /// `<dir>/<name>`.
+    pub fn output_root(&self) -> PathBuf {
+        self.output.dir.join(&self.name)
+    }
+
+    /// The job's URL for one partition, placeholders filled in and percent-encoded.
+    pub fn url_for(&self, partition: &Partition) -> Result<Url, String> {
+        let filled = fill(&self.request.url, partition, Encoding::PathSegment);
+        Url::parse(&filled)
+            .map_err(|e| format!("request.url {} is not a valid URL: {e}", self.redactor.redact(&filled)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Percent-encode everything but unreserved characters: for URL templates.
+    PathSegment,
+    /// Insert as is: query values are encoded once when the URL is built, bodies are JSON.
+    Raw,
+}
+
+/// Replace `{key}` placeholders naming partition keys; other braces are left alone (a
+/// GraphQL query in a body is full of them).
+pub fn fill(template: &str, partition: &Partition, encoding: Encoding) -> String {
+    if partition.values.is_empty() || !template.contains('{') {
+        return template.to_string();
+    }
+    let mut out = template.to_string();
+    for (key, value) in &partition.values {
+        let placeholder = format!("{{{key}}}");
+        if out.contains(&placeholder) {
+            let value = match encoding {
+                Encoding::PathSegment => {
+                    percent_encoding::utf8_percent_encode(value, UNRESERVED_COMPLEMENT).to_string()
+                }
+                Encoding::Raw => value.clone(),
+            };
+            out = out.replace(&placeholder, &value);
+        }
+    }
+    out
+}
+
+/// Everything except RFC 3986 unreserved characters (`A-Z a-z 0-9 - . _ ~`).
+const UNRESERVED_COMPLEMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Fill placeholders in every string of a JSON value.
+pub fn fill_json(value: &Value, partition: &Partition) -> Value {
+    match value {
+        Value::String(s) => Value::String(fill(s, partition, Encoding::Raw)),
+        Value::Array(items) => Value::Array(items.iter().map(|v| fill_json(v, partition)).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), fill_json(v, partition))).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_encoded_in_urls_and_raw_elsewhere() {
+        let p = Partition { values: vec![("repo".into(), "a b/ü".into())] };
+        assert_eq!(fill("http://h/{repo}/x", &p, Encoding::PathSegment), "http://h/a%20b%2F%C3%BC/x");
+        assert_eq!(fill("{repo} { query }", &p, Encoding::Raw), "a b/ü { query }");
+    }
+}
