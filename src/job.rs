@@ -892,7 +892,12 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// The `[section]` header governing byte `offset`, if any.
 fn section_at(text: &str, offset: usize) -> Option<String> {
-    text[..offset.min(text.len())]
+    let line_start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    if text[line_start..].trim_start().starts_with('[') {
+        // The error is about a table header itself: a top-level key.
+        return None;
+    }
+    text[..line_start]
         .lines()
         .rev()
         .map(str::trim)

@@ -43,6 +43,8 @@ struct Knobs {
     link_style: String,
     has_more_as_string: bool,
     updated_since: Option<String>,
+    /// Indent JSON bodies, as some frameworks do.
+    pretty: bool,
 }
 
 impl Knobs {
@@ -65,6 +67,7 @@ impl Knobs {
             link_style: get("link_style").unwrap_or_default(),
             has_more_as_string: get("has_more_as").as_deref() == Some("string"),
             updated_since: get("updated_since"),
+            pretty: get("pretty").is_some(),
         }
     }
 }
@@ -216,6 +219,14 @@ impl Call<'_> {
             header::CONTENT_TYPE,
             HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/json")),
         );
+        let pretty;
+        let body = if self.knobs.pretty {
+            let value: Value = serde_json::from_str(body).expect("the mock renders JSON");
+            pretty = serde_json::to_string_pretty(&value).expect("JSON serializes");
+            pretty.as_str()
+        } else {
+            body
+        };
         let body = match self.knobs.gzip.as_deref() {
             Some(how) => {
                 if how != "hidden" {

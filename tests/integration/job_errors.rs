@@ -1,0 +1,141 @@
+//! Bad job files, one row a case: the message, with file:line:col, is asserted.
+
+use std::path::Path;
+
+use harvest::job::{self, Env, Overrides};
+
+const HEAD: &str = "name = \"t\"\n[request]\nurl = \"http://127.0.0.1:9/items\"\n[records]\npath = \"$.items[*]\"\n";
+
+fn error_of(text: &str) -> String {
+    let env = Env::from_pairs([("SET_TOKEN".to_string(), "s3cr3t".to_string())]);
+    match job::parse(Path::new("jobs/bad.toml"), text, &env, &Overrides::default()) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_job_files_are_reported_with_their_position() {
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "unknown key in [pagination], with a hint",
+            format!("{HEAD}[pagination]\nkind = \"offset\"\noffest_param = \"skip\"\n"),
+            "jobs/bad.toml:8:1: unknown key `offest_param`; did you mean `offset_param`? (in [pagination])",
+        ),
+        (
+            "unknown key in [auth]",
+            format!("{HEAD}[pagination]\nkind = \"none\"\n[auth]\nkind = \"none\"\ntokn = \"x\"\n"),
+            "jobs/bad.toml:10:1: unknown key `tokn`; did you mean `token`? (in [auth])",
+        ),
+        (
+            "unknown section, with a hint",
+            format!("{HEAD}[pagination]\nkind = \"none\"\n[limit]\nconcurrency = 2\n"),
+            "jobs/bad.toml:8:2: unknown key `limit`; did you mean `limits`?",
+        ),
+        (
+            "a key of another pagination kind",
+            format!("{HEAD}[pagination]\nkind = \"offset\"\ncursor_param = \"c\"\n"),
+            "jobs/bad.toml:8:16: `cursor_param` does not apply to pagination kind \"offset\" (it is for kind cursor)",
+        ),
+        (
+            "unknown pagination kind",
+            format!("{HEAD}[pagination]\nkind = \"cursr\"\n"),
+            "jobs/bad.toml:7:8: pagination kind \"cursr\" is not one of offset, page, cursor, next_url, link_header, none; did you mean `cursor`?",
+        ),
+        (
+            "wrong type",
+            format!("{HEAD}[pagination]\nkind = \"offset\"\npage_size = \"ten\"\n"),
+            "jobs/bad.toml:8:13: invalid type: string \"ten\", expected u64",
+        ),
+        (
+            "bad duration",
+            "name = \"t\"\n[request]\nurl = \"http://127.0.0.1:9/items\"\ntimeout = \"5 parsecs\"\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"none\"\n".to_string(),
+            "jobs/bad.toml:4:11: \"5 parsecs\" is not a duration",
+        ),
+        (
+            "missing environment variable",
+            "name = \"t\"\n[request]\nurl = \"http://127.0.0.1:9/items\"\nheaders = { Authorization = \"Bearer ${NOPE_TOKEN}\" }\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"none\"\n".to_string(),
+            "jobs/bad.toml:4:11: environment variable NOPE_TOKEN is not set",
+        ),
+        (
+            "invalid JSONPath",
+            "name = \"t\"\n[request]\nurl = \"http://127.0.0.1:9/items\"\n[records]\npath = \"$.items[\"\n[pagination]\nkind = \"none\"\n".to_string(),
+            "jobs/bad.toml:5:8: invalid JSONPath \"$.items[\"",
+        ),
+        (
+            "missing required key",
+            "name = \"t\"\n[request]\nurl = \"http://127.0.0.1:9/items\"\n[records]\nerrors = \"\"\n[pagination]\nkind = \"none\"\n".to_string(),
+            "missing field `path`",
+        ),
+        (
+            "a name that cannot name a folder",
+            format!("name = \"My Job\"\n{}[pagination]\nkind = \"none\"\n", &HEAD[11..]),
+            "jobs/bad.toml:1:8: name \"My Job\" must match [a-z0-9_-]+",
+        ),
+        (
+            "a placeholder without a partition",
+            "name = \"t\"\n[request]\nurl = \"http://127.0.0.1:9/{repo}/items\"\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"none\"\n".to_string(),
+            "jobs/bad.toml:3:7: request.url uses {repo}, but the job has no [partitions]",
+        ),
+        (
+            "a later feature: [incremental]",
+            format!("{HEAD}[pagination]\nkind = \"none\"\n[incremental]\nfield = \"$.updated_at\"\n"),
+            "jobs/bad.toml:8:1: [incremental] is not supported by this version of harvest yet",
+        ),
+        (
+            "a later feature: auth kinds",
+            format!("{HEAD}[pagination]\nkind = \"none\"\n[auth]\nkind = \"bearer\"\ntoken = \"${{SET_TOKEN}}\"\n"),
+            "jobs/bad.toml:9:8: [auth] kind = \"bearer\" is not supported by this version of harvest yet",
+        ),
+        (
+            "a later feature: parquet",
+            format!("{HEAD}[pagination]\nkind = \"none\"\n[output]\nformat = \"parquet\"\n"),
+            "jobs/bad.toml:9:10: format = \"parquet\" is not supported by this version of harvest yet",
+        ),
+        (
+            "a later feature: date-range partitions",
+            format!("{HEAD}[pagination]\nkind = \"none\"\n[partitions]\nday = {{ start = \"2024-01-01\", end = \"2024-02-01\", step = \"1d\" }}\n"),
+            "jobs/bad.toml:9:7: a date-range partition is not supported by this version of harvest yet",
+        ),
+        (
+            "zero concurrency",
+            format!("{HEAD}[pagination]\nkind = \"none\"\n[limits]\nconcurrency = 0\n"),
+            "jobs/bad.toml:9:15: concurrency must be at least 1",
+        ),
+        (
+            "a body on GET",
+            "name = \"t\"\n[request]\nurl = \"http://127.0.0.1:9/items\"\nbody = { q = 1 }\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"none\"\n".to_string(),
+            "jobs/bad.toml:4:8: request.body needs method = \"POST\"",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, text, expected) in cases {
+        let message = error_of(text);
+        if !message.contains(expected) {
+            failures.push(format!("{what}:\n  expected: {expected}\n  got:      {message}"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn secrets_never_show_in_job_errors() {
+    let text = format!("{HEAD}[pagination]\nkind = \"none\"\n[auth]\nkind = \"bearer\"\ntoken = \"${{SET_TOKEN}}\"\n");
+    assert!(!error_of(&text).contains("s3cr3t"));
+}
+
+#[test]
+fn env_defaults_and_dotenv() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), "FROM_DOTENV=dotenv-value\n").unwrap();
+    let path = dir.path().join("job.toml");
+    std::fs::write(
+        &path,
+        "name = \"t\"\n[request]\nurl = \"${BASE_FOR_TEST:-http://127.0.0.1:9}/items\"\nheaders = { X-Key = \"${FROM_DOTENV}\" }\n[records]\npath = \"$[*]\"\n[pagination]\nkind = \"none\"\n",
+    )
+    .unwrap();
+    let plan = job::load(&path, &Overrides::default()).unwrap();
+    assert_eq!(plan.request.url, "http://127.0.0.1:9/items");
+    assert_eq!(plan.request.headers, vec![("X-Key".to_string(), "dotenv-value".to_string())]);
+    assert!(plan.redactor.contains_secret("dotenv-value"), "values from the environment are secrets");
+}

@@ -1,0 +1,10 @@
+//! Integration tests: real HTTP over loopback against the built-in mock API (and a second
+//! instance of it as "another origin"). One test binary, so linking stays fast.
+
+mod cli;
+mod job_errors;
+mod pagination;
+mod quirks;
+mod responses;
+mod secrets;
+mod support;

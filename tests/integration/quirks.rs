@@ -1,0 +1,117 @@
+//! How real APIs paginate and break pagination (shared/QUIRKS.md), one case each.
+
+use harvest::mock::Dataset;
+
+use crate::support::{one_to, part_files, Fixture, FAST_RETRY};
+
+const N: u64 = 437;
+
+async fn harvest_all(path: &str, records: &str, pagination: &str) -> Fixture {
+    let f = Fixture::new(N).await;
+    let job = format!(
+        "name = \"t\"\n[request]\nurl = \"{{base}}{path}\"\n[records]\npath = \"{records}\"\n[pagination]\n{pagination}\n"
+    );
+    f.run(&job).await.unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(f.ids("t"), one_to(N), "{path}: every id once, in order");
+    f
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silently_capped_page_sizes_leave_no_gap() {
+    // Asked 100, served 30: offsets advance by what arrived; a short page is not the end.
+    let offset = "kind = \"offset\"\npage_size = 100";
+    let f = harvest_all("/offset?max_page_size=30", "$.items[*]", &format!("{offset}\ntotal = \"$.total\"")).await;
+    assert_eq!(f.requests("/offset"), 15, "437 / 30 rounded up, no confirming request with a total");
+    let f = harvest_all("/offset?max_page_size=30&total=omit", "$.items[*]", offset).await;
+    // The page after the first short one confirms the cap; the page after the last, the end.
+    assert_eq!(f.requests("/offset"), 16, "15 pages of records and one empty page");
+    let page = "kind = \"page\"\npage_size = 100";
+    harvest_all("/page?max_page_size=30", "$.data[*]", &format!("{page}\ntotal_pages = \"$.total_pages\"")).await;
+    harvest_all("/page?max_page_size=30&total=omit", "$.data[*]", page).await;
+    harvest_all("/next-url?per_page=100&max_page_size=30", "$.results[*]", "kind = \"next_url\"").await;
+    harvest_all("/cursor?max_page_size=30", "$.items[*]", "kind = \"cursor\"\npage_size = 100").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_page_refused_with_422_names_the_parameter() {
+    let f = Fixture::new(N).await;
+    let job = format!(
+        "name = \"t\"\n[request]\nurl = \"{{base}}/offset?max_page_size=50&oversize=422\"\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"offset\"\npage_size = 500\n{FAST_RETRY}"
+    );
+    let message = f.run(&job).await.unwrap_err().to_string();
+    assert!(message.contains("returned 422"), "{message}");
+    assert!(message.contains("lower pagination.page_size: this request asked limit=500"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relative_next_links_in_every_form() {
+    for form in ["absolute", "root", "query", "path"] {
+        harvest_all(&format!("/next-url?per_page=50&links={form}"), "$.results[*]", "kind = \"next_url\"").await;
+        harvest_all(&format!("/link?per_page=50&links={form}"), "$[*]", "kind = \"link_header\"").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn link_headers_split_unquoted_or_empty_at_the_end() {
+    for style in ["link_style=split", "link_style=unquoted", "end=empty"] {
+        let f = harvest_all(&format!("/link?per_page=50&{style}"), "$[*]", "kind = \"link_header\"").await;
+        assert_eq!(f.requests("/link"), 9, "{style}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_page_says_next_is_null_empty_or_missing() {
+    for end in ["null", "empty", "missing"] {
+        let f = harvest_all(&format!("/next-url?per_page=50&end={end}"), "$.results[*]", "kind = \"next_url\"").await;
+        assert_eq!(f.requests("/next-url"), 9, "{end}");
+        let f = harvest_all(&format!("/cursor?end={end}"), "$.items[*]", "kind = \"cursor\"\npage_size = 50").await;
+        assert_eq!(f.requests("/cursor"), 9, "{end}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_null_or_missing_on_an_empty_page_end_the_partition() {
+    for how in ["null", "missing"] {
+        let f = harvest_all(
+            &format!("/offset?total=omit&empty_results={how}"),
+            "$.items[*]",
+            "kind = \"offset\"\npage_size = 100",
+        )
+        .await;
+        assert_eq!(f.requests("/offset"), 6, "{how}: 5 pages and the confirming one");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gzip_unasked_or_undeclared_and_a_wrong_content_type_are_fine() {
+    for knob in ["gzip=1", "gzip=hidden", "content_type=text/plain"] {
+        harvest_all(&format!("/offset?{knob}"), "$.items[*]", "kind = \"offset\"\ntotal = \"$.total\"").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_are_written_byte_for_byte() {
+    // The mock's records hold non-ASCII text, escapes and integers beyond 2^53; served
+    // indented, they must come out as the compact original bytes, one record a line.
+    let f = harvest_all("/cursor?pretty=1", "$.items[*]", "kind = \"cursor\"\npage_size = 100").await;
+    let data = Dataset::new(N);
+    let mut expected = Vec::new();
+    for i in 0..N {
+        expected.extend_from_slice(data.record(i));
+        expected.push(b'\n');
+    }
+    let files = part_files(&f.out().join("t"));
+    assert_eq!(files.len(), 1);
+    assert!(std::fs::read(&files[0]).unwrap() == expected, "output differs from the served bytes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn filter_paths_keep_key_order_and_digits() {
+    // A filter path goes through the full JSONPath engine: still key order and every digit.
+    let f = harvest_all("/offset?pretty=1", "$.items[?@.id > 0]", "kind = \"offset\"\ntotal = \"$.total\"").await;
+    let files = part_files(&f.out().join("t"));
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(first.starts_with("{\"id\":1,\"name\":\"Ærøskøbing #1"), "{first}");
+    assert!(first.contains("\"snowflake\":1234567890123456790"), "{first}");
+}

@@ -1,0 +1,91 @@
+//! Helpers: run a job written inline against a mock server, read back what it wrote.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use harvest::error::Error;
+use harvest::job::{self, Env, Overrides};
+use harvest::mock::{MockConfig, MockServer};
+use harvest::pipeline::{self, RunOptions, RunSummary};
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub struct Fixture {
+    pub server: MockServer,
+    pub dir: TempDir,
+}
+
+impl Fixture {
+    pub async fn new(records: u64) -> Self {
+        let server = MockServer::start(MockConfig { records, ..Default::default() }).await.expect("mock starts");
+        Fixture { server, dir: tempfile::tempdir().expect("a temp dir") }
+    }
+
+    /// Write `toml` (with `{base}` replaced by the mock's URL) to a job file.
+    pub fn job(&self, toml: &str) -> PathBuf {
+        let path = self.dir.path().join("job.toml");
+        std::fs::write(&path, toml.replace("{base}", &self.server.url())).expect("job written");
+        path
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    /// Run a job; `vars` are its environment.
+    pub async fn run_with(&self, toml: &str, vars: &[(&str, &str)]) -> Result<RunSummary, Error> {
+        let path = self.job(toml);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let env = Env::from_pairs(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let overrides = Overrides { output_dir: Some(self.out()), ..Default::default() };
+        let plan = job::parse(&path, &text, &env, &overrides)?;
+        pipeline::run(Arc::new(plan), RunOptions::default()).await
+    }
+
+    pub async fn run(&self, toml: &str) -> Result<RunSummary, Error> {
+        self.run_with(toml, &[]).await
+    }
+
+    /// The records of the job's published parts, in file-name order.
+    pub fn records(&self, job: &str) -> Vec<Value> {
+        read_records(&self.out().join(job))
+    }
+
+    pub fn ids(&self, job: &str) -> Vec<u64> {
+        self.records(job).iter().map(|r| r["id"].as_u64().expect("an id")).collect()
+    }
+
+    /// The mock's requests to `path`.
+    pub fn requests(&self, path: &str) -> usize {
+        self.server.stats.count_path(path)
+    }
+}
+
+pub fn part_files(root: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.file_name().unwrap().to_string_lossy().starts_with("part-"));
+    files.sort();
+    files
+}
+
+pub fn read_records(root: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    for file in part_files(root) {
+        let text = std::fs::read_to_string(&file).expect("a readable part");
+        for line in text.lines() {
+            out.push(
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: bad line {line:?}: {e}", file.display())),
+            );
+        }
+    }
+    out
+}
+
+/// Small retry delays so failing cases end fast.
+pub const FAST_RETRY: &str = "[retry]\nmax_attempts = 2\ninitial_backoff = \"10ms\"\nmax_backoff = \"20ms\"\n";
+
+pub fn one_to(n: u64) -> Vec<u64> {
+    (1..=n).collect()
+}
