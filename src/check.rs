@@ -26,8 +26,10 @@ pub fn describe(plan: &Plan) -> String {
     }
     let _ = writeln!(
         out,
-        "    timeout {:?} (connect {:?}), responses over {} bytes are an error",
-        plan.request.timeout, plan.request.connect_timeout, plan.request.max_body
+        "    timeout {} (connect {}), responses over {} bytes are an error",
+        human(plan.request.timeout),
+        human(plan.request.connect_timeout),
+        plan.request.max_body
     );
     if plan.partitions.len() > 1 || !first.values.is_empty() {
         let _ = writeln!(out, "  partitions: {} combinations, harvested one after another", plan.partitions.len());
@@ -61,19 +63,19 @@ pub fn describe(plan: &Plan) -> String {
     };
     let _ = writeln!(
         out,
-        "  limits: {rate}; {} request(s) in flight; server rate limits {} (waits up to {:?})",
+        "  limits: {rate}; at most {} request(s) in flight; server rate limits {} (waits up to {})",
         l.concurrency,
         if l.respect_server_limits { "respected" } else { "ignored" },
-        l.max_wait
+        human(l.max_wait)
     );
     let t = &plan.retry;
     let codes: Vec<String> = t.on_status.iter().map(u16::to_string).collect();
     let _ = writeln!(
         out,
-        "  retry: up to {} attempts, backoff {:?} to {:?} with jitter, on connect errors, timeouts, cut or invalid bodies and {}",
+        "  retry: up to {} attempts, backoff {} to {} with jitter, on connect errors, timeouts, cut or invalid bodies and {}",
         t.max_attempts,
-        t.initial_backoff,
-        t.max_backoff,
+        human(t.initial_backoff),
+        human(t.max_backoff),
         codes.join(", ")
     );
     let o = &plan.output;
@@ -94,6 +96,10 @@ pub fn describe(plan: &Plan) -> String {
     let origins: Vec<String> = plan.allowed_origins.iter().map(|o| o.ascii_serialization()).collect();
     let _ = writeln!(out, "  credentials go only to: {}", origins.join(", "));
     out
+}
+
+fn human(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
 }
 
 fn place(p: ParamsIn) -> &'static str {

@@ -8,11 +8,12 @@
 //! `${VAR:-default}` are substituted from the environment and `.env` files; values that came
 //! from the environment are secrets from then on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use indexmap::IndexMap;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -37,7 +38,7 @@ struct JobFile {
     #[serde(default)]
     retry: RetryFile,
     #[serde(default)]
-    partitions: BTreeMap<String, Spanned<toml::Value>>,
+    partitions: IndexMap<String, Spanned<toml::Value>>,
     incremental: Option<Spanned<toml::Table>>,
     #[serde(default)]
     output: OutputFile,
@@ -694,7 +695,7 @@ impl Cx<'_> {
             .collect()
     }
 
-    fn partitions(&self, table: &BTreeMap<String, Spanned<toml::Value>>) -> R<Vec<Partition>> {
+    fn partitions(&self, table: &IndexMap<String, Spanned<toml::Value>>) -> R<Vec<Partition>> {
         let mut combos = vec![Partition::default()];
         for (key, values) in table {
             if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {

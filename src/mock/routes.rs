@@ -128,6 +128,7 @@ pub(super) async fn respond(api: &MockApi, request: Request) -> Response {
         (Method::GET, "/cursor-header") => call.cursor_header(),
         (Method::GET, "/has-more") => call.has_more(),
         (Method::POST, "/graphql") => call.graphql(&body),
+        (_, "/redirect") => call.redirect(),
         (Method::GET, "/_stats") => call.json(
             StatusCode::OK,
             &json!({"requests": api.stats.requests(), "max_in_flight": api.stats.max_in_flight()}).to_string(),
@@ -475,6 +476,23 @@ impl Call<'_> {
             Ok(self.json(StatusCode::OK, &body.replace("\"list\",,", "\"list\","), HeaderMap::new()))
         };
         run().unwrap_or_else(|e| e)
+    }
+
+    /// `GET|POST /redirect?to=<url>&status=307`: a redirect to `to`, with this request's
+    /// other query parameters added.
+    fn redirect(&self) -> Response {
+        let Some(to) = self.param("to") else { return error(StatusCode::BAD_REQUEST, "redirect needs ?to=") };
+        let status = self.param("status").and_then(|s| s.parse().ok()).unwrap_or(307);
+        let rest: Vec<(String, String)> =
+            self.query.iter().filter(|(k, _)| k != "to" && k != "status").cloned().collect();
+        let sep = if to.contains('?') { '&' } else { '?' };
+        let query: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(rest).finish();
+        let location = if query.is_empty() { to.to_string() } else { format!("{to}{sep}{query}") };
+        Response::builder()
+            .status(StatusCode::from_u16(status).unwrap_or(StatusCode::TEMPORARY_REDIRECT))
+            .header(header::LOCATION, location)
+            .body(Body::empty())
+            .expect("a valid response")
     }
 
     /// `POST /graphql` with `{"query": "...", "variables": {"first": n, "after": cursor}}`:

@@ -54,3 +54,17 @@ fn every_example_job_checks() {
         }
     }
 }
+
+#[test]
+fn the_readme_reference_job_is_valid() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let start = readme.find("<!-- reference:start -->").expect("the reference block");
+    let end = readme.find("<!-- reference:end -->").expect("the reference block ends");
+    let block = &readme[start..end];
+    let toml = block.split("```toml").nth(1).and_then(|b| b.split("```").next()).expect("a toml block");
+    let env = harvest::job::Env::from_pairs([("API_TOKEN".to_string(), "t".to_string())]);
+    let plan = harvest::job::parse(std::path::Path::new("README.md"), toml, &env, &Default::default())
+        .unwrap_or_else(|e| panic!("the README's reference job: {e}"));
+    assert_eq!(plan.partitions.len(), 2);
+    assert_eq!(plan.limits.concurrency, 8);
+}
