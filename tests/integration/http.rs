@@ -64,9 +64,7 @@ async fn redirects_are_followed_and_credentials_stay_behind_on_another_origin() 
     let home = Fixture::new(50).await;
     let other = MockServer::start(MockConfig { records: 50, ..Default::default() }).await.unwrap();
     // Same origin: followed with the credential.
-    let job = format!(
-        "name = \"t\"\n[request]\nurl = \"{{base}}/redirect\"\nparams = {{ to = \"{{base}}/offset\" }}\nheaders = {{ X-Api-Key = \"${{KEY}}\" }}\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"offset\"\ntotal = \"$.total\"\n"
-    );
+    let job = "name = \"t\"\n[request]\nurl = \"{base}/redirect\"\nparams = { to = \"{base}/offset\" }\nheaders = { X-Api-Key = \"${KEY}\" }\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"offset\"\ntotal = \"$.total\"\n".to_string();
     home.run_with(&job, &[("KEY", "redirect-secret")]).await.unwrap();
     assert_eq!(home.ids("t"), one_to(50));
     let log = home.server.stats.log();
