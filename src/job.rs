@@ -394,13 +394,11 @@ impl Cx<'_> {
             },
         };
         let mut pagination = self.pagination(file.pagination.get_ref())?;
-        if matches!(
-            pagination.style,
-            Style::Offset(offset::Config { params_in: ParamsIn::Body, .. })
-                | Style::Page(page::Config { params_in: ParamsIn::Body, .. })
-        ) && request.method == Method::Get
-        {
-            return Err(self.err(file.pagination.span(), "params_in = \"body\" needs request.method = \"POST\""));
+        if request.method == Method::Get && sends_in_body(&pagination.style) {
+            return Err(self.err(
+                file.pagination.span(),
+                "params_in = \"body\" (or cursor_in = \"body\") needs request.method = \"POST\"",
+            ));
         }
         let allow_origins = self.auth(file.auth.as_ref())?;
         let limits = self.limits(&file.limits)?;
@@ -814,6 +812,16 @@ impl Cx<'_> {
 impl From<cursor::Config> for Style {
     fn from(c: cursor::Config) -> Self {
         Style::Cursor(c)
+    }
+}
+
+/// True when the strategy puts parameters in a JSON body.
+fn sends_in_body(style: &Style) -> bool {
+    match style {
+        Style::Offset(c) => c.params_in == ParamsIn::Body,
+        Style::Page(c) => c.params_in == ParamsIn::Body,
+        Style::Cursor(c) => c.params_in == ParamsIn::Body || c.cursor_in == ParamsIn::Body,
+        _ => false,
     }
 }
 

@@ -68,3 +68,58 @@ fn the_readme_reference_job_is_valid() {
     assert_eq!(plan.partitions.len(), 2);
     assert_eq!(plan.limits.concurrency, 8);
 }
+
+#[test]
+fn json_logs_are_one_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let output =
+        harvest(&["demo", "--records", "50", "--output-dir", dir.path().to_str().unwrap(), "--log-format", "json"]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(v["fields"]["message"].is_string(), "{line}");
+    }
+    let quiet = harvest(&["demo", "--records", "50", "--output-dir", dir.path().to_str().unwrap(), "-q"]);
+    assert!(quiet.status.success());
+    assert!(quiet.stderr.is_empty(), "-q: {}", String::from_utf8_lossy(&quiet.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_stops_cleanly_with_130_and_keeps_what_was_written() {
+    use harvest::mock::{MockConfig, MockServer};
+    let server =
+        MockServer::start(MockConfig { records: 10_000, latency: std::time::Duration::from_millis(50) }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!("name = \"slow\"\n[request]\nurl = \"{}/cursor\"\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"cursor\"\npage_size = 10\n", server.url()),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_harvest"))
+        .args(["run", job.to_str().unwrap(), "--output-dir", dir.path().to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    // The pages fetched before the signal are on disk, in order, each once.
+    let open = dir.path().join("slow/_harvest/open");
+    let part = std::fs::read_dir(&open).unwrap().flatten().next().expect("the open part").path();
+    let ids: Vec<u64> = std::fs::read_to_string(part)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_u64().unwrap())
+        .collect();
+    assert!(ids.len() >= 10, "some pages were written: {}", ids.len());
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
+    assert!(server.stats.requests() < 1000, "stopped early");
+}

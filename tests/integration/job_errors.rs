@@ -103,6 +103,11 @@ fn bad_job_files_are_reported_with_their_position() {
             "jobs/bad.toml:9:15: concurrency must be at least 1",
         ),
         (
+            "a cursor in the body of a GET",
+            format!("{HEAD}[pagination]\nkind = \"cursor\"\ncursor_in = \"body\"\n"),
+            "jobs/bad.toml:6:1: params_in = \"body\" (or cursor_in = \"body\") needs request.method = \"POST\"",
+        ),
+        (
             "a body on GET",
             "name = \"t\"\n[request]\nurl = \"http://127.0.0.1:9/items\"\nbody = { q = 1 }\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"none\"\n".to_string(),
             "jobs/bad.toml:4:8: request.body needs method = \"POST\"",
