@@ -31,33 +31,58 @@ impl JobError {
 }
 
 /// Why one HTTP exchange failed, after retries where the cause was retryable.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone)]
 pub enum FetchErrorKind {
-    #[error("returned {status}{}", excerpt_suffix(.excerpt))]
     Status { status: u16, excerpt: String },
-    #[error("failed: {0}")]
     Transport(String),
-    #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
-    #[error("returned a body larger than max_body ({limit} bytes); raise request.max_body if this is expected")]
     BodyTooLarge { limit: u64 },
-    #[error("returned a body that is not valid JSON ({reason}; content-type {content_type}){}", excerpt_suffix(.excerpt))]
     NotJson { reason: String, content_type: String, excerpt: String },
-    #[error("redirected more than {0} times")]
     TooManyRedirects(usize),
 }
 
-fn excerpt_suffix(excerpt: &str) -> String {
-    if excerpt.is_empty() {
-        " with an empty body".to_string()
-    } else {
-        format!(" (body: {excerpt:?})")
+impl FetchErrorKind {
+    /// What happened, in a few words: "returned 503".
+    fn summary(&self) -> String {
+        match self {
+            FetchErrorKind::Status { status, .. } => format!("returned {status}"),
+            FetchErrorKind::Transport(message) => format!("failed: {message}"),
+            FetchErrorKind::Timeout(after) => format!("timed out after {after:?}"),
+            FetchErrorKind::BodyTooLarge { limit } => {
+                format!(
+                    "returned a body larger than max_body ({limit} bytes); raise request.max_body if this is expected"
+                )
+            }
+            FetchErrorKind::NotJson { reason, content_type, .. } => {
+                format!("returned a body that is not valid JSON ({reason}; content-type {content_type})")
+            }
+            FetchErrorKind::TooManyRedirects(n) => format!("redirected more than {n} times"),
+        }
+    }
+
+    /// The body excerpt, if any: " (last body: ...)".
+    fn excerpt(&self) -> String {
+        match self {
+            FetchErrorKind::Status { excerpt, .. } | FetchErrorKind::NotJson { excerpt, .. } if excerpt.is_empty() => {
+                " (with an empty body)".to_string()
+            }
+            FetchErrorKind::Status { excerpt, .. } | FetchErrorKind::NotJson { excerpt, .. } => {
+                format!(" (body: {excerpt:?})")
+            }
+            _ => String::new(),
+        }
     }
 }
 
-/// An HTTP request that failed for good.
+impl std::fmt::Display for FetchErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.summary(), self.excerpt())
+    }
+}
+
+/// An HTTP request that failed for good: "GET <url> returned 503 after 6 attempts (body: ...)".
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{method} {url} {kind}{}", attempts_suffix(*.attempts))]
+#[error("{method} {url} {}{}{}", .kind.summary(), attempts_suffix(*.attempts), .kind.excerpt())]
 pub struct FetchError {
     pub method: String,
     /// Already redacted.

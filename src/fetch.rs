@@ -169,7 +169,7 @@ impl Fetcher {
                             self.retries.lock().expect("stats lock").1 += wait.as_secs_f64();
                             wait
                         }
-                        None => self.backoff(attempt),
+                        None => backoff(&self.retry, attempt, rand::rng().random::<f64>()),
                     };
                     *self.retries.lock().expect("stats lock").0.entry(cause).or_default() += 1;
                     tracing::warn!(
@@ -184,16 +184,6 @@ impl Fetcher {
                 }
             }
         }
-    }
-
-    /// Exponential backoff with full jitter: uniform in [0, min(max, initial * 2^(n-1))].
-    fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .retry
-            .initial_backoff
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
-            .min(self.retry.max_backoff);
-        ceiling.mul_f64(rand::rng().random::<f64>())
     }
 
     fn error(&self, request: &Outgoing, kind: FetchErrorKind, attempts: u32) -> FetchError {
@@ -213,7 +203,7 @@ impl Fetcher {
             self.requests.fetch_add(1, Ordering::Relaxed);
             let response = match builder.send().await {
                 Ok(r) => r,
-                Err(e) => return self.transport_error(&e),
+                Err(e) => return self.transport_error(&e, false),
             };
             let status = response.status();
             if status.is_redirection() {
@@ -342,12 +332,13 @@ impl Fetcher {
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => return Ok(body.freeze()),
-                Err(e) => return Err(self.transport_error(&e)),
+                Err(e) => return Err(self.transport_error(&e, true)),
             }
         }
     }
 
-    fn transport_error(&self, e: &reqwest::Error) -> Attempt {
+    /// Classify a transport failure; `reading_body`: it came while the body was streaming.
+    fn transport_error(&self, e: &reqwest::Error, reading_body: bool) -> Attempt {
         // reqwest's messages name the URL; show it redacted like every other.
         let chain = |e: &reqwest::Error| {
             let text = error_chain(e);
@@ -361,7 +352,7 @@ impl Fetcher {
             ("timeout", FetchErrorKind::Timeout(self.timeout))
         } else if e.is_connect() {
             ("connect", FetchErrorKind::Transport(chain(e)))
-        } else if e.is_body() || e.is_decode() {
+        } else if reading_body || e.is_body() || e.is_decode() {
             ("body_cut_short", FetchErrorKind::Transport(format!("the body was cut short: {}", chain(e))))
         } else {
             ("transport", FetchErrorKind::Transport(chain(e)))
@@ -395,6 +386,14 @@ impl Fetcher {
         let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
         self.redactor.redact(&text).into_owned()
     }
+}
+
+/// Exponential backoff with full jitter: `jitter` (uniform in [0, 1)) times
+/// min(max_backoff, initial_backoff * 2^(attempt - 1)).
+pub fn backoff(retry: &RetryPlan, attempt: u32, jitter: f64) -> Duration {
+    let ceiling =
+        retry.initial_backoff.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1))).min(retry.max_backoff);
+    ceiling.mul_f64(jitter.clamp(0.0, 1.0))
 }
 
 fn is_credential_header(name: &str) -> bool {
@@ -433,6 +432,21 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_ceiling_and_jitters_below_it() {
+        let retry = RetryPlan {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(4),
+            on_status: vec![],
+        };
+        let ceilings: Vec<Duration> = (1..=6).map(|a| backoff(&retry, a, 1.0)).collect();
+        assert_eq!(ceilings, [500, 1000, 2000, 4000, 4000, 4000].map(Duration::from_millis));
+        assert_eq!(backoff(&retry, 3, 0.25), Duration::from_millis(500));
+        assert_eq!(backoff(&retry, 3, 0.0), Duration::ZERO);
+        assert_eq!(backoff(&retry, u32::MAX, 0.5), Duration::from_secs(2));
+    }
 
     #[test]
     fn retry_after_in_seconds_or_as_a_date() {

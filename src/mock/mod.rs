@@ -11,6 +11,7 @@
 mod dataset;
 mod routes;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -92,6 +93,8 @@ pub(crate) struct MockApi {
     config: MockConfig,
     stats: Arc<Stats>,
     started: Instant,
+    /// Requests seen per URI, for the `flaky` knob.
+    attempts: Mutex<HashMap<String, u64>>,
 }
 
 /// A running mock API.
@@ -139,8 +142,13 @@ impl Drop for MockServer {
 /// The mock's router and its stats.
 pub fn app(config: MockConfig) -> (Router, Arc<Stats>) {
     let stats = Arc::new(Stats::default());
-    let api =
-        Arc::new(MockApi { data: Dataset::new(config.records), config, stats: stats.clone(), started: Instant::now() });
+    let api = Arc::new(MockApi {
+        data: Dataset::new(config.records),
+        config,
+        stats: stats.clone(),
+        started: Instant::now(),
+        attempts: Mutex::new(HashMap::new()),
+    });
     (Router::new().fallback(handle).with_state(api), stats)
 }
 

@@ -35,6 +35,13 @@ struct Knobs {
     /// `null` or `missing`: how an empty page shows its records.
     empty_results: String,
     html: bool,
+    /// Each distinct URI fails its first `flaky` requests...
+    flaky: u64,
+    /// ...as this: a status code (`503`, `429`, ...), `cut` (the connection closes mid-body)
+    /// or `invalid` (half the JSON, properly framed).
+    flaky_as: String,
+    /// `Retry-After` on flaky statuses, in seconds.
+    retry_after: Option<String>,
     graphql_errors: bool,
     /// `1`: gzip with Content-Encoding; `hidden`: gzip without saying so.
     gzip: Option<String>,
@@ -61,6 +68,9 @@ impl Knobs {
             loop_at: get("loop").and_then(|v| v.parse().ok()),
             empty_results: get("empty_results").unwrap_or_default(),
             html: get("html").is_some(),
+            flaky: get("flaky").and_then(|v| v.parse().ok()).unwrap_or(0),
+            flaky_as: get("flaky_as").unwrap_or_else(|| "503".into()),
+            retry_after: get("retry_after"),
             graphql_errors: get("errors").is_some(),
             gzip: get("gzip"),
             content_type: get("content_type"),
@@ -118,23 +128,69 @@ pub(super) async fn respond(api: &MockApi, request: Request) -> Response {
         return call.json(StatusCode::OK, &json!({"data": null, "errors": [{"message": "Cannot query field \"itemz\" on type \"Query\"."}, {"message": "rate of queries too high"}]}).to_string(), HeaderMap::new());
     }
     let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-    match (call.method.clone(), call.route.as_str()) {
-        (Method::GET, "/offset") => call.offset(false),
-        (Method::GET, "/array") => call.offset(true),
-        (Method::GET, "/page") => call.page(),
-        (Method::GET, "/next-url") => call.next_url(),
-        (Method::GET, "/link") => call.link_header(),
-        (Method::GET, "/cursor") => call.cursor(),
-        (Method::GET, "/cursor-header") => call.cursor_header(),
-        (Method::GET, "/has-more") => call.has_more(),
-        (Method::POST, "/graphql") => call.graphql(&body),
-        (_, "/redirect") => call.redirect(),
-        (Method::GET, "/_stats") => call.json(
-            StatusCode::OK,
-            &json!({"requests": api.stats.requests(), "max_in_flight": api.stats.max_in_flight()}).to_string(),
-            HeaderMap::new(),
-        ),
-        _ => error(StatusCode::NOT_FOUND, "no such path; see the README for the mock API's paths"),
+    let fault = call.knobs.flaky > 0 && {
+        let uri = parts.uri.to_string();
+        let mut attempts = api.attempts.lock().expect("attempts lock");
+        let seen = attempts.entry(uri).or_default();
+        *seen += 1;
+        *seen <= call.knobs.flaky
+    };
+    if fault {
+        if let Ok(status) = call.knobs.flaky_as.parse::<u16>() {
+            let mut response = error(StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), "flaky");
+            if let Some(after) = &call.knobs.retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_str(after).expect("a valid header"));
+            }
+            return response;
+        }
+    }
+    let response = call.dispatch(&body);
+    if !fault {
+        return response;
+    }
+    // Cut the body short: `invalid` frames the half properly, `cut` promises the whole.
+    let (mut head, full) = response.into_parts();
+    let full = axum::body::to_bytes(full, usize::MAX).await.unwrap_or_default();
+    let half = full.slice(..full.len() / 2);
+    if call.knobs.flaky_as == "cut" {
+        // The body stream fails after the first half: hyper drops the connection.
+        head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(full.len()));
+        // The pause lets the head and the first half reach the client before the cut.
+        let first = futures::stream::iter([Ok::<_, std::io::Error>(half)]);
+        let cut = futures::stream::once(async {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut"))
+        });
+        return Response::from_parts(head, Body::from_stream(futures::StreamExt::chain(first, cut)));
+    }
+    head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(half.len()));
+    Response::from_parts(head, Body::from(half))
+}
+
+impl Call<'_> {
+    fn dispatch(&self, body: &[u8]) -> Response {
+        let call = self;
+        let api = self.api;
+        match (call.method.clone(), call.route.as_str()) {
+            (Method::GET, "/offset") => call.offset(false),
+            (Method::GET, "/array") => call.offset(true),
+            (Method::GET, "/page") => call.page(),
+            (Method::GET, "/next-url") => call.next_url(),
+            (Method::GET, "/link") => call.link_header(),
+            (Method::GET, "/cursor") => call.cursor(),
+            (Method::GET, "/cursor-header") => call.cursor_header(),
+            (Method::GET, "/has-more") => call.has_more(),
+            (Method::POST, "/graphql") => call.graphql(body),
+            (_, "/redirect") => call.redirect(),
+            (Method::GET, "/_stats") => call.json(
+                StatusCode::OK,
+                &json!({"requests": api.stats.requests(), "max_in_flight": api.stats.max_in_flight()}).to_string(),
+                HeaderMap::new(),
+            ),
+            _ => error(StatusCode::NOT_FOUND, "no such path; see the README for the mock API's paths"),
+        }
     }
 }
 

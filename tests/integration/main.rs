@@ -7,5 +7,6 @@ mod job_errors;
 mod pagination;
 mod quirks;
 mod responses;
+mod retries;
 mod secrets;
 mod support;

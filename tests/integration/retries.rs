@@ -1,0 +1,54 @@
+//! Retries: what is retried, how often, and what the manifest says about it.
+
+use crate::support::{one_to, Fixture};
+
+const N: u64 = 250;
+
+fn job(fault: &str, attempts: u32) -> String {
+    format!(
+        "name = \"t\"\n[request]\nurl = \"{{base}}/offset?{fault}\"\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"offset\"\ntotal = \"$.total\"\n[retry]\nmax_attempts = {attempts}\ninitial_backoff = \"5ms\"\nmax_backoff = \"20ms\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retryable_failures_are_retried_and_counted_by_cause() {
+    let cases = [
+        ("flaky=2&flaky_as=503", "status_503"),
+        ("flaky=2&flaky_as=500", "status_500"),
+        ("flaky=2&flaky_as=502", "status_502"),
+        ("flaky=2&flaky_as=504", "status_504"),
+        ("flaky=2&flaky_as=408", "status_408"),
+        ("flaky=2&flaky_as=429&retry_after=0.01", "status_429"),
+        ("flaky=2&flaky_as=invalid", "body_cut_short"),
+        ("flaky=2&flaky_as=cut", "body_cut_short"),
+    ];
+    for (fault, cause) in cases {
+        let f = Fixture::new(N).await;
+        let summary = f.run(&job(fault, 3)).await.unwrap_or_else(|e| panic!("{fault}: {e}"));
+        assert_eq!(f.ids("t"), one_to(N), "{fault}");
+        assert_eq!(f.requests("/offset"), 9, "{fault}: 3 pages, each failing twice");
+        let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary.manifest).unwrap()).unwrap();
+        assert_eq!(manifest["http"]["retries"][cause], 6, "{fault}: {}", manifest["http"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_that_keeps_failing_stops_the_run_with_what_was_written_kept() {
+    let f = Fixture::new(N).await;
+    // The first page succeeds on its third attempt; with two attempts, it fails for good.
+    let message = f.run(&job("flaky=2&flaky_as=503", 2)).await.unwrap_err().to_string();
+    assert!(message.contains("returned 503 after 2 attempts"), "{message}");
+    assert!(message.contains("(body: \"{\\\"detail\\\":\\\"flaky\\\"}\")"), "{message}");
+    assert!(message.contains("page 1"), "{message}");
+    assert_eq!(f.requests("/offset"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn other_client_errors_are_not_retried() {
+    for status in [400, 401, 403, 404, 422] {
+        let f = Fixture::new(N).await;
+        let message = f.run(&job(&format!("flaky=5&flaky_as={status}"), 6)).await.unwrap_err().to_string();
+        assert!(message.contains(&format!("returned {status} (body")), "{message}");
+        assert_eq!(f.requests("/offset"), 1, "{status} is not retried");
+    }
+}
