@@ -10,3 +10,4 @@ mod responses;
 mod retries;
 mod secrets;
 mod support;
+mod tls;
