@@ -250,14 +250,18 @@ impl Cx<'_> {
 
     fn toml_error(&self, e: &toml::de::Error) -> JobError {
         let message = e.message().trim().to_string();
-        let message = rewrite_unknown_key(&message).unwrap_or(message);
-        let position = e.span().map(|s| line_col(self.text, s.start));
-        let section = e.span().and_then(|s| section_at(self.text, s.start));
-        let message = match section {
-            Some(section) if message.starts_with("unknown key") || message.starts_with("missing") => {
-                format!("{message} (in [{section}])")
-            }
-            _ => message,
+        let span = e.span();
+        let position = span.as_ref().map(|s| line_col(self.text, s.start));
+        let message = if let Some((key, hint)) = unknown_key(&message) {
+            let section = span.and_then(|s| section_at(self.text, s.start));
+            let place = section.map(|s| format!(" in [{s}]")).unwrap_or_default();
+            format!("unknown key `{key}`{place}{hint}")
+        } else if let Some(key) = message.strip_prefix("missing field ") {
+            let section = span.and_then(|s| header_at(self.text, s.start));
+            let place = section.map(|s| format!(" in [{s}]")).unwrap_or_default();
+            format!("missing required key {key}{place}")
+        } else {
+            message
         };
         JobError::new(self.file, position, message)
     }
@@ -914,23 +918,26 @@ fn section_at(text: &str, offset: usize) -> Option<String> {
         .map(|l| l.trim_start_matches('[').split(']').next().unwrap_or("").trim().to_string())
 }
 
-/// toml says "unknown field `x`, expected one of `a`, `b`"; say "unknown key" with a hint.
-fn rewrite_unknown_key(message: &str) -> Option<String> {
+/// The `[table]` header on the line of byte `offset`, if that line is one.
+fn header_at(text: &str, offset: usize) -> Option<String> {
+    let line_start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?.trim();
+    let name = line.strip_prefix('[')?.split(']').next()?.trim();
+    Some(name.to_string())
+}
+
+/// toml says "unknown field `x`, expected one of `a`, `b`": the key and a did-you-mean hint.
+fn unknown_key(message: &str) -> Option<(String, String)> {
     let rest = message.strip_prefix("unknown field `")?;
     let (key, rest) = rest.split_once('`')?;
     let candidates: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
     let hint = did_you_mean(key, &candidates);
-    let pagination_owner = KIND_KEYS.iter().find(|(_, keys)| keys.contains(&key)).map(|(k, _)| *k);
-    let hint = if hint.is_empty() {
-        match pagination_owner {
-            Some(_) => String::new(),
-            None if !candidates.is_empty() => format!("; the keys here are {}", candidates.join(", ")),
-            None => String::new(),
-        }
+    let hint = if hint.is_empty() && !candidates.is_empty() {
+        format!("; the keys here are {}", candidates.join(", "))
     } else {
         hint
     };
-    Some(format!("unknown key `{key}`{hint}"))
+    Some((key.to_string(), hint))
 }
 
 fn did_you_mean(word: &str, candidates: &[&str]) -> String {

@@ -39,7 +39,10 @@ fn a_bad_job_file_exits_2_with_its_position() {
         let output = harvest(&[command, job.to_str().unwrap()]);
         assert_eq!(output.status.code(), Some(2), "{command}");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("bad.toml:8:1: unknown key `limt_param`; did you mean `limit_param`?"), "{stderr}");
+        assert!(
+            stderr.contains("bad.toml:8:1: unknown key `limt_param` in [pagination]; did you mean `limit_param`?"),
+            "{stderr}"
+        );
     }
 }
 
@@ -122,4 +125,20 @@ async fn sigint_stops_cleanly_with_130_and_keeps_what_was_written() {
     assert!(ids.len() >= 10, "some pages were written: {}", ids.len());
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
     assert!(server.stats.requests() < 1000, "stopped early");
+}
+
+#[test]
+fn a_first_page_without_records_is_logged_with_the_path() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime
+        .block_on(harvest::mock::MockServer::start(harvest::mock::MockConfig { records: 5, ..Default::default() }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, format!("name = \"z\"\n[request]\nurl = \"{}/offset\"\n[records]\npath = \"$.results[*]\"\n[pagination]\nkind = \"offset\"\n", server.url())).unwrap();
+    let output = harvest(&["run", job.to_str().unwrap(), "--output-dir", dir.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("the first page has no records at records.path $.results[*]"), "{stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("harvested 0 records"));
 }

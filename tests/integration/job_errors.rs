@@ -20,12 +20,12 @@ fn bad_job_files_are_reported_with_their_position() {
         (
             "unknown key in [pagination], with a hint",
             format!("{HEAD}[pagination]\nkind = \"offset\"\noffest_param = \"skip\"\n"),
-            "jobs/bad.toml:8:1: unknown key `offest_param`; did you mean `offset_param`? (in [pagination])",
+            "jobs/bad.toml:8:1: unknown key `offest_param` in [pagination]; did you mean `offset_param`?",
         ),
         (
             "unknown key in [auth]",
             format!("{HEAD}[pagination]\nkind = \"none\"\n[auth]\nkind = \"none\"\ntokn = \"x\"\n"),
-            "jobs/bad.toml:10:1: unknown key `tokn`; did you mean `token`? (in [auth])",
+            "jobs/bad.toml:10:1: unknown key `tokn` in [auth]; did you mean `token`?",
         ),
         (
             "unknown section, with a hint",
@@ -65,7 +65,7 @@ fn bad_job_files_are_reported_with_their_position() {
         (
             "missing required key",
             "name = \"t\"\n[request]\nurl = \"http://127.0.0.1:9/items\"\n[records]\nerrors = \"\"\n[pagination]\nkind = \"none\"\n".to_string(),
-            "missing field `path`",
+            "jobs/bad.toml:4:1: missing required key `path` in [records]",
         ),
         (
             "a name that cannot name a folder",

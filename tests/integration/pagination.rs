@@ -255,3 +255,13 @@ kind = ["x", "y z"]
     }
     assert!(uris.iter().any(|u| u.contains("note=y+z")), "{uris:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_page_ends_when_the_last_page_was_full() {
+    let f = Fixture::new(1200).await;
+    let job = "name = \"t\"\n[request]\nurl = \"{base}/array\"\n[records]\npath = \"$[*]\"\n[pagination]\nkind = \"offset\"\npage_size = 100\n";
+    let summary = f.run(job).await.unwrap();
+    assert_eq!(f.ids("t"), one_to(1200));
+    assert_eq!(f.requests("/array"), 13);
+    assert_eq!(summary.partitions[0].stop, StopReason::NoRecords);
+}

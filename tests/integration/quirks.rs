@@ -115,3 +115,16 @@ async fn filter_paths_keep_key_order_and_digits() {
     assert!(first.starts_with("{\"id\":1,\"name\":\"Ærøskøbing #1"), "{first}");
     assert!(first.contains("\"snowflake\":1234567890123456790"), "{first}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_next_link_is_requested_exactly_as_the_server_wrote_it() {
+    // The link carries `tag=a%2Bb%2Fc%3D` (already encoded): it must come back byte for byte.
+    let f =
+        harvest_all("/next-url?per_page=100&tag=a%2Bb%2Fc%3D&links=root", "$.results[*]", "kind = \"next_url\"").await;
+    let log = f.server.stats.log();
+    assert_eq!(log.len(), 5);
+    assert!(log[0].uri.contains("tag=a%2Bb%2Fc%3D"), "{}", log[0].uri);
+    for seen in &log[1..] {
+        assert!(seen.uri.starts_with("/next-url?per_page=100&tag=a%2Bb%2Fc%3D&links=root&page="), "{}", seen.uri);
+    }
+}

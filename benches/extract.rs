@@ -1,0 +1,55 @@
+//! Micro-benchmark: one page of 100 mock records (~58 KB) from response bytes to NDJSON lines,
+//! the work the pipeline does per page. `cargo bench --bench extract`.
+//!
+//! `raw` is the fast path (names, indexes and wildcards over a borrowed parse); `filter` goes
+//! through serde_json_path over a full `Value`; `validate` is the JSON check the fetcher makes.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use harvest::jsonpath::{Document, JsonPath};
+use harvest::mock::Dataset;
+
+fn page(records: u64, pretty: bool) -> Vec<u8> {
+    let data = Dataset::new(records);
+    let mut body = b"{\"total\":100,\"items\":[".to_vec();
+    for i in 0..records {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(data.record(i));
+    }
+    body.extend_from_slice(b"]}");
+    if pretty {
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        body = serde_json::to_vec_pretty(&value).unwrap();
+    }
+    body
+}
+
+fn extract(body: &[u8], path: &JsonPath) -> usize {
+    let doc = Document::parse(body).unwrap();
+    let mut lines = Vec::with_capacity(body.len());
+    for node in path.records(&doc).unwrap() {
+        node.write_compact(&mut lines);
+        lines.push(b'\n');
+    }
+    lines.len()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("page_of_100");
+    for (name, pretty) in [("compact", false), ("indented", true)] {
+        let body = page(100, pretty);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        let raw = JsonPath::parse("$.items[*]").unwrap();
+        let filter = JsonPath::parse("$.items[?@.id > 0]").unwrap();
+        group.bench_function(format!("raw/{name}"), |b| b.iter(|| extract(&body, &raw)));
+        group.bench_function(format!("filter/{name}"), |b| b.iter(|| extract(&body, &filter)));
+        group.bench_function(format!("validate/{name}"), |b| {
+            b.iter(|| serde_json::from_slice::<&serde_json::value::RawValue>(&body).unwrap().get().len())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
