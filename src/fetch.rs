@@ -62,6 +62,8 @@ pub struct FetchStats {
 pub struct Fetcher {
     client: reqwest::Client,
     limiter: Option<DefaultDirectRateLimiter>,
+    /// Requests in flight, whole job.
+    permits: tokio::sync::Semaphore,
     retry: RetryPlan,
     max_body: u64,
     timeout: Duration,
@@ -116,6 +118,7 @@ impl Fetcher {
         Ok(Fetcher {
             client,
             limiter,
+            permits: tokio::sync::Semaphore::new(plan.limits.concurrency.max(1)),
             retry: plan.retry.clone(),
             max_body: r.max_body,
             timeout: r.timeout,
@@ -147,10 +150,16 @@ impl Fetcher {
     pub async fn fetch(&self, request: &Outgoing) -> Result<Fetched, FetchError> {
         let mut attempt = 1;
         loop {
-            if let Some(limiter) = &self.limiter {
-                limiter.until_ready().await;
-            }
-            match self.attempt(request, attempt).await {
+            let outcome = {
+                // A slot first, then a token: the request leaves as soon as it has both, so the
+                // send times keep to the bucket.
+                let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+                if let Some(limiter) = &self.limiter {
+                    limiter.until_ready().await;
+                }
+                self.attempt(request, attempt).await
+            };
+            match outcome {
                 Attempt::Done(fetched) => return Ok(fetched),
                 Attempt::Fail(kind) => return Err(self.error(request, kind, attempt)),
                 Attempt::Retry { kind, cause, wait } => {

@@ -1,25 +1,36 @@
 //! The harvest, top to bottom: partitions → pages → fetch → records → sink.
 //!
-//! Each partition is its own pagination stream. For every page the strategy says what to
-//! ask, the fetcher asks it (limiter, retries, origin rules), the records are cut out of the
-//! body as raw bytes, the strategy reads the response to decide what comes next, and the
-//! page goes to the sink, which runs on its own thread behind a bounded queue: a slow disk
-//! slows the fetching, nothing queues without limit. A run that completes publishes its
-//! last part, writes its manifest, and in replace mode then removes earlier runs' parts.
+//! Each partition is its own pagination stream, and partitions run side by side. For every
+//! page the strategy says what to ask, the fetcher asks it (one semaphore bounds the requests
+//! in flight for the whole job, one token bucket their rate), the records are cut out of the
+//! body as raw bytes, the strategy reads the response to decide what comes next, and the page
+//! goes to the sink, which runs on its own thread behind a bounded queue: a slow disk slows the
+//! fetching, nothing queues without limit.
+//!
+//! Offset and page pagination also fetch ahead within a partition: a window of pages is in
+//! flight at once, each fetched and parsed on its own task, and the results are taken in
+//! order (the window is the reorder buffer), so records reach the sink in API order. A page
+//! that comes back short re-plans the rest from where it ended, so a capped page size never
+//! leaves a gap. A run that completes publishes its last part, writes its manifest, and in
+//! replace mode then removes earlier runs' parts.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, FetchErrorKind, Location, PageError};
 use crate::fetch::{Fetcher, Outgoing};
 use crate::jsonpath::{Document, Kind, RecordsError};
 use crate::output::{write_atomic, Layout, Manifest, PartitionReport};
-use crate::paginate::{Next, PageRequest, PageResponse, Paginator, StopReason};
+use crate::paginate::{Facts, Next, PageRequest, PageResponse, Paginator, StopReason};
 use crate::plan::{fill, fill_json, Encoding, Mode, Partition, Plan};
 use crate::sink::ndjson::NdjsonSink;
 use crate::sink::{PageBatch, Position, Sink};
@@ -49,6 +60,15 @@ pub struct RunSummary {
     pub partitions: Vec<PartitionReport>,
 }
 
+/// What every partition's harvest shares.
+struct Shared {
+    plan: Arc<Plan>,
+    fetcher: Arc<Fetcher>,
+    labels: Vec<String>,
+    tx: mpsc::Sender<PageBatch>,
+    progress: Progress,
+}
+
 /// Harvest every partition of the plan.
 pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Error> {
     let root = plan.output_root();
@@ -60,7 +80,7 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
     let run = layout.new_run_id().map_err(|e| Error::io(format!("reading {}", root.display()), e))?;
     let started_at = chrono::Utc::now();
     let started = Instant::now();
-    let fetcher = Fetcher::new(&plan)?;
+    let fetcher = Arc::new(Fetcher::new(&plan)?);
     let labels: Vec<String> = plan.partitions.iter().map(|p| plan.redactor.redact(&p.label()).into_owned()).collect();
     tracing::info!(
         "harvesting job {} (run {run}, {} partition{}) into {}",
@@ -78,20 +98,15 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         .spawn(move || write_pages(Box::new(sink), rx))
         .map_err(|e| Error::io("starting the writer thread", e))?;
 
-    let mut progress = Progress::new(options.progress);
-    let mut reports = Vec::new();
-    let mut failure = None;
-    for (index, partition) in plan.partitions.iter().enumerate() {
-        let harvest = Harvest { plan: &plan, fetcher: &fetcher, index, partition, label: &labels[index], tx: &tx };
-        match harvest.run(&options.cancel, &mut progress).await {
-            Ok(report) => reports.push(report),
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    drop(tx);
+    let shared = Arc::new(Shared {
+        plan: plan.clone(),
+        fetcher: fetcher.clone(),
+        labels,
+        tx,
+        progress: Progress::new(options.progress),
+    });
+    let (reports, failure) = harvest_partitions(&shared, &options.cancel).await;
+    drop(shared);
     let (mut sink, written) = writer.join().map_err(|_| Error::Other("the writer thread panicked".into()))?;
 
     if let Some(error) = failure.or(written.err()) {
@@ -146,6 +161,46 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
     })
 }
 
+/// Run the partitions side by side, at most `concurrency` at once. The first failure stops
+/// the others (they drain what they have in flight); its error is the one reported.
+async fn harvest_partitions(shared: &Arc<Shared>, cancel: &CancellationToken) -> (Vec<PartitionReport>, Option<Error>) {
+    let plan = &shared.plan;
+    let partitions = plan.partitions.len();
+    let active = plan.limits.concurrency.min(partitions).max(1);
+    // Pages fetched ahead per partition: the requests in flight are bounded by the fetcher's
+    // semaphore anyway; this bounds the pages held for reordering to about `concurrency`.
+    let window = (plan.limits.concurrency / active).max(1);
+    let stop = cancel.child_token();
+    let mut tasks = futures::stream::iter(0..partitions)
+        .map(|index| {
+            let shared = shared.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move { Harvest { shared: &shared, index, window }.run(&stop).await })
+        })
+        .buffer_unordered(active);
+    let mut reports: Vec<Option<PartitionReport>> = vec![None; partitions];
+    let mut failure: Option<Error> = None;
+    while let Some(joined) = tasks.next().await {
+        let result = joined.unwrap_or_else(|e| Err(Error::Other(format!("a partition's task failed: {e}"))));
+        match result {
+            Ok((index, report)) => reports[index] = Some(report),
+            Err(error) => {
+                stop.cancel();
+                // An interruption caused by another partition's failure is not the story.
+                let keep = match (&failure, &error) {
+                    (None, _) => true,
+                    (Some(Error::Interrupted { .. }), e) => !matches!(e, Error::Interrupted { .. }),
+                    _ => false,
+                };
+                if keep {
+                    failure = Some(error);
+                }
+            }
+        }
+    }
+    (reports.into_iter().flatten().collect(), failure)
+}
+
 /// The writer thread: pages in, durable bytes out.
 fn write_pages(mut sink: Box<dyn Sink>, mut rx: mpsc::Receiver<PageBatch>) -> (Box<dyn Sink>, Result<(), Error>) {
     while let Some(batch) = rx.blocking_recv() {
@@ -174,211 +229,336 @@ fn with_saved(error: Error, plan: &Plan, position: &Position, layout: &Layout) -
 
 /// One partition's harvest.
 struct Harvest<'a> {
-    plan: &'a Plan,
-    fetcher: &'a Fetcher,
+    shared: &'a Arc<Shared>,
     index: usize,
-    partition: &'a Partition,
-    label: &'a str,
-    tx: &'a mpsc::Sender<PageBatch>,
+    /// Pages fetched ahead (offset and page pagination).
+    window: usize,
+}
+
+/// A partition's progress, in order.
+#[derive(Debug, Default)]
+struct Tally {
+    pages: u64,
+    records: u64,
 }
 
 impl Harvest<'_> {
-    async fn run(&self, cancel: &CancellationToken, progress: &mut Progress) -> Result<PartitionReport, Error> {
-        let style = &self.plan.pagination.style;
+    fn plan(&self) -> &Plan {
+        &self.shared.plan
+    }
+
+    fn label(&self) -> &str {
+        &self.shared.labels[self.index]
+    }
+
+    async fn run(&self, cancel: &CancellationToken) -> Result<(usize, PartitionReport), Error> {
+        let style = &self.plan().pagination.style;
         let mut pager = Paginator::new(style);
         let mut request = pager.first(style);
-        let (mut page, mut records) = (0u64, 0u64);
+        let mut tally = Tally::default();
         let stop = loop {
             if cancel.is_cancelled() {
                 return Err(Error::Interrupted { saved: String::new() });
             }
-            let remaining = self.plan.pagination.max_records.map(|max| max.saturating_sub(records));
-            let fetched = match self.step(&mut pager, &request, page, remaining).await? {
-                Step::Page(fetched) => *fetched,
-                Step::End(reason) => break reason,
-            };
-            let count = fetched.kept;
-            if self.tx.send(PageBatch { partition: self.index, page, lines: fetched.lines, count }).await.is_err() {
-                return Err(Error::Other("the writer stopped".into()));
+            // Once the strategy knows which pages are independent, fetch ahead.
+            if tally.pages > 0 && self.window > 1 && pager.independent(style).is_some() {
+                break self.run_ahead(&mut pager, &mut tally, cancel).await?;
             }
-            records += count;
-            page += 1;
-            progress.tick(self.label, page, records);
-            match fetched.next {
-                Next::Done(reason) => break reason,
-                Next::Request(_) if self.plan.pagination.max_records.is_some_and(|max| records >= max) => {
-                    break StopReason::MaxRecords { records };
-                }
-                Next::Request(_) if self.plan.pagination.max_pages.is_some_and(|max| page >= max) => {
-                    break StopReason::MaxPages { pages: page };
-                }
-                Next::Request(r) => request = r,
+            let out = match fetch_page(self.shared, self.index, &request, tally.pages, Some(&mut pager)).await {
+                Ok(out) => out,
+                Err(failure) => match failure.end_status() {
+                    Some(status) if pager.end_possible(style) => break StopReason::EndConfirmed { status },
+                    _ => return Err(failure.error),
+                },
+            };
+            let next = out.next.clone().expect("a sequential fetch says what comes next");
+            if let Some(stop) = self.accept(*out, &next, &mut tally).await? {
+                break stop;
+            }
+            if let Next::Request(r) = next {
+                request = r;
             }
         };
-        tracing::info!("partition{} done: {records} records in {page} pages; {stop}", partition_suffix(self.label));
-        Ok(PartitionReport { partition: self.label.to_string(), records, pages: page, stop })
+        tracing::info!(
+            "partition{} done: {} records in {} pages; {stop}",
+            partition_suffix(self.label()),
+            tally.records,
+            tally.pages
+        );
+        let report =
+            PartitionReport { partition: self.label().to_string(), records: tally.records, pages: tally.pages, stop };
+        Ok((self.index, report))
     }
 
-    /// Fetch one page and digest it: its records (at most `keep`) as lines, and what comes
-    /// next. An expected end (404, 400 or 422 after a short page) is `Step::End`.
-    async fn step(
+    /// Offset and page pagination: keep `window` pages in flight, take them in order.
+    async fn run_ahead(
         &self,
         pager: &mut Paginator,
-        request: &PageRequest,
-        page: u64,
-        keep: Option<u64>,
-    ) -> Result<Step, Error> {
-        let style = &self.plan.pagination.style;
-        let location = Location { partition: self.label.to_string(), page };
-        let outgoing = self.outgoing(request)?;
-        let fetched = match self.fetcher.fetch(&outgoing).await {
-            Ok(fetched) => fetched,
-            Err(e) => match e.kind {
-                FetchErrorKind::Status { status: status @ (400 | 404 | 422), .. } if pager.confirming_end() => {
-                    return Ok(Step::End(StopReason::EndConfirmed { status }));
-                }
-                _ => {
-                    let hint = self.size_hint(&e.kind);
-                    return Err(Error::Fetch { source: e, location, saved: hint });
-                }
-            },
-        };
-        let page_error = |source: PageError| Error::Page {
-            method: outgoing.method.as_str().to_string(),
-            url: self.fetcher.redactor().url(&fetched.url),
-            source,
-            location: location.clone(),
-        };
-        let doc = Document::parse(&fetched.body).map_err(|e| page_error(PageError::Pagination(e)))?;
-        self.check_errors(&doc, fetched.status).map_err(page_error)?;
-        let nodes = self.plan.records.path.records(&doc).map_err(|e| {
-            page_error(match e {
-                RecordsError::NotAnArray { at, found } => {
-                    PageError::NotAnArray { path: self.plan.records.path.to_string(), at, found }
-                }
-                RecordsError::Invalid(message) => PageError::Pagination(message),
-            })
-        })?;
-        if page == 0 && nodes.is_empty() {
-            tracing::warn!(
-                "the first page{} has no records at records.path {} ({})",
-                partition_suffix(self.label),
-                self.plan.records.path,
-                self.fetcher.redactor().url(&fetched.url)
-            );
-        }
-        let received = nodes.len() as u64;
-        let kept = keep.map_or(received, |keep| received.min(keep));
-        let mut lines = Vec::with_capacity(fetched.body.len() + nodes.len());
-        for node in &nodes[..kept as usize] {
-            node.write_compact(&mut lines);
-            lines.push(b'\n');
-        }
-        let response = PageResponse {
-            status: fetched.status,
-            headers: &fetched.headers,
-            url: &fetched.url,
-            doc: &doc,
-            records: received,
-        };
-        let next = pager.next(style, &response).map_err(page_error)?;
-        Ok(Step::Page(Box::new(PageOut {
-            lines,
-            kept,
-            received,
-            next,
-            url: self.fetcher.redactor().url(&fetched.url),
-        })))
-    }
-
-    /// The job's request for this partition, with the strategy's parameters applied.
-    fn outgoing(&self, request: &PageRequest) -> Result<Outgoing, Error> {
-        let plan = self.plan;
-        let partition = self.partition;
-        let url = match &request.url {
-            Some(url) => url.clone(),
-            None => {
-                let mut url = plan.url_for(partition).map_err(Error::Other)?;
-                let params: Vec<(&str, String)> = plan
-                    .request
-                    .params
-                    .iter()
-                    .filter(|(k, _)| !request.query.iter().any(|(name, _)| name == k))
-                    .map(|(k, v)| (k.as_str(), fill(v, partition, Encoding::Raw)))
-                    .chain(request.query.iter().map(|(k, v)| (k.as_str(), v.clone())))
-                    .collect();
-                if !params.is_empty() {
-                    url.query_pairs_mut().extend_pairs(params);
-                }
-                url
+        tally: &mut Tally,
+        cancel: &CancellationToken,
+    ) -> Result<StopReason, Error> {
+        let style = &self.plan().pagination.style;
+        let mut range = pager.independent(style).expect("checked by the caller");
+        let mut next_position = range.start;
+        let mut inflight: VecDeque<(u64, PageTask)> = VecDeque::new();
+        let abort = |inflight: &mut VecDeque<(u64, JoinHandle<_>)>| {
+            for (_, task) in inflight.drain(..) {
+                task.abort();
             }
         };
-        let mut headers: Vec<(String, String)> = plan
-            .request
-            .headers
-            .iter()
-            .filter(|(k, _)| !request.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case(k)))
-            .map(|(k, v)| (k.clone(), fill(v, partition, Encoding::Raw)))
-            .collect();
-        headers.extend(request.headers.iter().cloned());
-        let mut body = plan.request.body.as_ref().map(|b| fill_json(b, partition));
-        if !request.body.is_empty() {
-            let body = body.get_or_insert_with(|| Value::Object(Default::default()));
-            for (path, value) in &request.body {
-                set_dotted(body, path, value.clone());
+        let max_pages = self.plan().pagination.max_pages.unwrap_or(u64::MAX);
+        loop {
+            if cancel.is_cancelled() {
+                abort(&mut inflight);
+                return Err(Error::Interrupted { saved: String::new() });
+            }
+            while inflight.len() < self.window
+                && range.end.is_none_or(|end| next_position < end)
+                && tally.pages + (inflight.len() as u64) < max_pages
+            {
+                let request = Paginator::request_at(style, next_position).expect("an independent strategy");
+                let (shared, index, page) = (self.shared.clone(), self.index, tally.pages + inflight.len() as u64);
+                let task = tokio::spawn(async move { fetch_page(&shared, index, &request, page, None).await });
+                inflight.push_back((next_position, task));
+                next_position += range.step;
+            }
+            let Some((_, task)) = inflight.pop_front() else {
+                // Nothing left to ask: the announced end, or max_pages.
+                return Ok(match range.end {
+                    Some(end) if next_position >= end => StopReason::TotalReached { total: end },
+                    _ => StopReason::MaxPages { pages: tally.pages },
+                });
+            };
+            let out = match task.await.map_err(|e| Error::Other(format!("a page task failed: {e}")))? {
+                Ok(out) => out,
+                Err(failure) => {
+                    abort(&mut inflight);
+                    return match failure.end_status() {
+                        Some(status) if pager.end_possible(style) => Ok(StopReason::EndConfirmed { status }),
+                        _ => Err(failure.error),
+                    };
+                }
+            };
+            let facts = out.facts.expect("a page fetched ahead carries its facts");
+            let next = pager.advance(style, &facts);
+            if let Some(stop) = self.accept(*out, &next, tally).await? {
+                abort(&mut inflight);
+                return Ok(stop);
+            }
+            // A short page moves the rest: re-plan from where it ended.
+            let now = pager.independent(style).expect("an independent strategy");
+            let front = inflight.front().map_or(next_position, |(position, _)| *position);
+            if now.step != range.step || front != now.start {
+                abort(&mut inflight);
+                next_position = now.start;
+            }
+            range = now;
+        }
+    }
+
+    /// Take a page in order: send its records to the sink, count it, and say whether the
+    /// partition is done.
+    async fn accept(&self, out: PageOut, next: &Next, tally: &mut Tally) -> Result<Option<StopReason>, Error> {
+        let pagination = &self.plan().pagination;
+        let mut lines = out.lines;
+        let mut count = out.received;
+        if let Some(max) = pagination.max_records {
+            let keep = out.received.min(max.saturating_sub(tally.records));
+            if keep < count {
+                lines.truncate(crate::sink::ndjson::nth_line_end(&lines, keep));
+                count = keep;
             }
         }
-        Ok(Outgoing { method: plan.request.method, url, headers, body })
-    }
-
-    /// A non-empty array at `records.errors` fails the page, whatever the status.
-    fn check_errors(&self, doc: &Document, status: u16) -> Result<(), PageError> {
-        let Some(path) = &self.plan.records.errors else { return Ok(()) };
-        let Some(node) = path.first(doc).map_err(PageError::Pagination)? else { return Ok(()) };
-        if node.kind() != Kind::Array {
-            return Ok(());
+        let batch = PageBatch { partition: self.index, page: tally.pages, lines, count };
+        if self.shared.tx.send(batch).await.is_err() {
+            return Err(Error::Other("the writer stopped".into()));
         }
-        let Value::Array(errors) = node.to_value() else { return Ok(()) };
-        if errors.is_empty() {
-            return Ok(());
-        }
-        let messages: Vec<String> = errors
-            .iter()
-            .take(5)
-            .map(|e| match e.get("message").and_then(Value::as_str) {
-                Some(m) => m.to_string(),
-                None => e.to_string(),
-            })
-            .collect();
-        let mut messages = self.fetcher.redactor().redact(&messages.join("; ")).into_owned();
-        if errors.len() > 5 {
-            messages.push_str(&format!(" (and {} more)", errors.len() - 5));
-        }
-        Err(PageError::ApiErrors { path: path.to_string(), status, messages })
-    }
-
-    /// A 400 or 422 on an ordinary page of a sized strategy is most often a page size above
-    /// the server's maximum: say which parameter asked for how much.
-    fn size_hint(&self, kind: &FetchErrorKind) -> String {
-        let FetchErrorKind::Status { status: 400 | 422, .. } = kind else { return String::new() };
-        let Some((param, size)) = Paginator::size_param(&self.plan.pagination.style) else { return String::new() };
-        format!("if the server limits page sizes, lower pagination.page_size: this request asked {param}={size}")
+        tally.records += count;
+        tally.pages += 1;
+        self.shared.progress.tick(count);
+        Ok(match next {
+            Next::Done(reason) => Some(reason.clone()),
+            Next::Request(_) if pagination.max_records.is_some_and(|max| tally.records >= max) => {
+                Some(StopReason::MaxRecords { records: tally.records })
+            }
+            Next::Request(_) if pagination.max_pages.is_some_and(|max| tally.pages >= max) => {
+                Some(StopReason::MaxPages { pages: tally.pages })
+            }
+            Next::Request(_) => None,
+        })
     }
 }
 
-/// What fetching one page came to.
-enum Step {
-    Page(Box<PageOut>),
-    End(StopReason),
-}
-
+/// A page fetched and cut into records.
 struct PageOut {
+    /// Records, one compact JSON line each.
     lines: Vec<u8>,
-    kept: u64,
     received: u64,
-    next: Next,
+    /// What the strategy made of the page, when it was fetched in sequence.
+    next: Option<Next>,
+    /// What offset and page strategies read, when it was fetched ahead.
+    facts: Option<Facts>,
     /// The URL that answered, redacted.
     url: String,
+}
+
+/// A page being fetched ahead, on its own task.
+type PageTask = JoinHandle<Result<Box<PageOut>, PageFailure>>;
+
+/// A page that could not be had, and its status if the server answered.
+struct PageFailure {
+    status: Option<u16>,
+    error: Error,
+}
+
+impl PageFailure {
+    /// The status of a 404, 400 or 422: past the end, if the end was possible.
+    fn end_status(&self) -> Option<u16> {
+        self.status.filter(|s| matches!(s, 400 | 404 | 422))
+    }
+}
+
+/// Fetch one page and cut it into records. With `pager`, the strategy digests the response
+/// (sequential strategies); without, only the facts offset and page strategies need are kept.
+async fn fetch_page(
+    shared: &Shared,
+    index: usize,
+    request: &PageRequest,
+    page: u64,
+    pager: Option<&mut Paginator>,
+) -> Result<Box<PageOut>, PageFailure> {
+    let plan = &shared.plan;
+    let fetcher = &shared.fetcher;
+    let label = &shared.labels[index];
+    let style = &plan.pagination.style;
+    let location = Location { partition: label.clone(), page };
+    let outgoing =
+        outgoing(plan, &plan.partitions[index], request).map_err(|error| PageFailure { status: None, error })?;
+    let fetched = fetcher.fetch(&outgoing).await.map_err(|e| {
+        let status = match e.kind {
+            FetchErrorKind::Status { status, .. } => Some(status),
+            _ => None,
+        };
+        let hint = size_hint(plan, &e.kind);
+        PageFailure { status, error: Error::Fetch { source: e, location: location.clone(), saved: hint } }
+    })?;
+    let page_error = |source: PageError| PageFailure {
+        status: Some(fetched.status),
+        error: Error::Page {
+            method: outgoing.method.as_str().to_string(),
+            url: fetcher.redactor().url(&fetched.url),
+            source,
+            location: location.clone(),
+        },
+    };
+    let doc = Document::parse(&fetched.body).map_err(|e| page_error(PageError::Pagination(e)))?;
+    check_errors(plan, &doc, fetched.status).map_err(page_error)?;
+    let nodes = plan.records.path.records(&doc).map_err(|e| {
+        page_error(match e {
+            RecordsError::NotAnArray { at, found } => {
+                PageError::NotAnArray { path: plan.records.path.to_string(), at, found }
+            }
+            RecordsError::Invalid(message) => PageError::Pagination(message),
+        })
+    })?;
+    if page == 0 && nodes.is_empty() {
+        tracing::warn!(
+            "the first page{} has no records at records.path {} ({})",
+            partition_suffix(label),
+            plan.records.path,
+            fetcher.redactor().url(&fetched.url)
+        );
+    }
+    let received = nodes.len() as u64;
+    let mut lines = Vec::with_capacity(fetched.body.len() + nodes.len());
+    for node in &nodes {
+        node.write_compact(&mut lines);
+        lines.push(b'\n');
+    }
+    let response = PageResponse {
+        status: fetched.status,
+        headers: &fetched.headers,
+        url: &fetched.url,
+        doc: &doc,
+        records: received,
+    };
+    let (next, facts) = match pager {
+        Some(pager) => (Some(pager.next(style, &response).map_err(page_error)?), None),
+        None => (None, Paginator::facts(style, &response).map_err(page_error)?),
+    };
+    Ok(Box::new(PageOut { lines, received, next, facts, url: fetcher.redactor().url(&fetched.url) }))
+}
+
+/// The job's request for one partition, with the strategy's parameters applied.
+fn outgoing(plan: &Plan, partition: &Partition, request: &PageRequest) -> Result<Outgoing, Error> {
+    let url = match &request.url {
+        Some(url) => url.clone(),
+        None => {
+            let mut url = plan.url_for(partition).map_err(Error::Other)?;
+            let params: Vec<(&str, String)> = plan
+                .request
+                .params
+                .iter()
+                .filter(|(k, _)| !request.query.iter().any(|(name, _)| name == k))
+                .map(|(k, v)| (k.as_str(), fill(v, partition, Encoding::Raw)))
+                .chain(request.query.iter().map(|(k, v)| (k.as_str(), v.clone())))
+                .collect();
+            if !params.is_empty() {
+                url.query_pairs_mut().extend_pairs(params);
+            }
+            url
+        }
+    };
+    let mut headers: Vec<(String, String)> = plan
+        .request
+        .headers
+        .iter()
+        .filter(|(k, _)| !request.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case(k)))
+        .map(|(k, v)| (k.clone(), fill(v, partition, Encoding::Raw)))
+        .collect();
+    headers.extend(request.headers.iter().cloned());
+    let mut body = plan.request.body.as_ref().map(|b| fill_json(b, partition));
+    if !request.body.is_empty() {
+        let body = body.get_or_insert_with(|| Value::Object(Default::default()));
+        for (path, value) in &request.body {
+            set_dotted(body, path, value.clone());
+        }
+    }
+    Ok(Outgoing { method: plan.request.method, url, headers, body })
+}
+
+/// A non-empty array at `records.errors` fails the page, whatever the status.
+fn check_errors(plan: &Plan, doc: &Document, status: u16) -> Result<(), PageError> {
+    let Some(path) = &plan.records.errors else { return Ok(()) };
+    let Some(node) = path.first(doc).map_err(PageError::Pagination)? else { return Ok(()) };
+    if node.kind() != Kind::Array {
+        return Ok(());
+    }
+    let Value::Array(errors) = node.to_value() else { return Ok(()) };
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let messages: Vec<String> = errors
+        .iter()
+        .take(5)
+        .map(|e| match e.get("message").and_then(Value::as_str) {
+            Some(m) => m.to_string(),
+            None => e.to_string(),
+        })
+        .collect();
+    let mut messages = plan.redactor.redact(&messages.join("; ")).into_owned();
+    if errors.len() > 5 {
+        messages.push_str(&format!(" (and {} more)", errors.len() - 5));
+    }
+    Err(PageError::ApiErrors { path: path.to_string(), status, messages })
+}
+
+/// A 400 or 422 on an ordinary page of a sized strategy is most often a page size above the
+/// server's maximum: say which parameter asked for how much.
+fn size_hint(plan: &Plan, kind: &FetchErrorKind) -> String {
+    let FetchErrorKind::Status { status: 400 | 422, .. } = kind else { return String::new() };
+    let Some((param, size)) = Paginator::size_param(&plan.pagination.style) else { return String::new() };
+    format!("if the server limits page sizes, lower pagination.page_size: this request asked {param}={size}")
 }
 
 /// The first page of one partition, for `harvest check --probe`.
@@ -393,40 +573,36 @@ pub struct Probe {
 
 /// Fetch the first page of every partition and say what came back.
 pub async fn probe(plan: &Plan) -> Result<Vec<Probe>, Error> {
-    let fetcher = Fetcher::new(plan)?;
     let (tx, _rx) = mpsc::channel(1);
+    let shared = Shared {
+        plan: Arc::new(plan.clone()),
+        fetcher: Arc::new(Fetcher::new(plan)?),
+        labels: plan.partitions.iter().map(|p| plan.redactor.redact(&p.label()).into_owned()).collect(),
+        tx,
+        progress: Progress::new(false),
+    };
     let mut probes = Vec::new();
-    for (index, partition) in plan.partitions.iter().enumerate() {
-        let label = plan.redactor.redact(&partition.label()).into_owned();
-        let harvest = Harvest { plan, fetcher: &fetcher, index, partition, label: &label, tx: &tx };
+    for (index, label) in shared.labels.iter().enumerate() {
         let style = &plan.pagination.style;
         let mut pager = Paginator::new(style);
         let request = pager.first(style);
-        let probe = match harvest.step(&mut pager, &request, 0, None).await? {
-            Step::Page(out) => Probe {
-                partition: label.clone(),
-                url: out.url,
-                records: out.received,
-                sample: out
-                    .lines
-                    .split(|b| *b == b'\n')
-                    .next()
-                    .filter(|l| !l.is_empty())
-                    .map(|l| String::from_utf8_lossy(l).into_owned()),
-                next: match out.next {
-                    Next::Done(reason) => format!("done: {reason}"),
-                    Next::Request(r) => describe_request(plan, &r),
-                },
+        let out = fetch_page(&shared, index, &request, 0, Some(&mut pager)).await.map_err(|f| f.error)?;
+        probes.push(Probe {
+            partition: label.clone(),
+            url: out.url,
+            records: out.received,
+            sample: out
+                .lines
+                .split(|b| *b == b'\n')
+                .next()
+                .filter(|l| !l.is_empty())
+                .map(|l| String::from_utf8_lossy(l).into_owned()),
+            next: match out.next {
+                Some(Next::Request(r)) => describe_request(plan, &r),
+                Some(Next::Done(reason)) => format!("done: {reason}"),
+                None => String::new(),
             },
-            Step::End(reason) => Probe {
-                partition: label.clone(),
-                url: String::new(),
-                records: 0,
-                sample: None,
-                next: format!("done: {reason}"),
-            },
-        };
-        probes.push(probe);
+        });
     }
     Ok(probes)
 }
@@ -470,18 +646,26 @@ fn partition_suffix(label: &str) -> String {
 /// Plain progress lines until a later version draws bars.
 struct Progress {
     enabled: bool,
-    last: Instant,
+    records: AtomicU64,
+    pages: AtomicU64,
+    last: Mutex<Instant>,
 }
 
 impl Progress {
     fn new(enabled: bool) -> Self {
-        Progress { enabled, last: Instant::now() }
+        Progress { enabled, records: AtomicU64::new(0), pages: AtomicU64::new(0), last: Mutex::new(Instant::now()) }
     }
 
-    fn tick(&mut self, label: &str, pages: u64, records: u64) {
-        if self.enabled && self.last.elapsed() >= PROGRESS_EVERY {
-            self.last = Instant::now();
-            eprintln!("harvest: {records} records, {pages} pages{}", partition_suffix(label));
+    fn tick(&self, records: u64) {
+        let records = self.records.fetch_add(records, Ordering::Relaxed) + records;
+        let pages = self.pages.fetch_add(1, Ordering::Relaxed) + 1;
+        if !self.enabled {
+            return;
+        }
+        let mut last = self.last.lock().expect("progress lock");
+        if last.elapsed() >= PROGRESS_EVERY {
+            *last = Instant::now();
+            eprintln!("harvest: {records} records, {pages} pages");
         }
     }
 }

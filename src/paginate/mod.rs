@@ -144,6 +144,16 @@ impl PageResponse<'_> {
     }
 }
 
+/// What offset and page pagination read from a response: counts only, so that pages fetched
+/// out of order can be judged in order later.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub status: u16,
+    pub records: u64,
+    pub total: Option<u64>,
+    pub total_pages: Option<u64>,
+}
+
 /// What comes after a page.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Next {
@@ -256,22 +266,50 @@ impl Paginator {
         }
     }
 
-    /// True when the request just made only confirms an expected end, so an empty page, 404,
-    /// 400 or 422 ends the partition instead of failing it.
-    pub fn confirming_end(&self) -> bool {
-        match self {
-            Paginator::Offset(s) => s.confirming,
-            Paginator::Page(s) => s.confirming,
+    /// True when a 404, 400 or 422 on the next page would mean the end rather than a failure:
+    /// after a short page, or after the first page when no total is known.
+    pub fn end_possible(&self, style: &Style) -> bool {
+        match (self, style) {
+            (Paginator::Offset(s), Style::Offset(c)) => s.end_possible(c),
+            (Paginator::Page(s), Style::Page(c)) => s.end_possible(c),
             _ => false,
         }
     }
 
-    /// Offset and page: the pages that could be fetched independently from here on.
-    pub fn independent(&self) -> Option<PageRange> {
-        match self {
-            Paginator::Offset(s) => Some(s.range()),
-            Paginator::Page(s) => Some(s.range()),
+    /// Offset and page: the pages that could be fetched independently from here on, in the
+    /// strategy's unit (an offset or a page number).
+    pub fn independent(&self, style: &Style) -> Option<PageRange> {
+        match (self, style) {
+            (Paginator::Offset(s), Style::Offset(c)) => Some(s.range(c)),
+            (Paginator::Page(s), Style::Page(c)) => Some(s.range(c)),
             _ => None,
+        }
+    }
+
+    /// Offset and page: the request for the page at `position` (from [`Self::independent`]).
+    pub fn request_at(style: &Style, position: u64) -> Option<PageRequest> {
+        match style {
+            Style::Offset(c) => Some(offset::Offset::request_at(c, position)),
+            Style::Page(c) => Some(page::Page::request_at(c, position)),
+            _ => None,
+        }
+    }
+
+    /// Offset and page: what the strategy reads from a response.
+    pub fn facts(style: &Style, response: &PageResponse) -> Result<Option<Facts>, PageError> {
+        match style {
+            Style::Offset(c) => offset::Offset::facts(c, response).map(Some),
+            Style::Page(c) => page::Page::facts(c, response).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Offset and page: move past the page at [`Self::independent`]'s start, in order.
+    pub fn advance(&mut self, style: &Style, facts: &Facts) -> Next {
+        match (self, style) {
+            (Paginator::Offset(s), Style::Offset(c)) => s.advance(c, facts),
+            (Paginator::Page(s), Style::Page(c)) => s.advance(c, facts),
+            (state, style) => unreachable!("{state:?} has no independent pages ({})", style.kind()),
         }
     }
 

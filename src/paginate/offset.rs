@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason};
+use super::{Facts, Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason};
 use crate::error::PageError;
 use crate::jsonpath::JsonPath;
 
@@ -42,40 +42,63 @@ impl Offset {
     }
 
     pub fn request(&self, config: &Config) -> PageRequest {
+        Self::request_at(config, self.offset)
+    }
+
+    /// The request for the page at `offset`, whatever the state.
+    pub fn request_at(config: &Config, offset: u64) -> PageRequest {
         let mut request = PageRequest::default();
-        request.set(config.params_in, &config.offset_param, Value::from(self.offset));
+        request.set(config.params_in, &config.offset_param, Value::from(offset));
         request.set(config.params_in, &config.limit_param, Value::from(config.page_size));
         request
     }
 
+    /// What this strategy reads from a response.
+    pub fn facts(config: &Config, response: &PageResponse) -> Result<Facts, PageError> {
+        let total = match &config.total {
+            Some(path) => response.count_at(path)?,
+            None => None,
+        };
+        Ok(Facts { status: response.status, records: response.records, total, total_pages: None })
+    }
+
     pub fn next(&mut self, config: &Config, response: &PageResponse) -> Result<Next, PageError> {
-        if let Some(path) = &config.total {
-            if let Some(total) = response.count_at(path)? {
-                self.total = Some(total);
-            }
+        Ok(self.advance(config, &Self::facts(config, response)?))
+    }
+
+    /// A 404, 400 or 422 here would be past the end: after a short page, or anywhere after
+    /// the first page when no total says how far the data goes.
+    pub fn end_possible(&self, config: &Config) -> bool {
+        self.confirming || (self.total.is_none() && self.offset > config.start)
+    }
+
+    /// Move past a page, judged by its facts, in order.
+    pub fn advance(&mut self, config: &Config, facts: &Facts) -> Next {
+        if let Some(total) = facts.total {
+            self.total = Some(total);
         }
-        let received = response.records;
+        let received = facts.records;
         if received == 0 {
-            return Ok(Next::Done(if self.confirming {
-                StopReason::EndConfirmed { status: response.status }
+            return Next::Done(if self.confirming {
+                StopReason::EndConfirmed { status: facts.status }
             } else {
                 StopReason::NoRecords
-            }));
+            });
         }
         self.offset += received;
         if let Some(total) = self.total {
             if self.offset >= total + config.start {
-                return Ok(Next::Done(StopReason::TotalReached { total }));
+                return Next::Done(StopReason::TotalReached { total });
             }
         }
         // A short page: with a total it is a cap; without one it needs confirming.
         self.confirming = received < self.served && self.total.is_none();
         self.served = self.served.min(received);
-        Ok(Next::Request(self.request(config)))
+        Next::Request(self.request(config))
     }
 
-    pub fn range(&self) -> PageRange {
-        PageRange { start: self.offset, step: self.served.max(1), end: self.total }
+    pub fn range(&self, config: &Config) -> PageRange {
+        PageRange { start: self.offset, step: self.served.max(1), end: self.total.map(|t| t + config.start) }
     }
 }
 
@@ -127,7 +150,7 @@ mod tests {
             assert_eq!(q[1].1, "100", "the size asked stays the configured one");
         }
         assert!(!s.confirming, "once the cap is known, a full capped page is not short");
-        assert_eq!(s.range(), PageRange { start: 90, step: 30, end: None });
+        assert_eq!(s.range(&c), PageRange { start: 90, step: 30, end: None });
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason};
+use super::{Facts, Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason};
 use crate::error::PageError;
 use crate::jsonpath::JsonPath;
 
@@ -51,54 +51,78 @@ impl Page {
     }
 
     pub fn request(&self, config: &Config) -> PageRequest {
+        Self::request_at(config, self.page)
+    }
+
+    /// The request for page number `page`, whatever the state.
+    pub fn request_at(config: &Config, page: u64) -> PageRequest {
         let mut request = PageRequest::default();
-        request.set(config.params_in, &config.page_param, Value::from(self.page));
+        request.set(config.params_in, &config.page_param, Value::from(page));
         if let (Some(name), Some(size)) = (&config.size_param, config.page_size) {
             request.set(config.params_in, name, Value::from(size));
         }
         request
     }
 
+    /// What this strategy reads from a response.
+    pub fn facts(config: &Config, response: &PageResponse) -> Result<Facts, PageError> {
+        let total_pages = match &config.total_pages {
+            Some(path) => response.count_at(path)?,
+            None => None,
+        };
+        let total = match &config.total {
+            Some(path) => response.count_at(path)?,
+            None => None,
+        };
+        Ok(Facts { status: response.status, records: response.records, total, total_pages })
+    }
+
     pub fn next(&mut self, config: &Config, response: &PageResponse) -> Result<Next, PageError> {
-        if let Some(path) = &config.total_pages {
-            if let Some(pages) = response.count_at(path)? {
-                self.total_pages = Some(pages);
-            }
+        Ok(self.advance(config, &Self::facts(config, response)?))
+    }
+
+    /// A 404, 400 or 422 here would be past the end (see [`super::offset::Offset::end_possible`]).
+    pub fn end_possible(&self, config: &Config) -> bool {
+        self.confirming || (self.total_pages.is_none() && self.total.is_none() && self.page > config.start)
+    }
+
+    /// Move past a page, judged by its facts, in order.
+    pub fn advance(&mut self, config: &Config, facts: &Facts) -> Next {
+        if let Some(pages) = facts.total_pages {
+            self.total_pages = Some(pages);
         }
-        if let Some(path) = &config.total {
-            if let Some(total) = response.count_at(path)? {
-                self.total = Some(total);
-            }
+        if let Some(total) = facts.total {
+            self.total = Some(total);
         }
-        let received = response.records;
+        let received = facts.records;
         if received == 0 {
-            return Ok(Next::Done(if self.confirming {
-                StopReason::EndConfirmed { status: response.status }
+            return Next::Done(if self.confirming {
+                StopReason::EndConfirmed { status: facts.status }
             } else {
                 StopReason::NoRecords
-            }));
+            });
         }
         self.page += 1;
         self.received += received;
         if let Some(pages) = self.total_pages {
             if self.page >= config.start + pages {
-                return Ok(Next::Done(StopReason::TotalReached { total: pages }));
+                return Next::Done(StopReason::TotalReached { total: pages });
             }
         }
         if let Some(total) = self.total {
             if self.received >= total {
-                return Ok(Next::Done(StopReason::TotalReached { total }));
+                return Next::Done(StopReason::TotalReached { total });
             }
         }
         let announced = self.total_pages.is_some() || self.total.is_some();
         let served = self.served.unwrap_or(received);
         self.confirming = received < served && !announced;
         self.served = Some(served.min(received));
-        Ok(Next::Request(self.request(config)))
+        Next::Request(self.request(config))
     }
 
-    pub fn range(&self) -> PageRange {
-        let end = self.total_pages.map(|pages| pages + 1).or_else(|| {
+    pub fn range(&self, config: &Config) -> PageRange {
+        let end = self.total_pages.map(|pages| pages + config.start).or_else(|| {
             let served = self.served.filter(|s| *s > 0)?;
             let remaining = self.total?.saturating_sub(self.received);
             Some(self.page + remaining.div_ceil(served))

@@ -203,7 +203,10 @@ impl Sink for NdjsonSink {
 }
 
 /// The byte index just past the `n`th newline.
-fn nth_line_end(lines: &[u8], n: u64) -> usize {
+pub fn nth_line_end(lines: &[u8], n: u64) -> usize {
+    if n == 0 {
+        return 0;
+    }
     let mut seen = 0;
     for (i, b) in lines.iter().enumerate() {
         if *b == b'\n' {

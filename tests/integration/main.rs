@@ -2,6 +2,7 @@
 //! instance of it as "another origin"). One test binary, so linking stays fast.
 
 mod cli;
+mod concurrency;
 mod http;
 mod job_errors;
 mod pagination;

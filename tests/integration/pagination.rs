@@ -154,14 +154,14 @@ async fn none_fetches_one_page() {
 #[tokio::test(flavor = "multi_thread")]
 async fn max_pages_and_max_records() {
     let f = Fixture::new(N).await;
-    let job = "name = \"t\"\n[request]\nurl = \"{base}/cursor\"\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"cursor\"\npage_size = 100\nmax_pages = 3\n";
+    let job = "name = \"t\"\n[request]\nurl = \"{base}/cursor\"\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"cursor\"\npage_size = 100\nmax_pages = 3\n[limits]\nconcurrency = 1\n";
     let summary = f.run(job).await.unwrap();
     assert_eq!(f.ids("t"), one_to(300));
     assert_eq!(f.requests("/cursor"), 3);
     assert_eq!(summary.partitions[0].stop, StopReason::MaxPages { pages: 3 });
 
     let f = Fixture::new(N).await;
-    let job = "name = \"t\"\n[request]\nurl = \"{base}/offset\"\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"offset\"\npage_size = 100\nmax_records = 250\n";
+    let job = "name = \"t\"\n[request]\nurl = \"{base}/offset\"\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"offset\"\npage_size = 100\nmax_records = 250\n[limits]\nconcurrency = 1\n";
     let summary = f.run(job).await.unwrap();
     assert_eq!(f.ids("t"), one_to(250));
     assert_eq!(f.requests("/offset"), 3);
@@ -243,11 +243,12 @@ kind = ["x", "y z"]
     for p in &summary.partitions {
         assert_eq!(p.records, 120, "{}", p.partition);
     }
-    // Each partition holds every id once, in order.
-    let ids = f.ids("t");
-    assert_eq!(ids.len(), 720);
-    for chunk in ids.chunks(120) {
-        assert_eq!(chunk, one_to(120).as_slice());
+    // Partitions run side by side: each holds every id once, in order.
+    let by_partition = f.records_by_partition("t");
+    assert_eq!(by_partition.len(), 6);
+    for (label, records) in by_partition {
+        let ids: Vec<u64> = records.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+        assert_eq!(ids, one_to(120), "{label}");
     }
     let uris: Vec<String> = f.server.stats.log().into_iter().map(|s| s.uri).collect();
     for expected in ["/t/eu%20west/offset?", "/t/a%2Fb/offset?", "/t/Z%C3%BCrich/offset?"] {
@@ -259,7 +260,7 @@ kind = ["x", "y z"]
 #[tokio::test(flavor = "multi_thread")]
 async fn an_empty_page_ends_when_the_last_page_was_full() {
     let f = Fixture::new(1200).await;
-    let job = "name = \"t\"\n[request]\nurl = \"{base}/array\"\n[records]\npath = \"$[*]\"\n[pagination]\nkind = \"offset\"\npage_size = 100\n";
+    let job = "name = \"t\"\n[request]\nurl = \"{base}/array\"\n[records]\npath = \"$[*]\"\n[pagination]\nkind = \"offset\"\npage_size = 100\n[limits]\nconcurrency = 1\n";
     let summary = f.run(job).await.unwrap();
     assert_eq!(f.ids("t"), one_to(1200));
     assert_eq!(f.requests("/array"), 13);

@@ -7,13 +7,19 @@ use crate::support::{one_to, part_files, Fixture, FAST_RETRY};
 const N: u64 = 437;
 
 async fn harvest_all(path: &str, records: &str, pagination: &str) -> Fixture {
-    let f = Fixture::new(N).await;
-    let job = format!(
-        "name = \"t\"\n[request]\nurl = \"{{base}}{path}\"\n[records]\npath = \"{records}\"\n[pagination]\n{pagination}\n"
-    );
-    f.run(&job).await.unwrap_or_else(|e| panic!("{path}: {e}"));
-    assert_eq!(f.ids("t"), one_to(N), "{path}: every id once, in order");
-    f
+    // Every case holds whether pages are fetched one at a time or eight ahead; the fixture
+    // returned is the sequential one, whose request count is exact.
+    let mut fixture = None;
+    for concurrency in [8, 1] {
+        let f = Fixture::new(N).await;
+        let job = format!(
+            "name = \"t\"\n[request]\nurl = \"{{base}}{path}\"\n[records]\npath = \"{records}\"\n[pagination]\n{pagination}\n[limits]\nconcurrency = {concurrency}\n"
+        );
+        f.run(&job).await.unwrap_or_else(|e| panic!("{path} at concurrency {concurrency}: {e}"));
+        assert_eq!(f.ids("t"), one_to(N), "{path} at concurrency {concurrency}: every id once, in order");
+        fixture = Some(f);
+    }
+    fixture.expect("ran")
 }
 
 #[tokio::test(flavor = "multi_thread")]

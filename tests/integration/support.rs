@@ -55,6 +55,28 @@ impl Fixture {
         self.records(job).iter().map(|r| r["id"].as_u64().expect("an id")).collect()
     }
 
+    /// Each partition's records, in the order the part files hold them, read through the
+    /// row ranges of the newest run manifest.
+    pub fn records_by_partition(&self, job: &str) -> std::collections::BTreeMap<String, Vec<Value>> {
+        let root = self.out().join(job);
+        let mut manifests: Vec<PathBuf> =
+            std::fs::read_dir(root.join("_harvest/runs")).unwrap().flatten().map(|e| e.path()).collect();
+        manifests.sort();
+        let manifest: Value = serde_json::from_slice(&std::fs::read(manifests.last().unwrap()).unwrap()).unwrap();
+        let mut out: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+        for part in manifest["parts"].as_array().unwrap() {
+            let text = std::fs::read_to_string(root.join(part["file"].as_str().unwrap())).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            for slice in part["partitions"].as_array().unwrap() {
+                let (from, to) =
+                    (slice["rows"][0].as_u64().unwrap() as usize, slice["rows"][1].as_u64().unwrap() as usize);
+                let records = out.entry(slice["partition"].as_str().unwrap().to_string()).or_default();
+                records.extend(lines[from..to].iter().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+            }
+        }
+        out
+    }
+
     /// The mock's requests to `path`.
     pub fn requests(&self, path: &str) -> usize {
         self.server.stats.count_path(path)

@@ -1,0 +1,84 @@
+//! Concurrency: bounded in flight, ordered output, the same bytes at any concurrency.
+
+use std::time::Duration;
+
+use harvest::mock::{MockConfig, MockServer};
+
+use crate::support::{one_to, part_files, Fixture};
+
+async fn slow_fixture(records: u64, latency_ms: u64) -> Fixture {
+    let server = MockServer::start(MockConfig { records, latency: Duration::from_millis(latency_ms) }).await.unwrap();
+    Fixture { server, dir: tempfile::tempdir().unwrap() }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_never_sees_more_than_concurrency_or_the_rate() {
+    let f = slow_fixture(400, 30).await;
+    let job = r#"
+name = "t"
+[request]
+url = "{base}/t/{tenant}/offset"
+[records]
+path = "$.items[*]"
+[pagination]
+kind = "offset"
+page_size = 50
+total = "$.total"
+[partitions]
+tenant = ["a", "b", "c", "d"]
+[limits]
+concurrency = 3
+requests_per_second = 40.0
+burst = 3
+"#;
+    let summary = f.run(job).await.unwrap();
+    assert_eq!(summary.records, 1600);
+    let stats = &f.server.stats;
+    assert!(stats.max_in_flight() <= 3, "in flight: {}", stats.max_in_flight());
+    assert_eq!(stats.max_in_flight(), 3, "the bound is also reached");
+    let arrivals: Vec<Duration> = stats.log().iter().map(|s| s.at).collect();
+    assert_eq!(arrivals.len(), 32);
+    for (i, start) in arrivals.iter().enumerate() {
+        for (j, end) in arrivals.iter().enumerate().skip(i + 1) {
+            let window = end.saturating_sub(*start).as_secs_f64() + 0.010;
+            assert!((j - i + 1) as f64 <= 3.0 + 40.0 * window + 1e-9, "{} requests in {window:.3}s", j - i + 1);
+        }
+    }
+    for records in f.records_by_partition("t").values() {
+        let ids: Vec<u64> = records.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+        assert_eq!(ids, one_to(400));
+    }
+}
+
+/// The bytes a job writes at `concurrency`.
+async fn bytes_at(path: &str, records: &str, pagination: &str, n: u64, concurrency: usize) -> (Vec<u8>, u64) {
+    let f = slow_fixture(n, 2).await;
+    let job = format!(
+        "name = \"t\"\n[request]\nurl = \"{{base}}{path}\"\n[records]\npath = \"{records}\"\n[pagination]\n{pagination}\n[limits]\nconcurrency = {concurrency}\n"
+    );
+    f.run(&job).await.unwrap_or_else(|e| panic!("{path} at {concurrency}: {e}"));
+    assert_eq!(f.ids("t"), one_to(n), "{path} at {concurrency}");
+    let files = part_files(&f.out().join("t"));
+    (files.iter().flat_map(|p| std::fs::read(p).unwrap()).collect(), f.server.stats.max_in_flight())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_fetched_ahead_are_written_in_order() {
+    let cases = [
+        ("/offset", "$.items[*]", "kind = \"offset\"\npage_size = 50\ntotal = \"$.total\""),
+        ("/offset?total=omit", "$.items[*]", "kind = \"offset\"\npage_size = 50"),
+        ("/offset?total=omit&past_end=404", "$.items[*]", "kind = \"offset\"\npage_size = 50"),
+        ("/array?max_page_size=30", "$[*]", "kind = \"offset\"\npage_size = 50"),
+        ("/page", "$.data[*]", "kind = \"page\"\npage_size = 50\ntotal_pages = \"$.total_pages\""),
+        ("/page?total=omit", "$.data[*]", "kind = \"page\"\npage_size = 50"),
+        ("/page?total=omit&past_end=422", "$.data[*]", "kind = \"page\"\npage_size = 50"),
+    ];
+    for n in [1000, 1037] {
+        for (path, records, pagination) in cases {
+            let (one, _) = bytes_at(path, records, pagination, n, 1).await;
+            let (eight, in_flight) = bytes_at(path, records, pagination, n, 8).await;
+            assert!(one == eight, "{path}, N = {n}: concurrency 8 wrote other bytes than concurrency 1");
+            assert!(in_flight > 1, "{path}, N = {n}: pages were fetched ahead ({in_flight} in flight)");
+        }
+    }
+}
