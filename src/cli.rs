@@ -77,6 +77,22 @@ pub struct MockApiArgs {
     /// Delay before every response, e.g. "20ms".
     #[arg(long, value_parser = humantime::parse_duration)]
     pub latency: Option<std::time::Duration>,
+    /// Faults per request, e.g. "503=0.05,429=0.02,reset=0.01,cut=0.01,invalid=0.01,slow=0.01"
+    /// or "all=0.05".
+    #[arg(long, value_parser = harvest::mock::Faults::parse)]
+    pub faults: Option<harvest::mock::Faults>,
+    /// Seed for the fault draws.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// How long a `slow` fault holds its response.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub slow: std::time::Duration,
+    /// Retry-After of 429 and 503 faults, e.g. "1s".
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub retry_after: std::time::Duration,
+    /// Answer 429 (with Retry-After and X-RateLimit-*) above this many requests per second.
+    #[arg(long)]
+    pub rate_limit: Option<f64>,
 }
 
 #[derive(Debug, Args)]

@@ -55,7 +55,10 @@ pub struct FetchStats {
     pub bytes: u64,
     /// Retries by cause: `status_503`, `timeout`, `connect`, `body`, `invalid_json`.
     pub retries: BTreeMap<String, u64>,
-    /// Seconds spent waiting because the server asked (Retry-After).
+    /// Pauses of the whole job the server asked for, by cause (`retry_after`,
+    /// `x_ratelimit`, `ratelimit`).
+    pub pauses: BTreeMap<String, u64>,
+    /// Seconds the job was paused because the server asked.
     pub server_wait_seconds: f64,
 }
 
@@ -73,7 +76,10 @@ pub struct Fetcher {
     allowed: Vec<url::Origin>,
     requests: AtomicU64,
     bytes: AtomicU64,
-    retries: Mutex<(BTreeMap<String, u64>, f64)>,
+    retries: Mutex<BTreeMap<String, u64>>,
+    /// No request of the job starts before this instant (a server-requested pause).
+    paused_until: Mutex<Option<Instant>>,
+    pauses: Mutex<(BTreeMap<String, u64>, f64)>,
 }
 
 /// What one attempt came to.
@@ -128,17 +134,20 @@ impl Fetcher {
             allowed: plan.allowed_origins.clone(),
             requests: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
-            retries: Mutex::new((BTreeMap::new(), 0.0)),
+            retries: Mutex::new(BTreeMap::new()),
+            paused_until: Mutex::new(None),
+            pauses: Mutex::new((BTreeMap::new(), 0.0)),
         })
     }
 
     pub fn stats(&self) -> FetchStats {
-        let retries = self.retries.lock().expect("stats lock");
+        let pauses = self.pauses.lock().expect("stats lock");
         FetchStats {
             requests: self.requests.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
-            retries: retries.0.clone(),
-            server_wait_seconds: retries.1,
+            retries: self.retries.lock().expect("stats lock").clone(),
+            pauses: pauses.0.clone(),
+            server_wait_seconds: pauses.1,
         }
     }
 
@@ -146,41 +155,38 @@ impl Fetcher {
         &self.redactor
     }
 
-    /// Fetch one page, retrying what is worth retrying.
+    /// Fetch one page, retrying what is worth retrying. A server's request to wait
+    /// (Retry-After on a 429 or 503) pauses every request of the job and uses no attempt;
+    /// all such waits of one request together are bounded by `max_wait`.
     pub async fn fetch(&self, request: &Outgoing) -> Result<Fetched, FetchError> {
         let mut attempt = 1;
+        let mut waited = Duration::ZERO;
         loop {
             let outcome = {
-                // A slot first, then a token: the request leaves as soon as it has both, so the
-                // send times keep to the bucket.
-                let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
-                if let Some(limiter) = &self.limiter {
-                    limiter.until_ready().await;
-                }
+                let _permit = self.slot().await;
                 self.attempt(request, attempt).await
             };
             match outcome {
                 Attempt::Done(fetched) => return Ok(fetched),
                 Attempt::Fail(kind) => return Err(self.error(request, kind, attempt)),
-                Attempt::Retry { kind, cause, wait } => {
+                Attempt::Retry { kind, wait: Some(wait), .. } if self.respect_server_limits => {
+                    waited += wait;
+                    if waited > self.max_wait {
+                        let kind = FetchErrorKind::Transport(format!(
+                            "{kind}, and the server asked to wait {}, more than limits.max_wait ({})",
+                            humantime::format_duration(round(waited)),
+                            humantime::format_duration(self.max_wait)
+                        ));
+                        return Err(self.error(request, kind, attempt));
+                    }
+                    // The pause was set when the response arrived; the loop waits it out.
+                }
+                Attempt::Retry { kind, cause, .. } => {
                     if attempt >= self.retry.max_attempts {
                         return Err(self.error(request, kind, attempt));
                     }
-                    let delay = match wait.filter(|_| self.respect_server_limits) {
-                        Some(wait) if wait > self.max_wait => {
-                            let kind = FetchErrorKind::Transport(format!(
-                                "asked to wait {wait:?} (Retry-After), longer than limits.max_wait ({:?})",
-                                self.max_wait
-                            ));
-                            return Err(self.error(request, kind, attempt));
-                        }
-                        Some(wait) => {
-                            self.retries.lock().expect("stats lock").1 += wait.as_secs_f64();
-                            wait
-                        }
-                        None => backoff(&self.retry, attempt, rand::rng().random::<f64>()),
-                    };
-                    *self.retries.lock().expect("stats lock").0.entry(cause).or_default() += 1;
+                    let delay = backoff(&self.retry, attempt, rand::rng().random::<f64>());
+                    *self.retries.lock().expect("stats lock").entry(cause).or_default() += 1;
                     tracing::warn!(
                         "{} {} {kind}; retrying in {delay:.1?} (attempt {} of {})",
                         request.method.as_str(),
@@ -192,6 +198,53 @@ impl Fetcher {
                     attempt += 1;
                 }
             }
+        }
+    }
+
+    /// Wait for a moment when the job may send: no server pause, a free slot among
+    /// `concurrency`, a token from the bucket. The slot is taken first so that a request
+    /// leaves as soon as it has its token and send times keep to the bucket.
+    async fn slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        loop {
+            self.pause_passed().await;
+            let permit = self.permits.acquire().await.expect("the semaphore is never closed");
+            if let Some(limiter) = &self.limiter {
+                limiter.until_ready().await;
+            }
+            if self.pause_remaining().is_none() {
+                return permit;
+            }
+        }
+    }
+
+    fn pause_remaining(&self) -> Option<Duration> {
+        let until = (*self.paused_until.lock().expect("pause lock"))?;
+        until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+    }
+
+    async fn pause_passed(&self) {
+        while let Some(remaining) = self.pause_remaining() {
+            tokio::time::sleep(remaining).await;
+        }
+    }
+
+    /// Hold every new request of the job for `wait`. Logged once per pause, with its cause.
+    fn pause(&self, wait: Duration, cause: &str, detail: &str) {
+        let now = Instant::now();
+        let until = now + wait;
+        let mut paused = self.paused_until.lock().expect("pause lock");
+        let current = paused.filter(|u| *u > now);
+        if current.is_some_and(|u| u >= until) {
+            return;
+        }
+        let extension = until - current.unwrap_or(now);
+        *paused = Some(until);
+        drop(paused);
+        let mut pauses = self.pauses.lock().expect("stats lock");
+        pauses.1 += extension.as_secs_f64();
+        if current.is_none() {
+            *pauses.0.entry(cause.to_string()).or_default() += 1;
+            tracing::warn!("the server asked to slow down ({detail}): pausing every request for {:.1?}", wait);
         }
     }
 
@@ -237,6 +290,19 @@ impl Fetcher {
                 continue;
             }
             let headers = response.headers().clone();
+            if self.respect_server_limits {
+                if let Some((wait, cause, detail)) = server_pause(&headers, status.as_u16()) {
+                    if wait > self.max_wait {
+                        return Attempt::Fail(FetchErrorKind::Transport(format!(
+                            "returned {} and asked to wait {} ({detail}), more than limits.max_wait ({})",
+                            status.as_u16(),
+                            humantime::format_duration(round(wait)),
+                            humantime::format_duration(self.max_wait)
+                        )));
+                    }
+                    self.pause(wait, cause, &detail);
+                }
+            }
             let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("none").to_string();
             let bytes = match self.read_body(response).await {
                 Ok(b) => b,
@@ -254,7 +320,7 @@ impl Fetcher {
             if !status.is_success() {
                 let kind = FetchErrorKind::Status { status: status.as_u16(), excerpt: self.excerpt(&bytes) };
                 if self.retry.on_status.contains(&status.as_u16()) {
-                    let wait = retry_after(&headers);
+                    let wait = server_pause(&headers, status.as_u16()).map(|(wait, _, _)| wait);
                     return Attempt::Retry { kind, cause: format!("status_{}", status.as_u16()), wait };
                 }
                 return Attempt::Fail(kind);
@@ -428,6 +494,70 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+fn round(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+/// A pause the server asks for: Retry-After on a 429 or 503, an exhausted
+/// X-RateLimit-Remaining with its X-RateLimit-Reset, or the IETF RateLimit headers. Returns
+/// the wait, its cause for the manifest, and what the server said, for the log.
+pub fn server_pause(headers: &HeaderMap, status: u16) -> Option<(Duration, &'static str, String)> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if matches!(status, 429 | 503) {
+        if let Some(wait) = retry_after(headers) {
+            return Some((
+                wait,
+                "retry_after",
+                format!("{status} with Retry-After: {}", text("retry-after").unwrap_or("")),
+            ));
+        }
+    }
+    if let Some(remaining) = text("x-ratelimit-remaining").and_then(|r| r.parse::<f64>().ok()) {
+        if remaining <= 0.0 {
+            // Without a reset, a short pause rather than none.
+            let wait = text("x-ratelimit-reset").and_then(reset_wait).unwrap_or(Duration::from_secs(1));
+            let detail =
+                format!("X-RateLimit-Remaining: 0, X-RateLimit-Reset: {}", text("x-ratelimit-reset").unwrap_or("none"));
+            return Some((wait, "x_ratelimit", detail));
+        }
+    }
+    // IETF: `RateLimit: limit=100, remaining=0, reset=5` (older drafts),
+    // `RateLimit: "default";r=0;t=5` (newer), or `RateLimit-Remaining` / `RateLimit-Reset`.
+    let (remaining, reset) = match text("ratelimit") {
+        Some(value) => {
+            let field = |names: &[&str]| {
+                value.split([',', ';']).find_map(|part| {
+                    let (k, v) = part.split_once('=')?;
+                    names.contains(&k.trim()).then(|| v.trim().trim_matches('"').to_string())
+                })
+            };
+            (field(&["remaining", "r"]), field(&["reset", "t"]))
+        }
+        None => (text("ratelimit-remaining").map(str::to_string), text("ratelimit-reset").map(str::to_string)),
+    };
+    if remaining.and_then(|r| r.parse::<f64>().ok()).is_some_and(|r| r <= 0.0) {
+        let wait = reset.as_deref().and_then(|r| r.parse::<f64>().ok()).filter(|r| r.is_finite() && *r >= 0.0);
+        let wait = wait.map(Duration::from_secs_f64).unwrap_or(Duration::from_secs(1));
+        return Some((
+            wait,
+            "ratelimit",
+            format!("RateLimit remaining 0, reset {}", reset.as_deref().unwrap_or("none")),
+        ));
+    }
+    None
+}
+
+/// X-RateLimit-Reset: epoch seconds when above 1e9, else seconds from now; decimals allowed.
+fn reset_wait(value: &str) -> Option<Duration> {
+    let reset: f64 = value.parse().ok().filter(|r: &f64| r.is_finite() && *r >= 0.0)?;
+    if reset > 1e9 {
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs_f64();
+        Some(Duration::from_secs_f64((reset - now).max(0.0)))
+    } else {
+        Some(Duration::from_secs_f64(reset))
+    }
+}
+
 /// `Retry-After` as seconds (decimals allowed) or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
@@ -455,6 +585,38 @@ mod tests {
         assert_eq!(backoff(&retry, 3, 0.25), Duration::from_millis(500));
         assert_eq!(backoff(&retry, 3, 0.0), Duration::ZERO);
         assert_eq!(backoff(&retry, u32::MAX, 0.5), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn rate_limit_headers_in_their_several_forms() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, v.parse().unwrap());
+            }
+            h
+        };
+        let wait = |pairs: &[(&'static str, &str)], status| server_pause(&headers(pairs), status).map(|p| (p.0, p.1));
+        assert_eq!(wait(&[("retry-after", "2")], 429), Some((Duration::from_secs(2), "retry_after")));
+        assert_eq!(wait(&[("retry-after", "2")], 200), None, "Retry-After counts on 429 and 503");
+        assert_eq!(
+            wait(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1.5")], 200),
+            Some((Duration::from_millis(1500), "x_ratelimit"))
+        );
+        let epoch = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() + 30;
+        let (w, _) = wait(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &epoch.to_string())], 200).unwrap();
+        assert!(w > Duration::from_secs(28) && w <= Duration::from_secs(31), "{w:?}");
+        assert_eq!(wait(&[("x-ratelimit-remaining", "5"), ("x-ratelimit-reset", "9")], 200), None);
+        assert_eq!(
+            wait(&[("ratelimit", "limit=10, remaining=0, reset=3")], 200),
+            Some((Duration::from_secs(3), "ratelimit"))
+        );
+        assert_eq!(wait(&[("ratelimit", "\"default\";r=0;t=4")], 200), Some((Duration::from_secs(4), "ratelimit")));
+        assert_eq!(
+            wait(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "2")], 200),
+            Some((Duration::from_secs(2), "ratelimit"))
+        );
+        assert_eq!(wait(&[("ratelimit", "\"default\";r=7;t=4")], 200), None);
     }
 
     #[test]

@@ -76,7 +76,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::MockApi(args) => {
-            let config = harvest::mock::MockConfig { records: args.records, latency: args.latency.unwrap_or_default() };
+            let config = harvest::mock::MockConfig {
+                records: args.records,
+                latency: args.latency.unwrap_or_default(),
+                faults: args.faults.unwrap_or_default(),
+                seed: args.seed,
+                slow: args.slow,
+                retry_after: args.retry_after,
+                rate_limit: args.rate_limit,
+            };
             harvest::mock::serve(args.addr, config).await?;
             Ok(())
         }

@@ -9,6 +9,7 @@
 //! the number in flight, so tests check limits from the server's side.
 
 mod dataset;
+mod faults;
 mod routes;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub use dataset::{updated_at, Dataset};
+pub use faults::{Fault, Faults};
 
 /// How the mock behaves.
 #[derive(Debug, Clone)]
@@ -30,11 +32,28 @@ pub struct MockConfig {
     pub records: u64,
     /// Added before every response.
     pub latency: Duration,
+    /// Faults injected at random (seeded by `seed`).
+    pub faults: Faults,
+    pub seed: u64,
+    /// How long a `slow` fault holds its response.
+    pub slow: Duration,
+    /// Retry-After sent with 429 and 503 faults.
+    pub retry_after: Duration,
+    /// Requests per second before answering 429.
+    pub rate_limit: Option<f64>,
 }
 
 impl Default for MockConfig {
     fn default() -> Self {
-        MockConfig { records: 1000, latency: Duration::ZERO }
+        MockConfig {
+            records: 1000,
+            latency: Duration::ZERO,
+            faults: Faults::default(),
+            seed: 1,
+            slow: Duration::from_secs(30),
+            retry_after: Duration::from_secs(1),
+            rate_limit: None,
+        }
     }
 }
 
@@ -95,6 +114,8 @@ pub(crate) struct MockApi {
     started: Instant,
     /// Requests seen per URI, for the `flaky` knob.
     attempts: Mutex<HashMap<String, u64>>,
+    dice: faults::FaultDice,
+    bucket: Option<faults::Bucket>,
 }
 
 /// A running mock API.
@@ -144,10 +165,12 @@ pub fn app(config: MockConfig) -> (Router, Arc<Stats>) {
     let stats = Arc::new(Stats::default());
     let api = Arc::new(MockApi {
         data: Dataset::new(config.records),
-        config,
         stats: stats.clone(),
         started: Instant::now(),
         attempts: Mutex::new(HashMap::new()),
+        dice: faults::FaultDice::new(config.faults.clone(), config.seed),
+        bucket: config.rate_limit.map(faults::Bucket::new),
+        config,
     });
     (Router::new().fallback(handle).with_state(api), stats)
 }
@@ -176,7 +199,7 @@ impl Drop for InFlight<'_> {
 
 async fn handle(State(api): State<Arc<MockApi>>, request: Request) -> Response {
     let stats = &api.stats;
-    stats.requests.fetch_add(1, Ordering::SeqCst);
+    let seq = stats.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let in_flight = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let _guard = InFlight(stats);
     stats.max_in_flight.fetch_max(in_flight, Ordering::SeqCst);
@@ -199,5 +222,5 @@ async fn handle(State(api): State<Arc<MockApi>>, request: Request) -> Response {
     if !api.config.latency.is_zero() {
         tokio::time::sleep(api.config.latency).await;
     }
-    routes::respond(&api, request).await
+    routes::respond(&api, request, seq).await
 }

@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::faults::{epoch_after, Fault};
 use super::MockApi;
 
 /// Query parameters that switch on the quirks of real APIs. Every path takes them.
@@ -42,6 +43,9 @@ struct Knobs {
     flaky_as: String,
     /// `Retry-After` on flaky statuses, in seconds.
     retry_after: Option<String>,
+    /// The server's `throttle_at`-th request (counting every path) gets a 429 with
+    /// `retry_after`.
+    throttle_at: Option<u64>,
     graphql_errors: bool,
     /// `1`: gzip with Content-Encoding; `hidden`: gzip without saying so.
     gzip: Option<String>,
@@ -71,6 +75,7 @@ impl Knobs {
             flaky: get("flaky").and_then(|v| v.parse().ok()).unwrap_or(0),
             flaky_as: get("flaky_as").unwrap_or_else(|| "503".into()),
             retry_after: get("retry_after"),
+            throttle_at: get("throttle_at").and_then(|v| v.parse().ok()),
             graphql_errors: get("errors").is_some(),
             gzip: get("gzip"),
             content_type: get("content_type"),
@@ -97,7 +102,8 @@ struct Call<'a> {
     first: u64,
 }
 
-pub(super) async fn respond(api: &MockApi, request: Request) -> Response {
+/// Answer one request; `seq` is its number in arrival order (from 1).
+pub(super) async fn respond(api: &MockApi, request: Request, seq: u64) -> Response {
     let (parts, body) = request.into_parts();
     let query: Vec<(String, String)> =
         url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
@@ -128,33 +134,71 @@ pub(super) async fn respond(api: &MockApi, request: Request) -> Response {
         return call.json(StatusCode::OK, &json!({"data": null, "errors": [{"message": "Cannot query field \"itemz\" on type \"Query\"."}, {"message": "rate of queries too high"}]}).to_string(), HeaderMap::new());
     }
     let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-    let fault = call.knobs.flaky > 0 && {
+    let mut limit_headers = HeaderMap::new();
+    if let Some(bucket) = &api.bucket {
+        let verdict = bucket.take();
+        limit_headers.insert("x-ratelimit-limit", HeaderValue::from(verdict.limit));
+        limit_headers.insert("x-ratelimit-remaining", HeaderValue::from(verdict.remaining));
+        let reset = std::time::Duration::from_secs_f64(verdict.reset);
+        limit_headers.insert("x-ratelimit-reset", HeaderValue::from(epoch_after(reset)));
+        if !verdict.allowed {
+            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
+            response.headers_mut().extend(limit_headers);
+            let after = verdict.reset.ceil().max(1.0) as u64;
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(after));
+            return response;
+        }
+    }
+    let flaky = call.knobs.flaky > 0 && {
         let uri = parts.uri.to_string();
         let mut attempts = api.attempts.lock().expect("attempts lock");
         let seen = attempts.entry(uri).or_default();
         *seen += 1;
         *seen <= call.knobs.flaky
     };
-    if fault {
-        if let Ok(status) = call.knobs.flaky_as.parse::<u16>() {
-            let mut response = error(StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), "flaky");
-            if let Some(after) = &call.knobs.retry_after {
+    let fault = if call.knobs.throttle_at == Some(seq) {
+        Some(Fault::Status(429))
+    } else if flaky {
+        Fault::parse(&call.knobs.flaky_as)
+    } else {
+        api.dice.draw()
+    };
+    let retry_after =
+        call.knobs.retry_after.clone().unwrap_or_else(|| format!("{}", api.config.retry_after.as_secs_f64()));
+    match fault {
+        Some(Fault::Status(status)) => {
+            let mut response =
+                error(StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), "injected fault");
+            let from_knob = flaky && call.knobs.retry_after.is_some();
+            if from_knob || (!flaky && matches!(status, 429 | 503)) || call.knobs.throttle_at == Some(seq) {
                 response
                     .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_str(after).expect("a valid header"));
+                    .insert(header::RETRY_AFTER, HeaderValue::from_str(&retry_after).expect("a valid header"));
             }
             return response;
         }
+        Some(Fault::Reset) => {
+            // A body that fails before anything is sent: hyper closes the connection.
+            let reset = futures::stream::once(async {
+                Err::<bytes::Bytes, _>(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"))
+            });
+            return Response::new(Body::from_stream(reset));
+        }
+        Some(Fault::Slow) => tokio::time::sleep(api.config.slow).await,
+        _ => {}
     }
-    let response = call.dispatch(&body);
-    if !fault {
-        return response;
-    }
+    let mut response = call.dispatch(&body);
+    response.headers_mut().extend(limit_headers);
+    let cut = match fault {
+        Some(Fault::Cut) => true,
+        Some(Fault::Invalid) => false,
+        _ => return response,
+    };
     // Cut the body short: `invalid` frames the half properly, `cut` promises the whole.
     let (mut head, full) = response.into_parts();
     let full = axum::body::to_bytes(full, usize::MAX).await.unwrap_or_default();
     let half = full.slice(..full.len() / 2);
-    if call.knobs.flaky_as == "cut" {
+    if cut {
         // The body stream fails after the first half: hyper drops the connection.
         head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(full.len()));
         // The pause lets the head and the first half reach the client before the cut.

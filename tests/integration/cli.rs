@@ -93,8 +93,13 @@ fn json_logs_are_one_object_a_line() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_stops_cleanly_with_130_and_keeps_what_was_written() {
     use harvest::mock::{MockConfig, MockServer};
-    let server =
-        MockServer::start(MockConfig { records: 10_000, latency: std::time::Duration::from_millis(50) }).await.unwrap();
+    let server = MockServer::start(MockConfig {
+        records: 10_000,
+        latency: std::time::Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("job.toml");
     std::fs::write(

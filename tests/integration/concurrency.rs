@@ -7,7 +7,10 @@ use harvest::mock::{MockConfig, MockServer};
 use crate::support::{one_to, part_files, Fixture};
 
 async fn slow_fixture(records: u64, latency_ms: u64) -> Fixture {
-    let server = MockServer::start(MockConfig { records, latency: Duration::from_millis(latency_ms) }).await.unwrap();
+    let server =
+        MockServer::start(MockConfig { records, latency: Duration::from_millis(latency_ms), ..Default::default() })
+            .await
+            .unwrap();
     Fixture { server, dir: tempfile::tempdir().unwrap() }
 }
 

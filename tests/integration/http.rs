@@ -50,7 +50,10 @@ async fn requests_per_second_holds_at_the_server() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_response_times_out_and_says_so() {
-    let server = MockServer::start(MockConfig { records: 10, latency: Duration::from_millis(400) }).await.unwrap();
+    let server =
+        MockServer::start(MockConfig { records: 10, latency: Duration::from_millis(400), ..Default::default() })
+            .await
+            .unwrap();
     let f = Fixture { server, dir: tempfile::tempdir().unwrap() };
     let job = format!(
         "name = \"t\"\n[request]\nurl = \"{{base}}/offset\"\ntimeout = \"100ms\"\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"none\"\n{FAST_RETRY}"
