@@ -2,16 +2,12 @@
 
 use std::time::Duration;
 
-use harvest::mock::{MockConfig, MockServer};
+use harvest::mock::MockConfig;
 
 use crate::support::{one_to, part_files, Fixture};
 
 async fn slow_fixture(records: u64, latency_ms: u64) -> Fixture {
-    let server =
-        MockServer::start(MockConfig { records, latency: Duration::from_millis(latency_ms), ..Default::default() })
-            .await
-            .unwrap();
-    Fixture { server, dir: tempfile::tempdir().unwrap() }
+    Fixture::with(MockConfig { records, latency: Duration::from_millis(latency_ms), ..Default::default() }).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,13 +8,9 @@ use harvest::mock::{Faults, MockConfig, MockServer};
 
 use crate::support::{one_to, Fixture};
 
-fn fixture_with(config: MockConfig) -> impl std::future::Future<Output = Fixture> {
-    async move { Fixture { server: MockServer::start(config).await.unwrap(), dir: tempfile::tempdir().unwrap() } }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retry_after_holds_every_partition() {
-    let f = fixture_with(MockConfig { records: 300, latency: Duration::from_millis(10), ..Default::default() }).await;
+    let f = Fixture::with(MockConfig { records: 300, latency: Duration::from_millis(10), ..Default::default() }).await;
     // The server's 12th request, whichever partition sends it, gets 429 with Retry-After: 2.
     let job = r#"
 name = "t"
@@ -66,7 +62,7 @@ async fn every_fault_at_five_percent_still_yields_every_id_once() {
         retry_after: Duration::from_millis(50),
         ..Default::default()
     };
-    let f = fixture_with(config).await;
+    let f = Fixture::with(config).await;
     for (path, records, pagination) in [
         ("/offset", "$.items[*]", "kind = \"offset\"\npage_size = 50\ntotal = \"$.total\""),
         ("/page?total=omit", "$.data[*]", "kind = \"page\"\npage_size = 50"),
@@ -111,7 +107,7 @@ fn faults_that_outlast_max_attempts_fail_with_exit_code_1() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_rate_limit_is_respected_from_its_headers() {
-    let f = fixture_with(MockConfig { records: 600, rate_limit: Some(25.0), ..Default::default() }).await;
+    let f = Fixture::with(MockConfig { records: 600, rate_limit: Some(25.0), ..Default::default() }).await;
     let job = "name = \"t\"\n[request]\nurl = \"{base}/offset\"\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"offset\"\npage_size = 20\ntotal = \"$.total\"\n[limits]\nconcurrency = 4\n";
     let summary = f.run(job).await.unwrap();
     assert_eq!(f.ids("t"), one_to(600));

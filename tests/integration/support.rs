@@ -17,7 +17,11 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn new(records: u64) -> Self {
-        let server = MockServer::start(MockConfig { records, ..Default::default() }).await.expect("mock starts");
+        Self::with(MockConfig { records, ..Default::default() }).await
+    }
+
+    pub async fn with(config: MockConfig) -> Self {
+        let server = MockServer::start(config).await.expect("mock starts");
         Fixture { server, dir: tempfile::tempdir().expect("a temp dir") }
     }
 
