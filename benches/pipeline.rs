@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harvest::fetch::{Fetcher, Outgoing};
+use harvest::fetch::{Fetched, Fetcher, Outgoing, Reject};
 use harvest::job::{self, Env, Overrides};
 use harvest::jsonpath::{Document, JsonPath};
 use harvest::plan::Method;
@@ -124,13 +124,14 @@ fn fetch_rows(base: &str, records: u64, page: u64, concurrency: usize, parse: bo
                 let url = format!("{base}/offset?offset={offset}&limit={page}").parse().unwrap();
                 tokio::spawn(async move {
                     let request = Outgoing { method: Method::Get, url, headers: vec![], body: None };
-                    let fetched = fetcher.fetch(&request).await.unwrap();
-                    if parse {
+                    let judged = fetcher.fetch_with(&request, |fetched: &Fetched| -> Result<u64, Reject<()>> {
+                        if !parse {
+                            return Ok(page);
+                        }
                         let doc = Document::parse(&fetched.body).unwrap();
-                        path.records(&doc).unwrap().len() as u64
-                    } else {
-                        page
-                    }
+                        Ok(path.records(&doc).unwrap().len() as u64)
+                    });
+                    judged.await.ok().expect("the page arrives")
                 })
             })),
             concurrency,

@@ -48,6 +48,20 @@ pub struct Fetched {
     pub attempts: u32,
 }
 
+/// How a caller's judge turns down a response body.
+pub enum Reject<E> {
+    /// Not JSON: retried like a cut connection (`cut_short`: it ended early).
+    NotJson { reason: String, cut_short: bool },
+    /// Unusable for another reason: the fetch ends with it.
+    Fail(E),
+}
+
+/// Why [`Fetcher::fetch_with`] gave up.
+pub enum FetchFailure<E> {
+    Fetch(FetchError),
+    Rejected(E),
+}
+
 /// Counters for the run manifest.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct FetchStats {
@@ -155,10 +169,38 @@ impl Fetcher {
         &self.redactor
     }
 
-    /// Fetch one page, retrying what is worth retrying. A server's request to wait
-    /// (Retry-After on a 429 or 503) pauses every request of the job and uses no attempt;
-    /// all such waits of one request together are bounded by `max_wait`.
+    /// Fetch a JSON body: a 2xx response whose body parses, retried as [`Self::fetch_with`]
+    /// retries.
     pub async fn fetch(&self, request: &Outgoing) -> Result<Fetched, FetchError> {
+        let judged = self.fetch_with(request, |fetched: &Fetched| {
+            match serde_json::from_slice::<&serde_json::value::RawValue>(strip_bom(&fetched.body)) {
+                Ok(_) => Ok(Fetched {
+                    status: fetched.status,
+                    headers: fetched.headers.clone(),
+                    url: fetched.url.clone(),
+                    body: fetched.body.clone(),
+                    attempts: fetched.attempts,
+                }),
+                Err(e) => Err(Reject::<()>::NotJson { reason: e.to_string(), cut_short: e.is_eof() }),
+            }
+        });
+        judged.await.map_err(|failure| match failure {
+            FetchFailure::Fetch(e) => e,
+            FetchFailure::Rejected(()) => unreachable!("the JSON check rejects only as not JSON"),
+        })
+    }
+
+    /// Fetch one page and hand the 2xx response to `judge`, which parses it once: a body it
+    /// finds not to be JSON is retried like a cut connection; its other rejections end the
+    /// fetch. Connect errors, timeouts and the `on_status` codes are retried with backoff.
+    /// A server's request to wait (Retry-After on a 429 or 503) pauses every request of the
+    /// job and uses no attempt; all such waits of one request together are bounded by
+    /// `max_wait`.
+    pub async fn fetch_with<T, E>(
+        &self,
+        request: &Outgoing,
+        mut judge: impl FnMut(&Fetched) -> Result<T, Reject<E>>,
+    ) -> Result<T, FetchFailure<E>> {
         let mut attempt = 1;
         let mut waited = Duration::ZERO;
         loop {
@@ -166,9 +208,28 @@ impl Fetcher {
                 let _permit = self.slot().await;
                 self.attempt(request, attempt).await
             };
+            let outcome = match outcome {
+                Attempt::Done(fetched) => match judge(&fetched) {
+                    Ok(value) => return Ok(value),
+                    Err(Reject::Fail(e)) => return Err(FetchFailure::Rejected(e)),
+                    Err(Reject::NotJson { reason, cut_short }) => {
+                        let content_type = fetched
+                            .headers
+                            .get(CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("none")
+                            .to_string();
+                        let kind =
+                            FetchErrorKind::NotJson { reason, content_type, excerpt: self.excerpt(&fetched.body) };
+                        let cause = if cut_short { "body_cut_short" } else { "invalid_json" };
+                        Attempt::Retry { kind, cause: cause.to_string(), wait: None }
+                    }
+                },
+                other => other,
+            };
             match outcome {
-                Attempt::Done(fetched) => return Ok(fetched),
-                Attempt::Fail(kind) => return Err(self.error(request, kind, attempt)),
+                Attempt::Done(_) => unreachable!("judged above"),
+                Attempt::Fail(kind) => return Err(FetchFailure::Fetch(self.error(request, kind, attempt))),
                 Attempt::Retry { kind, wait: Some(wait), .. } if self.respect_server_limits => {
                     waited += wait;
                     if waited > self.max_wait {
@@ -177,13 +238,13 @@ impl Fetcher {
                             humantime::format_duration(round(waited)),
                             humantime::format_duration(self.max_wait)
                         ));
-                        return Err(self.error(request, kind, attempt));
+                        return Err(FetchFailure::Fetch(self.error(request, kind, attempt)));
                     }
                     // The pause was set when the response arrived; the loop waits it out.
                 }
                 Attempt::Retry { kind, cause, .. } => {
                     if attempt >= self.retry.max_attempts {
-                        return Err(self.error(request, kind, attempt));
+                        return Err(FetchFailure::Fetch(self.error(request, kind, attempt)));
                     }
                     let delay = backoff(&self.retry, attempt, rand::rng().random::<f64>());
                     *self.retries.lock().expect("stats lock").entry(cause).or_default() += 1;
@@ -303,7 +364,6 @@ impl Fetcher {
                     self.pause(wait, cause, &detail);
                 }
             }
-            let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("none").to_string();
             let bytes = match self.read_body(response).await {
                 Ok(b) => b,
                 Err(attempt) => return attempt,
@@ -329,12 +389,6 @@ impl Fetcher {
                 Ok(b) => b,
                 Err(kind) => return Attempt::Fail(kind),
             };
-            if let Err(e) = serde_json::from_slice::<&serde_json::value::RawValue>(strip_bom(&bytes)) {
-                let kind =
-                    FetchErrorKind::NotJson { reason: e.to_string(), content_type, excerpt: self.excerpt(&bytes) };
-                let cause = if e.is_eof() { "body_cut_short" } else { "invalid_json" };
-                return Attempt::Retry { kind, cause: cause.to_string(), wait: None };
-            }
             return Attempt::Done(Fetched { status: status.as_u16(), headers, url, body: bytes, attempts: attempt });
         }
         Attempt::Fail(FetchErrorKind::TooManyRedirects(MAX_REDIRECTS))
@@ -455,7 +509,8 @@ impl Fetcher {
         }
     }
 
-    fn excerpt(&self, body: &[u8]) -> String {
+    /// The start of a body, whitespace folded and secrets masked, for messages.
+    pub fn excerpt(&self, body: &[u8]) -> String {
         let text = String::from_utf8_lossy(&body[..body.len().min(EXCERPT_CHARS * 4)]);
         let text: String = text.chars().take(EXCERPT_CHARS).collect();
         let text = text.split_whitespace().collect::<Vec<_>>().join(" ");

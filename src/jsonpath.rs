@@ -8,10 +8,11 @@
 //! crate over a `serde_json::Value` built with `preserve_order` and `arbitrary_precision`,
 //! so they too keep key order and every digit.
 
+use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::fmt;
 
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -55,17 +56,7 @@ impl JsonPath {
     /// Evaluate the path; nodes come in document order.
     pub fn select<'d>(&self, doc: &'d Document<'_>) -> Result<Vec<Node<'d>>, String> {
         match &self.simple {
-            Some(segments) => {
-                let mut nodes = vec![doc.root];
-                for segment in segments {
-                    let mut next = Vec::new();
-                    for node in nodes {
-                        step(node, segment, &mut next)?;
-                    }
-                    nodes = next;
-                }
-                Ok(nodes.into_iter().map(Node::Raw).collect())
-            }
+            Some(segments) => select_raw(doc, segments),
             None => {
                 let value = doc.value()?;
                 Ok(self.full.query(value).all().into_iter().map(Node::Value).collect())
@@ -84,9 +75,8 @@ impl JsonPath {
     pub fn records<'d>(&self, doc: &'d Document<'_>) -> Result<Vec<Node<'d>>, RecordsError> {
         if let Some(segments) = &self.simple {
             if let Some((Segment::Wildcard, parents)) = segments.split_last() {
-                let parent = JsonPath { text: String::new(), simple: Some(parents.to_vec()), full: self.full.clone() };
                 let mut records = Vec::new();
-                for node in parent.select(doc).map_err(RecordsError::Invalid)? {
+                for node in select_raw(doc, parents).map_err(RecordsError::Invalid)? {
                     match node.kind() {
                         Kind::Array => records.extend(node.elements().map_err(RecordsError::Invalid)?),
                         Kind::Null => {}
@@ -111,27 +101,86 @@ pub enum RecordsError {
     Invalid(String),
 }
 
-/// A parsed response body: a borrowed raw parse, plus a full parse made only if a path needs it.
+/// Why a body is not JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub message: String,
+    /// It ended early (a cut body) rather than holding something else.
+    pub cut_short: bool,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A parsed response body. Parsing reads the top level once, keeping each member (or
+/// element) as a borrowed raw slice; paths start from there, so a page is scanned about
+/// twice in all however many paths the job evaluates. A full `Value` is built only if a path
+/// needs the full engine.
 pub struct Document<'a> {
-    root: &'a RawValue,
+    text: &'a str,
+    top: Top<'a>,
+    root: OnceCell<Result<&'a RawValue, String>>,
     value: OnceCell<Result<Value, String>>,
 }
 
+enum Top<'a> {
+    Object(Vec<(Cow<'a, str>, &'a RawValue)>),
+    Array(Vec<&'a RawValue>),
+    Scalar,
+}
+
 impl<'a> Document<'a> {
-    pub fn parse(body: &'a [u8]) -> Result<Self, String> {
+    /// Parse and validate a body (one pass).
+    pub fn parse(body: &'a [u8]) -> Result<Self, ParseError> {
         let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-        let text = std::str::from_utf8(body).map_err(|e| format!("not UTF-8: {e}"))?;
-        let root: &RawValue = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        Ok(Document { root, value: OnceCell::new() })
+        let text = std::str::from_utf8(body).map_err(|e| ParseError {
+            message: format!("not UTF-8: {e}"),
+            // A multi-byte character cut at the very end: the body was cut short.
+            cut_short: e.error_len().is_none(),
+        })?;
+        let json = |e: serde_json::Error| ParseError { message: e.to_string(), cut_short: e.is_eof() };
+        let top = match text.trim_start().as_bytes().first() {
+            Some(b'{') => {
+                let mut de = serde_json::Deserializer::from_str(text);
+                let members = serde::Deserializer::deserialize_map(&mut de, Members).map_err(json)?;
+                de.end().map_err(json)?;
+                Top::Object(members)
+            }
+            Some(b'[') => Top::Array(serde_json::from_str(text).map_err(json)?),
+            _ => {
+                serde_json::from_str::<&RawValue>(text).map_err(json)?;
+                Top::Scalar
+            }
+        };
+        Ok(Document { text, top, root: OnceCell::new(), value: OnceCell::new() })
     }
 
-    pub fn root(&self) -> Node<'_> {
-        Node::Raw(self.root)
+    pub fn root(&self) -> Result<&'a RawValue, String> {
+        self.root.get_or_init(|| serde_json::from_str(self.text).map_err(|e| e.to_string())).clone()
+    }
+
+    /// The nodes one segment selects from the top level.
+    fn top_step(&self, segment: &Segment) -> Vec<&'a RawValue> {
+        match (&self.top, segment) {
+            (Top::Object(members), Segment::Name(name)) => {
+                members.iter().find(|(k, _)| k == name).map(|(_, v)| *v).into_iter().collect()
+            }
+            (Top::Object(members), Segment::Wildcard) => members.iter().map(|(_, v)| *v).collect(),
+            (Top::Array(items), Segment::Wildcard) => items.clone(),
+            (Top::Array(items), Segment::Index(index)) => {
+                let at = if *index < 0 { items.len() as i64 + index } else { *index };
+                usize::try_from(at).ok().and_then(|at| items.get(at)).copied().into_iter().collect()
+            }
+            _ => Vec::new(),
+        }
     }
 
     fn value(&self) -> Result<&Value, String> {
         self.value
-            .get_or_init(|| serde_json::from_str(self.root.get()).map_err(|e| e.to_string()))
+            .get_or_init(|| serde_json::from_str(self.text).map_err(|e| e.to_string()))
             .as_ref()
             .map_err(Clone::clone)
     }
@@ -227,6 +276,22 @@ impl<'d> Node<'d> {
     }
 }
 
+/// Evaluate name, index and wildcard segments over raw slices.
+fn select_raw<'d>(doc: &'d Document<'_>, segments: &[Segment]) -> Result<Vec<Node<'d>>, String> {
+    let Some((first, rest)) = segments.split_first() else {
+        return Ok(vec![Node::Raw(doc.root()?)]);
+    };
+    let mut nodes = doc.top_step(first);
+    for segment in rest {
+        let mut next = Vec::new();
+        for node in nodes {
+            step(node, segment, &mut next)?;
+        }
+        nodes = next;
+    }
+    Ok(nodes.into_iter().map(Node::Raw).collect())
+}
+
 fn raw_kind(raw: &RawValue) -> Kind {
     match raw.get().trim_start().as_bytes().first() {
         Some(b'{') => Kind::Object,
@@ -260,10 +325,8 @@ fn step<'a>(node: &'a RawValue, segment: &Segment, out: &mut Vec<&'a RawValue>) 
             out.extend(items);
         }
         (Segment::Wildcard, Kind::Object) => {
-            let members: Vec<(IgnoredAny, &'a RawValue)> = {
-                let mut de = serde_json::Deserializer::from_str(node.get());
-                serde::Deserializer::deserialize_map(&mut de, Members).map_err(|e| e.to_string())?
-            };
+            let mut de = serde_json::Deserializer::from_str(node.get());
+            let members = serde::Deserializer::deserialize_map(&mut de, Members).map_err(|e| e.to_string())?;
             out.extend(members.into_iter().map(|(_, v)| v));
         }
         // RFC 9535: a segment that does not apply selects nothing.
@@ -294,10 +357,11 @@ impl<'de> Visitor<'de> for FindKey<'_> {
     }
 }
 
+/// Every member of an object: its (unescaped) key and its raw value.
 struct Members;
 
 impl<'de> Visitor<'de> for Members {
-    type Value = Vec<(IgnoredAny, &'de RawValue)>;
+    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object")
@@ -305,10 +369,37 @@ impl<'de> Visitor<'de> for Members {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut members = Vec::new();
-        while let Some(entry) = map.next_entry::<IgnoredAny, &'de RawValue>()? {
-            members.push(entry);
+        while let Some(key) = map.next_key_seed(Key)? {
+            members.push((key, map.next_value::<&'de RawValue>()?));
         }
         Ok(members)
+    }
+}
+
+/// An object key, borrowed unless it holds escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(key))
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(key.to_string()))
     }
 }
 
@@ -336,33 +427,35 @@ impl<'de> Visitor<'de> for KeyEquals<'_> {
 }
 
 /// Copy JSON text, dropping whitespace outside strings. The input is valid JSON, so a string
-/// ends at the first `"` not preceded by an escaping backslash.
+/// ends at the first `"` not escaped by a backslash; strings are copied whole, found with
+/// memchr, so a compact record costs little more than a memcpy.
 pub fn minify_into(json: &[u8], out: &mut Vec<u8>) {
-    if !json.iter().any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t')) {
-        out.extend_from_slice(json);
-        return;
-    }
     out.reserve(json.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in json {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else {
-            match b {
-                b' ' | b'\n' | b'\r' | b'\t' => {}
-                b'"' => {
-                    in_string = true;
-                    out.push(b);
+    let n = json.len();
+    let mut i = 0;
+    while i < n {
+        match json[i] {
+            b' ' | b'\n' | b'\r' | b'\t' => i += 1,
+            b'"' => {
+                let start = i;
+                i += 1;
+                while let Some(k) = memchr::memchr2(b'"', b'\\', &json[i..]) {
+                    i += k;
+                    if json[i] == b'\\' {
+                        i += 2;
+                    } else {
+                        i += 1;
+                        break;
+                    }
                 }
-                _ => out.push(b),
+                out.extend_from_slice(&json[start..i.min(n)]);
+            }
+            _ => {
+                let start = i;
+                while i < n && !matches!(json[i], b' ' | b'\n' | b'\r' | b'\t' | b'"') {
+                    i += 1;
+                }
+                out.extend_from_slice(&json[start..i]);
             }
         }
     }
@@ -451,6 +544,13 @@ mod tests {
             ]
         );
         assert_eq!(records("$.items", body).len(), 2);
+    }
+
+    #[test]
+    fn minify_handles_escapes_at_string_ends() {
+        let mut out = Vec::new();
+        minify_into(br#"{ "a" : "b\\" , "c" : [1, 2], "d": "x\"y z" }"#, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"a":"b\\","c":[1,2],"d":"x\"y z"}"#);
     }
 
     #[test]

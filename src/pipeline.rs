@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, FetchErrorKind, Location, PageError};
-use crate::fetch::{Fetcher, Outgoing};
+use crate::fetch::{FetchFailure, Fetched, Fetcher, Outgoing, Reject};
 use crate::jsonpath::{Document, Kind, RecordsError};
 use crate::output::{write_atomic, Layout, Manifest, PartitionReport};
 use crate::paginate::{Facts, Next, PageRequest, PageResponse, Paginator, StopReason};
@@ -434,59 +434,68 @@ async fn fetch_page(
     let location = Location { partition: label.clone(), page };
     let outgoing =
         outgoing(plan, &plan.partitions[index], request).map_err(|error| PageFailure { status: None, error })?;
-    let fetched = fetcher.fetch(&outgoing).await.map_err(|e| {
-        let status = match e.kind {
-            FetchErrorKind::Status { status, .. } => Some(status),
-            _ => None,
+    let mut pager = pager;
+    let judge = |fetched: &Fetched| -> Result<Box<PageOut>, Reject<PageFailure>> {
+        let page_error = |source: PageError| {
+            Reject::Fail(PageFailure {
+                status: Some(fetched.status),
+                error: Error::Page {
+                    method: outgoing.method.as_str().to_string(),
+                    url: fetcher.redactor().url(&fetched.url),
+                    source,
+                    location: location.clone(),
+                },
+            })
         };
-        let hint = size_hint(plan, &e.kind);
-        PageFailure { status, error: Error::Fetch { source: e, location: location.clone(), saved: hint } }
-    })?;
-    let page_error = |source: PageError| PageFailure {
-        status: Some(fetched.status),
-        error: Error::Page {
-            method: outgoing.method.as_str().to_string(),
-            url: fetcher.redactor().url(&fetched.url),
-            source,
-            location: location.clone(),
-        },
+        let doc = Document::parse(&fetched.body)
+            .map_err(|e| Reject::NotJson { reason: e.message, cut_short: e.cut_short })?;
+        check_errors(plan, &doc, fetched.status).map_err(page_error)?;
+        let nodes = plan.records.path.records(&doc).map_err(|e| {
+            page_error(match e {
+                RecordsError::NotAnArray { at, found } => {
+                    PageError::NotAnArray { path: plan.records.path.to_string(), at, found }
+                }
+                RecordsError::Invalid(message) => PageError::Pagination(message),
+            })
+        })?;
+        if page == 0 && nodes.is_empty() {
+            tracing::warn!(
+                "the first page{} has no records at records.path {} ({})",
+                partition_suffix(label),
+                plan.records.path,
+                fetcher.redactor().url(&fetched.url)
+            );
+        }
+        let received = nodes.len() as u64;
+        let mut lines = Vec::with_capacity(fetched.body.len() + nodes.len());
+        for node in &nodes {
+            node.write_compact(&mut lines);
+            lines.push(b'\n');
+        }
+        let response = PageResponse {
+            status: fetched.status,
+            headers: &fetched.headers,
+            url: &fetched.url,
+            doc: &doc,
+            records: received,
+        };
+        let (next, facts) = match pager.as_deref_mut() {
+            Some(pager) => (Some(pager.next(style, &response).map_err(page_error)?), None),
+            None => (None, Paginator::facts(style, &response).map_err(page_error)?),
+        };
+        Ok(Box::new(PageOut { lines, received, next, facts, url: fetcher.redactor().url(&fetched.url) }))
     };
-    let doc = Document::parse(&fetched.body).map_err(|e| page_error(PageError::Pagination(e)))?;
-    check_errors(plan, &doc, fetched.status).map_err(page_error)?;
-    let nodes = plan.records.path.records(&doc).map_err(|e| {
-        page_error(match e {
-            RecordsError::NotAnArray { at, found } => {
-                PageError::NotAnArray { path: plan.records.path.to_string(), at, found }
-            }
-            RecordsError::Invalid(message) => PageError::Pagination(message),
-        })
-    })?;
-    if page == 0 && nodes.is_empty() {
-        tracing::warn!(
-            "the first page{} has no records at records.path {} ({})",
-            partition_suffix(label),
-            plan.records.path,
-            fetcher.redactor().url(&fetched.url)
-        );
-    }
-    let received = nodes.len() as u64;
-    let mut lines = Vec::with_capacity(fetched.body.len() + nodes.len());
-    for node in &nodes {
-        node.write_compact(&mut lines);
-        lines.push(b'\n');
-    }
-    let response = PageResponse {
-        status: fetched.status,
-        headers: &fetched.headers,
-        url: &fetched.url,
-        doc: &doc,
-        records: received,
-    };
-    let (next, facts) = match pager {
-        Some(pager) => (Some(pager.next(style, &response).map_err(page_error)?), None),
-        None => (None, Paginator::facts(style, &response).map_err(page_error)?),
-    };
-    Ok(Box::new(PageOut { lines, received, next, facts, url: fetcher.redactor().url(&fetched.url) }))
+    fetcher.fetch_with(&outgoing, judge).await.map_err(|failure| match failure {
+        FetchFailure::Rejected(failure) => failure,
+        FetchFailure::Fetch(e) => {
+            let status = match e.kind {
+                FetchErrorKind::Status { status, .. } => Some(status),
+                _ => None,
+            };
+            let hint = size_hint(plan, &e.kind);
+            PageFailure { status, error: Error::Fetch { source: e, location: location.clone(), saved: hint } }
+        }
+    })
 }
 
 /// The job's request for one partition, with the strategy's parameters applied.
