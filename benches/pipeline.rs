@@ -129,7 +129,8 @@ fn fetch_rows(base: &str, records: u64, page: u64, concurrency: usize, parse: bo
                             return Ok(page);
                         }
                         let doc = Document::parse(&fetched.body).unwrap();
-                        Ok(path.records(&doc).unwrap().len() as u64)
+                        let mut lines = Vec::with_capacity(fetched.body.len());
+                        Ok(path.write_records(&doc, &mut lines).unwrap())
                     });
                     judged.await.ok().expect("the page arrives")
                 })

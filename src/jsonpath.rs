@@ -69,6 +69,33 @@ impl JsonPath {
         Ok(self.select(doc)?.into_iter().next())
     }
 
+    /// Write the records a page holds to `out`, one compact line each, and count them: the
+    /// same records as [`Self::records`]. For the common `...[*]` over an array, the array's
+    /// elements are split and compacted in one scan of its bytes (the parse that made the
+    /// document has already validated them), without building a node per record.
+    pub fn write_records(&self, doc: &Document<'_>, out: &mut Vec<u8>) -> Result<u64, RecordsError> {
+        if let Some(Some((Segment::Wildcard, parents))) = self.simple.as_ref().map(|s| s.split_last()) {
+            let mut count = 0;
+            for node in select_raw(doc, parents).map_err(RecordsError::Invalid)? {
+                match node.kind() {
+                    Kind::Array => match node {
+                        Node::Raw(raw) => count += split_array_into_lines(raw.get().as_bytes(), out),
+                        Node::Value(_) => unreachable!("simple paths select raw nodes"),
+                    },
+                    Kind::Null => {}
+                    found => return Err(RecordsError::NotAnArray { at: render(parents), found: found.name() }),
+                }
+            }
+            return Ok(count);
+        }
+        let records = self.records(doc)?;
+        for node in &records {
+            node.write_compact(out);
+            out.push(b'\n');
+        }
+        Ok(records.len() as u64)
+    }
+
     /// The records a page holds: the nodes the path selects. The location before a final `[*]`
     /// must be an array (or missing or null: an empty page); a path that selects one array
     /// without a final wildcard selects its elements.
@@ -461,6 +488,69 @@ pub fn minify_into(json: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// Split a JSON array (valid, as parsed before) into its elements, each written compact on a
+/// line of its own; returns how many. Strings are copied whole (found with memchr); only the
+/// bytes between them are looked at one by one.
+fn split_array_into_lines(array: &[u8], out: &mut Vec<u8>) -> u64 {
+    out.reserve(array.len());
+    let n = array.len();
+    let mut i = match array.iter().position(|b| *b == b'[') {
+        Some(open) => open + 1,
+        None => return 0,
+    };
+    let mut depth = 0usize;
+    let mut count = 0;
+    let mut open_element = false;
+    while i < n {
+        match array[i] {
+            b' ' | b'\n' | b'\r' | b'\t' => i += 1,
+            b'"' => {
+                let start = i;
+                i += 1;
+                while let Some(k) = memchr::memchr2(b'"', b'\\', &array[i..]) {
+                    i += k;
+                    if array[i] == b'\\' {
+                        i += 2;
+                    } else {
+                        i += 1;
+                        break;
+                    }
+                }
+                out.extend_from_slice(&array[start..i.min(n)]);
+                open_element = true;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                out.push(array[i]);
+                i += 1;
+                open_element = true;
+            }
+            b'}' | b']' if depth == 0 => break,
+            b'}' | b']' => {
+                depth -= 1;
+                out.push(array[i]);
+                i += 1;
+            }
+            b',' if depth == 0 => {
+                out.push(b'\n');
+                count += 1;
+                open_element = false;
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+                open_element = true;
+            }
+        }
+    }
+    if open_element {
+        out.push(b'\n');
+        count += 1;
+    }
+    count
+}
+
 /// Parse the subset of RFC 9535 evaluated over raw slices: `$`, then `.name`, `['name']`,
 /// `["name"]`, `[n]`, `[*]` or `.*`. Anything else returns `None` and goes to the full engine.
 fn parse_simple(text: &str) -> Option<Vec<Segment>> {
@@ -551,6 +641,30 @@ mod tests {
         let mut out = Vec::new();
         minify_into(br#"{ "a" : "b\\" , "c" : [1, 2], "d": "x\"y z" }"#, &mut out);
         assert_eq!(String::from_utf8(out).unwrap(), r#"{"a":"b\\","c":[1,2],"d":"x\"y z"}"#);
+    }
+
+    #[test]
+    fn splitting_arrays_matches_the_node_path() {
+        let bodies = [
+            r#"{"items": [ {"a": [1, {"b": "x,]y"}], "s": "q\\"}, 2 , "three", [], {}, null, true, -1.5e3 ] }"#,
+            r#"{"items": []}"#,
+            r#"{"items": [ ]}"#,
+            r#"{"items": [{"only": "one"}]}"#,
+        ];
+        let path = JsonPath::parse("$.items[*]").unwrap();
+        for body in bodies {
+            let doc = Document::parse(body.as_bytes()).unwrap();
+            let mut fast = Vec::new();
+            let count = path.write_records(&doc, &mut fast).unwrap();
+            let mut slow = Vec::new();
+            let nodes = path.records(&doc).unwrap();
+            for node in &nodes {
+                node.write_compact(&mut slow);
+                slow.push(b'\n');
+            }
+            assert_eq!(count, nodes.len() as u64, "{body}");
+            assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap(), "{body}");
+        }
     }
 
     #[test]

@@ -450,7 +450,8 @@ async fn fetch_page(
         let doc = Document::parse(&fetched.body)
             .map_err(|e| Reject::NotJson { reason: e.message, cut_short: e.cut_short })?;
         check_errors(plan, &doc, fetched.status).map_err(page_error)?;
-        let nodes = plan.records.path.records(&doc).map_err(|e| {
+        let mut lines = Vec::with_capacity(fetched.body.len());
+        let received = plan.records.path.write_records(&doc, &mut lines).map_err(|e| {
             page_error(match e {
                 RecordsError::NotAnArray { at, found } => {
                     PageError::NotAnArray { path: plan.records.path.to_string(), at, found }
@@ -458,19 +459,13 @@ async fn fetch_page(
                 RecordsError::Invalid(message) => PageError::Pagination(message),
             })
         })?;
-        if page == 0 && nodes.is_empty() {
+        if page == 0 && received == 0 {
             tracing::warn!(
                 "the first page{} has no records at records.path {} ({})",
                 partition_suffix(label),
                 plan.records.path,
                 fetcher.redactor().url(&fetched.url)
             );
-        }
-        let received = nodes.len() as u64;
-        let mut lines = Vec::with_capacity(fetched.body.len() + nodes.len());
-        for node in &nodes {
-            node.write_compact(&mut lines);
-            lines.push(b'\n');
         }
         let response = PageResponse {
             status: fetched.status,
