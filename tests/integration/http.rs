@@ -36,10 +36,10 @@ async fn requests_per_second_holds_at_the_server() {
     let arrivals: Vec<Duration> = f.server.stats.log().iter().map(|s| s.at).collect();
     assert_eq!(arrivals.len(), 15);
     // A token bucket of 20/s with a burst of 2 lets at most 2 + 20 * t requests through in
-    // any window of t seconds: check every window, with 10 ms of slack for the clock.
+    // any window of t seconds: check every window, with 30 ms of slack for arrival jitter.
     for (i, start) in arrivals.iter().enumerate() {
         for (j, end) in arrivals.iter().enumerate().skip(i + 1) {
-            let window = end.saturating_sub(*start).as_secs_f64() + 0.010;
+            let window = end.saturating_sub(*start).as_secs_f64() + 0.030;
             let allowed = 2.0 + 20.0 * window;
             assert!((j - i + 1) as f64 <= allowed + 1e-9, "{} requests in {window:.3}s", j - i + 1);
         }
