@@ -32,7 +32,7 @@ pub fn describe(plan: &Plan) -> String {
         plan.request.max_body
     );
     if plan.partitions.len() > 1 || !first.values.is_empty() {
-        let _ = writeln!(out, "  partitions: {} combinations, harvested one after another", plan.partitions.len());
+        let _ = writeln!(out, "  partitions: {} combinations, harvested side by side", plan.partitions.len());
         for p in plan.partitions.iter().take(5) {
             let _ = writeln!(out, "    {}", r.redact(&p.label()));
         }
