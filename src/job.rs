@@ -386,7 +386,9 @@ impl Cx<'_> {
             return Err(self.not_yet(incremental.span(), "[incremental]"));
         }
         let partitions = self.partitions(&file.partitions)?;
-        let keys: Vec<&str> = file.partitions.keys().map(String::as_str).collect();
+        let keys: Vec<String> =
+            partitions.first().map(|p| p.values.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let request = self.request(file.request.get_ref(), &keys)?;
         let records = file.records.get_ref();
         let records = RecordsPlan {
@@ -703,20 +705,30 @@ impl Cx<'_> {
             if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(self.err(values.span(), format!("partition key {key:?} must be letters, digits and _")));
             }
-            let list = match values.get_ref() {
-                toml::Value::Array(items) if !items.is_empty() => items,
+            // Each choice is the (placeholder, value) pairs one partition gets from this key.
+            let choices: Vec<Vec<(String, String)>> = match values.get_ref() {
+                toml::Value::Array(items) if !items.is_empty() => items
+                    .iter()
+                    .map(|v| Ok(vec![(key.clone(), self.scalar(v, &values.span(), &format!("partition {key}"))?)]))
+                    .collect::<R<_>>()?,
                 toml::Value::Array(_) => return Err(self.err(values.span(), format!("partition {key} has no values"))),
-                toml::Value::Table(_) => return Err(self.not_yet(values.span(), "a date-range partition")),
-                _ => return Err(self.err(values.span(), format!("partition {key} must be a list of values"))),
+                toml::Value::Table(range) => crate::plan::date_windows(range)
+                    .map_err(|e| self.err(values.span(), format!("partition {key}: {e}")))?
+                    .into_iter()
+                    .map(|(start, end)| vec![(key.clone(), start), (format!("{key}_end"), end)])
+                    .collect(),
+                _ => {
+                    return Err(
+                        self.err(values.span(), format!("partition {key} must be a list of values or a date range"))
+                    )
+                }
             };
-            let list: Vec<String> =
-                list.iter().map(|v| self.scalar(v, &values.span(), &format!("partition {key}"))).collect::<R<_>>()?;
             combos = combos
                 .into_iter()
                 .flat_map(|p| {
-                    list.iter().map(move |v| {
+                    choices.iter().map(move |pairs| {
                         let mut p = p.clone();
-                        p.values.push((key.clone(), v.clone()));
+                        p.values.extend(pairs.iter().cloned());
                         p
                     })
                 })

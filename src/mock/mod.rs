@@ -177,9 +177,10 @@ pub fn app(config: MockConfig) -> (Router, Arc<Stats>) {
 
 /// Serve until the process is stopped (`harvest mock-api`).
 pub async fn serve(addr: SocketAddr, config: MockConfig) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
     let records = config.records;
+    // Render the dataset first: the port opens only when the mock can answer at full speed.
     let (app, _) = app(config);
+    let listener = TcpListener::bind(addr).await?;
     eprintln!("harvest mock API: {records} records at http://{} (paths: see README)", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

@@ -93,9 +93,9 @@ fn bad_job_files_are_reported_with_their_position() {
             "jobs/bad.toml:9:10: format = \"parquet\" is not supported by this version of harvest yet",
         ),
         (
-            "a later feature: date-range partitions",
-            format!("{HEAD}[pagination]\nkind = \"none\"\n[partitions]\nday = {{ start = \"2024-01-01\", end = \"2024-02-01\", step = \"1d\" }}\n"),
-            "jobs/bad.toml:9:7: a date-range partition is not supported by this version of harvest yet",
+            "a date range with hours between dates",
+            format!("{HEAD}[pagination]\nkind = \"none\"\n[partitions]\nday = {{ start = \"2024-01-01\", end = \"2024-02-01\", step = \"6h\" }}\n"),
+            "jobs/bad.toml:9:7: partition day: dates step in whole days",
         ),
         (
             "zero concurrency",

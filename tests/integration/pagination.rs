@@ -266,3 +266,33 @@ async fn an_empty_page_ends_when_the_last_page_was_full() {
     assert_eq!(f.requests("/array"), 13);
     assert_eq!(summary.partitions[0].stop, StopReason::NoRecords);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn date_range_partitions_fill_start_and_end_placeholders() {
+    let f = Fixture::new(30).await;
+    let job = r#"
+name = "t"
+[request]
+url = "{base}/offset"
+params = { from = "{day}", to = "{day_end}" }
+[records]
+path = "$.items[*]"
+[pagination]
+kind = "offset"
+total = "$.total"
+[partitions]
+day = { start = 2024-01-30, end = 2024-02-02, step = "1d" }
+"#;
+    let summary = f.run(job).await.unwrap();
+    assert_eq!(summary.partitions.len(), 3);
+    let mut uris: Vec<String> = f.server.stats.log().into_iter().map(|s| s.uri).collect();
+    uris.sort();
+    assert_eq!(
+        uris,
+        vec![
+            "/offset?from=2024-01-30&to=2024-01-31&offset=0&limit=100",
+            "/offset?from=2024-01-31&to=2024-02-01&offset=0&limit=100",
+            "/offset?from=2024-02-01&to=2024-02-02&offset=0&limit=100",
+        ]
+    );
+}
