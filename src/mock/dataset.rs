@@ -4,11 +4,10 @@
 //! timestamps, and an `updated_at` that increases with the id, so that incremental filters
 //! and exact-bytes checks have something real to work on. A record is about 500 bytes.
 
-use bytes::Bytes;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
 pub struct Dataset {
-    records: Vec<Bytes>,
+    records: Vec<String>,
 }
 
 const CITIES: &[(&str, f64, f64)] = &[
@@ -22,7 +21,7 @@ const TAGS: &[&str] = &["alpha", "βeta", "gamma", "δelta", "epsilon"];
 
 impl Dataset {
     pub fn new(n: u64) -> Self {
-        Dataset { records: (1..=n).map(|id| Bytes::from(render(id))).collect() }
+        Dataset { records: (1..=n).map(render).collect() }
     }
 
     pub fn len(&self) -> u64 {
@@ -35,6 +34,10 @@ impl Dataset {
 
     /// The record with 0-based position `index`.
     pub fn record(&self, index: u64) -> &[u8] {
+        self.records[index as usize].as_bytes()
+    }
+
+    pub fn record_str(&self, index: u64) -> &str {
         &self.records[index as usize]
     }
 

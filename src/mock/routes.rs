@@ -238,6 +238,20 @@ impl Call<'_> {
     }
 }
 
+/// `{a,b,c}` from member texts, skipping empty ones.
+fn object(members: &[&str]) -> String {
+    let mut out = String::with_capacity(members.iter().map(|m| m.len() + 1).sum::<usize>() + 2);
+    out.push('{');
+    for member in members.iter().filter(|m| !m.is_empty()) {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(member);
+    }
+    out.push('}');
+    out
+}
+
 fn error(status: StatusCode, detail: &str) -> Response {
     Response::builder()
         .status(status)
@@ -293,13 +307,13 @@ impl Call<'_> {
     /// Records `[start, start + size)` of the visible data as a JSON array.
     fn records(&self, start: u64, size: u64) -> (String, u64) {
         let end = (start.saturating_add(size)).min(self.len());
-        let mut out = String::with_capacity(((end.saturating_sub(start)) * 520 + 2) as usize);
+        let mut out = String::with_capacity(((end.saturating_sub(start)) * 600 + 2) as usize);
         out.push('[');
         for i in start..end.max(start) {
             if i > start {
                 out.push(',');
             }
-            out.push_str(std::str::from_utf8(self.api.data.record(self.first + i)).expect("records are UTF-8"));
+            out.push_str(self.api.data.record_str(self.first + i));
         }
         out.push(']');
         (out, end.saturating_sub(start))
@@ -314,17 +328,16 @@ impl Call<'_> {
         }
     }
 
-    fn json(&self, status: StatusCode, body: &str, mut headers: HeaderMap) -> Response {
+    fn json(&self, status: StatusCode, body: impl Into<String>, mut headers: HeaderMap) -> Response {
+        let body: String = body.into();
         let content_type = self.knobs.content_type.clone().unwrap_or_else(|| "application/json".into());
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/json")),
         );
-        let pretty;
         let body = if self.knobs.pretty {
-            let value: Value = serde_json::from_str(body).expect("the mock renders JSON");
-            pretty = serde_json::to_string_pretty(&value).expect("JSON serializes");
-            pretty.as_str()
+            let value: Value = serde_json::from_str(&body).expect("the mock renders JSON");
+            serde_json::to_string_pretty(&value).expect("JSON serializes")
         } else {
             body
         };
@@ -337,7 +350,7 @@ impl Call<'_> {
                 gz.write_all(body.as_bytes()).expect("writing to memory");
                 Body::from(gz.finish().expect("writing to memory"))
             }
-            None => Body::from(body.to_string()),
+            None => Body::from(body),
         };
         let mut response = Response::new(body);
         *response.status_mut() = status;
@@ -384,14 +397,15 @@ impl Call<'_> {
             }
             let (records, count) = self.records(offset, size);
             if bare {
-                return Ok(self.json(StatusCode::OK, &records, HeaderMap::new()));
+                return Ok(self.json(StatusCode::OK, records, HeaderMap::new()));
             }
-            let total = if self.knobs.omit_total { String::new() } else { format!("\"total\":{},", self.len()) };
-            let body = format!(
-                "{{{total}\"offset\":{offset},\"limit\":{size},{}}}",
-                self.records_member("items", &records, count)
-            );
-            Ok(self.json(StatusCode::OK, &body.replace(",}", "}"), HeaderMap::new()))
+            let total = if self.knobs.omit_total { String::new() } else { format!("\"total\":{}", self.len()) };
+            let body = object(&[
+                &total,
+                &format!("\"offset\":{offset},\"limit\":{size}"),
+                &self.records_member("items", &records, count),
+            ]);
+            Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
         };
         run().unwrap_or_else(|e| e)
     }
@@ -410,13 +424,14 @@ impl Call<'_> {
             let totals = if self.knobs.omit_total {
                 String::new()
             } else {
-                format!("\"total_pages\":{},\"total\":{},", self.len().div_ceil(size), self.len())
+                format!("\"total_pages\":{},\"total\":{}", self.len().div_ceil(size), self.len())
             };
-            let body = format!(
-                "{{\"page\":{page},\"per_page\":{size},{totals}{}}}",
-                self.records_member("data", &records, count)
-            );
-            Ok(self.json(StatusCode::OK, &body.replace(",}", "}"), HeaderMap::new()))
+            let body = object(&[
+                &format!("\"page\":{page},\"per_page\":{size}"),
+                &totals,
+                &self.records_member("data", &records, count),
+            ]);
+            Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
         };
         run().unwrap_or_else(|e| e)
     }
@@ -447,12 +462,12 @@ impl Call<'_> {
             };
             let previous =
                 if page > 1 { Value::from(self.url_with(&[("page", (page - 1).to_string())])) } else { Value::Null };
-            let body = format!(
-                "{{\"count\":{}{next},\"previous\":{previous},{}}}",
-                self.len(),
-                self.records_member("results", &records, count)
-            );
-            Ok(self.json(StatusCode::OK, &body.replace(",}", "}"), HeaderMap::new()))
+            let body = object(&[
+                &format!("\"count\":{}{next}", self.len()),
+                &format!("\"previous\":{previous}"),
+                &self.records_member("results", &records, count),
+            ]);
+            Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
         };
         run().unwrap_or_else(|e| e)
     }
@@ -495,7 +510,7 @@ impl Call<'_> {
             } else {
                 headers.insert(header::LINK, HeaderValue::from_str(&links.join(", ")).expect("a valid header"));
             }
-            Ok(self.json(StatusCode::OK, &records, headers))
+            Ok(self.json(StatusCode::OK, records, headers))
         };
         run().unwrap_or_else(|e| e)
     }
@@ -535,8 +550,8 @@ impl Call<'_> {
                 Some(c) => format!(",\"next_cursor\":\"{c}\""),
                 None => self.end_member("next_cursor"),
             };
-            let body = format!("{{{}{next}}}", self.records_member("items", &records, count));
-            Ok(self.json(StatusCode::OK, &body.replace("{,", "{"), HeaderMap::new()))
+            let body = object(&[&self.records_member("items", &records, count), next.trim_start_matches(',')]);
+            Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
         };
         run().unwrap_or_else(|e| e)
     }
@@ -556,7 +571,7 @@ impl Call<'_> {
             if let Some(c) = self.next_cursor(start, count, size) {
                 headers.insert("x-next-cursor", HeaderValue::from_str(&c).expect("a valid header"));
             }
-            Ok(self.json(StatusCode::OK, &records, headers))
+            Ok(self.json(StatusCode::OK, records, headers))
         };
         run().unwrap_or_else(|e| e)
     }
@@ -571,9 +586,12 @@ impl Call<'_> {
             let (records, count) = self.records(start, size);
             let more = start + count < self.len();
             let more = if self.knobs.has_more_as_string { format!("\"{more}\"") } else { more.to_string() };
-            let body =
-                format!("{{\"object\":\"list\",{},\"has_more\":{more}}}", self.records_member("data", &records, count));
-            Ok(self.json(StatusCode::OK, &body.replace("\"list\",,", "\"list\","), HeaderMap::new()))
+            let body = object(&[
+                "\"object\":\"list\"",
+                &self.records_member("data", &records, count),
+                &format!("\"has_more\":{more}"),
+            ]);
+            Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
         };
         run().unwrap_or_else(|e| e)
     }
@@ -613,7 +631,7 @@ impl Call<'_> {
                 self.len(),
                 next.is_some()
             );
-            Ok(self.json(StatusCode::OK, &body, HeaderMap::new()))
+            Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
         };
         run().unwrap_or_else(|e| e)
     }
