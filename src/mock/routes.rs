@@ -131,7 +131,7 @@ pub(super) async fn respond(api: &MockApi, request: Request, seq: u64) -> Respon
             .expect("a valid response");
     }
     if call.knobs.graphql_errors {
-        return call.json(StatusCode::OK, &json!({"data": null, "errors": [{"message": "Cannot query field \"itemz\" on type \"Query\"."}, {"message": "rate of queries too high"}]}).to_string(), HeaderMap::new());
+        return call.json(StatusCode::OK, json!({"data": null, "errors": [{"message": "Cannot query field \"itemz\" on type \"Query\"."}, {"message": "rate of queries too high"}]}).to_string(), HeaderMap::new());
     }
     let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
     let mut limit_headers = HeaderMap::new();
@@ -230,7 +230,7 @@ impl Call<'_> {
             (_, "/redirect") => call.redirect(),
             (Method::GET, "/_stats") => call.json(
                 StatusCode::OK,
-                &json!({"requests": api.stats.requests(), "max_in_flight": api.stats.max_in_flight()}).to_string(),
+                json!({"requests": api.stats.requests(), "max_in_flight": api.stats.max_in_flight()}).to_string(),
                 HeaderMap::new(),
             ),
             _ => error(StatusCode::NOT_FOUND, "no such path; see the README for the mock API's paths"),
