@@ -464,18 +464,9 @@ pub fn minify_into(json: &[u8], out: &mut Vec<u8>) {
         match json[i] {
             b' ' | b'\n' | b'\r' | b'\t' => i += 1,
             b'"' => {
-                let start = i;
-                i += 1;
-                while let Some(k) = memchr::memchr2(b'"', b'\\', &json[i..]) {
-                    i += k;
-                    if json[i] == b'\\' {
-                        i += 2;
-                    } else {
-                        i += 1;
-                        break;
-                    }
-                }
-                out.extend_from_slice(&json[start..i.min(n)]);
+                let end = string_end(json, i);
+                out.extend_from_slice(&json[i..end]);
+                i = end;
             }
             _ => {
                 let start = i;
@@ -486,6 +477,21 @@ pub fn minify_into(json: &[u8], out: &mut Vec<u8>) {
             }
         }
     }
+}
+
+/// The index just past the string whose opening quote is at `open`: the next `"` not escaped
+/// by an odd run of backslashes (the input is valid JSON).
+fn string_end(json: &[u8], open: usize) -> usize {
+    let mut i = open + 1;
+    while let Some(k) = memchr::memchr(b'"', &json[i..]) {
+        let quote = i + k;
+        let backslashes = json[i..quote].iter().rev().take_while(|b| **b == b'\\').count();
+        i = quote + 1;
+        if backslashes % 2 == 0 {
+            return i;
+        }
+    }
+    json.len()
 }
 
 /// Split a JSON array (valid, as parsed before) into its elements, each written compact on a
@@ -505,18 +511,9 @@ fn split_array_into_lines(array: &[u8], out: &mut Vec<u8>) -> u64 {
         match array[i] {
             b' ' | b'\n' | b'\r' | b'\t' => i += 1,
             b'"' => {
-                let start = i;
-                i += 1;
-                while let Some(k) = memchr::memchr2(b'"', b'\\', &array[i..]) {
-                    i += k;
-                    if array[i] == b'\\' {
-                        i += 2;
-                    } else {
-                        i += 1;
-                        break;
-                    }
-                }
-                out.extend_from_slice(&array[start..i.min(n)]);
+                let end = string_end(array, i);
+                out.extend_from_slice(&array[i..end]);
+                i = end;
                 open_element = true;
             }
             b'{' | b'[' => {
