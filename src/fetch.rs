@@ -1,11 +1,12 @@
 //! The HTTP client: one pooled reqwest client, the job's token bucket, retries, redirects
 //! and the rule that credentials go only to the origins allowed to see them.
 //!
-//! A fetch returns the body of a 2xx response that parsed as JSON, or a [`FetchError`] that
-//! names the method, the redacted URL, the status and a body excerpt. Connect errors,
-//! timeouts, bodies cut short or not valid JSON, and the `on_status` codes are retried with
-//! exponential backoff and full jitter; other statuses fail at once. Redirects are followed
-//! here, not by reqwest, so that the origin rule applies to every hop.
+//! A fetch hands a 2xx response to the caller's judge, which parses it once; it ends with the
+//! judge's result or a [`FetchError`] that names the method, the redacted URL, the status and a
+//! body excerpt. Connect errors, timeouts, bodies cut short or not valid JSON, and the
+//! `on_status` codes are retried with exponential backoff and full jitter; other statuses fail
+//! at once. A server's request to wait pauses the whole job. Redirects are followed here, not
+//! by reqwest, so that the origin rule applies to every hop.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -167,27 +168,6 @@ impl Fetcher {
 
     pub fn redactor(&self) -> &Redactor {
         &self.redactor
-    }
-
-    /// Fetch a JSON body: a 2xx response whose body parses, retried as [`Self::fetch_with`]
-    /// retries.
-    pub async fn fetch(&self, request: &Outgoing) -> Result<Fetched, FetchError> {
-        let judged = self.fetch_with(request, |fetched: &Fetched| {
-            match serde_json::from_slice::<&serde_json::value::RawValue>(strip_bom(&fetched.body)) {
-                Ok(_) => Ok(Fetched {
-                    status: fetched.status,
-                    headers: fetched.headers.clone(),
-                    url: fetched.url.clone(),
-                    body: fetched.body.clone(),
-                    attempts: fetched.attempts,
-                }),
-                Err(e) => Err(Reject::<()>::NotJson { reason: e.to_string(), cut_short: e.is_eof() }),
-            }
-        });
-        judged.await.map_err(|failure| match failure {
-            FetchFailure::Fetch(e) => e,
-            FetchFailure::Rejected(()) => unreachable!("the JSON check rejects only as not JSON"),
-        })
     }
 
     /// Fetch one page and hand the 2xx response to `judge`, which parses it once: a body it
@@ -529,10 +509,6 @@ pub fn backoff(retry: &RetryPlan, attempt: u32, jitter: f64) -> Duration {
 fn is_credential_header(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     matches!(lower.as_str(), "authorization" | "proxy-authorization" | "cookie") || is_sensitive_param(&lower)
-}
-
-fn strip_bom(body: &[u8]) -> &[u8] {
-    body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
