@@ -167,9 +167,14 @@ async fn harvest_partitions(shared: &Arc<Shared>, cancel: &CancellationToken) ->
     let plan = &shared.plan;
     let partitions = plan.partitions.len();
     let active = plan.limits.concurrency.min(partitions).max(1);
-    // Pages fetched ahead per partition: the requests in flight are bounded by the fetcher's
-    // semaphore anyway; this bounds the pages held for reordering to about `concurrency`.
-    let window = (plan.limits.concurrency / active).max(1);
+    // Pages fetched ahead per partition. The requests in flight are bounded by the fetcher's
+    // semaphore; the window is twice a partition's share of it, so that a page waiting for an
+    // earlier one to arrive does not leave its slot idle (a queued task takes the freed
+    // permit at once), and the pages held for reordering stay about 2 x `concurrency`. A
+    // share of one stays strictly one page at a time: no request past the end that a
+    // sequential harvest would not make.
+    let share = (plan.limits.concurrency / active).max(1);
+    let window = if share == 1 { 1 } else { 2 * share };
     let stop = cancel.child_token();
     let mut tasks = futures::stream::iter(0..partitions)
         .map(|index| {
