@@ -403,8 +403,8 @@ struct PageOut {
     next: Option<Next>,
     /// What offset and page strategies read, when it was fetched ahead.
     facts: Option<Facts>,
-    /// The URL that answered, redacted.
-    url: String,
+    /// The URL that answered (not redacted: show it only through the redactor).
+    url: url::Url,
 }
 
 /// A page being fetched ahead, on its own task.
@@ -483,7 +483,7 @@ async fn fetch_page(
             Some(pager) => (Some(pager.next(style, &response).map_err(page_error)?), None),
             None => (None, Paginator::facts(style, &response).map_err(page_error)?),
         };
-        Ok(Box::new(PageOut { lines, received, next, facts, url: fetcher.redactor().url(&fetched.url) }))
+        Ok(Box::new(PageOut { lines, received, next, facts, url: fetched.url.clone() }))
     };
     fetcher.fetch_with(&outgoing, judge).await.map_err(|failure| match failure {
         FetchFailure::Rejected(failure) => failure,
@@ -598,7 +598,7 @@ pub async fn probe(plan: &Plan) -> Result<Vec<Probe>, Error> {
         let out = fetch_page(&shared, index, &request, 0, Some(&mut pager)).await.map_err(|f| f.error)?;
         probes.push(Probe {
             partition: label.clone(),
-            url: out.url,
+            url: plan.redactor.url(&out.url),
             records: out.received,
             sample: out
                 .lines
