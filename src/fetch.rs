@@ -431,7 +431,9 @@ impl Fetcher {
         if response.content_length().is_some_and(|len| len > self.max_body) {
             return Err(Attempt::Fail(FetchErrorKind::BodyTooLarge { limit: self.max_body }));
         }
-        let mut body = bytes::BytesMut::new();
+        // Sized from Content-Length when given, so the body is copied once, not regrown.
+        let expected = response.content_length().unwrap_or(0).min(self.max_body);
+        let mut body = bytes::BytesMut::with_capacity(expected as usize);
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
