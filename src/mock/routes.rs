@@ -297,6 +297,18 @@ impl Call<'_> {
         }
     }
 
+    /// `?page=&per_page=` (1-based): the page, the size served and the first record's position;
+    /// a page past the end is the status the `past_end` knob asks for, if any.
+    fn numbered_page(&self) -> Result<(u64, u64, u64), Response> {
+        let page = self.number("page", 1)?.max(1);
+        let size = self.size("per_page")?;
+        let start = (page - 1) * size;
+        match self.past_end(start) {
+            Some(refused) => Err(refused),
+            None => Ok((page, size, start)),
+        }
+    }
+
     /// A page starting past the end: an empty list, or the status the knob asks for.
     fn past_end(&self, start: u64) -> Option<Response> {
         let status = self.knobs.past_end?;
@@ -414,12 +426,7 @@ impl Call<'_> {
     /// `{"page":p,"per_page":s,"total_pages":T,"total":N,"data":[...]}`.
     fn page(&self) -> Response {
         let run = || -> Result<Response, Response> {
-            let page = self.number("page", 1)?.max(1);
-            let size = self.size("per_page")?;
-            let start = (page - 1) * size;
-            if let Some(r) = self.past_end(start) {
-                return Ok(r);
-            }
+            let (page, size, start) = self.numbered_page()?;
             let (records, count) = self.records(start, size);
             let totals = if self.knobs.omit_total {
                 String::new()
@@ -449,12 +456,7 @@ impl Call<'_> {
     /// `{"count":N,"next":url|null,"previous":url|null,"results":[...]}`.
     fn next_url(&self) -> Response {
         let run = || -> Result<Response, Response> {
-            let page = self.number("page", 1)?.max(1);
-            let size = self.size("per_page")?;
-            let start = (page - 1) * size;
-            if let Some(r) = self.past_end(start) {
-                return Ok(r);
-            }
+            let (page, size, start) = self.numbered_page()?;
             let (records, count) = self.records(start, size);
             let next = match self.next_page(page, size) {
                 Some(n) => format!(",\"next\":{}", Value::from(self.url_with(&[("page", n.to_string())]))),
@@ -476,12 +478,7 @@ impl Call<'_> {
     /// `Link: <...>; rel="first", <...>; rel="prev", <...>; rel="next", <...>; rel="last"`.
     fn link_header(&self) -> Response {
         let run = || -> Result<Response, Response> {
-            let page = self.number("page", 1)?.max(1);
-            let size = self.size("per_page")?;
-            let start = (page - 1) * size;
-            if let Some(r) = self.past_end(start) {
-                return Ok(r);
-            }
+            let (page, size, start) = self.numbered_page()?;
             let (records, _) = self.records(start, size);
             let quote =
                 |rel: &str| if self.knobs.link_style == "unquoted" { rel.to_string() } else { format!("\"{rel}\"") };
