@@ -331,8 +331,10 @@ impl Fetcher {
                 continue;
             }
             let headers = response.headers().clone();
+            let asked = server_pause(&headers, status.as_u16());
             if self.respect_server_limits {
-                if let Some((wait, cause, detail)) = server_pause(&headers, status.as_u16()) {
+                if let Some((wait, cause, detail)) = &asked {
+                    let (wait, cause) = (*wait, *cause);
                     if wait > self.max_wait {
                         return Attempt::Fail(FetchErrorKind::Transport(format!(
                             "returned {} and asked to wait {} ({detail}), more than limits.max_wait ({})",
@@ -341,7 +343,7 @@ impl Fetcher {
                             humantime::format_duration(self.max_wait)
                         )));
                     }
-                    self.pause(wait, cause, &detail);
+                    self.pause(wait, cause, detail);
                 }
             }
             let bytes = match self.read_body(response).await {
@@ -360,7 +362,7 @@ impl Fetcher {
             if !status.is_success() {
                 let kind = FetchErrorKind::Status { status: status.as_u16(), excerpt: self.excerpt(&bytes) };
                 if self.retry.on_status.contains(&status.as_u16()) {
-                    let wait = server_pause(&headers, status.as_u16()).map(|(wait, _, _)| wait);
+                    let wait = asked.map(|(wait, _, _)| wait);
                     return Attempt::Retry { kind, cause: format!("status_{}", status.as_u16()), wait };
                 }
                 return Attempt::Fail(kind);
