@@ -16,6 +16,8 @@ use serde::de::{DeserializeSeed, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::scan::{minify_into, split_array_into_lines};
+
 /// A compiled JSONPath.
 #[derive(Clone)]
 pub struct JsonPath {
@@ -163,11 +165,15 @@ impl<'a> Document<'a> {
     /// Parse and validate a body (one pass).
     pub fn parse(body: &'a [u8]) -> Result<Self, ParseError> {
         let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-        let text = std::str::from_utf8(body).map_err(|e| ParseError {
-            message: format!("not UTF-8: {e}"),
-            // A multi-byte character cut at the very end: the body was cut short.
-            cut_short: e.error_len().is_none(),
-        })?;
+        // The SIMD check first; the standard library's only to describe a failure.
+        let text = match simdutf8::basic::from_utf8(body) {
+            Ok(text) => text,
+            Err(_) => std::str::from_utf8(body).map_err(|e| ParseError {
+                message: format!("not UTF-8: {e}"),
+                // A multi-byte character cut at the very end: the body was cut short.
+                cut_short: e.error_len().is_none(),
+            })?,
+        };
         let json = |e: serde_json::Error| ParseError { message: e.to_string(), cut_short: e.is_eof() };
         let top = match text.trim_start().as_bytes().first() {
             Some(b'{') => {
@@ -453,101 +459,6 @@ impl<'de> Visitor<'de> for KeyEquals<'_> {
     }
 }
 
-/// Copy JSON text, dropping whitespace outside strings. The input is valid JSON, so a string
-/// ends at the first `"` not escaped by a backslash; strings are copied whole, found with
-/// memchr, so a compact record costs little more than a memcpy.
-pub fn minify_into(json: &[u8], out: &mut Vec<u8>) {
-    out.reserve(json.len());
-    let n = json.len();
-    let mut i = 0;
-    while i < n {
-        match json[i] {
-            b' ' | b'\n' | b'\r' | b'\t' => i += 1,
-            b'"' => {
-                let end = string_end(json, i);
-                out.extend_from_slice(&json[i..end]);
-                i = end;
-            }
-            _ => {
-                let start = i;
-                while i < n && !matches!(json[i], b' ' | b'\n' | b'\r' | b'\t' | b'"') {
-                    i += 1;
-                }
-                out.extend_from_slice(&json[start..i]);
-            }
-        }
-    }
-}
-
-/// The index just past the string whose opening quote is at `open`: the next `"` not escaped
-/// by an odd run of backslashes (the input is valid JSON).
-fn string_end(json: &[u8], open: usize) -> usize {
-    let mut i = open + 1;
-    while let Some(k) = memchr::memchr(b'"', &json[i..]) {
-        let quote = i + k;
-        let backslashes = json[i..quote].iter().rev().take_while(|b| **b == b'\\').count();
-        i = quote + 1;
-        if backslashes % 2 == 0 {
-            return i;
-        }
-    }
-    json.len()
-}
-
-/// Split a JSON array (valid, as parsed before) into its elements, each written compact on a
-/// line of its own; returns how many. Strings are copied whole (found with memchr); only the
-/// bytes between them are looked at one by one.
-fn split_array_into_lines(array: &[u8], out: &mut Vec<u8>) -> u64 {
-    out.reserve(array.len());
-    let n = array.len();
-    let mut i = match array.iter().position(|b| *b == b'[') {
-        Some(open) => open + 1,
-        None => return 0,
-    };
-    let mut depth = 0usize;
-    let mut count = 0;
-    let mut open_element = false;
-    while i < n {
-        match array[i] {
-            b' ' | b'\n' | b'\r' | b'\t' => i += 1,
-            b'"' => {
-                let end = string_end(array, i);
-                out.extend_from_slice(&array[i..end]);
-                i = end;
-                open_element = true;
-            }
-            b'{' | b'[' => {
-                depth += 1;
-                out.push(array[i]);
-                i += 1;
-                open_element = true;
-            }
-            b'}' | b']' if depth == 0 => break,
-            b'}' | b']' => {
-                depth -= 1;
-                out.push(array[i]);
-                i += 1;
-            }
-            b',' if depth == 0 => {
-                out.push(b'\n');
-                count += 1;
-                open_element = false;
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-                open_element = true;
-            }
-        }
-    }
-    if open_element {
-        out.push(b'\n');
-        count += 1;
-    }
-    count
-}
-
 /// Parse the subset of RFC 9535 evaluated over raw slices: `$`, then `.name`, `['name']`,
 /// `["name"]`, `[n]`, `[*]` or `.*`. Anything else returns `None` and goes to the full engine.
 fn parse_simple(text: &str) -> Option<Vec<Segment>> {
@@ -631,13 +542,6 @@ mod tests {
             ]
         );
         assert_eq!(records("$.items", body).len(), 2);
-    }
-
-    #[test]
-    fn minify_handles_escapes_at_string_ends() {
-        let mut out = Vec::new();
-        minify_into(br#"{ "a" : "b\\" , "c" : [1, 2], "d": "x\"y z" }"#, &mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), r#"{"a":"b\\","c":[1,2],"d":"x\"y z"}"#);
     }
 
     #[test]

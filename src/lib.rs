@@ -13,4 +13,5 @@ pub mod paginate;
 pub mod pipeline;
 pub mod plan;
 pub mod redact;
+pub mod scan;
 pub mod sink;

@@ -199,6 +199,7 @@ impl Drop for InFlight<'_> {
 }
 
 async fn handle(State(api): State<Arc<MockApi>>, request: Request) -> Response {
+    let arrived = Instant::now();
     let stats = &api.stats;
     let seq = stats.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let in_flight = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -221,7 +222,20 @@ async fn handle(State(api): State<Arc<MockApi>>, request: Request) -> Response {
         }
     }
     if !api.config.latency.is_zero() {
-        tokio::time::sleep(api.config.latency).await;
+        hold_until(arrived + api.config.latency).await;
     }
     routes::respond(&api, request, seq).await
+}
+
+/// Wait until `deadline` to within about a tenth of a millisecond. Tokio's timer counts whole
+/// milliseconds and rounds up (a 20 ms sleep lasts up to 21), which would make `--latency`
+/// lie; so the last stretch sleeps on a blocking thread, whose timer is precise.
+async fn hold_until(deadline: Instant) {
+    if let Some(coarse) = deadline.checked_sub(Duration::from_millis(2)) {
+        tokio::time::sleep_until(coarse.into()).await;
+    }
+    let rest = deadline.saturating_duration_since(Instant::now());
+    if !rest.is_zero() {
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
+    }
 }
