@@ -1,4 +1,5 @@
-//! End-to-end benchmarks: `cargo bench --bench pipeline` (add `-- --quick` for a short run).
+//! End-to-end benchmarks: `cargo bench --bench pipeline` (add `-- --quick` for a short run,
+//! `-- --throughput` for the first table only).
 //!
 //! The mock API runs as its own process (`harvest mock-api`), so its CPU is not harvest's;
 //! each harvest runs as a child process, measured with wait4 (wall, user+system CPU, peak
@@ -143,6 +144,42 @@ fn fetch_rows(base: &str, records: u64, page: u64, concurrency: usize, parse: bo
     (found, started.elapsed().as_secs_f64(), self_cpu() - cpu0)
 }
 
+/// The floor the issue sets beside harvest: a bare loop that fetches `concurrency` pages at a
+/// time with reqwest, splits each into records with borrowed `RawValue` parsing and appends
+/// them to a file, with no limiter, ordering, minifying or checkpoints. Returns (records,
+/// wall seconds, CPU seconds).
+fn bare_loop(base: &str, records: u64, page: u64, concurrency: usize, out: &Path) -> (u64, f64, f64) {
+    #[derive(serde::Deserialize)]
+    struct Page<'a> {
+        #[serde(borrow)]
+        items: Vec<&'a serde_json::value::RawValue>,
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let client = reqwest::Client::new();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(out).unwrap());
+    let (cpu0, started) = (self_cpu(), Instant::now());
+    let found = runtime.block_on(async {
+        let pages = futures::StreamExt::buffer_unordered(
+            futures::stream::iter((0..records).step_by(page as usize).map(|offset| {
+                let request = client.get(format!("{base}/offset?offset={offset}&limit={page}"));
+                async move { request.send().await.unwrap().bytes().await.unwrap() }
+            })),
+            concurrency,
+        );
+        futures::StreamExt::fold(pages, 0u64, |sum, body| {
+            let page: Page = serde_json::from_slice(&body).unwrap();
+            for record in &page.items {
+                std::io::Write::write_all(&mut file, record.get().as_bytes()).unwrap();
+                std::io::Write::write_all(&mut file, b"\n").unwrap();
+            }
+            std::future::ready(sum + page.items.len() as u64)
+        })
+        .await
+    });
+    std::io::Write::flush(&mut file).unwrap();
+    (found, started.elapsed().as_secs_f64(), self_cpu() - cpu0)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -174,6 +211,14 @@ fn main() {
             cpu / (records as f64 / 1e6)
         );
     }
+    let (n, wall, cpu) = bare_loop(&mock.url(), records, 100, 8, &dir.path().join("bare.ndjson"));
+    assert_eq!(n, records);
+    println!(
+        "| bare loop (reqwest, RawValue split, appended to a file), concurrency 8 | {:.0} | {:.0} | {:.2} | {wall:.2} | | |",
+        records as f64 / wall,
+        megabytes / wall,
+        cpu / (records as f64 / 1e6)
+    );
     for concurrency in [1, 8] {
         let job = write_job(
             dir.path(),
@@ -194,6 +239,9 @@ fn main() {
         );
     }
     drop(mock);
+    if std::env::args().any(|a| a == "--throughput") {
+        return;
+    }
 
     if !quick {
         let big = 2_000_000u64;
