@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use crate::error::Error;
 use crate::paginate::{cursor::NextCursor, ParamsIn, Style};
-use crate::plan::{Compression, Mode, Plan};
+use crate::plan::{Compression, Format, Mode, Plan};
 
 /// The resolved plan, for people.
 pub fn describe(plan: &Plan) -> String {
@@ -79,9 +79,11 @@ pub fn describe(plan: &Plan) -> String {
         codes.join(", ")
     );
     let o = &plan.output;
-    let ext = match o.compression {
-        Compression::None => "ndjson".to_string(),
-        c => format!("ndjson{}", c.extension()),
+    let ext = match (o.format, o.compression) {
+        (Format::Ndjson, c) => format!("ndjson{}", c.extension()),
+        (Format::Parquet, Compression::Zstd) => "parquet (zstd)".to_string(),
+        (Format::Parquet, Compression::Snappy) => "parquet (snappy)".to_string(),
+        (Format::Parquet, _) => "parquet (uncompressed)".to_string(),
     };
     let _ = writeln!(
         out,

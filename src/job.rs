@@ -21,7 +21,8 @@ use crate::error::JobError;
 use crate::jsonpath::JsonPath;
 use crate::paginate::{cursor, link_header, next_url, offset, page, PaginationPlan, ParamsIn, Style};
 use crate::plan::{
-    Compression, Format, Limits, Method, Mode, OutputPlan, Partition, Plan, RecordsPlan, RequestPlan, RetryPlan,
+    Compression, Format, Limits, Method, Mode, OutputPlan, ParquetPlan, Partition, Plan, RecordsPlan, RequestPlan,
+    RetryPlan,
 };
 use crate::redact::Redactor;
 
@@ -168,6 +169,7 @@ struct OutputFile {
     row_group_size: Option<Spanned<u64>>,
     timestamps: Option<Spanned<String>>,
     on_mismatch: Option<Spanned<String>>,
+    infer_sample: Option<Spanned<u64>>,
 }
 
 /// Command-line flags that override the job file.
@@ -785,43 +787,88 @@ impl Cx<'_> {
     }
 
     fn output(&self, o: &OutputFile) -> R<OutputPlan> {
-        if let Some(f) = &o.format {
-            if f.get_ref() == "parquet" {
-                return Err(self.not_yet(f.span(), "format = \"parquet\""));
-            }
-        }
-        let format = self.choice(&o.format, "format", &[("ndjson", Format::Ndjson)], Format::Ndjson)?;
-        if let Some((key, span)) = [
-            o.checkpoint_interval.as_ref().map(|v| ("checkpoint_interval", v.span())),
-            o.schema.as_ref().map(|v| ("schema", v.span())),
-            o.row_group_size.as_ref().map(|v| ("row_group_size", v.span())),
-            o.timestamps.as_ref().map(|v| ("timestamps", v.span())),
-            o.on_mismatch.as_ref().map(|v| ("on_mismatch", v.span())),
-        ]
-        .into_iter()
-        .flatten()
-        .next()
-        {
-            return Err(self.not_yet(span, &format!("[output] {key}")));
-        }
-        let compression = self.choice(
-            &o.compression,
-            "compression",
-            &[("none", Compression::None), ("gzip", Compression::Gzip), ("zstd", Compression::Zstd)],
-            Compression::None,
+        let format = self.choice(
+            &o.format,
+            "format",
+            &[("ndjson", Format::Ndjson), ("parquet", Format::Parquet)],
+            Format::Ndjson,
         )?;
+        if let Some(c) = &o.checkpoint_interval {
+            return Err(self.not_yet(c.span(), "[output] checkpoint_interval"));
+        }
+        let compression = match format {
+            Format::Ndjson => self.choice(
+                &o.compression,
+                "compression",
+                &[("none", Compression::None), ("gzip", Compression::Gzip), ("zstd", Compression::Zstd)],
+                Compression::None,
+            )?,
+            Format::Parquet => self.choice(
+                &o.compression,
+                "compression",
+                &[("zstd", Compression::Zstd), ("snappy", Compression::Snappy), ("none", Compression::None)],
+                Compression::Zstd,
+            )?,
+        };
         let mode =
             self.choice(&o.mode, "mode", &[("replace", Mode::Replace), ("append", Mode::Append)], Mode::Replace)?;
-        let rows_per_file = match &o.rows_per_file {
-            Some(r) if *r.get_ref() == 0 => return Err(self.err(r.span(), "rows_per_file must be at least 1")),
-            Some(r) => *r.get_ref(),
-            None => 1_000_000,
-        };
+        let rows_per_file = self.at_least_one(&o.rows_per_file, "rows_per_file")?.unwrap_or(1_000_000);
         let dir = match &o.dir {
             Some(d) => PathBuf::from(self.string(d)?),
             None => PathBuf::from("output"),
         };
-        Ok(OutputPlan { format, dir, compression, mode, rows_per_file })
+        let parquet = self.parquet(o)?;
+        if format == Format::Ndjson {
+            let parquet_only = [
+                o.schema.as_ref().map(|v| ("schema", v.span())),
+                o.row_group_size.as_ref().map(|v| ("row_group_size", v.span())),
+                o.timestamps.as_ref().map(|v| ("timestamps", v.span())),
+                o.on_mismatch.as_ref().map(|v| ("on_mismatch", v.span())),
+                o.infer_sample.as_ref().map(|v| ("infer_sample", v.span())),
+            ];
+            if let Some((key, span)) = parquet_only.into_iter().flatten().next() {
+                return Err(self.err(span, format!("{key} applies to format = \"parquet\" only")));
+            }
+        }
+        Ok(OutputPlan { format, dir, compression, mode, rows_per_file, parquet })
+    }
+
+    fn at_least_one(&self, value: &Option<Spanned<u64>>, key: &str) -> R<Option<u64>> {
+        match value {
+            Some(v) if *v.get_ref() == 0 => Err(self.err(v.span(), format!("{key} must be at least 1"))),
+            Some(v) => Ok(Some(*v.get_ref())),
+            None => Ok(None),
+        }
+    }
+
+    fn parquet(&self, o: &OutputFile) -> R<ParquetPlan> {
+        let defaults = ParquetPlan::default();
+        let (schema, schema_file) = match &o.schema {
+            Some(p) => {
+                let path = PathBuf::from(self.string(p)?);
+                let path =
+                    if path.is_relative() { self.file.parent().map(|d| d.join(&path)).unwrap_or(path) } else { path };
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| self.err(p.span(), format!("schema file {} cannot be read: {e}", path.display())))?;
+                let ty = crate::schema::parse_schema_file(&text)
+                    .map_err(|e| self.err(p.span(), format!("schema file {}: {e}", path.display())))?;
+                (Some(ty), Some(path))
+            }
+            None => (None, None),
+        };
+        let infer_timestamps = self.choice(&o.timestamps, "timestamps", &[("keep", false), ("infer", true)], false)?;
+        let reject_to_json = self.choice(&o.on_mismatch, "on_mismatch", &[("error", false), ("json", true)], false)?;
+        if let (Some(v), None) = (&o.on_mismatch, &schema) {
+            return Err(self.err(v.span(), "on_mismatch needs a declared schema (schema = \"file.json\")"));
+        }
+        Ok(ParquetPlan {
+            schema,
+            schema_file,
+            row_group_size: self.at_least_one(&o.row_group_size, "row_group_size")?.unwrap_or(defaults.row_group_size),
+            infer_timestamps,
+            reject_to_json,
+            infer_sample: self.at_least_one(&o.infer_sample, "infer_sample")?.unwrap_or(defaults.infer_sample),
+        })
     }
 }
 
@@ -851,8 +898,18 @@ fn apply(plan: &mut Plan, o: &Overrides) -> Result<(), String> {
         plan.output.dir = dir.clone();
     }
     match o.format.as_deref() {
-        None | Some("ndjson") => {}
-        Some("parquet") => return Err("--format parquet is not supported by this version of harvest yet".into()),
+        None => {}
+        Some("ndjson") if plan.output.format == Format::Ndjson => {}
+        Some("parquet") if plan.output.format == Format::Parquet => {}
+        // The job's compression was chosen for its own format: the other format's default.
+        Some("ndjson") => {
+            plan.output.format = Format::Ndjson;
+            plan.output.compression = Compression::None;
+        }
+        Some("parquet") => {
+            plan.output.format = Format::Parquet;
+            plan.output.compression = Compression::Zstd;
+        }
         Some(other) => return Err(format!("--format {other} is not one of ndjson, parquet")),
     }
     if let Some(pages) = o.max_pages {

@@ -14,4 +14,5 @@ pub mod pipeline;
 pub mod plan;
 pub mod redact;
 pub mod scan;
+pub mod schema;
 pub mod sink;

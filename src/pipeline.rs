@@ -31,8 +31,9 @@ use crate::fetch::{FetchFailure, Fetched, Fetcher, Outgoing, Reject};
 use crate::jsonpath::{Document, Kind, RecordsError};
 use crate::output::{write_atomic, Layout, Manifest, PartitionReport};
 use crate::paginate::{Facts, Next, PageRequest, PageResponse, Paginator, StopReason};
-use crate::plan::{fill, fill_json, Encoding, Mode, Partition, Plan};
+use crate::plan::{fill, fill_json, Encoding, Format, Mode, Partition, Plan};
 use crate::sink::ndjson::NdjsonSink;
+use crate::sink::parquet::ParquetSink;
 use crate::sink::{PageBatch, Position, Sink};
 
 /// Pages the writer may have queued before the fetchers wait.
@@ -90,12 +91,25 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         root.display()
     );
 
-    let sink =
-        NdjsonSink::new(layout.clone(), &run, plan.output.compression, plan.output.rows_per_file, labels.clone(), 1);
+    let output = &plan.output;
+    let sink: Box<dyn Sink> = match output.format {
+        Format::Ndjson => {
+            Box::new(NdjsonSink::new(layout.clone(), &run, output.compression, output.rows_per_file, labels.clone(), 1))
+        }
+        Format::Parquet => Box::new(ParquetSink::new(
+            layout.clone(),
+            &run,
+            output.parquet.clone(),
+            output.compression,
+            output.rows_per_file,
+            labels.clone(),
+            1,
+        )),
+    };
     let (tx, rx) = mpsc::channel::<PageBatch>(WRITER_QUEUE);
     let writer = std::thread::Builder::new()
         .name("harvest-writer".into())
-        .spawn(move || write_pages(Box::new(sink), rx))
+        .spawn(move || write_pages(sink, rx))
         .map_err(|e| Error::io("starting the writer thread", e))?;
 
     let shared = Arc::new(Shared {
@@ -370,7 +384,7 @@ impl Harvest<'_> {
         if let Some(max) = pagination.max_records {
             let keep = out.received.min(max.saturating_sub(tally.records));
             if keep < count {
-                lines.truncate(crate::sink::ndjson::nth_line_end(&lines, keep));
+                lines.truncate(crate::sink::nth_line_end(&lines, keep));
                 count = keep;
             }
         }

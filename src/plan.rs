@@ -106,6 +106,7 @@ impl Partition {
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Ndjson,
+    Parquet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -114,12 +115,15 @@ pub enum Compression {
     None,
     Gzip,
     Zstd,
+    /// Parquet only.
+    Snappy,
 }
 
 impl Compression {
+    /// What NDJSON part names end with.
     pub fn extension(self) -> &'static str {
         match self {
-            Compression::None => "",
+            Compression::None | Compression::Snappy => "",
             Compression::Gzip => ".gz",
             Compression::Zstd => ".zst",
         }
@@ -141,6 +145,37 @@ pub struct OutputPlan {
     pub compression: Compression,
     pub mode: Mode,
     pub rows_per_file: u64,
+    pub parquet: ParquetPlan,
+}
+
+/// `[output]` keys that only Parquet reads.
+#[derive(Debug, Clone)]
+pub struct ParquetPlan {
+    /// A declared schema (from `schema = "file.json"`); inferred when absent.
+    pub schema: Option<crate::schema::Ty>,
+    /// The file it came from, for messages.
+    pub schema_file: Option<PathBuf>,
+    pub row_group_size: u64,
+    /// RFC 3339 strings become timestamps (`timestamps = "infer"`).
+    pub infer_timestamps: bool,
+    /// A record that does not fit the declared schema keeps the misfits in `_rejected`
+    /// (`on_mismatch = "json"`) instead of stopping the run.
+    pub reject_to_json: bool,
+    /// Records read before the schema is inferred.
+    pub infer_sample: u64,
+}
+
+impl Default for ParquetPlan {
+    fn default() -> Self {
+        ParquetPlan {
+            schema: None,
+            schema_file: None,
+            row_group_size: 1 << 20,
+            infer_timestamps: false,
+            reject_to_json: false,
+            infer_sample: 1000,
+        }
+    }
 }
 
 impl Plan {

@@ -4,13 +4,19 @@
 //! bytes: one compact JSON record per line, exactly as the API sent it. The sink never knows
 //! about HTTP. `commit()` makes everything written so far durable and returns the
 //! [`Position`] a checkpoint stores: the parts already published, each partition's page
-//! frontier, and the open part's fsynced length. Formats are one file each (`ndjson.rs`).
+//! frontier, and the open part's fsynced length. Formats are one file each (`ndjson.rs`,
+//! `parquet.rs`); what they share (part names, the slices each part holds, publishing) is the
+//! [`Ledger`].
 
 pub mod ndjson;
+pub mod parquet;
+
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::output::{fsync_dir, Layout};
 
 /// One page of records for the sink.
 #[derive(Debug)]
@@ -62,12 +68,15 @@ pub struct OpenPart {
 }
 
 /// A published part file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartInfo {
     pub file: String,
     pub rows: u64,
     pub bytes: u64,
     pub partitions: Vec<PartSlice>,
+    /// Parquet: the part's schema, as schema files write it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
 }
 
 /// A run of consecutive records of one partition inside a part.
@@ -80,4 +89,91 @@ pub struct PartSlice {
     pub records: [u64; 2],
     /// Pages `[first, last]` these records came from.
     pub pages: [u64; 2],
+}
+
+/// What every sink keeps: part names, the parts published, each partition's frontier.
+pub struct Ledger {
+    pub layout: Layout,
+    run: String,
+    labels: Vec<String>,
+    next_seq: u32,
+    parts: Vec<PartInfo>,
+    frontier: Vec<Frontier>,
+}
+
+/// A part being written under `_harvest/open/`.
+pub struct PartFile {
+    pub name: String,
+    pub path: PathBuf,
+    pub rows: u64,
+    pub slices: Vec<PartSlice>,
+}
+
+impl Ledger {
+    /// `labels` names each partition, by index; part numbers start at `first_seq`.
+    pub fn new(layout: Layout, run: &str, labels: Vec<String>, first_seq: u32) -> Self {
+        let frontier = vec![Frontier::default(); labels.len()];
+        Ledger { layout, run: run.to_string(), labels, next_seq: first_seq, parts: Vec::new(), frontier }
+    }
+
+    /// Name the next part, `part-<run>-<seq><extension>`, placed in the open folder.
+    pub fn next_part(&mut self, extension: &str) -> PartFile {
+        let name = format!("part-{}-{:06}{extension}", self.run, self.next_seq);
+        self.next_seq += 1;
+        let path = self.layout.open_dir().join(&name);
+        PartFile { name, path, rows: 0, slices: Vec::new() }
+    }
+
+    pub fn label(&self, partition: usize) -> &str {
+        &self.labels[partition]
+    }
+
+    /// Count `rows` records of `partition`'s page `page` as written to `part`.
+    pub fn add_rows(&mut self, part: &mut PartFile, partition: usize, page: u64, rows: u64) {
+        let first_record = self.frontier[partition].records;
+        let label = &self.labels[partition];
+        match part.slices.last_mut() {
+            Some(slice) if slice.partition == *label && slice.records[1] == first_record => {
+                slice.rows[1] += rows;
+                slice.records[1] += rows;
+                slice.pages[1] = page;
+            }
+            _ => part.slices.push(PartSlice {
+                partition: label.clone(),
+                rows: [part.rows, part.rows + rows],
+                records: [first_record, first_record + rows],
+                pages: [page, page],
+            }),
+        }
+        part.rows += rows;
+        self.frontier[partition].records += rows;
+    }
+
+    /// A whole page of `partition` has been handed to the sink.
+    pub fn page_done(&mut self, partition: usize, page: u64) {
+        self.frontier[partition].pages = page + 1;
+    }
+
+    /// Move a complete, fsynced part into the dataset folder.
+    pub fn publish(&mut self, part: PartFile, bytes: u64, schema: Option<serde_json::Value>) -> Result<(), Error> {
+        let root = &self.layout.root;
+        let target = root.join(&part.name);
+        std::fs::rename(&part.path, &target).map_err(|e| Error::io(format!("publishing {}", target.display()), e))?;
+        fsync_dir(root).map_err(|e| Error::io(format!("syncing {}", root.display()), e))?;
+        tracing::debug!("published {} ({} rows)", target.display(), part.rows);
+        self.parts.push(PartInfo { file: part.name, rows: part.rows, bytes, partitions: part.slices, schema });
+        Ok(())
+    }
+
+    pub fn position(&self, open: Option<OpenPart>) -> Position {
+        Position { parts: self.parts.clone(), frontier: self.frontier.clone(), open }
+    }
+}
+
+/// The byte index just past the `n`th newline.
+pub fn nth_line_end(lines: &[u8], n: u64) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    memchr::memchr_iter(b'\n', lines).nth(n as usize - 1).map_or(lines.len(), |i| i + 1)
 }

@@ -7,35 +7,26 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
 
 use flate2::write::GzEncoder;
 
-use super::{Frontier, OpenPart, PageBatch, PartInfo, PartSlice, Position, Sink};
+use super::{nth_line_end, Ledger, OpenPart, PageBatch, PartFile, Position, Sink};
 use crate::error::Error;
-use crate::output::{fsync_dir, Layout};
+use crate::output::Layout;
 use crate::plan::Compression;
 
 const BUFFER: usize = 1 << 20;
 
 pub struct NdjsonSink {
-    layout: Layout,
-    run: String,
+    ledger: Ledger,
     compression: Compression,
     rows_per_file: u64,
-    labels: Vec<String>,
-    next_seq: u32,
     open: Option<OpenFile>,
-    parts: Vec<PartInfo>,
-    frontier: Vec<Frontier>,
 }
 
 struct OpenFile {
-    name: String,
-    path: PathBuf,
+    part: PartFile,
     encoder: Option<Encoder>,
-    rows: u64,
-    slices: Vec<PartSlice>,
 }
 
 enum Encoder {
@@ -48,7 +39,7 @@ impl Encoder {
     fn new(file: File, compression: Compression) -> io::Result<Self> {
         let out = BufWriter::with_capacity(BUFFER, file);
         Ok(match compression {
-            Compression::None => Encoder::Plain(out),
+            Compression::None | Compression::Snappy => Encoder::Plain(out),
             Compression::Gzip => Encoder::Gzip(GzEncoder::new(out, flate2::Compression::default())),
             Compression::Zstd => Encoder::Zstd(zstd::Encoder::new(out, 3)?),
         })
@@ -86,28 +77,16 @@ impl NdjsonSink {
         labels: Vec<String>,
         first_seq: u32,
     ) -> Self {
-        let frontier = vec![Frontier::default(); labels.len()];
-        NdjsonSink {
-            layout,
-            run: run.to_string(),
-            compression,
-            rows_per_file,
-            labels,
-            next_seq: first_seq,
-            open: None,
-            parts: Vec::new(),
-            frontier,
-        }
+        NdjsonSink { ledger: Ledger::new(layout, run, labels, first_seq), compression, rows_per_file, open: None }
     }
 
     fn open_part(&mut self) -> Result<&mut OpenFile, Error> {
         if self.open.is_none() {
-            let name = format!("part-{}-{:06}.ndjson{}", self.run, self.next_seq, self.compression.extension());
-            self.next_seq += 1;
-            let path = self.layout.open_dir().join(&name);
-            let file = File::create(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+            let part = self.ledger.next_part(&format!(".ndjson{}", self.compression.extension()));
+            let file =
+                File::create(&part.path).map_err(|e| Error::io(format!("creating {}", part.path.display()), e))?;
             let encoder = Encoder::new(file, self.compression).map_err(|e| Error::io("starting compression", e))?;
-            self.open = Some(OpenFile { name, path, encoder: Some(encoder), rows: 0, slices: Vec::new() });
+            self.open = Some(OpenFile { part, encoder: Some(encoder) });
         }
         Ok(self.open.as_mut().expect("opened above"))
     }
@@ -120,108 +99,69 @@ impl NdjsonSink {
             .take()
             .expect("an open part has an encoder")
             .finish()
-            .map_err(|e| Error::io(format!("writing {}", open.path.display()), e))?;
+            .map_err(|e| Error::io(format!("writing {}", open.part.path.display()), e))?;
         drop(file);
-        let target = self.layout.root.join(&open.name);
-        std::fs::rename(&open.path, &target).map_err(|e| Error::io(format!("publishing {}", target.display()), e))?;
-        fsync_dir(&self.layout.root).map_err(|e| Error::io(format!("syncing {}", self.layout.root.display()), e))?;
-        tracing::debug!("published {} ({} rows)", target.display(), open.rows);
-        self.parts.push(PartInfo { file: open.name, rows: open.rows, bytes: len, partitions: open.slices });
-        Ok(())
-    }
-
-    fn position(&self, open: Option<OpenPart>) -> Position {
-        Position { parts: self.parts.clone(), frontier: self.frontier.clone(), open }
+        self.ledger.publish(open.part, len, None)
     }
 }
 
 impl Sink for NdjsonSink {
     fn write(&mut self, batch: PageBatch) -> Result<(), Error> {
-        let label = self.labels[batch.partition].clone();
         let mut lines = batch.lines.as_slice();
         let mut remaining = batch.count;
         while remaining > 0 {
             let rows_per_file = self.rows_per_file;
-            let first_record = self.frontier[batch.partition].records;
-            let part = self.open_part()?;
-            let take = remaining.min(rows_per_file - part.rows);
+            let open = self.open_part()?;
+            let take = remaining.min(rows_per_file - open.part.rows);
             let cut = if take == remaining { lines.len() } else { nth_line_end(lines, take) };
-            part.encoder
+            open.encoder
                 .as_mut()
                 .expect("an open part has an encoder")
                 .write_all(&lines[..cut])
-                .map_err(|e| Error::io(format!("writing {}", part.path.display()), e))?;
-            match part.slices.last_mut() {
-                Some(slice) if slice.partition == label && slice.records[1] == first_record => {
-                    slice.rows[1] += take;
-                    slice.records[1] += take;
-                    slice.pages[1] = batch.page;
-                }
-                _ => part.slices.push(PartSlice {
-                    partition: label.clone(),
-                    rows: [part.rows, part.rows + take],
-                    records: [first_record, first_record + take],
-                    pages: [batch.page, batch.page],
-                }),
-            }
-            part.rows += take;
-            let full = part.rows >= rows_per_file;
-            self.frontier[batch.partition].records += take;
+                .map_err(|e| Error::io(format!("writing {}", open.part.path.display()), e))?;
+            let open = self.open.as_mut().expect("opened above");
+            self.ledger.add_rows(&mut open.part, batch.partition, batch.page, take);
+            let full = open.part.rows >= rows_per_file;
             lines = &lines[cut..];
             remaining -= take;
             if full {
                 self.publish()?;
             }
         }
-        self.frontier[batch.partition].pages = batch.page + 1;
+        self.ledger.page_done(batch.partition, batch.page);
         Ok(())
     }
 
     fn commit(&mut self) -> Result<Position, Error> {
         let compression = self.compression;
         let open = match self.open.as_mut() {
-            Some(part) => {
-                let (file, len) = part
+            Some(open) => {
+                let (file, len) = open
                     .encoder
                     .take()
                     .expect("an open part has an encoder")
                     .finish()
-                    .map_err(|e| Error::io(format!("syncing {}", part.path.display()), e))?;
-                part.encoder =
+                    .map_err(|e| Error::io(format!("syncing {}", open.part.path.display()), e))?;
+                open.encoder =
                     Some(Encoder::new(file, compression).map_err(|e| Error::io("restarting compression", e))?);
+                let part = &open.part;
                 Some(OpenPart { file: part.name.clone(), rows: part.rows, len, partitions: part.slices.clone() })
             }
             None => None,
         };
-        Ok(self.position(open))
+        Ok(self.ledger.position(open))
     }
 
     fn finish(&mut self) -> Result<Position, Error> {
         self.publish()?;
-        Ok(self.position(None))
+        Ok(self.ledger.position(None))
     }
-}
-
-/// The byte index just past the `n`th newline.
-pub fn nth_line_end(lines: &[u8], n: u64) -> usize {
-    if n == 0 {
-        return 0;
-    }
-    let mut seen = 0;
-    for (i, b) in lines.iter().enumerate() {
-        if *b == b'\n' {
-            seen += 1;
-            if seen == n {
-                return i + 1;
-            }
-        }
-    }
-    lines.len()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::{Frontier, PartSlice};
 
     fn batch(partition: usize, page: u64, ids: std::ops::Range<u64>) -> PageBatch {
         let mut lines = Vec::new();

@@ -88,9 +88,24 @@ fn bad_job_files_are_reported_with_their_position() {
             "jobs/bad.toml:9:8: [auth] kind = \"bearer\" is not supported by this version of harvest yet",
         ),
         (
-            "a later feature: parquet",
-            format!("{HEAD}[pagination]\nkind = \"none\"\n[output]\nformat = \"parquet\"\n"),
-            "jobs/bad.toml:9:10: format = \"parquet\" is not supported by this version of harvest yet",
+            "a Parquet key on NDJSON output",
+            format!("{HEAD}[pagination]\nkind = \"none\"\n[output]\nrow_group_size = 10\n"),
+            "jobs/bad.toml:9:18: row_group_size applies to format = \"parquet\" only",
+        ),
+        (
+            "an NDJSON compression on Parquet output",
+            format!("{HEAD}[pagination]\nkind = \"none\"\n[output]\nformat = \"parquet\"\ncompression = \"gzip\"\n"),
+            "jobs/bad.toml:10:15: compression = \"gzip\" is not one of \"zstd\", \"snappy\", \"none\"",
+        ),
+        (
+            "a schema file that is not there",
+            format!("{HEAD}[pagination]\nkind = \"none\"\n[output]\nformat = \"parquet\"\nschema = \"no/such.json\"\n"),
+            "jobs/bad.toml:10:10: schema file jobs/no/such.json cannot be read: No such file or directory (os error 2)",
+        ),
+        (
+            "on_mismatch without a schema",
+            format!("{HEAD}[pagination]\nkind = \"none\"\n[output]\nformat = \"parquet\"\non_mismatch = \"json\"\n"),
+            "jobs/bad.toml:10:15: on_mismatch needs a declared schema (schema = \"file.json\")",
         ),
         (
             "a date range with hours between dates",

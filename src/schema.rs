@@ -1,0 +1,846 @@
+//! Parquet schemas: inferred from the records, or declared in a file, and widened as records
+//! demand.
+//!
+//! A schema is a [`Ty`] tree walked over each record's compact JSON text, without building a
+//! value. Inference follows these rules (README, "Parquet"): integers are Int64; integers and
+//! floats together are Float64 only while every integer seen is within ±2^53, else JSON text;
+//! a float that Float64 cannot hold digit for digit, or an integer beyond Int64, is JSON text;
+//! strings are Utf8, or Timestamp(µs, UTC) for RFC 3339 strings when `timestamps = "infer"`;
+//! objects are structs, arrays lists; a field that has only been null is of the Null type until
+//! a value comes; an object whose keys vary like a map's is JSON text; any other clash is JSON
+//! text. JSON text columns hold each value's compact JSON (strings keep their quotes).
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field as ArrowField, Fields, Schema, TimeUnit};
+use serde_json::{json, Value};
+
+/// Field metadata that marks a Utf8 column holding JSON text.
+pub const JSON_TEXT: (&str, &str) = ("harvest.type", "json");
+/// The column that keeps, with `on_mismatch = "json"`, what did not fit a declared schema.
+pub const REJECTED: &str = "_rejected";
+
+/// Integers beyond this lose digits as Float64.
+const EXACT_IN_F64: u64 = 1 << 53;
+/// A struct wider than this is taken for a map.
+const MAX_STRUCT_FIELDS: usize = 256;
+
+/// A column's type.
+#[derive(Debug, Clone)]
+pub enum Ty {
+    /// Only nulls so far.
+    Null,
+    Bool,
+    /// Int64; `exact`: every integer seen fits a Float64 exactly.
+    Int {
+        exact: bool,
+    },
+    Float,
+    Str,
+    Timestamp,
+    /// Utf8 holding each value's compact JSON text.
+    Json,
+    List(Box<Ty>),
+    Struct(Struct),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Struct {
+    pub fields: Vec<Field>,
+    /// Objects seen and keys counted over them, to tell maps from records.
+    objects: u64,
+    keys: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub name: String,
+    pub ty: Ty,
+    pub nullable: bool,
+}
+
+/// What inference may do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rules {
+    /// RFC 3339 strings become timestamps.
+    pub timestamps: bool,
+}
+
+/// Where and how a record does not fit a declared schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// Dotted path of the field, `$` for the record itself.
+    pub field: String,
+    pub expected: String,
+    pub found: &'static str,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "field `{}`: expected {}, found {}", self.field, self.expected, self.found)
+    }
+}
+
+impl Ty {
+    /// An empty record type, to infer into.
+    pub fn record() -> Ty {
+        Ty::Struct(Struct::default())
+    }
+
+    /// The type of one value, as inference sees it.
+    fn of(value: &[u8], rules: Rules) -> Ty {
+        let mut ty = match kind(value) {
+            Kind::Array => Ty::List(Box::new(Ty::Null)),
+            Kind::Object => Ty::Struct(Struct::default()),
+            _ => Ty::Null,
+        };
+        ty.widen(value, rules);
+        ty
+    }
+
+    /// Widen the type so that `value` (compact JSON) fits; true when its Arrow type changed.
+    /// Inferred columns are all nullable, so a null always fits.
+    pub fn widen(&mut self, value: &[u8], rules: Rules) -> bool {
+        let kind = kind(value);
+        let changed = match (&mut *self, kind) {
+            (_, Kind::Null) | (Ty::Json, _) | (Ty::Bool, Kind::Bool) | (Ty::Str, Kind::String) => false,
+            (Ty::Null, _) => {
+                *self = match kind {
+                    Kind::Bool => Ty::Bool,
+                    Kind::Number => match number(value) {
+                        Number::Int { exact } => Ty::Int { exact },
+                        Number::Float => Ty::Float,
+                        Number::Lossy => Ty::Json,
+                    },
+                    Kind::String if rules.timestamps && is_timestamp(value) => Ty::Timestamp,
+                    Kind::String => Ty::Str,
+                    Kind::Array | Kind::Object => Ty::of(value, rules),
+                    Kind::Null => unreachable!("matched above"),
+                };
+                true
+            }
+            (Ty::Int { exact }, Kind::Number) => match number(value) {
+                Number::Int { exact: this } => {
+                    *exact &= this;
+                    false
+                }
+                Number::Float if *exact => {
+                    *self = Ty::Float;
+                    true
+                }
+                Number::Float | Number::Lossy => {
+                    *self = Ty::Json;
+                    true
+                }
+            },
+            (Ty::Float, Kind::Number) => match number(value) {
+                Number::Int { exact: true } | Number::Float => false,
+                Number::Int { exact: false } | Number::Lossy => {
+                    *self = Ty::Json;
+                    true
+                }
+            },
+            (Ty::Timestamp, Kind::String) if is_timestamp(value) => false,
+            (Ty::Timestamp, Kind::String) => {
+                *self = Ty::Str;
+                true
+            }
+            (Ty::List(item), Kind::Array) => {
+                let mut changed = false;
+                for element in elements(value) {
+                    changed |= item.widen(element, rules);
+                }
+                changed
+            }
+            (Ty::Struct(s), Kind::Object) => s.widen(value, rules),
+            _ => {
+                *self = Ty::Json;
+                true
+            }
+        };
+        if let Ty::Struct(s) = self {
+            if s.looks_like_a_map() {
+                *self = Ty::Json;
+                return true;
+            }
+        }
+        changed
+    }
+
+    /// Widen a record's type: like [`Ty::widen`], except that the record itself stays a
+    /// struct whatever its keys look like.
+    pub fn widen_record(&mut self, record: &[u8], rules: Rules) -> bool {
+        match self {
+            Ty::Struct(s) => s.widen(record, rules),
+            other => other.widen(record, rules),
+        }
+    }
+
+    /// True when some column of a record type holds JSON text (see [`Ty::rewrite`]).
+    pub fn needs_rewrite_record(&self) -> bool {
+        match self {
+            Ty::Struct(s) => s.fields.iter().any(|f| f.ty.needs_rewrite()),
+            other => other.needs_rewrite(),
+        }
+    }
+
+    /// For a declared record type with `on_mismatch = "json"`: append the record with the
+    /// members that do not fit (wrong type, or not declared) moved into `_rejected`, as the
+    /// JSON text of an object. A non-nullable field cannot be set aside, so a misfit there, or
+    /// its absence, is still a mismatch.
+    pub fn rewrite_rejecting(&self, record: &[u8], out: &mut Vec<u8>) -> Result<(), Mismatch> {
+        let Ty::Struct(s) = self else {
+            self.rewrite(record, out);
+            return Ok(());
+        };
+        let mut seen = vec![false; s.fields.len()];
+        let mut rejected = Vec::new();
+        let mut first = true;
+        out.push(b'{');
+        for (key, member) in members(record) {
+            let name = key.name();
+            let index = s.fields.iter().position(|f| f.name == name && f.name != REJECTED);
+            let fits = match index {
+                Some(i) => {
+                    seen[i] = true;
+                    let field = &s.fields[i];
+                    let fits = match kind(member) {
+                        Kind::Null => field.nullable,
+                        _ => field.ty.check(member, &name).is_ok(),
+                    };
+                    if !fits && !field.nullable {
+                        return Err(match kind(member) {
+                            Kind::Null => {
+                                Mismatch { field: name.into_owned(), expected: field.ty.name(), found: "null" }
+                            }
+                            _ => field.ty.check(member, &name).expect_err("checked above"),
+                        });
+                    }
+                    fits
+                }
+                None => false,
+            };
+            match index.filter(|_| fits) {
+                Some(i) => {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    out.extend_from_slice(key.raw);
+                    out.push(b':');
+                    s.fields[i].ty.rewrite(member, out);
+                }
+                None => {
+                    rejected.push(if rejected.is_empty() { b'{' } else { b',' });
+                    rejected.extend_from_slice(key.raw);
+                    rejected.push(b':');
+                    rejected.extend_from_slice(member);
+                }
+            }
+        }
+        for (field, seen) in s.fields.iter().zip(seen) {
+            if !seen && !field.nullable && field.name != REJECTED {
+                return Err(Mismatch { field: field.name.clone(), expected: field.ty.name(), found: "nothing" });
+            }
+        }
+        if !rejected.is_empty() {
+            rejected.push(b'}');
+            if !first {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"");
+            out.extend_from_slice(REJECTED.as_bytes());
+            out.extend_from_slice(b"\":");
+            write_json_string(&rejected, out);
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// Check `value` against a declared type.
+    pub fn check(&self, value: &[u8], path: &str) -> Result<(), Mismatch> {
+        let kind = kind(value);
+        let fits = match (self, kind) {
+            (Ty::Json, _) | (Ty::Null, Kind::Null) | (Ty::Bool, Kind::Bool) | (Ty::Str, Kind::String) => true,
+            (Ty::Int { .. }, Kind::Number) => matches!(number(value), Number::Int { .. }),
+            (Ty::Float, Kind::Number) => value_as_f64(value).is_some_and(f64::is_finite),
+            (Ty::Timestamp, Kind::String) => is_timestamp(value),
+            (Ty::List(item), Kind::Array) => {
+                for (i, element) in elements(value).enumerate() {
+                    if kind_of_first(element) != Kind::Null {
+                        item.check(element, &format!("{path}[{i}]"))?;
+                    }
+                }
+                true
+            }
+            (Ty::Struct(s), Kind::Object) => {
+                s.check(value, path)?;
+                true
+            }
+            _ => false,
+        };
+        match fits {
+            true => Ok(()),
+            false => Err(Mismatch { field: path.to_string(), expected: self.name(), found: kind.name() }),
+        }
+    }
+
+    /// True when some value must be rewritten before Arrow decodes it: JSON text columns.
+    pub fn needs_rewrite(&self) -> bool {
+        match self {
+            Ty::Json => true,
+            Ty::List(item) => item.needs_rewrite(),
+            Ty::Struct(s) => s.fields.is_empty() || s.fields.iter().any(|f| f.ty.needs_rewrite()),
+            _ => false,
+        }
+    }
+
+    /// Append `value` as Arrow's JSON decoder should see it: values of JSON text columns become
+    /// strings holding their compact JSON.
+    pub fn rewrite(&self, value: &[u8], out: &mut Vec<u8>) {
+        match (self, kind(value)) {
+            (_, Kind::Null) => out.extend_from_slice(value),
+            (Ty::Json, _) => write_json_string(value, out),
+            (Ty::Struct(s), Kind::Object) if s.fields.is_empty() => write_json_string(value, out),
+            (Ty::Struct(s), Kind::Object) => {
+                out.push(b'{');
+                for (i, (key, member)) in members(value).enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(key.raw);
+                    out.push(b':');
+                    match s.field(&key.name()) {
+                        Some(field) => field.ty.rewrite(member, out),
+                        None => out.extend_from_slice(member),
+                    }
+                }
+                out.push(b'}');
+            }
+            (Ty::List(item), Kind::Array) => {
+                out.push(b'[');
+                for (i, element) in elements(value).enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    item.rewrite(element, out);
+                }
+                out.push(b']');
+            }
+            _ => out.extend_from_slice(value),
+        }
+    }
+
+    pub fn to_arrow(&self) -> DataType {
+        match self {
+            Ty::Null => DataType::Null,
+            Ty::Bool => DataType::Boolean,
+            Ty::Int { .. } => DataType::Int64,
+            Ty::Float => DataType::Float64,
+            Ty::Str | Ty::Json => DataType::Utf8,
+            Ty::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Ty::List(item) => DataType::List(Arc::new(item.arrow_field("item", true))),
+            Ty::Struct(s) if s.fields.is_empty() => DataType::Utf8,
+            Ty::Struct(s) => DataType::Struct(s.arrow_fields()),
+        }
+    }
+
+    fn arrow_field(&self, name: &str, nullable: bool) -> ArrowField {
+        let field = ArrowField::new(name, self.to_arrow(), nullable);
+        match self {
+            Ty::Json => field.with_metadata(json_text()),
+            Ty::Struct(s) if s.fields.is_empty() => field.with_metadata(json_text()),
+            _ => field,
+        }
+    }
+
+    /// The Arrow schema of a record type.
+    pub fn arrow_schema(&self) -> Schema {
+        match self {
+            Ty::Struct(s) => Schema::new(s.arrow_fields()),
+            other => Schema::new(vec![other.arrow_field("value", true)]),
+        }
+    }
+
+    /// The type's name in schema files.
+    pub fn name(&self) -> String {
+        match self {
+            Ty::Null => "null".into(),
+            Ty::Bool => "boolean".into(),
+            Ty::Int { .. } => "int64".into(),
+            Ty::Float => "float64".into(),
+            Ty::Str => "utf8".into(),
+            Ty::Timestamp => "timestamp".into(),
+            Ty::Json => "json".into(),
+            Ty::List(item) => format!("list of {}", item.name()),
+            Ty::Struct(_) => "an object".into(),
+        }
+    }
+
+    /// The type as written in schema files and manifests.
+    pub fn describe(&self) -> Value {
+        match self {
+            Ty::List(item) => json!({ "list": item.describe() }),
+            Ty::Struct(s) if s.fields.is_empty() => json!("json"),
+            Ty::Struct(s) => json!({ "struct": s.describe() }),
+            other => json!(other.name()),
+        }
+    }
+
+    /// Read a type from a schema file.
+    pub fn parse(value: &Value, at: &str) -> Result<Ty, String> {
+        match value {
+            Value::String(name) => match name.as_str() {
+                "null" => Ok(Ty::Null),
+                "boolean" | "bool" => Ok(Ty::Bool),
+                "int64" | "integer" => Ok(Ty::Int { exact: true }),
+                "float64" | "double" => Ok(Ty::Float),
+                "utf8" | "string" => Ok(Ty::Str),
+                "timestamp" => Ok(Ty::Timestamp),
+                "json" => Ok(Ty::Json),
+                other => Err(format!(
+                    "{at}: unknown type {other:?} (one of null, boolean, int64, float64, utf8, timestamp, json, \
+                     {{\"list\": T}}, {{\"struct\": [fields]}})"
+                )),
+            },
+            Value::Object(map) if map.len() == 1 && map.contains_key("list") => {
+                Ok(Ty::List(Box::new(Ty::parse(&map["list"], &format!("{at}.list"))?)))
+            }
+            Value::Object(map) if map.len() == 1 && map.contains_key("struct") => {
+                Ok(Ty::Struct(Struct::parse(&map["struct"], at)?))
+            }
+            other => Err(format!("{at}: a type is a name, {{\"list\": T}} or {{\"struct\": [fields]}}, not {other}")),
+        }
+    }
+}
+
+impl Struct {
+    fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    fn widen(&mut self, value: &[u8], rules: Rules) -> bool {
+        self.objects += 1;
+        let mut changed = false;
+        for (at, (key, member)) in members(value).enumerate() {
+            self.keys += 1;
+            let name = key.name();
+            // Records mostly repeat one key order: look where this key was last time first.
+            let index = match self.fields.get(at) {
+                Some(f) if f.name == name => Some(at),
+                _ => self.fields.iter().position(|f| f.name == name),
+            };
+            match index {
+                Some(i) => changed |= self.fields[i].ty.widen(member, rules),
+                None => {
+                    self.fields.push(Field { name: name.into_owned(), ty: Ty::of(member, rules), nullable: true });
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    /// Many keys, each in few objects, or keys that are numbers or dates: a map, not a record.
+    fn looks_like_a_map(&self) -> bool {
+        let n = self.fields.len();
+        let sparse = n >= 16 && self.keys * 4 <= self.objects * n as u64;
+        let numbered = n >= 2 && self.fields.iter().all(|f| f.name.starts_with(|c: char| c.is_ascii_digit()));
+        n > MAX_STRUCT_FIELDS || sparse || numbered
+    }
+
+    fn check(&self, value: &[u8], path: &str) -> Result<(), Mismatch> {
+        let mut seen = vec![false; self.fields.len()];
+        for (key, member) in members(value) {
+            let name = key.name();
+            let field_path = join(path, &name);
+            let Some(i) = self.fields.iter().position(|f| f.name == name) else {
+                return Err(Mismatch { field: field_path, expected: "no such field".into(), found: "one" });
+            };
+            seen[i] = true;
+            let field = &self.fields[i];
+            match kind(member) {
+                Kind::Null if field.nullable => {}
+                Kind::Null => {
+                    return Err(Mismatch { field: field_path, expected: field.ty.name(), found: "null" });
+                }
+                _ => field.ty.check(member, &field_path)?,
+            }
+        }
+        for (field, seen) in self.fields.iter().zip(seen) {
+            if !seen && !field.nullable {
+                return Err(Mismatch { field: join(path, &field.name), expected: field.ty.name(), found: "nothing" });
+            }
+        }
+        Ok(())
+    }
+
+    fn arrow_fields(&self) -> Fields {
+        self.fields.iter().map(|f| f.ty.arrow_field(&f.name, f.nullable)).collect()
+    }
+
+    pub fn describe(&self) -> Value {
+        Value::Array(
+            self.fields
+                .iter()
+                .map(|f| match f.nullable {
+                    true => json!({ "name": f.name, "type": f.ty.describe() }),
+                    false => json!({ "name": f.name, "type": f.ty.describe(), "nullable": false }),
+                })
+                .collect(),
+        )
+    }
+
+    fn parse(value: &Value, at: &str) -> Result<Struct, String> {
+        let Value::Array(list) = value else {
+            return Err(format!("{at}: fields are a list of {{\"name\": ..., \"type\": ...}}"));
+        };
+        let mut fields: Vec<Field> = Vec::new();
+        for (i, entry) in list.iter().enumerate() {
+            let here = format!("{at}[{i}]");
+            let name = entry.get("name").and_then(Value::as_str).ok_or(format!("{here}: a field needs a \"name\""))?;
+            if fields.iter().any(|f| f.name == name) {
+                return Err(format!("{here}: field {name:?} is declared twice"));
+            }
+            let ty = Ty::parse(entry.get("type").ok_or(format!("{here}: field {name:?} needs a \"type\""))?, &here)?;
+            let nullable = match entry.get("nullable") {
+                None => true,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => return Err(format!("{here}: \"nullable\" is true or false, not {other}")),
+            };
+            if let Some(extra) =
+                entry.as_object().and_then(|o| o.keys().find(|k| !["name", "type", "nullable"].contains(&k.as_str())))
+            {
+                return Err(format!("{here}: unknown key {extra:?} (name, type, nullable)"));
+            }
+            fields.push(Field { name: name.to_string(), ty, nullable });
+        }
+        Ok(Struct { fields, objects: 0, keys: 0 })
+    }
+}
+
+/// A declared schema, read from a file: `{"fields": [{"name": ..., "type": ..., "nullable": ...}]}`.
+pub fn parse_schema_file(text: &str) -> Result<Ty, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let fields = value.get("fields").ok_or("a schema is an object with a \"fields\" list")?;
+    let record = Struct::parse(fields, "fields")?;
+    if record.fields.is_empty() {
+        return Err("a schema needs at least one field".into());
+    }
+    Ok(Ty::Struct(record))
+}
+
+fn json_text() -> std::collections::HashMap<String, String> {
+    [(JSON_TEXT.0.to_string(), JSON_TEXT.1.to_string())].into()
+}
+
+fn join(path: &str, name: &str) -> String {
+    match path {
+        "" | "$" => name.to_string(),
+        _ => format!("{path}.{name}"),
+    }
+}
+
+fn write_json_string(value: &[u8], out: &mut Vec<u8>) {
+    let text = std::str::from_utf8(value).expect("records are UTF-8");
+    serde_json::to_writer(out, text).expect("writing to a Vec cannot fail");
+}
+
+// --- Walking compact JSON text (valid: it has been parsed before) ---
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Null => "null",
+            Kind::Bool => "a boolean",
+            Kind::Number => "a number",
+            Kind::String => "a string",
+            Kind::Array => "an array",
+            Kind::Object => "an object",
+        }
+    }
+}
+
+fn kind(value: &[u8]) -> Kind {
+    kind_of_first(value)
+}
+
+fn kind_of_first(value: &[u8]) -> Kind {
+    match value.first() {
+        Some(b'{') => Kind::Object,
+        Some(b'[') => Kind::Array,
+        Some(b'"') => Kind::String,
+        Some(b't' | b'f') => Kind::Bool,
+        Some(b'n') | None => Kind::Null,
+        _ => Kind::Number,
+    }
+}
+
+/// The index just past the value that starts at `at`.
+fn value_end(text: &[u8], at: usize) -> usize {
+    match text[at] {
+        b'"' => string_end(text, at),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            while i < text.len() {
+                match text[i] {
+                    b'"' => {
+                        i = string_end(text, i);
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return i + 1;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            text.len()
+        }
+        _ => text[at..].iter().position(|b| matches!(b, b',' | b']' | b'}')).map_or(text.len(), |n| at + n),
+    }
+}
+
+/// The index just past the string whose opening quote is at `open`.
+fn string_end(text: &[u8], open: usize) -> usize {
+    let mut i = open + 1;
+    while let Some(k) = memchr::memchr2(b'"', b'\\', &text[i..]) {
+        let at = i + k;
+        if text[at] == b'\\' {
+            i = at + 2;
+        } else {
+            return at + 1;
+        }
+    }
+    text.len()
+}
+
+/// An object key as written (quotes included).
+struct Key<'a> {
+    raw: &'a [u8],
+}
+
+impl<'a> Key<'a> {
+    fn name(&self) -> std::borrow::Cow<'a, str> {
+        let inner = &self.raw[1..self.raw.len() - 1];
+        match inner.contains(&b'\\') {
+            false => std::borrow::Cow::Borrowed(std::str::from_utf8(inner).expect("records are UTF-8")),
+            true => std::borrow::Cow::Owned(serde_json::from_slice(self.raw).expect("a valid JSON string")),
+        }
+    }
+}
+
+/// The members of a compact object: each key and its value's text.
+fn members(object: &[u8]) -> impl Iterator<Item = (Key<'_>, &[u8])> {
+    let mut i = 1;
+    std::iter::from_fn(move || {
+        while i < object.len() && matches!(object[i], b',' | b' ' | b'\n' | b'\r' | b'\t') {
+            i += 1;
+        }
+        if i >= object.len() || object[i] == b'}' {
+            return None;
+        }
+        let key_end = string_end(object, i);
+        let key = Key { raw: &object[i..key_end] };
+        let mut v = key_end;
+        while v < object.len() && matches!(object[v], b':' | b' ' | b'\n' | b'\r' | b'\t') {
+            v += 1;
+        }
+        let end = value_end(object, v);
+        i = end;
+        Some((key, &object[v..end]))
+    })
+}
+
+/// The elements of a compact array.
+fn elements(array: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut i = 1;
+    std::iter::from_fn(move || {
+        while i < array.len() && matches!(array[i], b',' | b' ' | b'\n' | b'\r' | b'\t') {
+            i += 1;
+        }
+        if i >= array.len() || array[i] == b']' {
+            return None;
+        }
+        let end = value_end(array, i);
+        let element = &array[i..end];
+        i = end;
+        Some(element)
+    })
+}
+
+enum Number {
+    /// Fits Int64; `exact`: and a Float64 too.
+    Int { exact: bool },
+    /// A Float64 holds it digit for digit.
+    Float,
+    /// Neither: kept as JSON text.
+    Lossy,
+}
+
+fn number(text: &[u8]) -> Number {
+    let text = std::str::from_utf8(text).unwrap_or("");
+    if !text.contains(['.', 'e', 'E']) {
+        return match text.parse::<i64>() {
+            Ok(v) => Number::Int { exact: v.unsigned_abs() <= EXACT_IN_F64 },
+            Err(_) => Number::Lossy,
+        };
+    }
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() && decimal(text) == decimal(&format!("{f:e}")) => Number::Float,
+        _ => Number::Lossy,
+    }
+}
+
+fn value_as_f64(text: &[u8]) -> Option<f64> {
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+/// A decimal number reduced to (negative, significant digits, exponent of the point), so that
+/// two spellings of one value compare equal: `1.50`, `15e-1` and `1.5e0` all give `15`, 1.
+fn decimal(text: &str) -> (bool, String, i64) {
+    let (negative, rest) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(at) => (&rest[..at], rest[at + 1..].trim_start_matches('+').parse::<i64>().unwrap_or(0)),
+        None => (rest, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{int}{frac}");
+    let leading = digits.len() - digits.trim_start_matches('0').len();
+    let significant = digits.trim_start_matches('0').trim_end_matches('0');
+    if significant.is_empty() {
+        return (false, String::new(), 0);
+    }
+    (negative, significant.to_string(), int.len() as i64 + exponent - leading as i64)
+}
+
+/// An RFC 3339 date-time string (quotes included) that Timestamp(µs) holds exactly.
+fn is_timestamp(value: &[u8]) -> bool {
+    let Some(inner) = value.get(1..value.len().saturating_sub(1)) else { return false };
+    if !(20..=35).contains(&inner.len()) || inner.contains(&b'\\') || inner.get(10) != Some(&b'T') {
+        return false;
+    }
+    let Ok(text) = std::str::from_utf8(inner) else { return false };
+    let fraction = text.split_once('.').map_or(0, |(_, rest)| rest.bytes().take_while(u8::is_ascii_digit).count());
+    fraction <= 6 && chrono::DateTime::parse_from_rfc3339(text).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn infer(records: &[&str], rules: Rules) -> Ty {
+        let mut ty = Ty::record();
+        for r in records {
+            ty.widen(r.as_bytes(), rules);
+        }
+        ty
+    }
+
+    fn described(ty: &Ty) -> String {
+        ty.describe().to_string()
+    }
+
+    #[test]
+    fn inference_follows_the_rules() {
+        let ty = infer(
+            &[
+                r#"{"id":1,"name":"a","score":1.5,"at":"2024-01-01T00:00:00Z","tags":["x"],"geo":{"lat":1.25},"gone":null}"#,
+                r#"{"id":2,"name":"b","score":2,"at":"2024-01-01T00:00:01.5Z","tags":[],"geo":{"lat":-3.5,"lon":2}}"#,
+            ],
+            Rules { timestamps: true },
+        );
+        assert_eq!(
+            described(&ty),
+            r#"{"struct":[{"name":"id","type":"int64"},{"name":"name","type":"utf8"},{"name":"score","type":"float64"},{"name":"at","type":"timestamp"},{"name":"tags","type":{"list":"utf8"}},{"name":"geo","type":{"struct":[{"name":"lat","type":"float64"},{"name":"lon","type":"int64"}]}},{"name":"gone","type":"null"}]}"#
+        );
+        let kept = infer(&[r#"{"at":"2024-01-01T00:00:00Z"}"#], Rules::default());
+        assert_eq!(described(&kept), r#"{"struct":[{"name":"at","type":"utf8"}]}"#);
+    }
+
+    #[test]
+    fn numbers_widen_only_without_loss() {
+        let widened = |values: &[&str]| {
+            let records: Vec<String> = values.iter().map(|v| format!("{{\"n\":{v}}}")).collect();
+            let refs: Vec<&str> = records.iter().map(String::as_str).collect();
+            match infer(&refs, Rules::default()) {
+                Ty::Struct(s) => s.fields[0].ty.name(),
+                _ => unreachable!(),
+            }
+        };
+        assert_eq!(widened(&["1", "2.5"]), "float64");
+        assert_eq!(widened(&["9007199254740993", "2.5"]), "json");
+        assert_eq!(widened(&["2.5", "9007199254740993"]), "json");
+        assert_eq!(widened(&["9007199254740993"]), "int64");
+        assert_eq!(widened(&["18446744073709551617"]), "json");
+        assert_eq!(widened(&["0.1", "1e3", "-2.50"]), "float64");
+        assert_eq!(widened(&["123456789012345678901234567890.5"]), "json");
+        assert_eq!(widened(&["1", "\"001\""]), "json");
+        assert_eq!(widened(&["null", "true"]), "boolean");
+    }
+
+    #[test]
+    fn maps_and_clashes_become_json() {
+        let many: Vec<String> = (0..40).map(|i| format!("{{\"m\":{{\"k{i}\":1}}}}")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(described(&infer(&refs, Rules::default())), r#"{"struct":[{"name":"m","type":"json"}]}"#);
+        let dated = infer(&[r#"{"m":{"2024-01-01":3,"2024-01-02":4}}"#], Rules::default());
+        assert_eq!(described(&dated), r#"{"struct":[{"name":"m","type":"json"}]}"#);
+        let clash = infer(&[r#"{"v":{"a":1}}"#, r#"{"v":"text"}"#], Rules::default());
+        assert_eq!(described(&clash), r#"{"struct":[{"name":"v","type":"json"}]}"#);
+    }
+
+    #[test]
+    fn rewriting_turns_json_columns_into_strings() {
+        let ty = infer(&[r#"{"id":1,"v":{"a":1}}"#, r#"{"id":2,"v":"t\"x"}"#], Rules::default());
+        let mut out = Vec::new();
+        ty.rewrite(br#"{"id":2,"v":"t\"x"}"#, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"id":2,"v":"\"t\\\"x\""}"#);
+        let mut out = Vec::new();
+        ty.rewrite(br#"{"id":3,"v":null}"#, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"id":3,"v":null}"#);
+    }
+
+    #[test]
+    fn declared_schemas_check_records() {
+        let ty = parse_schema_file(
+            r#"{"fields":[{"name":"id","type":"int64","nullable":false},{"name":"geo","type":{"struct":[{"name":"lat","type":"float64"}]}}]}"#,
+        )
+        .unwrap();
+        assert!(ty.check(br#"{"id":1,"geo":{"lat":2}}"#, "$").is_ok());
+        assert_eq!(
+            ty.check(br#"{"id":1,"geo":{"lat":"x"}}"#, "$").unwrap_err().to_string(),
+            "field `geo.lat`: expected float64, found a string"
+        );
+        assert_eq!(ty.check(br#"{"geo":null}"#, "$").unwrap_err().found, "nothing");
+        assert_eq!(ty.check(br#"{"id":1,"x":2}"#, "$").unwrap_err().field, "x");
+        assert!(parse_schema_file(r#"{"fields":[{"name":"a","type":"int"}]}"#).unwrap_err().contains("unknown type"));
+    }
+
+    #[test]
+    fn decimals_compare_by_value() {
+        assert_eq!(decimal("1.50"), decimal("15e-1"));
+        assert_eq!(decimal("1.5e0"), decimal(&format!("{:e}", 1.5f64)));
+        assert_eq!(decimal("0.000"), decimal("0"));
+        assert_ne!(decimal("0.1"), decimal("0.10000000000000001"));
+    }
+}

@@ -1,0 +1,306 @@
+//! Parquet parts: records decoded to Arrow by arrow-json and written by the parquet crate's
+//! `ArrowWriter`.
+//!
+//! Each record is first checked against the schema by a walk over its bytes (`schema.rs`):
+//! inferred from the first `infer_sample` records, or declared in a file. A record that needs
+//! a wider inferred schema closes the current part; the next part starts with the widened
+//! schema, so no record or field is dropped and every part holds one schema (DuckDB's
+//! `union_by_name` and pyarrow datasets read them as one table). A part is written under
+//! `_harvest/open/` and renamed when complete, like NDJSON parts; `commit()` closes it.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use arrow_json::reader::{Decoder, ReaderBuilder};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression as Codec, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::{Ledger, PageBatch, PartFile, Position, Sink};
+use crate::error::Error;
+use crate::output::Layout;
+use crate::plan::{Compression, ParquetPlan};
+use crate::schema::{Field, Rules, Ty, REJECTED};
+
+/// Rows Arrow decodes at a time.
+const BATCH_ROWS: usize = 8192;
+/// A row group is cut when the writer holds this much, or `row_group_size` rows.
+const ROW_GROUP_BYTES: usize = 64 << 20;
+
+pub struct ParquetSink {
+    ledger: Ledger,
+    options: ParquetPlan,
+    compression: Compression,
+    rows_per_file: u64,
+    rules: Rules,
+    /// What records are checked against; `None` while the first records are sampled.
+    schema: Option<Ty>,
+    /// The sample, and the pages it came from, waiting for the schema.
+    sample: Ty,
+    pending: Vec<PageBatch>,
+    pending_rows: u64,
+    open: Option<OpenFile>,
+}
+
+struct OpenFile {
+    part: PartFile,
+    writer: ArrowWriter<File>,
+    decoder: Decoder,
+    /// Records checked but not yet decoded, one line each.
+    lines: Vec<u8>,
+    /// The part's schema for the manifest.
+    described: serde_json::Value,
+    /// Some column holds JSON text: records are rewritten before decoding.
+    rewrite: bool,
+}
+
+/// Rows of one page counted into the open part but not yet into the ledger.
+struct Run {
+    partition: usize,
+    page: u64,
+    rows: u64,
+}
+
+impl ParquetSink {
+    /// `labels` names each partition, by index; part numbers start at `first_seq`.
+    pub fn new(
+        layout: Layout,
+        run: &str,
+        options: ParquetPlan,
+        compression: Compression,
+        rows_per_file: u64,
+        labels: Vec<String>,
+        first_seq: u32,
+    ) -> Self {
+        let schema = options.schema.clone().map(|mut declared| {
+            if let (true, Ty::Struct(record)) = (options.reject_to_json, &mut declared) {
+                record.fields.push(Field { name: REJECTED.into(), ty: Ty::Str, nullable: true });
+            }
+            declared
+        });
+        ParquetSink {
+            ledger: Ledger::new(layout, run, labels, first_seq),
+            rules: Rules { timestamps: options.infer_timestamps },
+            options,
+            compression,
+            rows_per_file,
+            schema,
+            sample: Ty::record(),
+            pending: Vec::new(),
+            pending_rows: 0,
+            open: None,
+        }
+    }
+
+    /// The schema is known: write the sampled pages.
+    fn settle(&mut self) -> Result<(), Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!("schema inferred from {} records", self.pending_rows);
+        self.schema = Some(std::mem::replace(&mut self.sample, Ty::record()));
+        for batch in std::mem::take(&mut self.pending) {
+            self.write_rows(batch)?;
+        }
+        self.pending_rows = 0;
+        Ok(())
+    }
+
+    fn write_rows(&mut self, batch: PageBatch) -> Result<(), Error> {
+        let mut run = Run { partition: batch.partition, page: batch.page, rows: 0 };
+        if let Err(e) = self.add_page(&batch, &mut run) {
+            // Only whole pages are written: drop this one's rows not yet counted (the waiting
+            // lines are this page's alone), so what a commit then keeps is consistent.
+            if let Some(open) = self.open.as_mut() {
+                open.lines.clear();
+            }
+            return Err(e);
+        }
+        if let Some(open) = self.open.as_mut() {
+            self.ledger.add_rows(&mut open.part, run.partition, run.page, run.rows);
+            drain(open).map_err(|e| self.failed("encoding", e))?;
+        }
+        self.ledger.page_done(batch.partition, batch.page);
+        Ok(())
+    }
+
+    fn add_page(&mut self, batch: &PageBatch, run: &mut Run) -> Result<(), Error> {
+        for (index, line) in lines(&batch.lines).enumerate() {
+            if self.fit(line, batch, index)? && self.open.is_some() {
+                tracing::info!(
+                    "record {index} of page {} of {} needs a wider schema: starting a new part",
+                    batch.page,
+                    self.where_(batch.partition)
+                );
+                self.close_part(run)?;
+            }
+            let rewrite = self.open_part()?.rewrite || self.options.reject_to_json;
+            let schema = self.schema.as_ref().expect("settled");
+            let open = self.open.as_mut().expect("opened above");
+            match (rewrite, self.options.reject_to_json) {
+                (false, _) => open.lines.extend_from_slice(line),
+                (true, false) => schema.rewrite(line, &mut open.lines),
+                (true, true) => {
+                    if let Err(m) = schema.rewrite_rejecting(line, &mut open.lines) {
+                        return Err(self.misfit(batch, index, m));
+                    }
+                }
+            }
+            open.lines.push(b'\n');
+            run.rows += 1;
+            if open.part.rows + run.rows >= self.rows_per_file {
+                self.close_part(run)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Check a record against the schema; true when an inferred schema had to widen for it.
+    fn fit(&mut self, line: &[u8], batch: &PageBatch, index: usize) -> Result<bool, Error> {
+        if line.first() != Some(&b'{') {
+            return Err(self.not_an_object(line, batch, index));
+        }
+        let schema = self.schema.as_mut().expect("settled");
+        match (&self.options.schema, self.options.reject_to_json) {
+            // Checked while rewriting.
+            (Some(_), true) => Ok(false),
+            (Some(_), false) => schema.check(line, "$").map(|()| false).map_err(|m| self.misfit(batch, index, m)),
+            (None, _) => Ok(schema.widen_record(line, self.rules)),
+        }
+    }
+
+    fn not_an_object(&self, line: &[u8], batch: &PageBatch, index: usize) -> Error {
+        Error::Other(format!(
+            "format = \"parquet\" needs records that are JSON objects; record {index} of page {} of {} is not: {}",
+            batch.page,
+            self.where_(batch.partition),
+            String::from_utf8_lossy(&line[..line.len().min(80)])
+        ))
+    }
+
+    fn misfit(&self, batch: &PageBatch, index: usize, mismatch: crate::schema::Mismatch) -> Error {
+        let file = self.options.schema_file.as_ref().map_or(String::new(), |f| format!(" in {}", f.display()));
+        Error::Other(format!(
+            "record {index} of page {} of {} does not fit the schema{file}: {mismatch} (with on_mismatch = \"json\" \
+             it would be kept in the {REJECTED} column)",
+            batch.page,
+            self.where_(batch.partition)
+        ))
+    }
+
+    fn where_(&self, partition: usize) -> String {
+        match self.ledger.label(partition) {
+            "" => "the job".to_string(),
+            label => format!("partition {label}"),
+        }
+    }
+
+    fn failed(&self, what: &str, e: impl std::fmt::Display) -> Error {
+        let part = self.open.as_ref().map_or(String::new(), |o| format!(" {}", o.part.path.display()));
+        Error::Other(format!("{what} Parquet part{part}: {e}"))
+    }
+
+    fn open_part(&mut self) -> Result<&mut OpenFile, Error> {
+        if self.open.is_none() {
+            let schema = self.schema.as_ref().expect("settled");
+            let arrow = Arc::new(schema.arrow_schema());
+            let part = self.ledger.next_part(".parquet");
+            let file =
+                File::create(&part.path).map_err(|e| Error::io(format!("creating {}", part.path.display()), e))?;
+            let codec = match self.compression {
+                Compression::Snappy => Codec::SNAPPY,
+                Compression::None => Codec::UNCOMPRESSED,
+                _ => Codec::ZSTD(ZstdLevel::default()),
+            };
+            let properties = WriterProperties::builder()
+                .set_compression(codec)
+                .set_max_row_group_row_count(Some(self.options.row_group_size as usize))
+                .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+                .set_created_by(format!("harvest {}", env!("CARGO_PKG_VERSION")))
+                .build();
+            let writer = ArrowWriter::try_new(file, arrow.clone(), Some(properties))
+                .map_err(|e| Error::Other(format!("starting Parquet part {}: {e}", part.path.display())))?;
+            let decoder = ReaderBuilder::new(arrow)
+                .with_batch_size(BATCH_ROWS)
+                .with_strict_mode(true)
+                .build_decoder()
+                .map_err(|e| Error::Other(format!("starting the JSON decoder: {e}")))?;
+            let described = match schema.describe() {
+                serde_json::Value::Object(mut o) => o.remove("struct").unwrap_or_default(),
+                other => other,
+            };
+            let rewrite = schema.needs_rewrite_record();
+            self.open = Some(OpenFile { part, writer, decoder, lines: Vec::new(), described, rewrite });
+        }
+        Ok(self.open.as_mut().expect("opened above"))
+    }
+
+    /// Count the run's rows into the open part, then close and publish it.
+    fn close_part(&mut self, run: &mut Run) -> Result<(), Error> {
+        let Some(mut open) = self.open.take() else { return Ok(()) };
+        self.ledger.add_rows(&mut open.part, run.partition, run.page, run.rows);
+        run.rows = 0;
+        let path = open.part.path.clone();
+        let fail = |what: &str, e: &dyn std::fmt::Display| Error::Other(format!("{what} {}: {e}", path.display()));
+        drain(&mut open).map_err(|e| fail("encoding", &e))?;
+        if let Some(batch) = open.decoder.flush().map_err(|e| fail("decoding records for", &e))? {
+            open.writer.write(&batch).map_err(|e| fail("writing", &e))?;
+        }
+        let file = open.writer.into_inner().map_err(|e| fail("finishing", &e))?;
+        file.sync_data().map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
+        let bytes = file.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
+        drop(file);
+        self.ledger.publish(open.part, bytes, Some(open.described))
+    }
+}
+
+/// Decode the waiting lines, handing each full batch to the writer.
+fn drain(open: &mut OpenFile) -> Result<(), String> {
+    let mut at = 0;
+    while at < open.lines.len() {
+        at += open.decoder.decode(&open.lines[at..]).map_err(|e| e.to_string())?;
+        if at < open.lines.len() {
+            if let Some(batch) = open.decoder.flush().map_err(|e| e.to_string())? {
+                open.writer.write(&batch).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    open.lines.clear();
+    Ok(())
+}
+
+fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    bytes.split(|b| *b == b'\n').filter(|line| !line.is_empty())
+}
+
+impl Sink for ParquetSink {
+    fn write(&mut self, batch: PageBatch) -> Result<(), Error> {
+        if self.schema.is_some() {
+            return self.write_rows(batch);
+        }
+        for (index, line) in lines(&batch.lines).enumerate() {
+            if line.first() != Some(&b'{') {
+                return Err(self.not_an_object(line, &batch, index));
+            }
+            self.sample.widen_record(line, self.rules);
+        }
+        self.pending_rows += batch.count;
+        self.pending.push(batch);
+        if self.pending_rows >= self.options.infer_sample {
+            self.settle()?;
+        }
+        Ok(())
+    }
+
+    /// Parquet cannot be appended to: a commit closes the open part.
+    fn commit(&mut self) -> Result<Position, Error> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<Position, Error> {
+        self.settle()?;
+        let mut run = Run { partition: 0, page: 0, rows: 0 };
+        self.close_part(&mut run)?;
+        Ok(self.ledger.position(None))
+    }
+}
