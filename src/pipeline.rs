@@ -123,7 +123,9 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
     drop(shared);
     let (mut sink, written) = writer.join().map_err(|_| Error::Other("the writer thread panicked".into()))?;
 
-    if let Some(error) = failure.or(written.err()) {
+    // A failing writer closes the queue, which the fetching side then reports: its own error
+    // is the one that says what happened.
+    if let Some(error) = written.err().or(failure) {
         // Keep what was written durable for the resume; publish nothing more.
         let position = tokio::task::spawn_blocking(move || sink.commit())
             .await

@@ -311,7 +311,7 @@ impl Ty {
                     }
                     out.extend_from_slice(key.raw);
                     out.push(b':');
-                    match s.field(&key.name()) {
+                    match s.fields.iter().find(|f| key.is(&f.name)) {
                         Some(field) => field.ty.rewrite(member, out),
                         None => out.extend_from_slice(member),
                     }
@@ -339,7 +339,7 @@ impl Ty {
             Ty::Int { .. } => DataType::Int64,
             Ty::Float => DataType::Float64,
             Ty::Str | Ty::Json => DataType::Utf8,
-            Ty::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Ty::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
             Ty::List(item) => DataType::List(Arc::new(item.arrow_field("item", true))),
             Ty::Struct(s) if s.fields.is_empty() => DataType::Utf8,
             Ty::Struct(s) => DataType::Struct(s.arrow_fields()),
@@ -416,25 +416,21 @@ impl Ty {
 }
 
 impl Struct {
-    fn field(&self, name: &str) -> Option<&Field> {
-        self.fields.iter().find(|f| f.name == name)
-    }
-
     fn widen(&mut self, value: &[u8], rules: Rules) -> bool {
         self.objects += 1;
         let mut changed = false;
         for (at, (key, member)) in members(value).enumerate() {
             self.keys += 1;
-            let name = key.name();
             // Records mostly repeat one key order: look where this key was last time first.
             let index = match self.fields.get(at) {
-                Some(f) if f.name == name => Some(at),
-                _ => self.fields.iter().position(|f| f.name == name),
+                Some(f) if key.is(&f.name) => Some(at),
+                _ => self.fields.iter().position(|f| key.is(&f.name)),
             };
             match index {
                 Some(i) => changed |= self.fields[i].ty.widen(member, rules),
                 None => {
-                    self.fields.push(Field { name: name.into_owned(), ty: Ty::of(member, rules), nullable: true });
+                    let name = key.name().into_owned();
+                    self.fields.push(Field { name, ty: Ty::of(member, rules), nullable: true });
                     changed = true;
                 }
             }
@@ -644,6 +640,15 @@ impl<'a> Key<'a> {
             true => std::borrow::Cow::Owned(serde_json::from_slice(self.raw).expect("a valid JSON string")),
         }
     }
+
+    /// The key is `name`; compared as written when it holds no escape, which is the rule.
+    fn is(&self, name: &str) -> bool {
+        let inner = &self.raw[1..self.raw.len() - 1];
+        match inner.contains(&b'\\') {
+            false => inner == name.as_bytes(),
+            true => self.name() == name,
+        }
+    }
 }
 
 /// The members of a compact object: each key and its value's text.
@@ -702,7 +707,13 @@ fn number(text: &[u8]) -> Number {
             Err(_) => Number::Lossy,
         };
     }
+    // Up to 15 significant digits always survive a trip through a Float64 (within its range);
+    // longer numbers are compared with the shortest text of the parsed value.
+    let (mantissa, exponent) = text.split_once(['e', 'E']).unwrap_or((text, "0"));
+    let digits = mantissa.bytes().filter(u8::is_ascii_digit).skip_while(|d| *d == b'0').count();
+    let small_exponent = exponent.trim_start_matches(['+', '-']).len() <= 2;
     match text.parse::<f64>() {
+        Ok(f) if f.is_finite() && digits <= 15 && small_exponent => Number::Float,
         Ok(f) if f.is_finite() && decimal(text) == decimal(&format!("{f:e}")) => Number::Float,
         _ => Number::Lossy,
     }

@@ -69,7 +69,7 @@ fn render(id: u64) -> String {
     let created = base() + Duration::seconds(30 * id as i64);
     format!(
         concat!(
-            r#"{{"id":{id},"name":"Ærøskøbing #{id} — café “{city}”","email":"user{id}@example.com","#,
+            r#"{{"id":{id},"name":"Ærøskøbing #{id} — café “{city}”","email":"user{id}@example.com","nickname":{nickname},"#,
             r#""active":{active},"score":{score:.2},"snowflake":{snowflake},"tags":{tags},"#,
             r#""address":{{"street":"{id} Hauptstraße","city":"{city}","geo":{{"lat":{lat},"lon":{lon}}}}},"#,
             r#""manager_id":{manager},"deleted_at":null,"created_at":"{created}","updated_at":"{updated}","#,
@@ -77,6 +77,12 @@ fn render(id: u64) -> String {
         ),
         id = id,
         city = city,
+        // An empty string, a null and a value, in turn: the three must stay distinct.
+        nickname = match id % 3 {
+            0 => "\"\"".to_string(),
+            1 => "null".to_string(),
+            _ => format!("\"nick{id}\""),
+        },
         active = !id.is_multiple_of(3),
         score = (id % 1000) as f64 / 7.0,
         snowflake = 1_234_567_890_123_456_789u64 + id,

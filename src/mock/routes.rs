@@ -56,6 +56,11 @@ struct Knobs {
     updated_since: Option<String>,
     /// Indent JSON bodies, as some frameworks do.
     pretty: bool,
+    /// Records with a greater id gain a field, `added` (a schema that grows).
+    gain_field_after: Option<u64>,
+    /// Every record gets `amount`: its id as an integer, or as a float past this id (a column
+    /// that widens from integer to float).
+    float_after: Option<u64>,
 }
 
 impl Knobs {
@@ -83,6 +88,8 @@ impl Knobs {
             has_more_as_string: get("has_more_as").as_deref() == Some("string"),
             updated_since: get("updated_since"),
             pretty: get("pretty").is_some(),
+            gain_field_after: get("gain_field_after").and_then(|v| v.parse().ok()),
+            float_after: get("float_after").and_then(|v| v.parse().ok()),
         }
     }
 }
@@ -325,7 +332,11 @@ impl Call<'_> {
             if i > start {
                 out.push(',');
             }
-            out.push_str(self.api.data.record_str(self.first + i));
+            let record = self.api.data.record_str(self.first + i);
+            match (self.knobs.gain_field_after, self.knobs.float_after) {
+                (None, None) => out.push_str(record),
+                (gain, float) => out.push_str(&evolve(record, self.first + i + 1, gain, float)),
+            }
         }
         out.push(']');
         (out, end.saturating_sub(start))
@@ -632,4 +643,20 @@ impl Call<'_> {
         };
         run().unwrap_or_else(|e| e)
     }
+}
+
+/// Record `id` with the fields the `gain_field_after` and `float_after` knobs add.
+fn evolve(record: &str, id: u64, gain: Option<u64>, float: Option<u64>) -> String {
+    let mut out = record.strip_suffix('}').unwrap_or(record).to_string();
+    if let Some(after) = float {
+        match id > after {
+            true => out.push_str(&format!(",\"amount\":{id}.5")),
+            false => out.push_str(&format!(",\"amount\":{id}")),
+        }
+    }
+    if gain.is_some_and(|after| id > after) {
+        out.push_str(&format!(",\"added\":\"late {id}\""));
+    }
+    out.push('}');
+    out
 }

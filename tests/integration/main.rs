@@ -6,6 +6,7 @@ mod concurrency;
 mod http;
 mod job_errors;
 mod pagination;
+mod parquet;
 mod polite;
 mod quirks;
 mod responses;
