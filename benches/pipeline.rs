@@ -192,13 +192,19 @@ fn main() {
         false => tempfile::tempdir().unwrap(),
     };
 
-    println!("\n### Throughput: {records} records of ~580 bytes, 100 a page, mock API in its own process\n");
+    let record_bytes = {
+        let sample = harvest::mock::Dataset::new(1000);
+        (0..1000).map(|i| sample.record(i).len() + 1).sum::<usize>() as f64 / 1000.0
+    };
+    println!(
+        "\n### Throughput: {records} records of ~{record_bytes:.0} bytes, 100 a page, mock API in its own process\n"
+    );
     println!(
         "| run | records/s | MB/s | harvest CPU-s per million records | harvest wall s | peak RSS MB | mock CPU-s |"
     );
     println!("|---|---|---|---|---|---|---|");
     let mock = Mock::start(&["--records", &records.to_string()]);
-    let megabytes = records as f64 * 582.0 / 1e6;
+    let megabytes = records as f64 * record_bytes / 1e6;
     for (concurrency, parse) in [(8, false), (8, true)] {
         let (n, wall, cpu) = fetch_rows(&mock.url(), records, 100, concurrency, parse);
         assert_eq!(n, records);
@@ -219,17 +225,18 @@ fn main() {
         megabytes / wall,
         cpu / (records as f64 / 1e6)
     );
-    for concurrency in [1, 8] {
+    let rows = [("NDJSON", "ndjson", 1), ("NDJSON", "ndjson", 8), ("Parquet", "parquet", 1), ("Parquet", "parquet", 8)];
+    for (name, format, concurrency) in rows {
         let job = write_job(
             dir.path(),
-            &format!("c{concurrency}"),
+            &format!("{format}{concurrency}"),
             &mock.url(),
-            &format!("page_size = 100\n[limits]\nconcurrency = {concurrency}\n"),
+            &format!("page_size = 100\n[limits]\nconcurrency = {concurrency}\n[output]\nformat = \"{format}\"\n"),
         );
         let mock_cpu = mock.cpu();
         let u = harvest(&job, &dir.path().join("out"));
         println!(
-            "| harvest to NDJSON, concurrency {concurrency} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} |",
+            "| harvest to {name}, concurrency {concurrency} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} |",
             records as f64 / u.wall,
             megabytes / u.wall,
             u.cpu / (records as f64 / 1e6),
@@ -246,16 +253,23 @@ fn main() {
     if !quick {
         let big = 2_000_000u64;
         let mock = Mock::start(&["--records", &big.to_string()]);
-        let job = write_job(dir.path(), "big", &mock.url(), "page_size = 100\n[limits]\nconcurrency = 8\n");
-        let u = harvest(&job, &dir.path().join("out"));
-        println!(
-            "| harvest to NDJSON, concurrency 8, {big} records | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | |",
-            big as f64 / u.wall,
-            big as f64 * 582.0 / 1e6 / u.wall,
-            u.cpu / (big as f64 / 1e6),
-            u.wall,
-            u.max_rss_mb
-        );
+        for (name, format) in [("NDJSON", "ndjson"), ("Parquet", "parquet")] {
+            let job = write_job(
+                dir.path(),
+                &format!("big{format}"),
+                &mock.url(),
+                &format!("page_size = 100\n[limits]\nconcurrency = 8\n[output]\nformat = \"{format}\"\n"),
+            );
+            let u = harvest(&job, &dir.path().join("out"));
+            println!(
+                "| harvest to {name}, concurrency 8, {big} records | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | |",
+                big as f64 / u.wall,
+                big as f64 * record_bytes / 1e6 / u.wall,
+                u.cpu / (big as f64 / 1e6),
+                u.wall,
+                u.max_rss_mb
+            );
+        }
     }
 
     println!("\n### Latency-bound: 20 ms a response, 10 records a page\n");

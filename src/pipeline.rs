@@ -34,7 +34,7 @@ use crate::paginate::{Facts, Next, PageRequest, PageResponse, Paginator, StopRea
 use crate::plan::{fill, fill_json, Encoding, Format, Mode, Partition, Plan};
 use crate::sink::ndjson::NdjsonSink;
 use crate::sink::parquet::ParquetSink;
-use crate::sink::{PageBatch, Position, Sink};
+use crate::sink::{PageBatch, Position, Prepare, Prepared, Sink};
 
 /// Pages the writer may have queued before the fetchers wait.
 const WRITER_QUEUE: usize = 16;
@@ -67,6 +67,8 @@ struct Shared {
     fetcher: Arc<Fetcher>,
     labels: Vec<String>,
     tx: mpsc::Sender<PageBatch>,
+    /// The sink's per-page work, done by the fetching tasks.
+    prepare: Option<Arc<dyn Prepare>>,
     progress: Progress,
 }
 
@@ -106,6 +108,7 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
             1,
         )),
     };
+    let prepare = sink.preparer();
     let (tx, rx) = mpsc::channel::<PageBatch>(WRITER_QUEUE);
     let writer = std::thread::Builder::new()
         .name("harvest-writer".into())
@@ -117,6 +120,7 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         fetcher: fetcher.clone(),
         labels,
         tx,
+        prepare,
         progress: Progress::new(options.progress),
     });
     let (reports, failure) = harvest_partitions(&shared, &options.cancel).await;
@@ -383,14 +387,17 @@ impl Harvest<'_> {
         let pagination = &self.plan().pagination;
         let mut lines = out.lines;
         let mut count = out.received;
+        let mut prepared = out.prepared;
         if let Some(max) = pagination.max_records {
             let keep = out.received.min(max.saturating_sub(tally.records));
             if keep < count {
                 lines.truncate(crate::sink::nth_line_end(&lines, keep));
                 count = keep;
+                // It was made of the whole page.
+                prepared = None;
             }
         }
-        let batch = PageBatch { partition: self.index, page: tally.pages, lines, count };
+        let batch = PageBatch { partition: self.index, page: tally.pages, lines, count, prepared };
         if self.shared.tx.send(batch).await.is_err() {
             return Err(Error::Other("the writer stopped".into()));
         }
@@ -415,6 +422,8 @@ struct PageOut {
     /// Records, one compact JSON line each.
     lines: Vec<u8>,
     received: u64,
+    /// The sink's work on the lines, done here rather than in the writer.
+    prepared: Option<Prepared>,
     /// What the strategy made of the page, when it was fetched in sequence.
     next: Option<Next>,
     /// What offset and page strategies read, when it was fetched ahead.
@@ -499,9 +508,9 @@ async fn fetch_page(
             Some(pager) => (Some(pager.next(style, &response).map_err(page_error)?), None),
             None => (None, Paginator::facts(style, &response).map_err(page_error)?),
         };
-        Ok(Box::new(PageOut { lines, received, next, facts, url: fetched.url.clone() }))
+        Ok(Box::new(PageOut { lines, received, prepared: None, next, facts, url: fetched.url.clone() }))
     };
-    fetcher.fetch_with(&outgoing, judge).await.map_err(|failure| match failure {
+    let mut out = fetcher.fetch_with(&outgoing, judge).await.map_err(|failure| match failure {
         FetchFailure::Rejected(failure) => failure,
         FetchFailure::Fetch(e) => {
             let status = match e.kind {
@@ -511,7 +520,12 @@ async fn fetch_page(
             let hint = size_hint(plan, &e.kind);
             PageFailure { status, error: Error::Fetch { source: e, location: location.clone(), saved: hint } }
         }
-    })
+    })?;
+    // After the request's slot is given back: this is the writer's work, done side by side.
+    if let Some(prepare) = &shared.prepare {
+        out.prepared = prepare.prepare(&out.lines, out.received);
+    }
+    Ok(out)
 }
 
 /// The job's request for one partition, with the strategy's parameters applied.
@@ -604,6 +618,7 @@ pub async fn probe(plan: &Plan) -> Result<Vec<Probe>, Error> {
         fetcher: Arc::new(Fetcher::new(plan)?),
         labels: plan.partitions.iter().map(|p| plan.redactor.redact(&p.label()).into_owned()).collect(),
         tx,
+        prepare: None,
         progress: Progress::new(false),
     };
     let mut probes = Vec::new();

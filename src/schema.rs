@@ -88,22 +88,64 @@ impl Ty {
         Ty::Struct(Struct::default())
     }
 
-    /// The type of one value, as inference sees it.
-    fn of(value: &[u8], rules: Rules) -> Ty {
-        let mut ty = match kind(value) {
-            Kind::Array => Ty::List(Box::new(Ty::Null)),
-            Kind::Object => Ty::Struct(Struct::default()),
-            _ => Ty::Null,
-        };
-        ty.widen(value, rules);
-        ty
-    }
-
     /// Widen the type so that `value` (compact JSON) fits; true when its Arrow type changed.
     /// Inferred columns are all nullable, so a null always fits.
     pub fn widen(&mut self, value: &[u8], rules: Rules) -> bool {
+        self.widen_at(value, 0, rules).1
+    }
+
+    /// Widen by the value that starts at `text[at]`, walking nested values once; returns
+    /// where the value ends and whether the Arrow type changed.
+    fn widen_at(&mut self, text: &[u8], at: usize, rules: Rules) -> (usize, bool) {
+        match text[at] {
+            b'{' => match self {
+                Ty::Struct(s) => {
+                    let (end, changed) = s.widen_at(text, at, rules);
+                    match s.looks_like_a_map() {
+                        true => {
+                            *self = Ty::Json;
+                            (end, true)
+                        }
+                        false => (end, changed),
+                    }
+                }
+                Ty::Null => {
+                    let mut s = Struct::default();
+                    let (end, _) = s.widen_at(text, at, rules);
+                    *self = if s.looks_like_a_map() { Ty::Json } else { Ty::Struct(s) };
+                    (end, true)
+                }
+                Ty::Json => (value_end(text, at), false),
+                _ => {
+                    *self = Ty::Json;
+                    (value_end(text, at), true)
+                }
+            },
+            b'[' => match self {
+                Ty::List(item) => widen_elements(item, text, at, rules),
+                Ty::Null => {
+                    let mut item = Ty::Null;
+                    let (end, _) = widen_elements(&mut item, text, at, rules);
+                    *self = Ty::List(Box::new(item));
+                    (end, true)
+                }
+                Ty::Json => (value_end(text, at), false),
+                _ => {
+                    *self = Ty::Json;
+                    (value_end(text, at), true)
+                }
+            },
+            _ => {
+                let end = value_end(text, at);
+                (end, self.widen_scalar(&text[at..end], rules))
+            }
+        }
+    }
+
+    /// [`Ty::widen`] for a string, number, boolean or null.
+    fn widen_scalar(&mut self, value: &[u8], rules: Rules) -> bool {
         let kind = kind(value);
-        let changed = match (&mut *self, kind) {
+        match (&mut *self, kind) {
             (_, Kind::Null) | (Ty::Json, _) | (Ty::Bool, Kind::Bool) | (Ty::Str, Kind::String) => false,
             (Ty::Null, _) => {
                 *self = match kind {
@@ -115,8 +157,7 @@ impl Ty {
                     },
                     Kind::String if rules.timestamps && is_timestamp(value) => Ty::Timestamp,
                     Kind::String => Ty::Str,
-                    Kind::Array | Kind::Object => Ty::of(value, rules),
-                    Kind::Null => unreachable!("matched above"),
+                    Kind::Array | Kind::Object | Kind::Null => unreachable!("a scalar, not null"),
                 };
                 true
             }
@@ -146,14 +187,48 @@ impl Ty {
                 *self = Ty::Str;
                 true
             }
-            (Ty::List(item), Kind::Array) => {
-                let mut changed = false;
-                for element in elements(value) {
-                    changed |= item.widen(element, rules);
-                }
-                changed
+            _ => {
+                *self = Ty::Json;
+                true
             }
-            (Ty::Struct(s), Kind::Object) => s.widen(value, rules),
+        }
+    }
+
+    /// Widen a record's type: like [`Ty::widen`], except that the record itself stays a
+    /// struct whatever its keys look like.
+    pub fn widen_record(&mut self, record: &[u8], rules: Rules) -> bool {
+        match self {
+            Ty::Struct(s) if record.first() == Some(&b'{') => s.widen_at(record, 0, rules).1,
+            other => other.widen(record, rules),
+        }
+    }
+
+    /// Widen by another type, as if by every value that made it; true when the Arrow type
+    /// changed. A page's records inferred on their own and merged give what widening by each
+    /// would have.
+    pub fn merge(&mut self, other: &Ty) -> bool {
+        let changed = match (&mut *self, other) {
+            (_, Ty::Null) | (Ty::Json, _) | (Ty::Bool, Ty::Bool) | (Ty::Float, Ty::Float) => false,
+            (Ty::Str, Ty::Str | Ty::Timestamp) | (Ty::Timestamp, Ty::Timestamp) => false,
+            (Ty::Null, other) => {
+                *self = other.clone();
+                true
+            }
+            (Ty::Int { exact }, Ty::Int { exact: theirs }) => {
+                *exact &= theirs;
+                false
+            }
+            (Ty::Int { exact: true }, Ty::Float) => {
+                *self = Ty::Float;
+                true
+            }
+            (Ty::Float, Ty::Int { exact: true }) => false,
+            (Ty::Timestamp, Ty::Str) => {
+                *self = Ty::Str;
+                true
+            }
+            (Ty::List(mine), Ty::List(theirs)) => mine.merge(theirs),
+            (Ty::Struct(mine), Ty::Struct(theirs)) => mine.merge(theirs),
             _ => {
                 *self = Ty::Json;
                 true
@@ -168,12 +243,11 @@ impl Ty {
         changed
     }
 
-    /// Widen a record's type: like [`Ty::widen`], except that the record itself stays a
-    /// struct whatever its keys look like.
-    pub fn widen_record(&mut self, record: &[u8], rules: Rules) -> bool {
-        match self {
-            Ty::Struct(s) => s.widen(record, rules),
-            other => other.widen(record, rules),
+    /// [`Ty::merge`] for a record's type, which stays a struct.
+    pub fn merge_record(&mut self, other: &Ty) -> bool {
+        match (&mut *self, other) {
+            (Ty::Struct(mine), Ty::Struct(theirs)) => mine.merge(theirs),
+            _ => self.merge(other),
         }
     }
 
@@ -416,21 +490,57 @@ impl Ty {
 }
 
 impl Struct {
-    fn widen(&mut self, value: &[u8], rules: Rules) -> bool {
+    /// Widen by the object that starts at `text[at]`; returns where it ends and whether an
+    /// Arrow type changed.
+    fn widen_at(&mut self, text: &[u8], at: usize, rules: Rules) -> (usize, bool) {
         self.objects += 1;
         let mut changed = false;
-        for (at, (key, member)) in members(value).enumerate() {
+        let mut i = skip_whitespace(text, at + 1);
+        if text.get(i) == Some(&b'}') {
+            return (i + 1, false);
+        }
+        for position in 0.. {
+            let key_end = string_end(text, i);
+            let key = Key { raw: &text[i..key_end] };
+            let value = skip_whitespace(text, skip_whitespace(text, key_end) + 1);
             self.keys += 1;
             // Records mostly repeat one key order: look where this key was last time first.
-            let index = match self.fields.get(at) {
-                Some(f) if key.is(&f.name) => Some(at),
+            let index = match self.fields.get(position) {
+                Some(f) if key.is(&f.name) => Some(position),
                 _ => self.fields.iter().position(|f| key.is(&f.name)),
             };
-            match index {
-                Some(i) => changed |= self.fields[i].ty.widen(member, rules),
+            let end = match index {
+                Some(index) => {
+                    let (end, widened) = self.fields[index].ty.widen_at(text, value, rules);
+                    changed |= widened;
+                    end
+                }
                 None => {
-                    let name = key.name().into_owned();
-                    self.fields.push(Field { name, ty: Ty::of(member, rules), nullable: true });
+                    let mut ty = Ty::Null;
+                    let (end, _) = ty.widen_at(text, value, rules);
+                    self.fields.push(Field { name: key.name().into_owned(), ty, nullable: true });
+                    changed = true;
+                    end
+                }
+            };
+            i = skip_whitespace(text, end);
+            match text.get(i) {
+                Some(b',') => i = skip_whitespace(text, i + 1),
+                _ => break,
+            }
+        }
+        (i + 1, changed)
+    }
+
+    fn merge(&mut self, other: &Struct) -> bool {
+        self.objects += other.objects;
+        self.keys += other.keys;
+        let mut changed = false;
+        for field in &other.fields {
+            match self.fields.iter_mut().find(|f| f.name == field.name) {
+                Some(mine) => changed |= mine.ty.merge(&field.ty),
+                None => {
+                    self.fields.push(field.clone());
                     changed = true;
                 }
             }
@@ -583,6 +693,31 @@ fn kind_of_first(value: &[u8]) -> Kind {
     }
 }
 
+/// Widen a list's item type by the array that starts at `text[at]`.
+fn widen_elements(item: &mut Ty, text: &[u8], at: usize, rules: Rules) -> (usize, bool) {
+    let mut changed = false;
+    let mut i = skip_whitespace(text, at + 1);
+    if text.get(i) == Some(&b']') {
+        return (i + 1, false);
+    }
+    loop {
+        let (end, widened) = item.widen_at(text, i, rules);
+        changed |= widened;
+        i = skip_whitespace(text, end);
+        match text.get(i) {
+            Some(b',') => i = skip_whitespace(text, i + 1),
+            _ => return (i + 1, changed),
+        }
+    }
+}
+
+fn skip_whitespace(text: &[u8], mut at: usize) -> usize {
+    while matches!(text.get(at), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+        at += 1;
+    }
+    at
+}
+
 /// The index just past the value that starts at `at`.
 fn value_end(text: &[u8], at: usize) -> usize {
     match text[at] {
@@ -609,14 +744,26 @@ fn value_end(text: &[u8], at: usize) -> usize {
             }
             text.len()
         }
-        _ => text[at..].iter().position(|b| matches!(b, b',' | b']' | b'}')).map_or(text.len(), |n| at + n),
+        _ => text[at..]
+            .iter()
+            .position(|b| matches!(b, b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t'))
+            .map_or(text.len(), |n| at + n),
     }
 }
 
-/// The index just past the string whose opening quote is at `open`.
+/// The index just past the string whose opening quote is at `open`. Most strings in records
+/// are short: the first bytes are looked at one by one, the rest found with memchr.
 fn string_end(text: &[u8], open: usize) -> usize {
     let mut i = open + 1;
-    while let Some(k) = memchr::memchr2(b'"', b'\\', &text[i..]) {
+    let near = text.len().min(i + 24);
+    while i < near {
+        match text[i] {
+            b'"' => return i + 1,
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    while let Some(k) = memchr::memchr2(b'"', b'\\', &text[i.min(text.len())..]) {
         let at = i + k;
         if text[at] == b'\\' {
             i = at + 2;
@@ -700,6 +847,13 @@ enum Number {
 }
 
 fn number(text: &[u8]) -> Number {
+    // The common case, an integer of up to 18 digits, without parsing twice.
+    if text.len() <= 19 && text.iter().all(|b| b.is_ascii_digit() || *b == b'-') {
+        let magnitude = text.iter().filter(|b| b.is_ascii_digit()).fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if text.len() < 19 || text[0] == b'-' {
+            return Number::Int { exact: magnitude <= EXACT_IN_F64 };
+        }
+    }
     let text = std::str::from_utf8(text).unwrap_or("");
     if !text.contains(['.', 'e', 'E']) {
         return match text.parse::<i64>() {
@@ -711,9 +865,10 @@ fn number(text: &[u8]) -> Number {
     // longer numbers are compared with the shortest text of the parsed value.
     let (mantissa, exponent) = text.split_once(['e', 'E']).unwrap_or((text, "0"));
     let digits = mantissa.bytes().filter(u8::is_ascii_digit).skip_while(|d| *d == b'0').count();
-    let small_exponent = exponent.trim_start_matches(['+', '-']).len() <= 2;
+    if digits <= 15 && exponent.trim_start_matches(['+', '-']).len() <= 2 {
+        return Number::Float;
+    }
     match text.parse::<f64>() {
-        Ok(f) if f.is_finite() && digits <= 15 && small_exponent => Number::Float,
         Ok(f) if f.is_finite() && decimal(text) == decimal(&format!("{f:e}")) => Number::Float,
         _ => Number::Lossy,
     }
@@ -845,6 +1000,23 @@ mod tests {
         assert_eq!(ty.check(br#"{"geo":null}"#, "$").unwrap_err().found, "nothing");
         assert_eq!(ty.check(br#"{"id":1,"x":2}"#, "$").unwrap_err().field, "x");
         assert!(parse_schema_file(r#"{"fields":[{"name":"a","type":"int"}]}"#).unwrap_err().contains("unknown type"));
+    }
+
+    #[test]
+    fn merging_pages_equals_widening_by_each_record() {
+        let records = [
+            r#"{"id":1,"v":1,"s":"2024-01-01T00:00:00Z","o":{"a":1}}"#,
+            r#"{"id":2,"v":2.5,"s":"x","o":{"b":[1]},"n":null}"#,
+            r#"{"id":3,"v":9007199254740993,"o":{"a":2.5},"n":"t"}"#,
+            r#"{"id":4,"v":null,"n":{"deep":true},"l":[{"k":1},{"k":"x"}]}"#,
+        ];
+        let rules = Rules { timestamps: true };
+        for split in 0..=records.len() {
+            let whole = infer(&records, rules);
+            let mut merged = infer(&records[..split], rules);
+            merged.merge_record(&infer(&records[split..], rules));
+            assert_eq!(described(&merged), described(&whole), "split at {split}");
+        }
     }
 
     #[test]

@@ -19,7 +19,6 @@ use crate::error::Error;
 use crate::output::{fsync_dir, Layout};
 
 /// One page of records for the sink.
-#[derive(Debug)]
 pub struct PageBatch {
     pub partition: usize,
     /// 0-based page index within the partition.
@@ -27,9 +26,32 @@ pub struct PageBatch {
     /// Records, each one line of compact JSON ending in `\n`.
     pub lines: Vec<u8>,
     pub count: u64,
+    /// What the sink's [`Prepare`] made of these lines, if it ran.
+    pub prepared: Option<Prepared>,
+}
+
+impl PageBatch {
+    pub fn new(partition: usize, page: u64, lines: Vec<u8>, count: u64) -> Self {
+        PageBatch { partition, page, lines, count, prepared: None }
+    }
+}
+
+/// Work a sink has done on a page before the page reaches it, opaque to everyone else.
+pub type Prepared = Box<dyn std::any::Any + Send>;
+
+/// A sink's per-page work that needs no order: run by the fetching tasks, side by side, so
+/// that the one writer thread does only what must happen in order. The sink must accept a
+/// page whatever its preparation says (or without one), falling back to doing the work itself.
+pub trait Prepare: Send + Sync {
+    fn prepare(&self, lines: &[u8], count: u64) -> Option<Prepared>;
 }
 
 pub trait Sink: Send {
+    /// The work pages may have done before they arrive, if the format has any.
+    fn preparer(&self) -> Option<std::sync::Arc<dyn Prepare>> {
+        None
+    }
+
     /// Append a page. Pages of one partition arrive in order.
     fn write(&mut self, batch: PageBatch) -> Result<(), Error>;
 

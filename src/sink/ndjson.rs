@@ -168,7 +168,7 @@ mod tests {
         for id in ids.clone() {
             lines.extend_from_slice(format!("{{\"id\":{id}}}\n").as_bytes());
         }
-        PageBatch { partition, page, lines, count: ids.end - ids.start }
+        PageBatch::new(partition, page, lines, ids.end - ids.start)
     }
 
     #[test]

@@ -7,16 +7,25 @@
 //! schema, so no record or field is dropped and every part holds one schema (DuckDB's
 //! `union_by_name` and pyarrow datasets read them as one table). A part is written under
 //! `_harvest/open/` and renamed when complete, like NDJSON parts; `commit()` closes it.
+//!
+//! The per-record work needs no order, so the fetching tasks do it side by side
+//! ([`Prepare`]): each page's own schema is inferred and the page decoded into a record batch
+//! under the current schema. The writer thread then only merges the page's schema into its own
+//! (a few nodes) and hands the batch to the Parquet encoder. A page whose schema widens the
+//! current one, or that was decoded under an older one, is done over in the writer, record by
+//! record, so a new part starts exactly at the record that needs it.
 
 use std::fs::File;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use arrow_array::RecordBatch;
 use arrow_json::reader::{Decoder, ReaderBuilder};
+use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as Codec, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use super::{Ledger, PageBatch, PartFile, Position, Sink};
+use super::{Ledger, PageBatch, PartFile, Position, Prepare, Prepared, Sink};
 use crate::error::Error;
 use crate::output::Layout;
 use crate::plan::{Compression, ParquetPlan};
@@ -40,6 +49,80 @@ pub struct ParquetSink {
     pending: Vec<PageBatch>,
     pending_rows: u64,
     open: Option<OpenFile>,
+    /// Bumped whenever the schema's Arrow form changes; pages prepared under another version
+    /// are done over.
+    version: u64,
+    ahead: Arc<Ahead>,
+}
+
+/// The schema the fetching tasks prepare pages under.
+struct Ahead {
+    rules: Rules,
+    declared: bool,
+    current: RwLock<Option<Arc<Snapshot>>>,
+}
+
+struct Snapshot {
+    version: u64,
+    ty: Ty,
+    arrow: SchemaRef,
+    rewrite: bool,
+}
+
+/// A page as the fetching side left it: its own schema, and its rows decoded if they fit the
+/// current one.
+struct PreparedPage {
+    ty: Ty,
+    decoded: Option<(u64, RecordBatch)>,
+}
+
+impl Prepare for Ahead {
+    fn prepare(&self, lines: &[u8], count: u64) -> Option<Prepared> {
+        let snapshot = self.current.read().expect("schema lock").clone()?;
+        let mut ty = Ty::record();
+        for line in self::lines(lines) {
+            if line.first() != Some(&b'{') {
+                return None;
+            }
+            match self.declared {
+                true if snapshot.ty.check(line, "$").is_err() => return None,
+                true => {}
+                false => {
+                    ty.widen_record(line, self.rules);
+                }
+            }
+        }
+        if !self.declared && snapshot.ty.clone().merge_record(&ty) {
+            return Some(Box::new(PreparedPage { ty, decoded: None }));
+        }
+        let mut rewritten = Vec::new();
+        let lines = match snapshot.rewrite {
+            false => lines,
+            true => {
+                for line in self::lines(lines) {
+                    snapshot.ty.rewrite(line, &mut rewritten);
+                    rewritten.push(b'\n');
+                }
+                &rewritten
+            }
+        };
+        let decoded = decode(&snapshot.arrow, lines, count as usize).ok();
+        Some(Box::new(PreparedPage { ty, decoded: decoded.map(|batch| (snapshot.version, batch)) }))
+    }
+}
+
+/// All of `lines` as one record batch.
+fn decode(arrow: &SchemaRef, lines: &[u8], rows: usize) -> Result<RecordBatch, String> {
+    let mut decoder = ReaderBuilder::new(arrow.clone())
+        .with_batch_size(rows.max(1))
+        .with_strict_mode(true)
+        .build_decoder()
+        .map_err(|e| e.to_string())?;
+    let used = decoder.decode(lines).map_err(|e| e.to_string())?;
+    if used < lines.len() {
+        return Err("more rows than counted".into());
+    }
+    decoder.flush().map_err(|e| e.to_string())?.ok_or_else(|| "no rows".into())
 }
 
 struct OpenFile {
@@ -78,9 +161,15 @@ impl ParquetSink {
             }
             declared
         });
-        ParquetSink {
+        let rules = Rules { timestamps: options.infer_timestamps };
+        let ahead = Arc::new(Ahead {
+            rules,
+            declared: options.schema.is_some() && !options.reject_to_json,
+            current: RwLock::new(None),
+        });
+        let mut sink = ParquetSink {
             ledger: Ledger::new(layout, run, labels, first_seq),
-            rules: Rules { timestamps: options.infer_timestamps },
+            rules,
             options,
             compression,
             rows_per_file,
@@ -89,7 +178,64 @@ impl ParquetSink {
             pending: Vec::new(),
             pending_rows: 0,
             open: None,
+            version: 0,
+            ahead,
+        };
+        sink.schema_changed();
+        sink
+    }
+
+    /// Tell the fetching side the schema pages are now prepared under.
+    fn schema_changed(&mut self) {
+        self.version += 1;
+        let snapshot = match (&self.schema, self.options.reject_to_json) {
+            // Misfits are sorted out record by record, in the writer.
+            (Some(_), true) | (None, _) => None,
+            (Some(ty), false) => Some(Arc::new(Snapshot {
+                version: self.version,
+                ty: ty.clone(),
+                arrow: Arc::new(ty.arrow_schema()),
+                rewrite: ty.needs_rewrite_record(),
+            })),
+        };
+        *self.ahead.current.write().expect("schema lock") = snapshot;
+    }
+
+    /// A page prepared by the fetching side under the current schema: merge its schema and
+    /// write its rows. False when it must be done over here.
+    fn write_prepared(&mut self, batch: &PageBatch, page: PreparedPage) -> Result<bool, Error> {
+        let Some((version, rows)) = page.decoded else { return Ok(false) };
+        let Some(schema) = self.schema.as_ref() else { return Ok(false) };
+        if version != self.version || rows.num_rows() as u64 != batch.count {
+            return Ok(false);
         }
+        if self.options.schema.is_none() {
+            let mut merged = schema.clone();
+            if merged.merge_record(&page.ty) {
+                return Ok(false);
+            }
+            self.schema = Some(merged);
+        }
+        let mut at = 0;
+        while at < rows.num_rows() {
+            let rows_per_file = self.rows_per_file;
+            let open = self.open_part()?;
+            // Rows decoded in the writer for earlier pages go first.
+            if let Some(earlier) = open.decoder.flush().map_err(|e| self.failed("decoding", e))? {
+                let open = self.open.as_mut().expect("opened above");
+                open.writer.write(&earlier).map_err(|e| Error::Other(format!("writing Parquet: {e}")))?;
+            }
+            let open = self.open.as_mut().expect("opened above");
+            let take = (rows.num_rows() - at).min((rows_per_file - open.part.rows) as usize);
+            open.writer.write(&rows.slice(at, take)).map_err(|e| Error::Other(format!("writing Parquet: {e}")))?;
+            self.ledger.add_rows(&mut open.part, batch.partition, batch.page, take as u64);
+            at += take;
+            if open.part.rows >= rows_per_file {
+                self.close_part(&mut Run { partition: batch.partition, page: batch.page, rows: 0 })?;
+            }
+        }
+        self.ledger.page_done(batch.partition, batch.page);
+        Ok(true)
     }
 
     /// The schema is known: write the sampled pages.
@@ -99,6 +245,7 @@ impl ParquetSink {
         }
         tracing::debug!("schema inferred from {} records", self.pending_rows);
         self.schema = Some(std::mem::replace(&mut self.sample, Ty::record()));
+        self.schema_changed();
         for batch in std::mem::take(&mut self.pending) {
             self.write_rows(batch)?;
         }
@@ -126,13 +273,17 @@ impl ParquetSink {
 
     fn add_page(&mut self, batch: &PageBatch, run: &mut Run) -> Result<(), Error> {
         for (index, line) in lines(&batch.lines).enumerate() {
-            if self.fit(line, batch, index)? && self.open.is_some() {
+            let widened = self.fit(line, batch, index)?;
+            if widened && self.open.is_some() {
                 tracing::info!(
                     "record {index} of page {} of {} needs a wider schema: starting a new part",
                     batch.page,
                     self.where_(batch.partition)
                 );
                 self.close_part(run)?;
+            }
+            if widened {
+                self.schema_changed();
             }
             let rewrite = self.open_part()?.rewrite || self.options.reject_to_json;
             let schema = self.schema.as_ref().expect("settled");
@@ -270,12 +421,27 @@ fn drain(open: &mut OpenFile) -> Result<(), String> {
 }
 
 fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    bytes.split(|b| *b == b'\n').filter(|line| !line.is_empty())
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', bytes).filter_map(move |end| {
+        let line = &bytes[start..end];
+        start = end + 1;
+        (!line.is_empty()).then_some(line)
+    })
 }
 
 impl Sink for ParquetSink {
-    fn write(&mut self, batch: PageBatch) -> Result<(), Error> {
+    fn preparer(&self) -> Option<Arc<dyn Prepare>> {
+        Some(self.ahead.clone())
+    }
+
+    fn write(&mut self, mut batch: PageBatch) -> Result<(), Error> {
         if self.schema.is_some() {
+            let prepared = batch.prepared.take().and_then(|p| p.downcast::<PreparedPage>().ok());
+            if let Some(page) = prepared {
+                if self.write_prepared(&batch, *page)? {
+                    return Ok(());
+                }
+            }
             return self.write_rows(batch);
         }
         for (index, line) in lines(&batch.lines).enumerate() {
