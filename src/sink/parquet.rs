@@ -35,6 +35,10 @@ use crate::schema::{Field, Rules, Ty, REJECTED};
 const BATCH_ROWS: usize = 8192;
 /// A row group is cut when the writer holds this much, or `row_group_size` rows.
 const ROW_GROUP_BYTES: usize = 64 << 20;
+/// A column's dictionary grows to this size before the column falls back to plain encoding:
+/// columns of few distinct values keep theirs, and columns of unique values (ids, times,
+/// text) stop hashing every value early.
+const DICTIONARY_BYTES: usize = 128 << 10;
 
 pub struct ParquetSink {
     ledger: Ledger,
@@ -368,6 +372,7 @@ impl ParquetSink {
                 .set_max_row_group_row_count(Some(self.options.row_group_size as usize))
                 .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
                 .set_created_by(format!("harvest {}", env!("CARGO_PKG_VERSION")))
+                .set_dictionary_page_size_limit(DICTIONARY_BYTES)
                 .build();
             let writer = ArrowWriter::try_new(file, arrow.clone(), Some(properties))
                 .map_err(|e| Error::Other(format!("starting Parquet part {}: {e}", part.path.display())))?;
