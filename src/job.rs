@@ -411,7 +411,7 @@ impl Cx<'_> {
         let allow_origins = self.auth(file.auth.as_ref())?;
         let limits = self.limits(&file.limits)?;
         let retry = self.retry(&file.retry)?;
-        let output = self.output(&file.output)?;
+        let output = self.output(&file.output, overrides.format.as_deref())?;
 
         let redactor = Redactor::new(self.secrets.borrow().iter());
         let mut plan = Plan {
@@ -786,7 +786,8 @@ impl Cx<'_> {
         Ok(RetryPlan { max_attempts, initial_backoff, max_backoff: max_backoff.max(initial_backoff), on_status })
     }
 
-    fn output(&self, o: &OutputFile) -> R<OutputPlan> {
+    /// `[output]`; `format_flag` is `--format`, which decides which keys apply.
+    fn output(&self, o: &OutputFile, format_flag: Option<&str>) -> R<OutputPlan> {
         let format = self.choice(
             &o.format,
             "format",
@@ -818,7 +819,7 @@ impl Cx<'_> {
             None => PathBuf::from("output"),
         };
         let parquet = self.parquet(o)?;
-        if format == Format::Ndjson {
+        if format == Format::Ndjson && format_flag != Some("parquet") {
             let parquet_only = [
                 o.schema.as_ref().map(|v| ("schema", v.span())),
                 o.row_group_size.as_ref().map(|v| ("row_group_size", v.span())),
@@ -1028,6 +1029,19 @@ mod tests {
         assert_eq!(parse_size("64MiB"), Ok(64 << 20));
         assert_eq!(parse_size("10 kb"), Ok(10_000));
         assert!(parse_size("ten").is_err());
+    }
+
+    #[test]
+    fn format_flag_decides_which_output_keys_apply() {
+        let text = "name = \"t\"\n[request]\nurl = \"http://h/\"\n[records]\npath = \"$[*]\"\n\
+                    [pagination]\nkind = \"none\"\n[output]\nrow_group_size = 500\ncompression = \"gzip\"\n";
+        let path = Path::new("t.toml");
+        assert!(parse(path, text, &Env::default(), &Overrides::default()).is_err());
+        let flag = Overrides { format: Some("parquet".into()), ..Default::default() };
+        let plan = parse(path, text, &Env::default(), &flag).unwrap();
+        assert_eq!(plan.output.format, Format::Parquet);
+        assert_eq!(plan.output.compression, Compression::Zstd, "the job's gzip was for NDJSON");
+        assert_eq!(plan.output.parquet.row_group_size, 500);
     }
 
     #[test]

@@ -170,7 +170,7 @@ impl Default for ParquetPlan {
         ParquetPlan {
             schema: None,
             schema_file: None,
-            row_group_size: 1 << 20,
+            row_group_size: 122_880,
             infer_timestamps: false,
             reject_to_json: false,
             infer_sample: 1000,
