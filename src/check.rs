@@ -95,6 +95,19 @@ pub fn describe(plan: &Plan) -> String {
             Mode::Append => "earlier runs' parts are kept",
         }
     );
+    if o.format == Format::Parquet {
+        let p = &o.parquet;
+        let schema = match (&p.schema_file, p.reject_to_json) {
+            (Some(file), false) => format!("declared in {}; a record that does not fit stops the run", file.display()),
+            (Some(file), true) => format!("declared in {}; what does not fit goes to `_rejected`", file.display()),
+            (None, _) => format!(
+                "inferred from the first {} records ({}), widened into a new part when a record needs it",
+                p.infer_sample,
+                if p.infer_timestamps { "RFC 3339 strings as timestamps" } else { "strings kept as strings" }
+            ),
+        };
+        let _ = writeln!(out, "  schema: {schema}; row groups of {} rows at most", p.row_group_size);
+    }
     let origins: Vec<String> = plan.allowed_origins.iter().map(|o| o.ascii_serialization()).collect();
     let _ = writeln!(out, "  credentials go only to: {}", origins.join(", "));
     out

@@ -234,17 +234,17 @@ async fn duckdb_reads_the_output_as_one_table() {
         r#"
 import duckdb, json
 t = "read_parquet('{glob}', union_by_name = true)"
-q = lambda sql: duckdb.sql(sql.replace("T", t)).fetchall()
+q = lambda sql: duckdb.sql(sql.replace("@T", t)).fetchall()
 print(json.dumps({{
-  "count": q("select count(*) from T")[0][0],
-  "distinct": q("select count(distinct id) from T")[0][0],
-  "min_max": list(q("select min(id), max(id) from T")[0]),
-  "lat": q("select address.geo.lat from T where id = 5")[0][0],
-  "city": q("select address.city from T where id = 5")[0][0],
-  "added": q("select count(added) from T")[0][0],
-  "amount_type": q("select typeof(amount) from T limit 1")[0][0],
-  "amount_sum": q("select sum(amount) from T")[0][0],
-  "snowflake": q("select snowflake from T where id = 3")[0][0],
+  "count": q("select count(*) from @T")[0][0],
+  "distinct": q("select count(distinct id) from @T")[0][0],
+  "min_max": list(q("select min(id), max(id) from @T")[0]),
+  "lat": q("select address.geo.lat from @T where id = 5")[0][0],
+  "city": q("select address.city from @T where id = 5")[0][0],
+  "added": q("select count(added) from @T")[0][0],
+  "amount_type": q("select typeof(amount) from @T limit 1")[0][0],
+  "amount_sum": q("select sum(amount) from @T")[0][0],
+  "snowflake": q("select snowflake from @T where id = 3")[0][0],
   "files": q("select count(distinct filename) from read_parquet('{glob}', filename = true)")[0][0],
 }}))
 "#,
@@ -268,4 +268,24 @@ print(json.dumps({{
     // Rotated every 250 rows and at each widening (ids 301 and 701): 1-250, 251-300,
     // 301-550, 551-700, 701-950, 951-1000.
     assert_eq!(got["files"], 6, "{got}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_compression_writes_readable_parts_with_statistics() {
+    let f = Fixture::new(300).await;
+    for (name, expected) in [("zstd", "ZSTD"), ("snappy", "SNAPPY"), ("none", "UNCOMPRESSED")] {
+        let output = format!("format = \"parquet\"\ncompression = \"{name}\"\nrow_group_size = 120");
+        f.run(&job(name, "offset", &output)).await.unwrap();
+        let root = f.out().join(name);
+        let file = std::fs::File::open(&part_files(&root)[0]).unwrap();
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let metadata = builder.metadata().clone();
+        assert_eq!(metadata.num_row_groups(), 3, "row groups of 120 rows");
+        let id = metadata.row_group(0).column(0);
+        assert_eq!(format!("{:?}", id.compression()).split('(').next().unwrap(), expected);
+        let stats = id.statistics().expect("column statistics");
+        assert_eq!(stats.min_bytes_opt(), Some(&1i64.to_le_bytes()[..]));
+        assert_eq!(stats.max_bytes_opt(), Some(&120i64.to_le_bytes()[..]));
+        assert_eq!(rows(&root).len(), 300);
+    }
 }
