@@ -67,6 +67,8 @@ struct Ahead {
 }
 
 struct Snapshot {
+    /// Unique in the process: what a thread's cached decoder was built for.
+    id: u64,
     version: u64,
     ty: Ty,
     arrow: SchemaRef,
@@ -110,23 +112,47 @@ impl Prepare for Ahead {
                 &rewritten
             }
         };
-        let decoded = decode(&snapshot.arrow, lines, count as usize).ok();
+        let decoded = decode(&snapshot, lines, count as usize).ok();
         Some(Box::new(PreparedPage { ty, decoded: decoded.map(|batch| (snapshot.version, batch)) }))
     }
 }
 
-/// All of `lines` as one record batch.
-fn decode(arrow: &SchemaRef, lines: &[u8], rows: usize) -> Result<RecordBatch, String> {
-    let mut decoder = ReaderBuilder::new(arrow.clone())
-        .with_batch_size(rows.max(1))
-        .with_strict_mode(true)
-        .build_decoder()
-        .map_err(|e| e.to_string())?;
-    let used = decoder.decode(lines).map_err(|e| e.to_string())?;
-    if used < lines.len() {
-        return Err("more rows than counted".into());
+static SNAPSHOTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Rows a prepared page may hold.
+const PAGE_ROWS: usize = 1 << 16;
+
+thread_local! {
+    /// Each fetching thread's decoder, kept from page to page while the schema stays.
+    static DECODER: std::cell::RefCell<Option<(u64, Decoder)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// All of `lines` as one record batch, with this thread's decoder for the schema.
+fn decode(snapshot: &Snapshot, lines: &[u8], rows: usize) -> Result<RecordBatch, String> {
+    if rows > PAGE_ROWS {
+        return Err("a page too long to prepare".into());
     }
-    decoder.flush().map_err(|e| e.to_string())?.ok_or_else(|| "no rows".into())
+    DECODER.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.as_ref().is_none_or(|(id, _)| *id != snapshot.id) {
+            let decoder = ReaderBuilder::new(snapshot.arrow.clone())
+                .with_batch_size(PAGE_ROWS)
+                .with_strict_mode(true)
+                .build_decoder()
+                .map_err(|e| e.to_string())?;
+            *cell = Some((snapshot.id, decoder));
+        }
+        let (_, decoder) = cell.as_mut().expect("set above");
+        let decoded = decoder.decode(lines).map_err(|e| e.to_string()).and_then(|used| match used == lines.len() {
+            true => decoder.flush().map_err(|e| e.to_string())?.ok_or_else(|| "no rows".to_string()),
+            false => Err("more rows than counted".to_string()),
+        });
+        if decoded.is_err() {
+            // Whatever it holds now is not to be trusted with the next page.
+            *cell = None;
+        }
+        decoded
+    })
 }
 
 struct OpenFile {
@@ -196,6 +222,7 @@ impl ParquetSink {
             // Misfits are sorted out record by record, in the writer.
             (Some(_), true) | (None, _) => None,
             (Some(ty), false) => Some(Arc::new(Snapshot {
+                id: SNAPSHOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 version: self.version,
                 ty: ty.clone(),
                 arrow: Arc::new(ty.arrow_schema()),
