@@ -502,3 +502,39 @@ impl Sink for ParquetSink {
         Ok(self.ledger.position(None))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(dir: &std::path::Path, options: ParquetPlan) -> ParquetSink {
+        let layout = Layout::create(dir.join("job")).unwrap();
+        ParquetSink::new(layout, "R", options, Compression::Zstd, 1000, vec![String::new()], 1)
+    }
+
+    fn page(page: u64, records: &[&str]) -> PageBatch {
+        let mut lines = Vec::new();
+        for r in records {
+            lines.extend_from_slice(r.as_bytes());
+            lines.push(b'\n');
+        }
+        PageBatch::new(0, page, lines, records.len() as u64)
+    }
+
+    #[test]
+    fn odd_records_are_kept_or_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = sink(dir.path(), ParquetPlan { infer_sample: 1, ..Default::default() });
+        // Empty objects, then a field; duplicate keys; a key with an escape; deep nulls.
+        s.write(page(0, &[r#"{}"#, r#"{"a":1,"a":2}"#, r#"{"k\"q":{"x":null},"a":null}"#])).unwrap();
+        s.write(page(1, &[r#"{"a":3,"l":[[1],[],null]}"#])).unwrap();
+        let done = s.finish().unwrap();
+        let rows: u64 = done.parts.iter().map(|p| p.rows).sum();
+        assert_eq!(rows, 4);
+        let err = s.write(page(2, &["[1,2]"])).unwrap_err().to_string();
+        assert!(
+            err.contains("needs records that are JSON objects; record 0 of page 2 of the job is not: [1,2]"),
+            "{err}"
+        );
+    }
+}
