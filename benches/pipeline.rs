@@ -20,6 +20,10 @@ use harvest::plan::Method;
 
 const BIN: &str = env!("CARGO_BIN_EXE_harvest");
 
+/// Parts of the same size in every run, so that the 200,000 and 2,000,000 record runs differ
+/// only in how many records they harvest (an open part's index grows with its rows).
+const ROWS_PER_FILE: u64 = 100_000;
+
 /// A `harvest mock-api` child process.
 struct Mock {
     child: Child,
@@ -231,7 +235,7 @@ fn main() {
             dir.path(),
             &format!("{format}{concurrency}"),
             &mock.url(),
-            &format!("page_size = 100\n[limits]\nconcurrency = {concurrency}\n[output]\nformat = \"{format}\"\n"),
+            &format!("page_size = 100\n[limits]\nconcurrency = {concurrency}\n[output]\nformat = \"{format}\"\nrows_per_file = {ROWS_PER_FILE}\n"),
         );
         let mock_cpu = mock.cpu();
         let u = harvest(&job, &dir.path().join("out"));
@@ -258,7 +262,7 @@ fn main() {
                 dir.path(),
                 &format!("big{format}"),
                 &mock.url(),
-                &format!("page_size = 100\n[limits]\nconcurrency = 8\n[output]\nformat = \"{format}\"\n"),
+                &format!("page_size = 100\n[limits]\nconcurrency = 8\n[output]\nformat = \"{format}\"\nrows_per_file = {ROWS_PER_FILE}\n"),
             );
             let u = harvest(&job, &dir.path().join("out"));
             println!(
