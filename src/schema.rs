@@ -135,6 +135,10 @@ impl Ty {
                     (value_end(text, at), true)
                 }
             },
+            // The common cases, settled without looking at the value twice: a string in a
+            // string column, null anywhere.
+            b'"' if matches!(self, Ty::Str | Ty::Json) => (string_end(text, at), false),
+            b'n' => (at + 4, false),
             _ => {
                 let end = value_end(text, at);
                 (end, self.widen_scalar(&text[at..end], rules))
