@@ -326,7 +326,12 @@ fn select_raw<'d>(doc: &'d Document<'_>, segments: &[Segment]) -> Result<Vec<Nod
 }
 
 fn raw_kind(raw: &RawValue) -> Kind {
-    match raw.get().trim_start().as_bytes().first() {
+    kind_of(raw.get().trim_start().as_bytes())
+}
+
+/// The kind of the valid JSON value that `text` starts with (no leading whitespace).
+pub fn kind_of(text: &[u8]) -> Kind {
+    match text.first() {
         Some(b'{') => Kind::Object,
         Some(b'[') => Kind::Array,
         Some(b'"') => Kind::String,

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use arrow_schema::{DataType, Field as ArrowField, Fields, Schema, TimeUnit};
 use serde_json::{json, Value};
 
+use crate::jsonpath::{kind_of, Kind};
+
 /// Field metadata that marks a Utf8 column holding JSON text.
 pub const JSON_TEXT: (&str, &str) = ("harvest.type", "json");
 /// The column that keeps, with `on_mismatch = "json"`, what did not fit a declared schema.
@@ -148,7 +150,7 @@ impl Ty {
 
     /// [`Ty::widen`] for a string, number, boolean or null.
     fn widen_scalar(&mut self, value: &[u8], rules: Rules) -> bool {
-        let kind = kind(value);
+        let kind = kind_of(value);
         match (&mut *self, kind) {
             (_, Kind::Null) | (Ty::Json, _) | (Ty::Bool, Kind::Bool) | (Ty::Str, Kind::String) => false,
             (Ty::Null, _) => {
@@ -283,12 +285,12 @@ impl Ty {
                 Some(i) => {
                     seen[i] = true;
                     let field = &s.fields[i];
-                    let fits = match kind(member) {
+                    let fits = match kind_of(member) {
                         Kind::Null => field.nullable,
                         _ => field.ty.check(member, &name).is_ok(),
                     };
                     if !fits && !field.nullable {
-                        return Err(match kind(member) {
+                        return Err(match kind_of(member) {
                             Kind::Null => {
                                 Mismatch { field: name.into_owned(), expected: field.ty.name(), found: "null" }
                             }
@@ -338,7 +340,7 @@ impl Ty {
 
     /// Check `value` against a declared type.
     pub fn check(&self, value: &[u8], path: &str) -> Result<(), Mismatch> {
-        let kind = kind(value);
+        let kind = kind_of(value);
         let fits = match (self, kind) {
             (Ty::Json, _) | (Ty::Null, Kind::Null) | (Ty::Bool, Kind::Bool) | (Ty::Str, Kind::String) => true,
             (Ty::Int { .. }, Kind::Number) => matches!(number(value), Number::Int { .. }),
@@ -346,7 +348,7 @@ impl Ty {
             (Ty::Timestamp, Kind::String) => is_timestamp(value),
             (Ty::List(item), Kind::Array) => {
                 for (i, element) in elements(value).enumerate() {
-                    if kind_of_first(element) != Kind::Null {
+                    if kind_of(element) != Kind::Null {
                         item.check(element, &format!("{path}[{i}]"))?;
                     }
                 }
@@ -377,7 +379,7 @@ impl Ty {
     /// Append `value` as Arrow's JSON decoder should see it: values of JSON text columns become
     /// strings holding their compact JSON.
     pub fn rewrite(&self, value: &[u8], out: &mut Vec<u8>) {
-        match (self, kind(value)) {
+        match (self, kind_of(value)) {
             (_, Kind::Null) => out.extend_from_slice(value),
             (Ty::Json, _) => write_json_string(value, out),
             (Ty::Struct(s), Kind::Object) if s.fields.is_empty() => write_json_string(value, out),
@@ -570,7 +572,7 @@ impl Struct {
             };
             seen[i] = true;
             let field = &self.fields[i];
-            match kind(member) {
+            match kind_of(member) {
                 Kind::Null if field.nullable => {}
                 Kind::Null => {
                     return Err(Mismatch { field: field_path, expected: field.ty.name(), found: "null" });
@@ -658,44 +660,6 @@ fn write_json_string(value: &[u8], out: &mut Vec<u8>) {
 }
 
 // --- Walking compact JSON text (valid: it has been parsed before) ---
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Null,
-    Bool,
-    Number,
-    String,
-    Array,
-    Object,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Null => "null",
-            Kind::Bool => "a boolean",
-            Kind::Number => "a number",
-            Kind::String => "a string",
-            Kind::Array => "an array",
-            Kind::Object => "an object",
-        }
-    }
-}
-
-fn kind(value: &[u8]) -> Kind {
-    kind_of_first(value)
-}
-
-fn kind_of_first(value: &[u8]) -> Kind {
-    match value.first() {
-        Some(b'{') => Kind::Object,
-        Some(b'[') => Kind::Array,
-        Some(b'"') => Kind::String,
-        Some(b't' | b'f') => Kind::Bool,
-        Some(b'n') | None => Kind::Null,
-        _ => Kind::Number,
-    }
-}
 
 /// Widen a list's item type by the array that starts at `text[at]`.
 fn widen_elements(item: &mut Ty, text: &[u8], at: usize, rules: Rules) -> (usize, bool) {
