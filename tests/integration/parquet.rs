@@ -32,19 +32,7 @@ fn parts(root: &Path) -> Vec<(PathBuf, Vec<RecordBatch>)> {
 
 /// The rows of every part as JSON objects, nulls written out.
 fn rows(root: &Path) -> Vec<Value> {
-    let mut out = Vec::new();
-    for (_, batches) in parts(root) {
-        let mut writer = arrow_json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow_json::writer::JsonArray>(Vec::new());
-        writer.write_batches(&batches.iter().collect::<Vec<_>>()).unwrap();
-        writer.finish().unwrap();
-        let bytes = writer.into_inner();
-        if !bytes.is_empty() {
-            out.extend(serde_json::from_slice::<Vec<Value>>(&bytes).unwrap());
-        }
-    }
-    out
+    part_files(root).iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).flat_map(|p| rows_of(p)).collect()
 }
 
 /// Field by field: a missing field is a null; integers compare exactly, other numbers as
@@ -288,4 +276,46 @@ async fn each_compression_writes_readable_parts_with_statistics() {
         assert_eq!(stats.max_bytes_opt(), Some(&120i64.to_le_bytes()[..]));
         assert_eq!(rows(&root).len(), 300);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_side_by_side_keep_their_order_and_max_records_cuts_exactly() {
+    let f = Fixture::new(450).await;
+    let toml = "name = \"parts\"\n[request]\nurl = \"{base}/t/{tenant}/offset\"\n[records]\npath = \"$.items[*]\"\n\
+                [pagination]\nkind = \"offset\"\npage_size = 100\ntotal = \"$.total\"\nmax_records = 250\n\
+                [partitions]\ntenant = [\"a\", \"b\", \"c\"]\n[limits]\nconcurrency = 8\n\
+                [output]\nformat = \"parquet\"\nrows_per_file = 320\ninfer_sample = 100\n";
+    f.run(toml).await.unwrap();
+    let root = f.out().join("parts");
+    let manifest = newest_manifest(&root);
+    let mut by_partition: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for part in manifest["parts"].as_array().unwrap() {
+        let rows = rows_of(&root.join(part["file"].as_str().unwrap()));
+        for slice in part["partitions"].as_array().unwrap() {
+            let (from, to) = (slice["rows"][0].as_u64().unwrap() as usize, slice["rows"][1].as_u64().unwrap() as usize);
+            let ids = by_partition.entry(slice["partition"].as_str().unwrap().to_string()).or_default();
+            ids.extend(rows[from..to].iter().map(|r| r["id"].as_u64().unwrap()));
+        }
+    }
+    assert_eq!(by_partition.len(), 3);
+    for (partition, ids) in by_partition {
+        assert_eq!(ids, one_to(250), "partition {partition}");
+    }
+}
+
+/// The rows of one Parquet file as JSON objects, nulls written out.
+fn rows_of(path: &Path) -> Vec<Value> {
+    let file = std::fs::File::open(path).unwrap();
+    let batches: Vec<RecordBatch> =
+        ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().map(|b| b.unwrap()).collect();
+    let mut writer = arrow_json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow_json::writer::JsonArray>(Vec::new());
+    writer.write_batches(&batches.iter().collect::<Vec<_>>()).unwrap();
+    writer.finish().unwrap();
+    let bytes = writer.into_inner();
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_slice(&bytes).unwrap()
 }
