@@ -198,22 +198,33 @@ async fn a_record_that_does_not_fit_is_a_clear_error_and_what_was_written_stays(
     assert_eq!(rows[2]["id"], 3, "the rest of the record is kept");
 }
 
-/// The Python that has the DuckDB wheel: `HARVEST_TEST_PYTHON` (set by .ci/run), else
-/// `python3` if it can import duckdb.
-fn python_with_duckdb() -> Option<String> {
+/// A Python that can import `module`: `HARVEST_TEST_PYTHON` (set by .ci/run), else `python3`.
+/// `None` outside CI when there is none (the caller says it skipped); in CI, a failure.
+fn python_with(module: &str) -> Option<String> {
     let candidates = std::env::var("HARVEST_TEST_PYTHON").into_iter().chain(["python3".to_string()]);
-    candidates.into_iter().find(|python| {
-        std::process::Command::new(python).args(["-c", "import duckdb"]).output().is_ok_and(|out| out.status.success())
-    })
+    let found = candidates.into_iter().find(|python| {
+        std::process::Command::new(python)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    });
+    if found.is_none() {
+        assert!(std::env::var_os("CI").is_none(), "CI must have the {module} wheel (see .ci/run)");
+        eprintln!("SKIPPED: no Python with {module} (pip install {module})");
+    }
+    found
+}
+
+/// Run a Python script; its stdout is JSON.
+fn python_json(python: &str, script: &str) -> Value {
+    let out = std::process::Command::new(python).args(["-c", script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn duckdb_reads_the_output_as_one_table() {
-    let Some(python) = python_with_duckdb() else {
-        assert!(std::env::var_os("CI").is_none(), "CI must have the duckdb wheel (see .ci/run)");
-        eprintln!("SKIPPED duckdb_reads_the_output_as_one_table: no Python with duckdb (pip install duckdb)");
-        return;
-    };
+    let Some(python) = python_with("duckdb") else { return };
     let f = Fixture::new(1000).await;
     let output = "format = \"parquet\"\ninfer_sample = 100\nrows_per_file = 250";
     f.run(&job("duck", "offset?gain_field_after=300&float_after=700", output)).await.unwrap();
@@ -238,9 +249,7 @@ print(json.dumps({{
 "#,
         glob = glob.display()
     );
-    let out = std::process::Command::new(&python).args(["-c", &script]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = python_json(&python, &script);
     let expected_sum: f64 = (1..=1000).map(|id| if id > 700 { id as f64 + 0.5 } else { id as f64 }).sum();
     let dataset = harvest::mock::Dataset::new(5);
     let fifth: Value = serde_json::from_slice(dataset.record(4)).unwrap();
@@ -318,4 +327,38 @@ fn rows_of(path: &Path) -> Vec<Value> {
         return Vec::new();
     }
     serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pyarrow_reads_the_parts_as_one_dataset_with_a_unified_schema() {
+    let Some(python) = python_with("pyarrow") else { return };
+    let f = Fixture::new(1000).await;
+    let output = "format = \"parquet\"\ninfer_sample = 100\nrows_per_file = 250";
+    f.run(&job("arrow", "offset?gain_field_after=300&float_after=700", output)).await.unwrap();
+    let script = format!(
+        r#"
+import glob, json, pyarrow as pa, pyarrow.parquet as pq, pyarrow.dataset as ds
+files = sorted(glob.glob("{dir}/*.parquet"))
+schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+table = ds.dataset(files, format="parquet", schema=schema).to_table()
+print(json.dumps({{
+  "rows": table.num_rows,
+  "ids": sorted(table.column("id").to_pylist()),
+  "amount": str(schema.field("amount").type),
+  "amount_sum": sum(table.column("amount").to_pylist()),
+  "added": table.column("added").null_count,
+  "lat": table.column("address").combine_chunks().field("geo").field("lat").to_pylist()[4],
+}}))
+"#,
+        dir = f.out().join("arrow").display()
+    );
+    let got = python_json(&python, &script);
+    let expected_sum: f64 = (1..=1000).map(|id| if id > 700 { id as f64 + 0.5 } else { id as f64 }).sum();
+    let fifth: Value = serde_json::from_slice(harvest::mock::Dataset::new(5).record(4)).unwrap();
+    assert_eq!(got["rows"], 1000);
+    assert_eq!(got["ids"], serde_json::json!(one_to(1000)));
+    assert_eq!(got["amount"], "double");
+    assert_eq!(got["amount_sum"].as_f64(), Some(expected_sum));
+    assert_eq!(got["added"], 300, "null before the field existed");
+    assert_eq!(got["lat"], fifth["address"]["geo"]["lat"]);
 }
