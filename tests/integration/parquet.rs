@@ -222,12 +222,24 @@ fn python_json(python: &str, script: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// 1,000 records whose schema grows (a field after id 300, a float after id 700), in parts
+/// of 250 rows: the output other tools must read as one table.
+async fn grown_and_rotated(name: &str) -> Fixture {
+    let f = Fixture::new(1000).await;
+    let output = "format = \"parquet\"\ninfer_sample = 100\nrows_per_file = 250";
+    f.run(&job(name, "offset?gain_field_after=300&float_after=700", output)).await.unwrap();
+    f
+}
+
+/// The sum of `amount` over those records.
+fn grown_amount_sum() -> f64 {
+    (1..=1000).map(|id| if id > 700 { id as f64 + 0.5 } else { id as f64 }).sum()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn duckdb_reads_the_output_as_one_table() {
     let Some(python) = python_with("duckdb") else { return };
-    let f = Fixture::new(1000).await;
-    let output = "format = \"parquet\"\ninfer_sample = 100\nrows_per_file = 250";
-    f.run(&job("duck", "offset?gain_field_after=300&float_after=700", output)).await.unwrap();
+    let f = grown_and_rotated("duck").await;
     let glob = f.out().join("duck").join("*.parquet");
     let script = format!(
         r#"
@@ -250,7 +262,6 @@ print(json.dumps({{
         glob = glob.display()
     );
     let got = python_json(&python, &script);
-    let expected_sum: f64 = (1..=1000).map(|id| if id > 700 { id as f64 + 0.5 } else { id as f64 }).sum();
     let dataset = harvest::mock::Dataset::new(5);
     let fifth: Value = serde_json::from_slice(dataset.record(4)).unwrap();
     assert_eq!(got["count"], 1000);
@@ -260,7 +271,7 @@ print(json.dumps({{
     assert_eq!(got["city"], fifth["address"]["city"]);
     assert_eq!(got["added"], 700);
     assert_eq!(got["amount_type"], "DOUBLE");
-    assert_eq!(got["amount_sum"].as_f64(), Some(expected_sum));
+    assert_eq!(got["amount_sum"].as_f64(), Some(grown_amount_sum()));
     assert_eq!(got["snowflake"], 1_234_567_890_123_456_792u64);
     // Rotated every 250 rows and at each widening (ids 301 and 701): 1-250, 251-300,
     // 301-550, 551-700, 701-950, 951-1000.
@@ -332,9 +343,7 @@ fn rows_of(path: &Path) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn pyarrow_reads_the_parts_as_one_dataset_with_a_unified_schema() {
     let Some(python) = python_with("pyarrow") else { return };
-    let f = Fixture::new(1000).await;
-    let output = "format = \"parquet\"\ninfer_sample = 100\nrows_per_file = 250";
-    f.run(&job("arrow", "offset?gain_field_after=300&float_after=700", output)).await.unwrap();
+    let f = grown_and_rotated("arrow").await;
     let script = format!(
         r#"
 import glob, json, pyarrow as pa, pyarrow.parquet as pq, pyarrow.dataset as ds
@@ -353,12 +362,11 @@ print(json.dumps({{
         dir = f.out().join("arrow").display()
     );
     let got = python_json(&python, &script);
-    let expected_sum: f64 = (1..=1000).map(|id| if id > 700 { id as f64 + 0.5 } else { id as f64 }).sum();
     let fifth: Value = serde_json::from_slice(harvest::mock::Dataset::new(5).record(4)).unwrap();
     assert_eq!(got["rows"], 1000);
     assert_eq!(got["ids"], serde_json::json!(one_to(1000)));
     assert_eq!(got["amount"], "double");
-    assert_eq!(got["amount_sum"].as_f64(), Some(expected_sum));
+    assert_eq!(got["amount_sum"].as_f64(), Some(grown_amount_sum()));
     assert_eq!(got["added"], 300, "null before the field existed");
     assert_eq!(got["lat"], fifth["address"]["geo"]["lat"]);
 }
