@@ -148,55 +148,26 @@ impl Ty {
         }
     }
 
-    /// [`Ty::widen`] for a string, number, boolean or null.
+    /// [`Ty::widen`] for a string, number, boolean or null: merge the value's own type.
     fn widen_scalar(&mut self, value: &[u8], rules: Rules) -> bool {
-        let kind = kind_of(value);
-        match (&mut *self, kind) {
-            (_, Kind::Null) | (Ty::Json, _) | (Ty::Bool, Kind::Bool) | (Ty::Str, Kind::String) => false,
-            (Ty::Null, _) => {
-                *self = match kind {
-                    Kind::Bool => Ty::Bool,
-                    Kind::Number => match number(value) {
-                        Number::Int { exact } => Ty::Int { exact },
-                        Number::Float => Ty::Float,
-                        Number::Lossy => Ty::Json,
-                    },
-                    Kind::String if rules.timestamps && is_timestamp(value) => Ty::Timestamp,
-                    Kind::String => Ty::Str,
-                    Kind::Array | Kind::Object | Kind::Null => unreachable!("a scalar, not null"),
-                };
-                true
-            }
-            (Ty::Int { exact }, Kind::Number) => match number(value) {
-                Number::Int { exact: this } => {
-                    *exact &= this;
-                    false
-                }
-                Number::Float if *exact => {
-                    *self = Ty::Float;
-                    true
-                }
-                Number::Float | Number::Lossy => {
-                    *self = Ty::Json;
-                    true
-                }
+        // A timestamp column keeps checking its strings, whatever inference may start.
+        let timestamps = rules.timestamps || matches!(self, Ty::Timestamp);
+        self.merge(&Ty::scalar(value, timestamps))
+    }
+
+    /// The type of one string, number, boolean or null.
+    fn scalar(value: &[u8], timestamps: bool) -> Ty {
+        match kind_of(value) {
+            Kind::Null => Ty::Null,
+            Kind::Bool => Ty::Bool,
+            Kind::Number => match number(value) {
+                Number::Int { exact } => Ty::Int { exact },
+                Number::Float => Ty::Float,
+                Number::Lossy => Ty::Json,
             },
-            (Ty::Float, Kind::Number) => match number(value) {
-                Number::Int { exact: true } | Number::Float => false,
-                Number::Int { exact: false } | Number::Lossy => {
-                    *self = Ty::Json;
-                    true
-                }
-            },
-            (Ty::Timestamp, Kind::String) if is_timestamp(value) => false,
-            (Ty::Timestamp, Kind::String) => {
-                *self = Ty::Str;
-                true
-            }
-            _ => {
-                *self = Ty::Json;
-                true
-            }
+            Kind::String if timestamps && is_timestamp(value) => Ty::Timestamp,
+            Kind::String => Ty::Str,
+            Kind::Array | Kind::Object => unreachable!("a scalar"),
         }
     }
 
@@ -766,42 +737,34 @@ impl<'a> Key<'a> {
     }
 }
 
-/// The members of a compact object: each key and its value's text.
+/// Where the next member or element starts at or after `at` (past separators), or `None` at
+/// the closing bracket.
+fn next_item(text: &[u8], mut at: usize) -> Option<usize> {
+    while matches!(text.get(at), Some(b',' | b' ' | b'\n' | b'\r' | b'\t')) {
+        at += 1;
+    }
+    text.get(at).filter(|b| !matches!(b, b'}' | b']')).map(|_| at)
+}
+
+/// The members of an object: each key and its value's text.
 fn members(object: &[u8]) -> impl Iterator<Item = (Key<'_>, &[u8])> {
-    let mut i = 1;
+    let mut at = 1;
     std::iter::from_fn(move || {
-        while i < object.len() && matches!(object[i], b',' | b' ' | b'\n' | b'\r' | b'\t') {
-            i += 1;
-        }
-        if i >= object.len() || object[i] == b'}' {
-            return None;
-        }
-        let key_end = string_end(object, i);
-        let key = Key { raw: &object[i..key_end] };
-        let mut v = key_end;
-        while v < object.len() && matches!(object[v], b':' | b' ' | b'\n' | b'\r' | b'\t') {
-            v += 1;
-        }
-        let end = value_end(object, v);
-        i = end;
-        Some((key, &object[v..end]))
+        let start = next_item(object, at)?;
+        let key_end = string_end(object, start);
+        let value = skip_whitespace(object, skip_whitespace(object, key_end) + 1);
+        at = value_end(object, value);
+        Some((Key { raw: &object[start..key_end] }, &object[value..at]))
     })
 }
 
-/// The elements of a compact array.
+/// The elements of an array.
 fn elements(array: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut i = 1;
+    let mut at = 1;
     std::iter::from_fn(move || {
-        while i < array.len() && matches!(array[i], b',' | b' ' | b'\n' | b'\r' | b'\t') {
-            i += 1;
-        }
-        if i >= array.len() || array[i] == b']' {
-            return None;
-        }
-        let end = value_end(array, i);
-        let element = &array[i..end];
-        i = end;
-        Some(element)
+        let start = next_item(array, at)?;
+        at = value_end(array, start);
+        Some(&array[start..at])
     })
 }
 
