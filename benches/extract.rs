@@ -3,11 +3,13 @@
 //!
 //! `raw` is the fast path (names, indexes and wildcards over a borrowed parse, the final array
 //! split in one scan); `filter` goes through serde_json_path over a full `Value`; `validate`
-//! is a bare validating parse, for scale.
+//! is a bare validating parse, for scale. `schema/infer` is the Parquet sink's per-page work
+//! before decoding: the page's records walked once to infer their schema.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use harvest::jsonpath::{Document, JsonPath};
 use harvest::mock::Dataset;
+use harvest::schema::{Rules, Ty};
 
 fn page(records: u64, pretty: bool) -> Vec<u8> {
     let data = Dataset::new(records);
@@ -46,6 +48,26 @@ fn bench(c: &mut Criterion) {
             b.iter(|| serde_json::from_slice::<&serde_json::value::RawValue>(&body).unwrap().get().len())
         });
     }
+    let body = page(100, false);
+    let mut lines = Vec::new();
+    JsonPath::parse("$.items[*]").unwrap().write_records(&Document::parse(&body).unwrap(), &mut lines).unwrap();
+    group.throughput(Throughput::Bytes(lines.len() as u64));
+    group.bench_function("schema/infer", |b| {
+        b.iter(|| {
+            let mut ty = Ty::record();
+            for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                ty.widen_record(line, Rules::default());
+            }
+            ty
+        })
+    });
+    group.bench_function("schema/infer_page", |b| {
+        b.iter(|| {
+            let mut ty = Ty::record();
+            ty.widen_page(&lines, Rules::default()).unwrap();
+            ty
+        })
+    });
     group.finish();
 }
 

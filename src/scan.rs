@@ -72,6 +72,72 @@ pub fn split_array_into_lines(array: &[u8], out: &mut Vec<u8>) -> u64 {
     count
 }
 
+/// Where the strings of a JSON text (valid: it has been parsed before) start and end, and
+/// where their escapes are, a bit for each byte: a walk over the text steps from the opening
+/// quote of a string to its end without reading what is between.
+pub struct Strings {
+    /// Quotes that open or close a string.
+    quotes: Vec<u64>,
+    backslashes: Vec<u64>,
+    len: usize,
+}
+
+impl Strings {
+    pub fn of(json: &[u8]) -> Strings {
+        let blocks = json.len().div_ceil(BLOCK);
+        let (mut quotes, mut backslashes) = (Vec::with_capacity(blocks), Vec::with_capacity(blocks));
+        let mut carry = false;
+        for chunk in json.chunks(BLOCK) {
+            let (quote, backslash) = match chunk.try_into() {
+                Ok(block) => quotes_and_backslashes(block),
+                Err(_) => {
+                    let mut block = [b' '; BLOCK];
+                    block[..chunk.len()].copy_from_slice(chunk);
+                    quotes_and_backslashes(&block)
+                }
+            };
+            quotes.push(quote & !escaped_bytes(backslash, &mut carry));
+            backslashes.push(backslash);
+        }
+        Strings { quotes, backslashes, len: json.len() }
+    }
+
+    /// The index just past the quote that closes the string opened at `open`.
+    pub fn end(&self, open: usize) -> usize {
+        let from = open + 1;
+        let mut word = from / BLOCK;
+        let mut bits = match self.quotes.get(word) {
+            Some(bits) => bits & (!0u64 << (from % BLOCK)),
+            None => return self.len,
+        };
+        loop {
+            if bits != 0 {
+                return (word * BLOCK + bits.trailing_zeros() as usize + 1).min(self.len);
+            }
+            word += 1;
+            match self.quotes.get(word) {
+                Some(next) => bits = *next,
+                None => return self.len,
+            }
+        }
+    }
+
+    /// Whether bytes `from..to` hold a backslash: the string there has escapes.
+    pub fn escaped(&self, from: usize, to: usize) -> bool {
+        (from / BLOCK..to.div_ceil(BLOCK)).any(|word| {
+            let low = match word == from / BLOCK {
+                true => !0u64 << (from % BLOCK),
+                false => !0,
+            };
+            let high = match word == to / BLOCK {
+                true => (1u64 << (to % BLOCK)) - 1,
+                false => !0,
+            };
+            self.backslashes.get(word).is_some_and(|bits| bits & low & high != 0)
+        })
+    }
+}
+
 /// The lowest set bit of `mask` and how many set bits run on from it.
 fn first_run(mask: u64) -> (usize, usize) {
     let bit = mask.trailing_zeros();
@@ -109,30 +175,11 @@ impl<'a> Blocks<'a> {
 
     fn classify(&mut self, block: &[u8; BLOCK]) -> Masks {
         let raw = Raw::of(block);
-        let escaped = self.escaped_bytes(raw.backslash);
+        let escaped = escaped_bytes(raw.backslash, &mut self.escaped);
         let quotes = raw.quote & !escaped;
         let in_string = prefix_xor(quotes) ^ self.in_string;
         self.in_string = ((in_string as i64) >> 63) as u64;
         Masks { whitespace: raw.whitespace & !in_string, structural: raw.structural & !in_string }
-    }
-
-    /// The bytes escaped by a backslash: the one after each backslash that is not itself
-    /// escaped. Backslashes are rare, so this walks them one by one.
-    fn escaped_bytes(&mut self, backslash: u64) -> u64 {
-        let mut escaped = self.escaped as u64;
-        let mut pending = backslash & !escaped;
-        self.escaped = false;
-        while pending != 0 {
-            let at = pending.trailing_zeros();
-            if at == 63 {
-                self.escaped = true;
-                break;
-            }
-            escaped |= 1 << (at + 1);
-            pending &= !(1 << (at + 1));
-            pending &= pending - 1;
-        }
-        escaped
     }
 }
 
@@ -152,6 +199,51 @@ impl Iterator for Blocks<'_> {
         };
         self.base += BLOCK;
         Some((base, masks))
+    }
+}
+
+/// The bytes escaped by a backslash: the one after each backslash that is not itself escaped.
+/// `carry`: the first byte is escaped by a backslash that ended the block before; set for the
+/// next. Backslashes are rare, so this walks them one by one.
+fn escaped_bytes(backslash: u64, carry: &mut bool) -> u64 {
+    let mut escaped = *carry as u64;
+    let mut pending = backslash & !escaped;
+    *carry = false;
+    while pending != 0 {
+        let at = pending.trailing_zeros();
+        if at == 63 {
+            *carry = true;
+            break;
+        }
+        escaped |= 1 << (at + 1);
+        pending &= !(1 << (at + 1));
+        pending &= pending - 1;
+    }
+    escaped
+}
+
+/// The quotes and backslashes of one block.
+fn quotes_and_backslashes(block: &[u8; BLOCK]) -> (u64, u64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of the x86_64 baseline; loads are unaligned loads of 16 bytes
+        // within the 64-byte block.
+        unsafe {
+            let (quote, backslash) = (_mm_set1_epi8(b'"' as i8), _mm_set1_epi8(b'\\' as i8));
+            let (mut quotes, mut backslashes) = (0u64, 0u64);
+            for lane in 0..4 {
+                let v = _mm_loadu_si128(block.as_ptr().add(lane * 16) as *const __m128i);
+                quotes |= (_mm_movemask_epi8(_mm_cmpeq_epi8(v, quote)) as u32 as u64) << (lane * 16);
+                backslashes |= (_mm_movemask_epi8(_mm_cmpeq_epi8(v, backslash)) as u32 as u64) << (lane * 16);
+            }
+            (quotes, backslashes)
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let raw = Raw::of(block);
+        (raw.quote, raw.backslash)
     }
 }
 
@@ -277,6 +369,32 @@ mod tests {
                 String::from_utf8(out).unwrap(),
                 String::from_utf8(reference_minify(sample.as_bytes())).unwrap()
             );
+        }
+    }
+
+    #[test]
+    fn quotes_find_where_each_string_ends() {
+        for sample in samples() {
+            let json = sample.as_bytes();
+            let strings = Strings::of(json);
+            let (mut at, mut in_string, mut escaped) = (0, false, false);
+            let mut open = 0;
+            while at < json.len() {
+                let b = json[at];
+                match (in_string, escaped, b) {
+                    (false, _, b'"') => (in_string, open) = (true, at),
+                    (true, true, _) => escaped = false,
+                    (true, false, b'\\') => escaped = true,
+                    (true, false, b'"') => {
+                        in_string = false;
+                        assert_eq!(strings.end(open), at + 1, "{sample} at {open}");
+                        let escapes = json[open..at].contains(&b'\\');
+                        assert_eq!(strings.escaped(open, at), escapes, "{sample} at {open}");
+                    }
+                    _ => {}
+                }
+                at += 1;
+            }
         }
     }
 

@@ -17,6 +17,7 @@ use arrow_schema::{DataType, Field as ArrowField, Fields, Schema, TimeUnit};
 use serde_json::{json, Value};
 
 use crate::jsonpath::{kind_of, Kind};
+use crate::scan::Strings;
 
 /// Field metadata that marks a Utf8 column holding JSON text.
 pub const JSON_TEXT: (&str, &str) = ("harvest.type", "json");
@@ -93,13 +94,13 @@ impl Ty {
     /// Widen the type so that `value` (compact JSON) fits; true when its Arrow type changed.
     /// Inferred columns are all nullable, so a null always fits.
     pub fn widen(&mut self, value: &[u8], rules: Rules) -> bool {
-        self.widen_at(value, 0, rules).1
+        self.widen_at(&Text::new(value), 0, rules).1
     }
 
     /// Widen by the value that starts at `text[at]`, walking nested values once; returns
     /// where the value ends and whether the Arrow type changed.
-    fn widen_at(&mut self, text: &[u8], at: usize, rules: Rules) -> (usize, bool) {
-        match text[at] {
+    fn widen_at(&mut self, text: &Text, at: usize, rules: Rules) -> (usize, bool) {
+        match text.bytes[at] {
             b'{' => match self {
                 Ty::Struct(s) => {
                     let (end, changed) = s.widen_at(text, at, rules);
@@ -117,10 +118,10 @@ impl Ty {
                     *self = if s.looks_like_a_map() { Ty::Json } else { Ty::Struct(s) };
                     (end, true)
                 }
-                Ty::Json => (value_end(text, at), false),
+                Ty::Json => (text.value_end(at), false),
                 _ => {
                     *self = Ty::Json;
-                    (value_end(text, at), true)
+                    (text.value_end(at), true)
                 }
             },
             b'[' => match self {
@@ -131,25 +132,53 @@ impl Ty {
                     *self = Ty::List(Box::new(item));
                     (end, true)
                 }
-                Ty::Json => (value_end(text, at), false),
+                Ty::Json => (text.value_end(at), false),
                 _ => {
                     *self = Ty::Json;
-                    (value_end(text, at), true)
+                    (text.value_end(at), true)
                 }
             },
             // The common cases, settled without looking at the value twice: a string in a
             // string column, null anywhere.
-            b'"' if matches!(self, Ty::Str | Ty::Json) => (string_end(text, at), false),
+            b'"' if matches!(self, Ty::Str | Ty::Json) => (text.string_end(at), false),
             b'n' => (at + 4, false),
             _ => {
-                let end = value_end(text, at);
-                (end, self.widen_scalar(&text[at..end], rules))
+                let end = text.value_end(at);
+                (end, self.widen_scalar(&text.bytes[at..end], rules))
             }
         }
     }
 
     /// [`Ty::widen`] for a string, number, boolean or null: merge the value's own type.
     fn widen_scalar(&mut self, value: &[u8], rules: Rules) -> bool {
+        // Numbers in a number column, booleans in a boolean one: settled in place.
+        match (&mut *self, value[0]) {
+            (Ty::Int { exact }, b'-' | b'0'..=b'9') => match number(value) {
+                Number::Int { exact: theirs } => {
+                    *exact &= theirs;
+                    return false;
+                }
+                Number::Float if *exact => {
+                    *self = Ty::Float;
+                    return true;
+                }
+                _ => {
+                    *self = Ty::Json;
+                    return true;
+                }
+            },
+            (Ty::Float, b'-' | b'0'..=b'9') => {
+                return match number(value) {
+                    Number::Float | Number::Int { exact: true } => false,
+                    _ => {
+                        *self = Ty::Json;
+                        true
+                    }
+                }
+            }
+            (Ty::Bool, b't' | b'f') => return false,
+            _ => {}
+        }
         // A timestamp column keeps checking its strings, whatever inference may start.
         let timestamps = rules.timestamps || matches!(self, Ty::Timestamp);
         self.merge(&Ty::scalar(value, timestamps))
@@ -175,9 +204,30 @@ impl Ty {
     /// struct whatever its keys look like.
     pub fn widen_record(&mut self, record: &[u8], rules: Rules) -> bool {
         match self {
-            Ty::Struct(s) if record.first() == Some(&b'{') => s.widen_at(record, 0, rules).1,
+            Ty::Struct(s) if record.first() == Some(&b'{') => s.widen_at(&Text::new(record), 0, rules).1,
             other => other.widen(record, rules),
         }
+    }
+
+    /// Widen a record type by every record of a page (compact JSON objects, one a line); true
+    /// when its Arrow type changed. `None` when a line is not a compact object: such a page is
+    /// for [`Ty::widen_record`], line by line.
+    pub fn widen_page(&mut self, lines: &[u8], rules: Rules) -> Option<bool> {
+        let Ty::Struct(s) = self else { return None };
+        let text = Text::new(lines);
+        let (mut at, mut changed) = (0, false);
+        while at < lines.len() {
+            if lines[at] != b'{' {
+                return None;
+            }
+            let (end, widened) = s.widen_at(&text, at, rules);
+            changed |= widened;
+            if lines.get(end) != Some(&b'\n') {
+                return None;
+            }
+            at = end + 1;
+        }
+        Some(changed)
     }
 
     /// Widen by another type, as if by every value that made it; true when the Arrow type
@@ -469,25 +519,27 @@ impl Ty {
 impl Struct {
     /// Widen by the object that starts at `text[at]`; returns where it ends and whether an
     /// Arrow type changed.
-    fn widen_at(&mut self, text: &[u8], at: usize, rules: Rules) -> (usize, bool) {
+    fn widen_at(&mut self, text: &Text, at: usize, rules: Rules) -> (usize, bool) {
         self.objects += 1;
         let mut changed = false;
-        let mut i = skip_whitespace(text, at + 1);
-        if text.get(i) == Some(&b'}') {
+        let mut i = text.skip_whitespace(at + 1);
+        if text.bytes.get(i) == Some(&b'}') {
             return (i + 1, false);
         }
-        for position in 0.. {
-            let key_end = string_end(text, i);
-            let key = Key { raw: &text[i..key_end] };
-            let value = skip_whitespace(text, skip_whitespace(text, key_end) + 1);
+        // Records mostly repeat one key order: look for each key where the last one was
+        // found, plus one, first.
+        let mut guess = 0;
+        loop {
+            let (key, key_end) = text.key(i);
+            let value = text.skip_whitespace(text.skip_whitespace(key_end) + 1);
             self.keys += 1;
-            // Records mostly repeat one key order: look where this key was last time first.
-            let index = match self.fields.get(position) {
-                Some(f) if key.is(&f.name) => Some(position),
+            let index = match self.fields.get(guess) {
+                Some(f) if key.is(&f.name) => Some(guess),
                 _ => self.fields.iter().position(|f| key.is(&f.name)),
             };
             let end = match index {
                 Some(index) => {
+                    guess = index + 1;
                     let (end, widened) = self.fields[index].ty.widen_at(text, value, rules);
                     changed |= widened;
                     end
@@ -496,13 +548,14 @@ impl Struct {
                     let mut ty = Ty::Null;
                     let (end, _) = ty.widen_at(text, value, rules);
                     self.fields.push(Field { name: key.name().into_owned(), ty, nullable: true });
+                    guess = self.fields.len();
                     changed = true;
                     end
                 }
             };
-            i = skip_whitespace(text, end);
-            match text.get(i) {
-                Some(b',') => i = skip_whitespace(text, i + 1),
+            i = text.skip_whitespace(end);
+            match text.bytes.get(i) {
+                Some(b',') => i = text.skip_whitespace(i + 1),
                 _ => break,
             }
         }
@@ -633,19 +686,77 @@ fn write_json_string(value: &[u8], out: &mut Vec<u8>) {
 // --- Walking compact JSON text (valid: it has been parsed before) ---
 
 /// Widen a list's item type by the array that starts at `text[at]`.
-fn widen_elements(item: &mut Ty, text: &[u8], at: usize, rules: Rules) -> (usize, bool) {
+fn widen_elements(item: &mut Ty, text: &Text, at: usize, rules: Rules) -> (usize, bool) {
     let mut changed = false;
-    let mut i = skip_whitespace(text, at + 1);
-    if text.get(i) == Some(&b']') {
+    let mut i = text.skip_whitespace(at + 1);
+    if text.bytes.get(i) == Some(&b']') {
         return (i + 1, false);
     }
     loop {
         let (end, widened) = item.widen_at(text, i, rules);
         changed |= widened;
-        i = skip_whitespace(text, end);
-        match text.get(i) {
-            Some(b',') => i = skip_whitespace(text, i + 1),
+        i = text.skip_whitespace(end);
+        match text.bytes.get(i) {
+            Some(b',') => i = text.skip_whitespace(i + 1),
             _ => return (i + 1, changed),
+        }
+    }
+}
+
+/// JSON text to walk (valid: it has been parsed before), with where its strings end, so that
+/// a walk steps over each string at once however long it is.
+struct Text<'a> {
+    bytes: &'a [u8],
+    strings: Strings,
+}
+
+impl<'a> Text<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Text { bytes, strings: Strings::of(bytes) }
+    }
+
+    fn string_end(&self, open: usize) -> usize {
+        self.strings.end(open)
+    }
+
+    /// The key whose opening quote is at `open`, and where it ends.
+    fn key(&self, open: usize) -> (Key<'a>, usize) {
+        let end = self.string_end(open);
+        (Key { raw: &self.bytes[open..end], escaped: self.strings.escaped(open, end) }, end)
+    }
+
+    fn skip_whitespace(&self, at: usize) -> usize {
+        skip_whitespace(self.bytes, at)
+    }
+
+    /// The index just past the value that starts at `at`.
+    fn value_end(&self, at: usize) -> usize {
+        let text = self.bytes;
+        match text[at] {
+            b'"' => self.string_end(at),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                let mut i = at;
+                while i < text.len() {
+                    match text[i] {
+                        b'"' => {
+                            i = self.string_end(i);
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return i + 1;
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                text.len()
+            }
+            _ => scalar_end(text, at),
         }
     }
 }
@@ -655,6 +766,14 @@ fn skip_whitespace(text: &[u8], mut at: usize) -> usize {
         at += 1;
     }
     at
+}
+
+/// The index just past the number, boolean or null that starts at `at`.
+fn scalar_end(text: &[u8], at: usize) -> usize {
+    text[at..]
+        .iter()
+        .position(|b| matches!(b, b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t'))
+        .map_or(text.len(), |n| at + n)
 }
 
 /// The index just past the value that starts at `at`.
@@ -683,10 +802,7 @@ fn value_end(text: &[u8], at: usize) -> usize {
             }
             text.len()
         }
-        _ => text[at..]
-            .iter()
-            .position(|b| matches!(b, b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t'))
-            .map_or(text.len(), |n| at + n),
+        _ => scalar_end(text, at),
     }
 }
 
@@ -716,25 +832,38 @@ fn string_end(text: &[u8], open: usize) -> usize {
 /// An object key as written (quotes included).
 struct Key<'a> {
     raw: &'a [u8],
+    /// It holds a backslash.
+    escaped: bool,
 }
 
 impl<'a> Key<'a> {
     fn name(&self) -> std::borrow::Cow<'a, str> {
-        let inner = &self.raw[1..self.raw.len() - 1];
-        match inner.contains(&b'\\') {
-            false => std::borrow::Cow::Borrowed(std::str::from_utf8(inner).expect("records are UTF-8")),
+        match self.escaped {
+            false => std::borrow::Cow::Borrowed(
+                std::str::from_utf8(&self.raw[1..self.raw.len() - 1]).expect("records are UTF-8"),
+            ),
             true => std::borrow::Cow::Owned(serde_json::from_slice(self.raw).expect("a valid JSON string")),
         }
     }
 
     /// The key is `name`; compared as written when it holds no escape, which is the rule.
     fn is(&self, name: &str) -> bool {
-        let inner = &self.raw[1..self.raw.len() - 1];
-        match inner.contains(&b'\\') {
-            false => inner == name.as_bytes(),
+        match self.escaped {
+            false => same_bytes(&self.raw[1..self.raw.len() - 1], name.as_bytes()),
             true => self.name() == name,
         }
     }
+}
+
+/// `a == b`, for the short byte strings that keys are, without a call to `memcmp`.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut a8, mut b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().expect("8 bytes"));
+    a8.by_ref().zip(b8.by_ref()).all(|(x, y)| word(x) == word(y))
+        && a8.remainder().iter().zip(b8.remainder()).all(|(x, y)| x == y)
 }
 
 /// Where the next member or element starts at or after `at` (past separators), or `None` at
@@ -754,7 +883,8 @@ fn members(object: &[u8]) -> impl Iterator<Item = (Key<'_>, &[u8])> {
         let key_end = string_end(object, start);
         let value = skip_whitespace(object, skip_whitespace(object, key_end) + 1);
         at = value_end(object, value);
-        Some((Key { raw: &object[start..key_end] }, &object[value..at]))
+        let raw = &object[start..key_end];
+        Some((Key { raw, escaped: raw.contains(&b'\\') }, &object[value..at]))
     })
 }
 
@@ -778,12 +908,38 @@ enum Number {
 }
 
 fn number(text: &[u8]) -> Number {
-    // The common case, an integer of up to 18 digits, without parsing twice.
-    if text.len() <= 19 && text.iter().all(|b| b.is_ascii_digit() || *b == b'-') {
-        let magnitude = text.iter().filter(|b| b.is_ascii_digit()).fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-        if text.len() < 19 || text[0] == b'-' {
-            return Number::Int { exact: magnitude <= EXACT_IN_F64 };
+    // The common cases in one pass: an integer of up to 18 digits, and a float of up to 15
+    // significant digits with an exponent of up to two, which a Float64 always holds.
+    let digits = usize::from(text.first() == Some(&b'-'));
+    let (mut magnitude, mut significant, mut i) = (0u64, 0usize, digits);
+    while let Some(d @ b'0'..=b'9') = text.get(i) {
+        magnitude = magnitude.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+        significant += usize::from(significant > 0 || *d != b'0');
+        i += 1;
+    }
+    let int_digits = i - digits;
+    if i == text.len() {
+        // JSON has no leading zeros: 20 digits are beyond Int64, 19 may be.
+        let limit = i64::MAX as u64 + u64::from(digits == 1);
+        return match int_digits <= 18 || (int_digits == 19 && magnitude <= limit) {
+            true => Number::Int { exact: magnitude <= EXACT_IN_F64 },
+            false => Number::Lossy,
+        };
+    }
+    if text.get(i) == Some(&b'.') {
+        i += 1;
+        while let Some(d @ b'0'..=b'9') = text.get(i) {
+            significant += usize::from(significant > 0 || *d != b'0');
+            i += 1;
         }
+    }
+    if i < text.len() && matches!(text[i], b'e' | b'E') {
+        let exponent = text[i + 1..].strip_prefix(b"+").or(text[i + 1..].strip_prefix(b"-")).unwrap_or(&text[i + 1..]);
+        if significant <= 15 && (1..=2).contains(&exponent.len()) {
+            return Number::Float;
+        }
+    } else if i == text.len() && i > digits + int_digits && significant <= 15 {
+        return Number::Float;
     }
     let text = std::str::from_utf8(text).unwrap_or("");
     if !text.contains(['.', 'e', 'E']) {

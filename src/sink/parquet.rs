@@ -86,16 +86,16 @@ impl Prepare for Ahead {
     fn prepare(&self, lines: &[u8], count: u64) -> Option<Prepared> {
         let snapshot = self.current.read().expect("schema lock").clone()?;
         let mut ty = Ty::record();
-        for line in self::lines(lines) {
-            if line.first() != Some(&b'{') {
-                return None;
-            }
-            match self.declared {
-                true if snapshot.ty.check(line, "$").is_err() => return None,
-                true => {}
-                false => {
-                    ty.widen_record(line, self.rules);
+        match self.declared {
+            true => {
+                for line in self::lines(lines) {
+                    if line.first() != Some(&b'{') || snapshot.ty.check(line, "$").is_err() {
+                        return None;
+                    }
                 }
+            }
+            false => {
+                ty.widen_page(lines, self.rules)?;
             }
         }
         if !self.declared && snapshot.ty.clone().merge_record(&ty) {
