@@ -23,6 +23,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_harvest");
 /// Parts of the same size in every run, so that the 200,000 and 2,000,000 record runs differ
 /// only in how many records they harvest (an open part's index grows with its rows).
 const ROWS_PER_FILE: u64 = 100_000;
+/// Runs of each harvest row in the throughput table; the fastest is shown.
+const ROUNDS: usize = 3;
 
 /// A `harvest mock-api` child process.
 struct Mock {
@@ -229,24 +231,35 @@ fn main() {
         megabytes / wall,
         cpu / (records as f64 / 1e6)
     );
+    // Each harvest row is run ROUNDS times, the rows taking turns, and its fastest run shown:
+    // the rows then share the machine's quiet and busy moments alike.
     let rows = [("NDJSON", "ndjson", 1), ("NDJSON", "ndjson", 8), ("Parquet", "parquet", 1), ("Parquet", "parquet", 8)];
-    for (name, format, concurrency) in rows {
-        let job = write_job(
-            dir.path(),
-            &format!("{format}{concurrency}"),
-            &mock.url(),
-            &format!("page_size = 100\n[limits]\nconcurrency = {concurrency}\n[output]\nformat = \"{format}\"\nrows_per_file = {ROWS_PER_FILE}\n"),
-        );
-        let mock_cpu = mock.cpu();
-        let u = harvest(&job, &dir.path().join("out"));
+    let mut best: Vec<Option<(Usage, f64)>> = rows.iter().map(|_| None).collect();
+    for _ in 0..ROUNDS {
+        for ((_, format, concurrency), best) in rows.iter().zip(&mut best) {
+            let job = write_job(
+                dir.path(),
+                &format!("{format}{concurrency}"),
+                &mock.url(),
+                &format!("page_size = 100\n[limits]\nconcurrency = {concurrency}\n[output]\nformat = \"{format}\"\nrows_per_file = {ROWS_PER_FILE}\n"),
+            );
+            let mock_cpu = mock.cpu();
+            let u = harvest(&job, &dir.path().join("out"));
+            let mock_cpu = mock.cpu() - mock_cpu;
+            if best.as_ref().is_none_or(|(b, _)| u.wall < b.wall) {
+                *best = Some((u, mock_cpu));
+            }
+        }
+    }
+    for ((name, _, concurrency), best) in rows.iter().zip(best) {
+        let (u, mock_cpu) = best.expect("each row ran");
         println!(
-            "| harvest to {name}, concurrency {concurrency} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} |",
+            "| harvest to {name}, concurrency {concurrency} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {mock_cpu:.2} |",
             records as f64 / u.wall,
             megabytes / u.wall,
             u.cpu / (records as f64 / 1e6),
             u.wall,
             u.max_rss_mb,
-            mock.cpu() - mock_cpu
         );
     }
     drop(mock);
