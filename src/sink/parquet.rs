@@ -21,8 +21,10 @@ use std::sync::{Arc, RwLock};
 use arrow_array::RecordBatch;
 use arrow_json::reader::{Decoder, ReaderBuilder};
 use arrow_schema::SchemaRef;
+use arrow_select::concat::concat_batches;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as Codec, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 
 use super::{Ledger, PageBatch, PartFile, Position, Prepare, Prepared, Sink};
@@ -33,6 +35,8 @@ use crate::schema::{Field, Rules, Ty, REJECTED};
 
 /// Rows Arrow decodes at a time.
 const BATCH_ROWS: usize = 8192;
+/// Rows handed to the Parquet writer at a time (at least; whole pages are queued).
+const WRITE_ROWS: usize = 4096;
 /// A row group is cut when the writer holds this much, or `row_group_size` rows.
 const ROW_GROUP_BYTES: usize = 64 << 20;
 /// A column's dictionary grows to this size before the column falls back to plain encoding:
@@ -165,6 +169,37 @@ struct OpenFile {
     described: serde_json::Value,
     /// Some column holds JSON text: records are rewritten before decoding.
     rewrite: bool,
+    /// Decoded rows waiting to be handed to the writer together: the Parquet encoder's cost
+    /// per call is then paid once for many pages.
+    queued: Vec<RecordBatch>,
+    queued_rows: usize,
+}
+
+impl OpenFile {
+    /// Write rows, in order with all written before.
+    fn write(&mut self, batch: RecordBatch) -> Result<(), ParquetError> {
+        if self.queued.first().is_some_and(|first| first.schema() != batch.schema()) {
+            self.write_queued()?;
+        }
+        self.queued_rows += batch.num_rows();
+        self.queued.push(batch);
+        match self.queued_rows >= WRITE_ROWS {
+            true => self.write_queued(),
+            false => Ok(()),
+        }
+    }
+
+    /// Hand the queued rows to the writer.
+    fn write_queued(&mut self) -> Result<(), ParquetError> {
+        let batch = match self.queued.len() {
+            0 => return Ok(()),
+            1 => self.queued.pop().expect("one"),
+            _ => concat_batches(&self.queued[0].schema(), &self.queued)?,
+        };
+        self.queued.clear();
+        self.queued_rows = 0;
+        self.writer.write(&batch)
+    }
 }
 
 /// Rows of one page counted into the open part but not yet into the ledger.
@@ -254,11 +289,11 @@ impl ParquetSink {
             // Rows decoded in the writer for earlier pages go first.
             if let Some(earlier) = open.decoder.flush().map_err(|e| self.failed("decoding", e))? {
                 let open = self.open.as_mut().expect("opened above");
-                open.writer.write(&earlier).map_err(|e| Error::Other(format!("writing Parquet: {e}")))?;
+                open.write(earlier).map_err(|e| Error::Other(format!("writing Parquet: {e}")))?;
             }
             let open = self.open.as_mut().expect("opened above");
             let take = (rows.num_rows() - at).min((rows_per_file - open.part.rows) as usize);
-            open.writer.write(&rows.slice(at, take)).map_err(|e| Error::Other(format!("writing Parquet: {e}")))?;
+            open.write(rows.slice(at, take)).map_err(|e| Error::Other(format!("writing Parquet: {e}")))?;
             self.ledger.add_rows(&mut open.part, batch.partition, batch.page, take as u64);
             at += take;
             if open.part.rows >= rows_per_file {
@@ -413,7 +448,16 @@ impl ParquetSink {
                 other => other,
             };
             let rewrite = schema.needs_rewrite_record();
-            self.open = Some(OpenFile { part, writer, decoder, lines: Vec::new(), described, rewrite });
+            self.open = Some(OpenFile {
+                part,
+                writer,
+                decoder,
+                lines: Vec::new(),
+                described,
+                rewrite,
+                queued: Vec::new(),
+                queued_rows: 0,
+            });
         }
         Ok(self.open.as_mut().expect("opened above"))
     }
@@ -427,8 +471,9 @@ impl ParquetSink {
         let fail = |what: &str, e: &dyn std::fmt::Display| Error::Other(format!("{what} {}: {e}", path.display()));
         drain(&mut open).map_err(|e| fail("encoding", &e))?;
         if let Some(batch) = open.decoder.flush().map_err(|e| fail("decoding records for", &e))? {
-            open.writer.write(&batch).map_err(|e| fail("writing", &e))?;
+            open.write(batch).map_err(|e| fail("writing", &e))?;
         }
+        open.write_queued().map_err(|e| fail("writing", &e))?;
         let file = open.writer.into_inner().map_err(|e| fail("finishing", &e))?;
         file.sync_data().map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
         let bytes = file.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
@@ -444,7 +489,7 @@ fn drain(open: &mut OpenFile) -> Result<(), String> {
         at += open.decoder.decode(&open.lines[at..]).map_err(|e| e.to_string())?;
         if at < open.lines.len() {
             if let Some(batch) = open.decoder.flush().map_err(|e| e.to_string())? {
-                open.writer.write(&batch).map_err(|e| e.to_string())?;
+                open.write(batch).map_err(|e| e.to_string())?;
             }
         }
     }
