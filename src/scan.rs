@@ -103,6 +103,7 @@ impl Strings {
     }
 
     /// The index just past the quote that closes the string opened at `open`.
+    #[inline]
     pub fn end(&self, open: usize) -> usize {
         let from = open + 1;
         let mut word = from / BLOCK;
@@ -123,8 +124,19 @@ impl Strings {
     }
 
     /// Whether bytes `from..to` hold a backslash: the string there has escapes.
+    #[inline]
     pub fn escaped(&self, from: usize, to: usize) -> bool {
-        (from / BLOCK..to.div_ceil(BLOCK)).any(|word| {
+        if from >= to {
+            return false;
+        }
+        let (first, last) = (from / BLOCK, (to - 1) / BLOCK);
+        if first == last {
+            // Within one block, as short strings like keys mostly are.
+            let bits = self.backslashes.get(first).copied().unwrap_or(0) >> (from % BLOCK);
+            let span = to - from;
+            return bits & (!0u64).checked_shr((BLOCK - span) as u32).unwrap_or(0) != 0;
+        }
+        (first..to.div_ceil(BLOCK)).any(|word| {
             let low = match word == from / BLOCK {
                 true => !0u64 << (from % BLOCK),
                 false => !0,

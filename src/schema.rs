@@ -770,11 +770,20 @@ fn skip_whitespace(text: &[u8], mut at: usize) -> usize {
 
 /// The index just past the number, boolean or null that starts at `at`.
 fn scalar_end(text: &[u8], at: usize) -> usize {
-    text[at..]
-        .iter()
-        .position(|b| matches!(b, b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t'))
-        .map_or(text.len(), |n| at + n)
+    text[at..].iter().position(|b| ENDS_SCALAR[*b as usize]).map_or(text.len(), |n| at + n)
 }
+
+/// The bytes that can follow a number, boolean or null.
+static ENDS_SCALAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let ends = b",]} \n\r\t";
+    let mut i = 0;
+    while i < ends.len() {
+        table[ends[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// The index just past the value that starts at `at`.
 fn value_end(text: &[u8], at: usize) -> usize {
@@ -847,6 +856,7 @@ impl<'a> Key<'a> {
     }
 
     /// The key is `name`; compared as written when it holds no escape, which is the rule.
+    #[inline]
     fn is(&self, name: &str) -> bool {
         match self.escaped {
             false => same_bytes(&self.raw[1..self.raw.len() - 1], name.as_bytes()),
@@ -855,15 +865,22 @@ impl<'a> Key<'a> {
     }
 }
 
-/// `a == b`, for the short byte strings that keys are, without a call to `memcmp`.
+/// `a == b`, for the short byte strings that keys are: a few word compares, no `memcmp` call.
+#[inline]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
+    let n = a.len();
+    if n != b.len() {
         return false;
     }
-    let (mut a8, mut b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().expect("8 bytes"));
-    a8.by_ref().zip(b8.by_ref()).all(|(x, y)| word(x) == word(y))
-        && a8.remainder().iter().zip(b8.remainder()).all(|(x, y)| x == y)
+    let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+    let half = |s: &[u8], at: usize| u32::from_ne_bytes(s[at..at + 4].try_into().expect("4 bytes"));
+    match n {
+        // The first and the last word, overlapping when shorter than two.
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        _ => a == b,
+    }
 }
 
 /// Where the next member or element starts at or after `at` (past separators), or `None` at
@@ -1103,6 +1120,20 @@ mod tests {
             let mut merged = infer(&records[..split], rules);
             merged.merge_record(&infer(&records[split..], rules));
             assert_eq!(described(&merged), described(&whole), "split at {split}");
+        }
+    }
+
+    #[test]
+    fn keys_compare_byte_for_byte_at_every_length() {
+        for n in 0..40usize {
+            let a: Vec<u8> = (0..n as u8).map(|i| b'a' + i % 26).collect();
+            assert!(same_bytes(&a, &a.clone()), "{n}");
+            assert!(!same_bytes(&a, &a[..n.saturating_sub(1)]) || n == 0, "{n}");
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 1;
+                assert!(!same_bytes(&a, &b), "{n} at {at}");
+            }
         }
     }
 

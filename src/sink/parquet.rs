@@ -127,8 +127,9 @@ static SNAPSHOTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 const PAGE_ROWS: usize = 1 << 16;
 
 thread_local! {
-    /// Each fetching thread's decoder, kept from page to page while the schema stays.
-    static DECODER: std::cell::RefCell<Option<(u64, Decoder)>> = const { std::cell::RefCell::new(None) };
+    /// Each fetching thread's decoder, kept from page to page while the schema stays: the
+    /// snapshot it was built for, the rows it takes at a time, and the decoder.
+    static DECODER: std::cell::RefCell<Option<(u64, usize, Decoder)>> = const { std::cell::RefCell::new(None) };
 }
 
 /// All of `lines` as one record batch, with this thread's decoder for the schema.
@@ -138,15 +139,17 @@ fn decode(snapshot: &Snapshot, lines: &[u8], rows: usize) -> Result<RecordBatch,
     }
     DECODER.with(|cell| {
         let mut cell = cell.borrow_mut();
-        if cell.as_ref().is_none_or(|(id, _)| *id != snapshot.id) {
+        // A decoder holds room for as many rows as it takes at a time: sized to the pages seen.
+        if cell.as_ref().is_none_or(|(id, capacity, _)| *id != snapshot.id || *capacity < rows) {
+            let capacity = rows.next_power_of_two().max(128);
             let decoder = ReaderBuilder::new(snapshot.arrow.clone())
-                .with_batch_size(PAGE_ROWS)
+                .with_batch_size(capacity)
                 .with_strict_mode(true)
                 .build_decoder()
                 .map_err(|e| e.to_string())?;
-            *cell = Some((snapshot.id, decoder));
+            *cell = Some((snapshot.id, capacity, decoder));
         }
-        let (_, decoder) = cell.as_mut().expect("set above");
+        let (_, _, decoder) = cell.as_mut().expect("set above");
         let decoded = decoder.decode(lines).map_err(|e| e.to_string()).and_then(|used| match used == lines.len() {
             true => decoder.flush().map_err(|e| e.to_string())?.ok_or_else(|| "no rows".to_string()),
             false => Err("more rows than counted".to_string()),
