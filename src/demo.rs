@@ -26,7 +26,7 @@ pub async fn run(records: u64, output_dir: Option<PathBuf>, cancel: Cancellation
     let overrides = Overrides { output_dir, ..Default::default() };
     let plan = Arc::new(job::parse(path, &text, &env, &overrides)?);
     tracing::info!("mock API serving {records} records at {}", server.url());
-    let summary = pipeline::run(plan, RunOptions { progress: false, cancel }).await?;
+    let summary = pipeline::run(plan, RunOptions { progress: false, cancel, fresh: false }).await?;
     let files: Vec<String> = summary.parts.iter().map(|p| p.display().to_string()).collect();
     Ok(format!(
         "demo: harvested {} records ({} pages, {} requests) in {:.2}s\n  files: {}\n  manifest: {}",

@@ -144,6 +144,9 @@ pub enum Error {
     Io { context: String, source: std::io::Error },
     #[error("another harvest of job {name} is running (it holds {lock})")]
     Locked { name: String, lock: PathBuf },
+    /// The unfinished run's checkpoint cannot be used as it is.
+    #[error("{0}")]
+    Checkpoint(String),
     #[error("interrupted; {saved}")]
     Interrupted { saved: String },
     #[error("{0}")]

@@ -794,9 +794,7 @@ impl Cx<'_> {
             &[("ndjson", Format::Ndjson), ("parquet", Format::Parquet)],
             Format::Ndjson,
         )?;
-        if let Some(c) = &o.checkpoint_interval {
-            return Err(self.not_yet(c.span(), "[output] checkpoint_interval"));
-        }
+        let checkpoint_interval = self.duration(&o.checkpoint_interval, Duration::from_secs(60))?;
         let compression = match format {
             Format::Ndjson => self.choice(
                 &o.compression,
@@ -831,7 +829,7 @@ impl Cx<'_> {
                 return Err(self.err(span, format!("{key} applies to format = \"parquet\" only")));
             }
         }
-        Ok(OutputPlan { format, dir, compression, mode, rows_per_file, parquet })
+        Ok(OutputPlan { format, dir, compression, mode, rows_per_file, checkpoint_interval, parquet })
     }
 
     fn at_least_one(&self, value: &Option<Spanned<u64>>, key: &str) -> R<Option<u64>> {

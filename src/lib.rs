@@ -2,6 +2,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod check;
+pub mod checkpoint;
 pub mod demo;
 pub mod error;
 pub mod fetch;

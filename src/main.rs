@@ -53,7 +53,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 ProgressArg::Never => false,
                 ProgressArg::Auto => std::io::stderr().is_terminal() && !cli.quiet,
             };
-            let options = RunOptions { progress, cancel: interrupt_token() };
+            let options = RunOptions { progress, cancel: interrupt_token(), fresh: args.fresh };
             let summary = pipeline::run(plan, options).await?;
             println!(
                 "harvested {} records ({} pages, {} requests) in {:.1}s into {} ({} part file{}); manifest: {}",
@@ -143,7 +143,7 @@ fn bound_allocator() {}
 
 fn exit_code(error: &anyhow::Error) -> u8 {
     match error.downcast_ref::<Error>() {
-        Some(Error::Job(_)) => 2,
+        Some(Error::Job(_) | Error::Checkpoint(_)) => 2,
         Some(Error::Locked { .. }) => 3,
         Some(Error::Interrupted { .. }) => 130,
         Some(_) => 1,

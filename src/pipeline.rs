@@ -21,20 +21,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::{self, Checkpoint, Fingerprint};
 use crate::error::{Error, FetchErrorKind, Location, PageError};
 use crate::fetch::{FetchFailure, Fetched, Fetcher, Outgoing, Reject};
 use crate::jsonpath::{Document, Kind, RecordsError};
-use crate::output::{write_atomic, Layout, Manifest, PartitionReport};
+use crate::output::{fsync_dir, write_atomic, Layout, Manifest, PartitionReport};
 use crate::paginate::{Facts, Next, PageRequest, PageResponse, Paginator, StopReason};
 use crate::plan::{fill, fill_json, Encoding, Format, Mode, Partition, Plan};
 use crate::sink::ndjson::NdjsonSink;
 use crate::sink::parquet::ParquetSink;
-use crate::sink::{PageBatch, Position, Prepare, Prepared, Sink};
+use crate::sink::{Frontier, PageBatch, Position, Prepare, Prepared, Sink};
 
 /// Pages the writer may have queued before the fetchers wait.
 const WRITER_QUEUE: usize = 16;
@@ -45,6 +47,8 @@ pub struct RunOptions {
     /// Print a progress line every few seconds.
     pub progress: bool,
     pub cancel: CancellationToken,
+    /// Discard an unfinished run instead of resuming it.
+    pub fresh: bool,
 }
 
 /// What a completed run wrote.
@@ -70,6 +74,41 @@ struct Shared {
     /// The sink's per-page work, done by the fetching tasks.
     prepare: Option<Arc<dyn Prepare>>,
     progress: Progress,
+    /// Where each partition starts: a resumed run's checkpoint frontier, or the beginning.
+    start: Vec<Frontier>,
+}
+
+/// Where a partition goes on after a page, as a checkpoint keeps it.
+#[derive(Serialize)]
+struct ResumeOut<'a> {
+    pager: &'a Paginator,
+    next: Option<&'a PageRequest>,
+    done: Option<&'a StopReason>,
+}
+
+#[derive(Deserialize)]
+struct Resume {
+    pager: Paginator,
+    next: Option<PageRequest>,
+    done: Option<StopReason>,
+}
+
+/// The writer thread's checkpoints: at least every `interval`, at a page boundary.
+struct Checkpointer {
+    layout: Layout,
+    saved: Checkpoint,
+    interval: Duration,
+    last: Instant,
+}
+
+impl Checkpointer {
+    fn save(&mut self, position: Position) -> Result<(), Error> {
+        self.saved.position = position;
+        self.saved.written_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        checkpoint::save(&self.layout, &self.saved)?;
+        self.last = Instant::now();
+        Ok(())
+    }
 }
 
 /// Harvest every partition of the plan.
@@ -80,8 +119,38 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
     let Some(_lock) = lock else {
         return Err(Error::Locked { name: plan.name.clone(), lock: layout.harvest_dir().join("lock") });
     };
-    let run = layout.new_run_id().map_err(|e| Error::io(format!("reading {}", root.display()), e))?;
-    let started_at = chrono::Utc::now();
+    let fingerprint = Fingerprint::of(&plan);
+    if options.fresh {
+        discard_unfinished(&layout)?;
+    }
+    let resumed = checkpoint::load(&layout, &plan.job_file)?;
+    if let Some(saved) = &resumed {
+        let changes = saved.fingerprint.changes(&fingerprint);
+        if !changes.is_empty() {
+            return Err(Error::Checkpoint(format!(
+                "the job changed since its run {} stopped unfinished ({} differ{}); \
+                 `harvest run {} --fresh` discards that run and starts over",
+                saved.run,
+                changes.join(", "),
+                if changes.len() == 1 { "s" } else { "" },
+                plan.job_file.display()
+            )));
+        }
+        tidy_for_resume(&layout, saved)?;
+    } else {
+        // A run that died before its first checkpoint left nothing to go on from.
+        discard_unfinished(&layout)?;
+        if plan.output.mode == Mode::Replace {
+            finish_replacing(&layout)?;
+        }
+    }
+    let (run, started_at) = match &resumed {
+        Some(saved) => (saved.run.clone(), saved.started_at.clone()),
+        None => (
+            layout.new_run_id().map_err(|e| Error::io(format!("reading {}", root.display()), e))?,
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ),
+    };
     let started = Instant::now();
     let fetcher = Arc::new(Fetcher::new(&plan)?);
     let labels: Vec<String> = plan.partitions.iter().map(|p| plan.redactor.redact(&p.label()).into_owned()).collect();
@@ -94,25 +163,60 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
     );
 
     let output = &plan.output;
-    let sink: Box<dyn Sink> = match output.format {
-        Format::Ndjson => {
-            Box::new(NdjsonSink::new(layout.clone(), &run, output.compression, output.rows_per_file, labels.clone(), 1))
+    let start = match &resumed {
+        Some(saved) => {
+            tracing::info!(
+                "resuming run {run} from its checkpoint of {}: {}",
+                saved.written_at,
+                describe(&saved.position, &labels)
+            );
+            let mut start = saved.position.frontier.clone();
+            start.resize(labels.len(), Frontier::default());
+            start
         }
-        Format::Parquet => Box::new(ParquetSink::new(
+        None => vec![Frontier::default(); labels.len()],
+    };
+    let position = resumed.as_ref().map(|saved| saved.position.clone()).unwrap_or_default();
+    let sink: Box<dyn Sink> = match output.format {
+        Format::Ndjson => Box::new(NdjsonSink::resume(
+            layout.clone(),
+            &run,
+            output.compression,
+            output.rows_per_file,
+            labels.clone(),
+            &position,
+        )?),
+        Format::Parquet => Box::new(ParquetSink::resume(
             layout.clone(),
             &run,
             output.parquet.clone(),
             output.compression,
             output.rows_per_file,
             labels.clone(),
-            1,
+            &position,
         )),
     };
+    let mut checkpointer = Checkpointer {
+        layout: layout.clone(),
+        saved: Checkpoint {
+            version: checkpoint::VERSION,
+            job: plan.name.clone(),
+            run: run.clone(),
+            started_at: started_at.clone(),
+            written_at: String::new(),
+            fingerprint,
+            position: Position::default(),
+        },
+        interval: output.checkpoint_interval,
+        last: Instant::now(),
+    };
+    // From here on a crash always finds a checkpoint, and so what this run wrote.
+    checkpointer.save(position)?;
     let prepare = sink.preparer();
     let (tx, rx) = mpsc::channel::<PageBatch>(WRITER_QUEUE);
     let writer = std::thread::Builder::new()
         .name("harvest-writer".into())
-        .spawn(move || write_pages(sink, rx))
+        .spawn(move || write_pages(sink, rx, checkpointer))
         .map_err(|e| Error::io("starting the writer thread", e))?;
 
     let shared = Arc::new(Shared {
@@ -122,18 +226,24 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         tx,
         prepare,
         progress: Progress::new(options.progress),
+        start,
     });
     let (reports, failure) = harvest_partitions(&shared, &options.cancel).await;
     drop(shared);
-    let (mut sink, written) = writer.join().map_err(|_| Error::Other("the writer thread panicked".into()))?;
+    let (mut sink, mut checkpointer, written) =
+        writer.join().map_err(|_| Error::Other("the writer thread panicked".into()))?;
 
     // A failing writer closes the queue, which the fetching side then reports: its own error
     // is the one that says what happened.
     if let Some(error) = written.err().or(failure) {
         // Keep what was written durable for the resume; publish nothing more.
-        let position = tokio::task::spawn_blocking(move || sink.commit())
-            .await
-            .map_err(|e| Error::Other(format!("the writer failed: {e}")))??;
+        let position = tokio::task::spawn_blocking(move || {
+            let position = sink.commit()?;
+            checkpointer.save(position.clone())?;
+            Ok::<_, Error>(position)
+        })
+        .await
+        .map_err(|e| Error::Other(format!("the writer failed: {e}")))??;
         return Err(with_saved(error, &plan, &position, &layout));
     }
     let position = tokio::task::spawn_blocking(move || sink.finish())
@@ -147,7 +257,7 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         version: 1,
         job: plan.name.clone(),
         run: run.clone(),
-        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        started_at,
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         seconds: started.elapsed().as_secs_f64(),
         format: plan.output.format,
@@ -162,6 +272,7 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
     let manifest_path = layout.manifest(&run);
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
     write_atomic(&manifest_path, &json).map_err(|e| Error::io(format!("writing {}", manifest_path.display()), e))?;
+    checkpoint::remove(&layout)?;
     if plan.output.mode == Mode::Replace {
         let removed = layout.remove_other_runs(&run).map_err(|e| Error::io("removing the parts of earlier runs", e))?;
         if removed > 0 {
@@ -226,14 +337,111 @@ async fn harvest_partitions(shared: &Arc<Shared>, cancel: &CancellationToken) ->
     (reports.into_iter().flatten().collect(), failure)
 }
 
-/// The writer thread: pages in, durable bytes out.
-fn write_pages(mut sink: Box<dyn Sink>, mut rx: mpsc::Receiver<PageBatch>) -> (Box<dyn Sink>, Result<(), Error>) {
+/// The writer thread: pages in, durable bytes out, and a checkpoint at least every interval.
+fn write_pages(
+    mut sink: Box<dyn Sink>,
+    mut rx: mpsc::Receiver<PageBatch>,
+    mut checkpointer: Checkpointer,
+) -> (Box<dyn Sink>, Checkpointer, Result<(), Error>) {
     while let Some(batch) = rx.blocking_recv() {
-        if let Err(e) = sink.write(batch) {
-            return (sink, Err(e));
+        let mut written = sink.write(batch);
+        if written.is_ok() && checkpointer.last.elapsed() >= checkpointer.interval {
+            written = sink.commit().and_then(|position| checkpointer.save(position));
+        }
+        if let Err(e) = written {
+            return (sink, checkpointer, Err(e));
         }
     }
-    (sink, Ok(()))
+    (sink, checkpointer, Ok(()))
+}
+
+/// Each partition's place in a checkpoint, for the log.
+fn describe(position: &Position, labels: &[String]) -> String {
+    let places: Vec<String> = labels
+        .iter()
+        .zip(&position.frontier)
+        .map(|(label, f)| {
+            let name = if label.is_empty() { String::new() } else { format!("partition {label} ") };
+            format!("{name}from page {} ({} records written)", f.pages + 1, f.records)
+        })
+        .collect();
+    match places.is_empty() {
+        true => "from the start".into(),
+        false => places.join(", "),
+    }
+}
+
+/// Before a resume: whatever the crashed process wrote past its checkpoint goes. The open part
+/// is cut back to its checkpointed length (moved back first if it was already published);
+/// other temporary parts, and parts of the run that the checkpoint does not list, are removed.
+fn tidy_for_resume(layout: &Layout, saved: &Checkpoint) -> Result<(), Error> {
+    let io = |what: &str, e| Error::io(format!("{what} before resuming"), e);
+    let open = saved.position.open.as_ref();
+    if let Some(open) = open {
+        let (temp, published) = (layout.open_dir().join(&open.file), layout.root.join(&open.file));
+        if !temp.exists() && published.exists() {
+            std::fs::rename(&published, &temp).map_err(|e| io("taking back the open part", e))?;
+        }
+        let file = std::fs::OpenOptions::new().write(true).open(&temp).map_err(|e| io("opening the open part", e))?;
+        file.set_len(open.len).map_err(|e| io("truncating the open part", e))?;
+        file.sync_all().map_err(|e| io("syncing the open part", e))?;
+    }
+    let prefix = format!("part-{}-", saved.run);
+    let listed =
+        |name: &str| saved.position.parts.iter().any(|p| p.file == name) || open.is_some_and(|o| o.file == name);
+    for (dir, keep_listed) in [(layout.open_dir(), false), (layout.root.clone(), true)] {
+        for entry in std::fs::read_dir(&dir).map_err(|e| io("listing the output", e))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stray = match keep_listed {
+                // In the dataset folder: this run's parts the checkpoint does not list.
+                true => name.starts_with(&prefix) && !listed(&name),
+                // Temporary parts: all but the open one.
+                false => open.is_none_or(|o| o.file != name),
+            };
+            if stray && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                tracing::debug!("removing {} (written after the checkpoint)", entry.path().display());
+                std::fs::remove_file(entry.path()).map_err(|e| io("removing a stray part", e))?;
+            }
+        }
+        fsync_dir(&dir).map_err(|e| io("syncing the output", e))?;
+    }
+    Ok(())
+}
+
+/// Remove the checkpoint and every part of a run that has no manifest: an unfinished run
+/// (`--fresh`), or one that died before its first checkpoint.
+fn discard_unfinished(layout: &Layout) -> Result<(), Error> {
+    let io = |e| Error::io("discarding the unfinished run", e);
+    checkpoint::remove(layout)?;
+    for dir in [layout.open_dir(), layout.root.clone()] {
+        for entry in std::fs::read_dir(&dir).map_err(io)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(run) = name.strip_prefix("part-").and_then(|rest| rest.split('-').next()) else { continue };
+            if !layout.manifest(run).exists() && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                tracing::info!("removing {} (its run never completed)", entry.path().display());
+                std::fs::remove_file(entry.path()).map_err(io)?;
+            }
+        }
+        fsync_dir(&dir).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Replace mode: a run that completed but died before removing the parts it replaces; its
+/// manifest is durable, so the removal is finished now.
+fn finish_replacing(layout: &Layout) -> Result<(), Error> {
+    let newest = std::fs::read_dir(layout.runs_dir())
+        .map_err(|e| Error::io("listing the run manifests", e))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_string))
+        .max();
+    if let Some(newest) = newest {
+        let removed = layout.remove_other_runs(&newest).map_err(|e| Error::io("removing replaced parts", e))?;
+        if removed > 0 {
+            tracing::info!("removed {removed} part file(s) that run {newest} replaced");
+        }
+    }
+    Ok(())
 }
 
 fn with_saved(error: Error, plan: &Plan, position: &Position, layout: &Layout) -> Error {
@@ -278,9 +486,30 @@ impl Harvest<'_> {
 
     async fn run(&self, cancel: &CancellationToken) -> Result<(usize, PartitionReport), Error> {
         let style = &self.plan().pagination.style;
-        let mut pager = Paginator::new(style);
-        let mut request = pager.first(style);
-        let mut tally = Tally::default();
+        let start = &self.shared.start[self.index];
+        let (mut pager, mut request, mut tally) = match &start.resume {
+            None => {
+                let pager = Paginator::new(style);
+                let request = pager.first(style);
+                (pager, request, Tally::default())
+            }
+            Some(saved) => {
+                let resume: Resume = serde_json::from_value(saved.clone()).map_err(|e| {
+                    Error::Checkpoint(format!(
+                        "the checkpoint's state of partition{} cannot be read ({e}); run with --fresh to start over",
+                        partition_suffix(self.label())
+                    ))
+                })?;
+                let tally = Tally { pages: start.pages, records: start.records };
+                if let Some(stop) = resume.done {
+                    return Ok((self.index, self.report(&tally, stop)));
+                }
+                let mut pager = resume.pager;
+                pager.restore_seen(&start.seen);
+                let request = resume.next.unwrap_or_else(|| pager.first(style));
+                (pager, request, tally)
+            }
+        };
         let stop = loop {
             if cancel.is_cancelled() {
                 return Err(Error::Interrupted { saved: String::new() });
@@ -297,22 +526,24 @@ impl Harvest<'_> {
                 },
             };
             let next = out.next.clone().expect("a sequential fetch says what comes next");
-            if let Some(stop) = self.accept(*out, &next, &mut tally).await? {
+            if let Some(stop) = self.accept(*out, &next, &mut tally, &mut pager).await? {
                 break stop;
             }
             if let Next::Request(r) = next {
                 request = r;
             }
         };
+        Ok((self.index, self.report(&tally, stop)))
+    }
+
+    fn report(&self, tally: &Tally, stop: StopReason) -> PartitionReport {
         tracing::info!(
             "partition{} done: {} records in {} pages; {stop}",
             partition_suffix(self.label()),
             tally.records,
             tally.pages
         );
-        let report =
-            PartitionReport { partition: self.label().to_string(), records: tally.records, pages: tally.pages, stop };
-        Ok((self.index, report))
+        PartitionReport { partition: self.label().to_string(), records: tally.records, pages: tally.pages, stop }
     }
 
     /// Offset and page pagination: keep `window` pages in flight, take them in order.
@@ -366,7 +597,7 @@ impl Harvest<'_> {
             };
             let facts = out.facts.expect("a page fetched ahead carries its facts");
             let next = pager.advance(style, &facts);
-            if let Some(stop) = self.accept(*out, &next, tally).await? {
+            if let Some(stop) = self.accept(*out, &next, tally, pager).await? {
                 abort(&mut inflight);
                 return Ok(stop);
             }
@@ -381,9 +612,15 @@ impl Harvest<'_> {
         }
     }
 
-    /// Take a page in order: send its records to the sink, count it, and say whether the
-    /// partition is done.
-    async fn accept(&self, out: PageOut, next: &Next, tally: &mut Tally) -> Result<Option<StopReason>, Error> {
+    /// Take a page in order: send its records to the sink, with where the partition goes on
+    /// from (`pager` has read the page), count it, and say whether the partition is done.
+    async fn accept(
+        &self,
+        out: PageOut,
+        next: &Next,
+        tally: &mut Tally,
+        pager: &mut Paginator,
+    ) -> Result<Option<StopReason>, Error> {
         let pagination = &self.plan().pagination;
         let mut lines = out.lines;
         let mut count = out.received;
@@ -397,23 +634,39 @@ impl Harvest<'_> {
                 prepared = None;
             }
         }
-        let batch = PageBatch { partition: self.index, page: tally.pages, lines, count, prepared };
+        let (records, pages) = (tally.records + count, tally.pages + 1);
+        let stop = match next {
+            Next::Done(reason) => Some(reason.clone()),
+            Next::Request(_) if pagination.max_records.is_some_and(|max| records >= max) => {
+                Some(StopReason::MaxRecords { records })
+            }
+            Next::Request(_) if pagination.max_pages.is_some_and(|max| pages >= max) => {
+                Some(StopReason::MaxPages { pages })
+            }
+            Next::Request(_) => None,
+        };
+        let request = match next {
+            Next::Request(r) => Some(r),
+            Next::Done(_) => None,
+        };
+        let resume = ResumeOut { pager, next: request, done: stop.as_ref() };
+        let resume = serde_json::to_value(&resume).expect("pagination state serializes");
+        let batch = PageBatch {
+            partition: self.index,
+            page: tally.pages,
+            lines,
+            count,
+            prepared,
+            resume: Some(resume),
+            seen: pager.take_seen(),
+        };
         if self.shared.tx.send(batch).await.is_err() {
             return Err(Error::Other("the writer stopped".into()));
         }
-        tally.records += count;
-        tally.pages += 1;
+        tally.records = records;
+        tally.pages = pages;
         self.shared.progress.tick(count);
-        Ok(match next {
-            Next::Done(reason) => Some(reason.clone()),
-            Next::Request(_) if pagination.max_records.is_some_and(|max| tally.records >= max) => {
-                Some(StopReason::MaxRecords { records: tally.records })
-            }
-            Next::Request(_) if pagination.max_pages.is_some_and(|max| tally.pages >= max) => {
-                Some(StopReason::MaxPages { pages: tally.pages })
-            }
-            Next::Request(_) => None,
-        })
+        Ok(stop)
     }
 }
 
@@ -620,6 +873,7 @@ pub async fn probe(plan: &Plan) -> Result<Vec<Probe>, Error> {
         tx,
         prepare: None,
         progress: Progress::new(false),
+        start: vec![Frontier::default(); plan.partitions.len()],
     };
     let mut probes = Vec::new();
     for (index, label) in shared.labels.iter().enumerate() {

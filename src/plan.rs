@@ -145,6 +145,8 @@ pub struct OutputPlan {
     pub compression: Compression,
     pub mode: Mode,
     pub rows_per_file: u64,
+    /// A checkpoint at least this often (at a page boundary).
+    pub checkpoint_interval: Duration,
     pub parquet: ParquetPlan,
 }
 

@@ -35,6 +35,7 @@ pub enum NextCursor {
 pub struct Cursor {
     /// The cursor the next request sends; `None` on the first request.
     pub cursor: Option<String>,
+    #[serde(skip)]
     pub seen: Seen,
 }
 

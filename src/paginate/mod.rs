@@ -66,7 +66,7 @@ impl Style {
 }
 
 /// What a strategy asks of the next request, on top of the job's own request.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PageRequest {
     /// A URL the server gave (next link): requested as is, instead of the job's URL and params.
     pub url: Option<Url>,
@@ -313,6 +313,26 @@ impl Paginator {
         }
     }
 
+    /// The cursors and URLs remembered since the last call, hashed (see [`Seen`]).
+    pub fn take_seen(&mut self) -> Vec<u64> {
+        match self {
+            Paginator::Cursor(s) => s.seen.take_fresh(),
+            Paginator::NextUrl(s) => s.seen.take_fresh(),
+            Paginator::LinkHeader(s) => s.seen.take_fresh(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Remember again what a checkpoint kept of [`Paginator::take_seen`].
+    pub fn restore_seen(&mut self, hashes: &[u64]) {
+        match self {
+            Paginator::Cursor(s) => s.seen.restore(hashes),
+            Paginator::NextUrl(s) => s.seen.restore(hashes),
+            Paginator::LinkHeader(s) => s.seen.restore(hashes),
+            _ => {}
+        }
+    }
+
     /// The name of the parameter that sets the page size, for error messages.
     pub fn size_param(style: &Style) -> Option<(&str, u64)> {
         match style {
@@ -336,8 +356,14 @@ fn first_with_limit(limit_param: Option<&str>, page_size: Option<u64>) -> PageRe
 
 /// Cursors and URLs seen in one partition, remembered as 64-bit hashes (8 bytes a page), so
 /// a server that links back to a page it served ends the harvest with an error, not a loop.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Seen(HashSet<u64>);
+/// A checkpoint keeps them apart from the rest of the state (the pages written hand theirs to
+/// the sink), so that saving the state costs the same on page ten and page a million.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    hashes: HashSet<u64>,
+    /// Inserted since the last [`Seen::take_fresh`].
+    fresh: Vec<u64>,
+}
 
 impl Seen {
     /// Remember `value`; false if it was seen before.
@@ -346,7 +372,17 @@ impl Seen {
         #[allow(deprecated)]
         let mut hasher = std::hash::SipHasher::new();
         value.hash(&mut hasher);
-        self.0.insert(hasher.finish())
+        let hash = hasher.finish();
+        self.fresh.push(hash);
+        self.hashes.insert(hash)
+    }
+
+    fn take_fresh(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.fresh)
+    }
+
+    fn restore(&mut self, hashes: &[u64]) {
+        self.hashes.extend(hashes);
     }
 }
 

@@ -20,6 +20,7 @@ pub struct Config {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NextUrl {
+    #[serde(skip)]
     pub seen: Seen,
 }
 

@@ -28,11 +28,16 @@ pub struct PageBatch {
     pub count: u64,
     /// What the sink's [`Prepare`] made of these lines, if it ran.
     pub prepared: Option<Prepared>,
+    /// Where the partition goes on after this page, for a checkpoint: opaque to the sink.
+    pub resume: Option<serde_json::Value>,
+    /// The cursors or URLs the strategy remembered with this page, hashed, so that a resumed
+    /// partition still knows every one it has seen.
+    pub seen: Vec<u64>,
 }
 
 impl PageBatch {
     pub fn new(partition: usize, page: u64, lines: Vec<u8>, count: u64) -> Self {
-        PageBatch { partition, page, lines, count, prepared: None }
+        PageBatch { partition, page, lines, count, prepared: None, resume: None, seen: Vec::new() }
     }
 }
 
@@ -71,13 +76,21 @@ pub struct Position {
     pub frontier: Vec<Frontier>,
     /// The part being written, if any, and how much of it is on disk.
     pub open: Option<OpenPart>,
+    /// The number the next part gets.
+    pub next_seq: u32,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Frontier {
     /// Pages written: the next page to write has this index.
     pub pages: u64,
     pub records: u64,
+    /// Where the partition goes on from here (the last page's `resume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<serde_json::Value>,
+    /// The cursors or URLs of the pages written, hashed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +151,26 @@ impl Ledger {
         Ledger { layout, run: run.to_string(), labels, next_seq: first_seq, parts: Vec::new(), frontier }
     }
 
+    /// Go on from a checkpoint's position: its parts published, its frontier reached.
+    pub fn resume(layout: Layout, run: &str, labels: Vec<String>, position: &Position) -> Self {
+        let mut ledger = Ledger::new(layout, run, labels, position.next_seq.max(1));
+        ledger.parts = position.parts.clone();
+        for (mine, saved) in ledger.frontier.iter_mut().zip(&position.frontier) {
+            *mine = saved.clone();
+        }
+        ledger
+    }
+
+    /// A part that a resume goes on writing, as the checkpoint left it.
+    pub fn reopened(&self, open: &OpenPart) -> PartFile {
+        PartFile {
+            name: open.file.clone(),
+            path: self.layout.open_dir().join(&open.file),
+            rows: open.rows,
+            slices: open.partitions.clone(),
+        }
+    }
+
     /// Name the next part, `part-<run>-<seq><extension>`, placed in the open folder.
     pub fn next_part(&mut self, extension: &str) -> PartFile {
         let name = format!("part-{}-{:06}{extension}", self.run, self.next_seq);
@@ -171,9 +204,14 @@ impl Ledger {
         self.frontier[partition].records += rows;
     }
 
-    /// A whole page of `partition` has been handed to the sink.
-    pub fn page_done(&mut self, partition: usize, page: u64) {
-        self.frontier[partition].pages = page + 1;
+    /// A whole page has been handed to the sink.
+    pub fn page_done(&mut self, batch: &PageBatch) {
+        let frontier = &mut self.frontier[batch.partition];
+        frontier.pages = batch.page + 1;
+        if batch.resume.is_some() {
+            frontier.resume = batch.resume.clone();
+        }
+        frontier.seen.extend(&batch.seen);
     }
 
     /// Move a complete, fsynced part into the dataset folder.
@@ -188,7 +226,7 @@ impl Ledger {
     }
 
     pub fn position(&self, open: Option<OpenPart>) -> Position {
-        Position { parts: self.parts.clone(), frontier: self.frontier.clone(), open }
+        Position { parts: self.parts.clone(), frontier: self.frontier.clone(), open, next_seq: self.next_seq }
     }
 }
 

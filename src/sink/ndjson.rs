@@ -80,6 +80,32 @@ impl NdjsonSink {
         NdjsonSink { ledger: Ledger::new(layout, run, labels, first_seq), compression, rows_per_file, open: None }
     }
 
+    /// Go on from a checkpoint: its open part (already cut back to the checkpoint's length)
+    /// is appended to, after a new gzip member or zstd frame.
+    pub fn resume(
+        layout: Layout,
+        run: &str,
+        compression: Compression,
+        rows_per_file: u64,
+        labels: Vec<String>,
+        position: &Position,
+    ) -> Result<Self, Error> {
+        let ledger = Ledger::resume(layout, run, labels, position);
+        let open = match &position.open {
+            Some(open) => {
+                let part = ledger.reopened(open);
+                let file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&part.path)
+                    .map_err(|e| Error::io(format!("reopening {}", part.path.display()), e))?;
+                let encoder = Encoder::new(file, compression).map_err(|e| Error::io("starting compression", e))?;
+                Some(OpenFile { part, encoder: Some(encoder) })
+            }
+            None => None,
+        };
+        Ok(NdjsonSink { ledger, compression, rows_per_file, open })
+    }
+
     fn open_part(&mut self) -> Result<&mut OpenFile, Error> {
         if self.open.is_none() {
             let part = self.ledger.next_part(&format!(".ndjson{}", self.compression.extension()));
@@ -128,7 +154,7 @@ impl Sink for NdjsonSink {
                 self.publish()?;
             }
         }
-        self.ledger.page_done(batch.partition, batch.page);
+        self.ledger.page_done(&batch);
         Ok(())
     }
 
@@ -190,7 +216,7 @@ mod tests {
         assert_eq!(done.parts[1].partitions[0].records, [1, 3]);
         let first = std::fs::read_to_string(layout.root.join("part-R-000001.ndjson")).unwrap();
         assert_eq!(first, "{\"id\":0}\n{\"id\":1}\n{\"id\":2}\n{\"id\":0}\n");
-        assert_eq!(done.frontier[1], Frontier { pages: 1, records: 3 });
+        assert_eq!(done.frontier[1], Frontier { pages: 1, records: 3, ..Frontier::default() });
     }
 
     #[test]

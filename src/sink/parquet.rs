@@ -213,6 +213,23 @@ struct Run {
 }
 
 impl ParquetSink {
+    /// Go on from a checkpoint. A Parquet commit closes its part, so there is none to reopen:
+    /// the next records start a new part, with a schema inferred anew.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resume(
+        layout: Layout,
+        run: &str,
+        options: ParquetPlan,
+        compression: Compression,
+        rows_per_file: u64,
+        labels: Vec<String>,
+        position: &Position,
+    ) -> Self {
+        let mut sink = Self::new(layout.clone(), run, options, compression, rows_per_file, labels.clone(), 1);
+        sink.ledger = Ledger::resume(layout, run, labels, position);
+        sink
+    }
+
     /// `labels` names each partition, by index; part numbers start at `first_seq`.
     pub fn new(
         layout: Layout,
@@ -303,7 +320,7 @@ impl ParquetSink {
                 self.close_part(&mut Run { partition: batch.partition, page: batch.page, rows: 0 })?;
             }
         }
-        self.ledger.page_done(batch.partition, batch.page);
+        self.ledger.page_done(batch);
         Ok(true)
     }
 
@@ -336,7 +353,7 @@ impl ParquetSink {
             self.ledger.add_rows(&mut open.part, run.partition, run.page, run.rows);
             drain(open).map_err(|e| self.failed("encoding", e))?;
         }
-        self.ledger.page_done(batch.partition, batch.page);
+        self.ledger.page_done(&batch);
         Ok(())
     }
 

@@ -1,0 +1,125 @@
+//! `_harvest/checkpoint.json`: where an unfinished run stands, so that the next `harvest run`
+//! goes on from there instead of starting over.
+//!
+//! A checkpoint is written only after the data it covers is durable (the sink's `commit()`:
+//! NDJSON parts fsynced at a length, Parquet parts closed and renamed), and atomically (temp
+//! file, fsync, rename, fsync the folder): a crash at any moment leaves either the previous
+//! checkpoint or this one. It holds the sink's [`Position`] (parts published, the open part's
+//! length, each partition's page frontier with the pagination state to go on from) and a
+//! fingerprint of everything in the job that changes what is fetched, so that a resume never
+//! mixes the records of two different jobs.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::output::{write_atomic, Layout};
+use crate::plan::Plan;
+use crate::sink::Position;
+
+/// The checkpoint format this build reads and writes.
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub version: u32,
+    pub job: String,
+    /// The run id, kept by every resume: part names go on in the same sequence.
+    pub run: String,
+    pub started_at: String,
+    pub written_at: String,
+    pub fingerprint: Fingerprint,
+    pub position: Position,
+}
+
+/// What the job fetches and how it writes it, each part hashed on its own so that a mismatch
+/// can say what changed. Hashed from the redacted plan: a rotated token is no change, and no
+/// secret leaves a trace in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint(BTreeMap<String, String>);
+
+impl Fingerprint {
+    pub fn of(plan: &Plan) -> Self {
+        let request = &plan.request;
+        let output = &plan.output;
+        let parts: [(&str, String); 6] = [
+            ("request", format!("{:?} {} {:?} {:?}", request.method, request.url, request.params, request.body)),
+            ("records", format!("{:?}", plan.records.path.to_string())),
+            ("pagination", format!("{:?}", plan.pagination)),
+            ("partitions", format!("{:?}", plan.partitions.iter().map(|p| p.label()).collect::<Vec<_>>())),
+            ("format", format!("{:?} {:?}", output.format, output.compression)),
+            ("rows_per_file", output.rows_per_file.to_string()),
+        ];
+        Fingerprint(
+            parts
+                .into_iter()
+                .map(|(name, text)| {
+                    // SipHash with fixed keys: the same job hashes the same in every process.
+                    #[allow(deprecated)]
+                    let mut hasher = std::hash::SipHasher::new();
+                    plan.redactor.redact(&text).hash(&mut hasher);
+                    (name.to_string(), format!("{:016x}", hasher.finish()))
+                })
+                .collect(),
+        )
+    }
+
+    /// The parts that differ.
+    pub fn changes(&self, other: &Fingerprint) -> Vec<String> {
+        let names: std::collections::BTreeSet<&String> = self.0.keys().chain(other.0.keys()).collect();
+        names.into_iter().filter(|name| self.0.get(*name) != other.0.get(*name)).cloned().collect()
+    }
+}
+
+fn path(layout: &Layout) -> std::path::PathBuf {
+    layout.harvest_dir().join("checkpoint.json")
+}
+
+/// The unfinished run's checkpoint, if there is one. A file that cannot be read, or was
+/// written by a newer harvest, is an error: starting over silently would duplicate records.
+pub fn load(layout: &Layout, job_file: &std::path::Path) -> Result<Option<Checkpoint>, Error> {
+    let path = path(layout);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    let fresh = format!("`harvest run {} --fresh` discards the unfinished run", job_file.display());
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    match serde_json::from_slice::<Versioned>(&bytes) {
+        Ok(v) if v.version > VERSION => {
+            return Err(Error::Checkpoint(format!(
+                "{} was written by a newer harvest (checkpoint version {}, this one reads {VERSION}); \
+                 run that version to finish the run, or {fresh}",
+                path.display(),
+                v.version
+            )))
+        }
+        _ => {}
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::Checkpoint(format!("{} is corrupt ({e}); {fresh}", path.display())))
+}
+
+pub fn save(layout: &Layout, checkpoint: &Checkpoint) -> Result<(), Error> {
+    let path = path(layout);
+    let json = serde_json::to_vec_pretty(checkpoint).expect("a checkpoint serializes");
+    write_atomic(&path, &json).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+/// The run is complete (its manifest is durable), or discarded.
+pub fn remove(layout: &Layout) -> Result<(), Error> {
+    let path = path(layout);
+    match std::fs::remove_file(&path) {
+        Ok(()) => crate::output::fsync_dir(&layout.harvest_dir())
+            .map_err(|e| Error::io(format!("syncing {}", layout.harvest_dir().display()), e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+    }
+}
