@@ -10,6 +10,7 @@ mod parquet;
 mod polite;
 mod quirks;
 mod responses;
+mod resume;
 mod retries;
 mod secrets;
 mod support;

@@ -1,0 +1,200 @@
+//! Exactly once across crashes: the harvest binary is killed with SIGKILL at many points
+//! (after k requests as the server counts them, and at random times), run again each time,
+//! and the final output holds every id once, in order per partition. Every part under its
+//! final name must be readable after every kill.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow_array::{Array, Int64Array};
+use harvest::mock::{MockConfig, MockServer};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::Value;
+
+use crate::support::part_files;
+
+const RECORDS: u64 = 3000;
+
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    format: &'static str,
+    kind: &'static str,
+    concurrency: u32,
+    partitions: bool,
+}
+
+impl Scenario {
+    fn job(&self, base: &str) -> String {
+        let (url, partitions) = match self.partitions {
+            true => (format!("{base}/t/{{tenant}}/{}", self.kind), "[partitions]\ntenant = [\"a\", \"b\"]\n"),
+            false => (format!("{base}/{}", self.kind), ""),
+        };
+        let records = if self.kind == "page" { "$.data[*]" } else { "$.items[*]" };
+        let pagination = match self.kind {
+            "cursor" => "kind = \"cursor\"\nnext = \"$.next_cursor\"\npage_size = 50\n",
+            "page" => "kind = \"page\"\npage_size = 50\n",
+            _ => "kind = \"offset\"\npage_size = 50\ntotal = \"$.total\"\n",
+        };
+        format!(
+            "name = \"k\"\n[request]\nurl = \"{url}\"\n[records]\npath = \"{records}\"\n[pagination]\n{pagination}\
+             {partitions}[limits]\nconcurrency = {}\n[output]\nformat = \"{}\"\nrows_per_file = 400\n\
+             checkpoint_interval = \"15ms\"\n",
+            self.concurrency, self.format
+        )
+    }
+
+    fn labels(&self) -> Vec<String> {
+        match self.partitions {
+            true => vec!["tenant=a".into(), "tenant=b".into()],
+            false => vec![String::new()],
+        }
+    }
+}
+
+fn harvest(job: &Path, out: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_harvest"));
+    command.args(["run", job.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "--progress", "never", "-q"]);
+    command
+}
+
+/// The ids of one part, in row order.
+fn part_ids(path: &Path) -> Vec<u64> {
+    if path.extension().is_some_and(|e| e == "parquet") {
+        let file = std::fs::File::open(path).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap_or_else(|e| panic!("{} is not readable Parquet: {e}", path.display()))
+            .build()
+            .unwrap();
+        reader
+            .flat_map(|batch| {
+                let batch = batch.unwrap();
+                let ids = batch.column_by_name("id").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
+                (0..ids.len()).map(move |i| ids.value(i) as u64)
+            })
+            .collect()
+    } else {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.is_empty() || text.ends_with('\n'), "{} ends inside a record", path.display());
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
+            .map(|r| r["id"].as_u64().unwrap())
+            .collect()
+    }
+}
+
+/// Each partition's ids through the row ranges of the newest manifest.
+fn ids_by_partition(root: &Path) -> BTreeMap<String, Vec<u64>> {
+    let mut manifests: Vec<PathBuf> =
+        std::fs::read_dir(root.join("_harvest/runs")).unwrap().flatten().map(|e| e.path()).collect();
+    manifests.sort();
+    let manifest: Value = serde_json::from_slice(&std::fs::read(manifests.last().unwrap()).unwrap()).unwrap();
+    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for part in manifest["parts"].as_array().unwrap() {
+        let ids = part_ids(&root.join(part["file"].as_str().unwrap()));
+        for slice in part["partitions"].as_array().unwrap() {
+            let (from, to) = (slice["rows"][0].as_u64().unwrap() as usize, slice["rows"][1].as_u64().unwrap() as usize);
+            out.entry(slice["partition"].as_str().unwrap().to_string()).or_default().extend(&ids[from..to]);
+        }
+    }
+    out
+}
+
+/// Kill the harvest `kills` times, alternating a server-side trigger (after k more requests)
+/// and a random delay; check the parts after each kill; then let it finish and check the
+/// whole output. Returns the kills that landed before the run completed.
+async fn kill_and_resume(scenario: Scenario, kills: usize, seed: u64) -> usize {
+    let server =
+        MockServer::start(MockConfig { records: RECORDS, latency: Duration::from_millis(10), ..Default::default() })
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, scenario.job(&server.url())).unwrap();
+    let out = dir.path().join("out");
+    let root = out.join("k");
+    let mut landed = 0;
+    let mut rng = seed;
+    let mut random = move |below: u64| {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (rng >> 33) % below
+    };
+    for kill in 0..kills {
+        let before = server.stats.requests();
+        let mut child = harvest(&job, &out).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        if kill % 2 == 0 {
+            let k = 1 + random(10);
+            while server.stats.requests() < before + k && Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(5 + random(100))).await;
+        }
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                assert!(status.success(), "{scenario:?}: the run failed on its own");
+                break;
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                landed += 1;
+            }
+        }
+        for part in part_files(&root) {
+            part_ids(&part);
+        }
+    }
+    let status = harvest(&job, &out).stdout(Stdio::null()).status().unwrap();
+    assert!(status.success(), "{scenario:?}: the last run completes");
+    let by_partition = ids_by_partition(&root);
+    let expected: Vec<u64> = (1..=RECORDS).collect();
+    assert_eq!(by_partition.keys().cloned().collect::<Vec<_>>(), scenario.labels(), "{scenario:?}");
+    for (label, ids) in &by_partition {
+        assert!(ids == &expected, "{scenario:?}: partition {label:?} has {} ids, {} distinct", ids.len(), {
+            let mut d = ids.clone();
+            d.sort();
+            d.dedup();
+            d.len()
+        });
+    }
+    // Every published part is the run's, and holds what the manifest says: nothing stray.
+    let listed: usize = by_partition.values().map(Vec::len).sum();
+    let on_disk: usize = part_files(&root).iter().map(|p| part_ids(p).len()).sum();
+    assert_eq!(on_disk, listed, "{scenario:?}: parts not in the manifest");
+    assert!(!root.join("_harvest/checkpoint.json").exists(), "the checkpoint goes with completion");
+    assert_eq!(std::fs::read_dir(root.join("_harvest/open")).unwrap().count(), 0, "no temporary part is left");
+    let pages = RECORDS.div_ceil(50) * scenario.labels().len() as u64;
+    eprintln!(
+        "{scenario:?}: {landed} kills; {} requests for {pages} pages (one run alone asks at least that many)",
+        server.stats.requests()
+    );
+    landed
+}
+
+const SCENARIOS: [(&str, &str, u32, bool); 3] =
+    [("offset", "", 1, false), ("cursor", "", 8, false), ("page", "", 8, true)];
+
+async fn kills_for(format: &'static str) {
+    let mut landed = 0;
+    for (i, (kind, _, concurrency, partitions)) in SCENARIOS.into_iter().enumerate() {
+        let scenario = Scenario { format, kind, concurrency, partitions };
+        landed += kill_and_resume(scenario, 8, 7 + i as u64).await;
+    }
+    assert!(landed >= 20, "{format}: only {landed} kills landed before a run completed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ndjson_is_exact_after_kill_9_at_many_points() {
+    kills_for("ndjson").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parquet_is_exact_after_kill_9_at_many_points() {
+    kills_for("parquet").await;
+}
