@@ -142,8 +142,8 @@ pub enum Error {
     Page { method: String, url: String, source: PageError, location: Location },
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
-    #[error("another harvest of job {name} is running (it holds {lock})")]
-    Locked { name: String, lock: PathBuf },
+    #[error("another harvest of job {name} is running ({holder}; it holds {lock})")]
+    Locked { name: String, lock: PathBuf, holder: String },
     /// The unfinished run's checkpoint cannot be used as it is.
     #[error("{0}")]
     Checkpoint(String),

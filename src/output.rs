@@ -70,18 +70,25 @@ impl Layout {
         }
     }
 
-    /// Take the job's lock; `Ok(None)` when another process holds it.
-    pub fn lock(&self) -> io::Result<Option<Lock>> {
+    /// Take the job's lock (an OS lock on `_harvest/lock`, released by the OS when the
+    /// process dies); `Err(holder)` when another process holds it, with what it wrote there:
+    /// its PID and start time.
+    pub fn lock(&self) -> io::Result<Result<Lock, String>> {
         let path = self.harvest_dir().join("lock");
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
         match file.try_lock() {
             Ok(()) => {
                 let mut file = file;
                 file.set_len(0)?;
-                writeln!(file, "{}", std::process::id())?;
-                Ok(Some(Lock { _file: file, path }))
+                let started = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                writeln!(file, "pid {} started {started}", std::process::id())?;
+                file.sync_data()?;
+                Ok(Ok(Lock { _file: file, path }))
             }
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                Ok(Err(holder.trim().to_string()))
+            }
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
     }

@@ -116,8 +116,11 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
     let root = plan.output_root();
     let layout = Layout::create(root.clone()).map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
     let lock = layout.lock().map_err(|e| Error::io("taking the job lock", e))?;
-    let Some(_lock) = lock else {
-        return Err(Error::Locked { name: plan.name.clone(), lock: layout.harvest_dir().join("lock") });
+    let _lock = match lock {
+        Ok(lock) => lock,
+        Err(holder) => {
+            return Err(Error::Locked { name: plan.name.clone(), lock: layout.harvest_dir().join("lock"), holder })
+        }
     };
     let fingerprint = Fingerprint::of(&plan);
     if options.fresh {
@@ -447,7 +450,7 @@ fn finish_replacing(layout: &Layout) -> Result<(), Error> {
 fn with_saved(error: Error, plan: &Plan, position: &Position, layout: &Layout) -> Error {
     let records: u64 = position.frontier.iter().map(|f| f.records).sum();
     let saved = format!(
-        "{records} record(s) written before the failure are kept under {}; `harvest run {}` runs the job again",
+        "{records} record(s) written so far are kept under {} with a checkpoint; `harvest run {}` resumes from there",
         layout.root.display(),
         plan.job_file.display()
     );

@@ -198,3 +198,116 @@ async fn ndjson_is_exact_after_kill_9_at_many_points() {
 async fn parquet_is_exact_after_kill_9_at_many_points() {
     kills_for("parquet").await;
 }
+
+/// A slow mock and a job over it: long enough to be caught running.
+async fn slow_job(kind: &'static str) -> (MockServer, tempfile::TempDir, PathBuf, PathBuf) {
+    let server =
+        MockServer::start(MockConfig { records: 600, latency: Duration::from_millis(20), ..Default::default() })
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    let scenario = Scenario { format: "ndjson", kind, concurrency: 1, partitions: false };
+    std::fs::write(&job, scenario.job(&server.url()).replace("page_size = 50", "page_size = 10")).unwrap();
+    let out = dir.path().join("out");
+    (server, dir, job, out)
+}
+
+async fn until_requests(server: &MockServer, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.stats.requests() < n {
+        assert!(Instant::now() < deadline, "the harvest did not get going");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn complete_ids(out: &Path) -> Vec<u64> {
+    ids_by_partition(&out.join("k")).remove("").unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_saves_a_checkpoint_and_the_next_run_resumes_it() {
+    let (server, _dir, job, out) = slow_job("cursor").await;
+    let child = harvest(&job, &out).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    until_requests(&server, 8).await;
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("with a checkpoint") && stderr.contains("resumes from there"), "{stderr}");
+    let checkpoint: Value =
+        serde_json::from_slice(&std::fs::read(out.join("k/_harvest/checkpoint.json")).unwrap()).unwrap();
+    let written = checkpoint["position"]["frontier"][0]["records"].as_u64().unwrap();
+    assert!(written >= 10, "the pages before the signal are kept: {written}");
+    let asked = server.stats.requests();
+
+    let output = Command::new(env!("CARGO_BIN_EXE_harvest"))
+        .args(["run", job.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "--progress", "never"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming run") && stderr.contains(&format!("({written} records written)")), "{stderr}");
+    assert_eq!(complete_ids(&out), (1..=600).collect::<Vec<_>>());
+    // The resume went on from the checkpoint: at most the page in flight was asked again.
+    assert!(server.stats.requests() - asked <= 60 - written / 10 + 2, "asked {}", server.stats.requests() - asked);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_run_is_refused_while_the_first_holds_the_lock_and_not_after_it_died() {
+    let (server, _dir, job, out) = slow_job("offset").await;
+    let mut first = harvest(&job, &out).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    until_requests(&server, 3).await;
+    let second = harvest(&job, &out).output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&format!("pid {} started 20", first.id())), "{stderr}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let third = harvest(&job, &out).stdout(Stdio::null()).output().unwrap();
+    assert!(third.status.success(), "{}", String::from_utf8_lossy(&third.stderr));
+    assert_eq!(complete_ids(&out), (1..=600).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkpoint_that_cannot_be_used_is_an_error_until_fresh() {
+    let (server, _dir, job, out) = slow_job("offset").await;
+    let mut child = harvest(&job, &out).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    until_requests(&server, 10).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let checkpoint = out.join("k/_harvest/checkpoint.json");
+    let saved = std::fs::read_to_string(&checkpoint).unwrap();
+    let run = |job: &Path| {
+        let output = harvest(job, &out).output().unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+
+    // The job changed what it fetches.
+    let changed = job.with_file_name("changed.toml");
+    std::fs::write(&changed, std::fs::read_to_string(&job).unwrap().replace("page_size = 10", "page_size = 20"))
+        .unwrap();
+    let (code, stderr) = run(&changed);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("the job changed since its run") && stderr.contains("(pagination differs)"), "{stderr}");
+    assert!(stderr.contains(&format!("`harvest run {} --fresh`", changed.display())), "{stderr}");
+
+    // Corrupt, or from a newer harvest.
+    std::fs::write(&checkpoint, &saved[..saved.len() / 2]).unwrap();
+    let (code, stderr) = run(&job);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("checkpoint.json is corrupt") && stderr.contains("--fresh"), "{stderr}");
+    std::fs::write(&checkpoint, saved.replacen("\"version\": 1", "\"version\": 99", 1)).unwrap();
+    let (code, stderr) = run(&job);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("written by a newer harvest (checkpoint version 99"), "{stderr}");
+    assert!(checkpoint.exists(), "nothing is discarded without --fresh");
+
+    // --fresh discards the unfinished run, parts and all, and starts over.
+    let unfinished: Vec<PathBuf> = part_files(&out.join("k"));
+    let output = harvest(&changed, &out).arg("--fresh").stdout(Stdio::null()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(unfinished.iter().all(|p| !p.exists()), "the unfinished run's parts are gone");
+    assert_eq!(complete_ids(&out), (1..=600).collect::<Vec<_>>());
+}
