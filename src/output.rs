@@ -129,8 +129,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         file.write_all(bytes)?;
         file.sync_all()?;
     }
+    failpoint("atomic-write");
     std::fs::rename(&tmp, path)?;
     fsync_dir(dir)
+}
+
+/// A test aid: with `HARVEST_FAILPOINT=<name>:<n>` in the environment, the process aborts the
+/// `n`th time it reaches the point `name`, as a crash would stop it there. The points:
+/// `atomic-write` (a checkpoint or manifest written to its temporary name, not yet renamed),
+/// `publish` (a part renamed to its final name, the folder not yet synced, the ledger not
+/// yet told), `after-manifest` (a run's manifest durable, its checkpoint and the parts it
+/// replaces not yet removed).
+pub fn failpoint(name: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static POINT: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let point = POINT.get_or_init(|| {
+        let spec = std::env::var("HARVEST_FAILPOINT").ok()?;
+        let (name, n) = spec.rsplit_once(':')?;
+        Some((name.to_string(), n.parse().ok()?))
+    });
+    if let Some((point, n)) = point {
+        if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            eprintln!("failpoint {name}:{n}: aborting");
+            std::process::abort();
+        }
+    }
 }
 
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {

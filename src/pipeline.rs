@@ -126,7 +126,12 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
     if options.fresh {
         discard_unfinished(&layout)?;
     }
-    let resumed = checkpoint::load(&layout, &plan.job_file)?;
+    let mut resumed = checkpoint::load(&layout, &plan.job_file)?;
+    if resumed.as_ref().is_some_and(|saved| layout.manifest(&saved.run).exists()) {
+        // That run completed (its manifest is durable) and died before tidying up.
+        checkpoint::remove(&layout)?;
+        resumed = None;
+    }
     if let Some(saved) = &resumed {
         let changes = saved.fingerprint.changes(&fingerprint);
         if !changes.is_empty() {
@@ -275,6 +280,7 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
     let manifest_path = layout.manifest(&run);
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
     write_atomic(&manifest_path, &json).map_err(|e| Error::io(format!("writing {}", manifest_path.display()), e))?;
+    crate::output::failpoint("after-manifest");
     checkpoint::remove(&layout)?;
     if plan.output.mode == Mode::Replace {
         let removed = layout.remove_other_runs(&run).map_err(|e| Error::io("removing the parts of earlier runs", e))?;

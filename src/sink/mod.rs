@@ -219,6 +219,7 @@ impl Ledger {
         let root = &self.layout.root;
         let target = root.join(&part.name);
         std::fs::rename(&part.path, &target).map_err(|e| Error::io(format!("publishing {}", target.display()), e))?;
+        crate::output::failpoint("publish");
         fsync_dir(root).map_err(|e| Error::io(format!("syncing {}", root.display()), e))?;
         tracing::debug!("published {} ({} rows)", target.display(), part.rows);
         self.parts.push(PartInfo { file: part.name, rows: part.rows, bytes, partitions: part.slices, schema });

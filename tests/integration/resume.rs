@@ -311,3 +311,70 @@ async fn a_checkpoint_that_cannot_be_used_is_an_error_until_fresh() {
     assert!(unfinished.iter().all(|p| !p.exists()), "the unfinished run's parts are gone");
     assert_eq!(complete_ids(&out), (1..=600).collect::<Vec<_>>());
 }
+
+/// A crash inside the steps that make data durable: writing a checkpoint (or the manifest),
+/// and renaming a part to its final name. The run is aborted there, then run again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_while_checkpointing_or_publishing_resumes_exactly() {
+    for format in ["ndjson", "parquet"] {
+        for point in ["atomic-write:2", "atomic-write:4", "publish:1", "publish:3"] {
+            let server = MockServer::start(MockConfig {
+                records: RECORDS,
+                latency: Duration::from_millis(2),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let job = dir.path().join("job.toml");
+            let scenario = Scenario { format, kind: "offset", concurrency: 4, partitions: false };
+            std::fs::write(&job, scenario.job(&server.url())).unwrap();
+            let out = dir.path().join("out");
+            let crashed = harvest(&job, &out).env("HARVEST_FAILPOINT", point).output().unwrap();
+            let stderr = String::from_utf8_lossy(&crashed.stderr);
+            assert!(!crashed.status.success() && stderr.contains("aborting"), "{format} {point}: {stderr}");
+            for part in part_files(&out.join("k")) {
+                part_ids(&part);
+            }
+            let resumed = harvest(&job, &out).stdout(Stdio::null()).output().unwrap();
+            assert!(resumed.status.success(), "{format} {point}: {}", String::from_utf8_lossy(&resumed.stderr));
+            let expected: Vec<u64> = (1..=RECORDS).collect();
+            assert!(complete_ids(&out) == expected, "{format} {point}: every id once, in order");
+            let listed = complete_ids(&out).len();
+            let on_disk: usize = part_files(&out.join("k")).iter().map(|p| part_ids(p).len()).sum();
+            assert_eq!(on_disk, listed, "{format} {point}: parts not in the manifest");
+        }
+    }
+}
+
+/// Replace mode: a run that dies after its manifest is durable but before it removed the
+/// parts it replaces; the next run finishes the removal, and a completed run's parts are not
+/// touched again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replacing_run_that_died_after_its_manifest_is_finished_by_the_next() {
+    let server = MockServer::start(MockConfig { records: 300, ..Default::default() }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    let scenario = Scenario { format: "ndjson", kind: "offset", concurrency: 2, partitions: false };
+    std::fs::write(&job, scenario.job(&server.url()).replace("rows_per_file = 400", "rows_per_file = 100")).unwrap();
+    let out = dir.path().join("out");
+    let root = out.join("k");
+    assert!(harvest(&job, &out).stdout(Stdio::null()).status().unwrap().success());
+    let first = part_files(&root);
+    assert_eq!(first.len(), 3);
+    // Run ids are whole seconds: let the next run have its own.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let crashed = harvest(&job, &out).env("HARVEST_FAILPOINT", "after-manifest:1").output().unwrap();
+    assert!(!crashed.status.success());
+    assert_eq!(part_files(&root).len(), 6, "both runs' parts are there after the crash");
+    let second: Vec<PathBuf> = part_files(&root).into_iter().filter(|p| !first.contains(p)).collect();
+    let second_bytes: Vec<Vec<u8>> = second.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let third = harvest(&job, &out).env("HARVEST_FAILPOINT", "after-manifest:1").output().unwrap();
+    assert!(!third.status.success());
+    assert!(first.iter().all(|p| !p.exists()), "the replaced parts were removed first");
+    assert_eq!(second.iter().map(|p| std::fs::read(p).unwrap()).collect::<Vec<_>>(), second_bytes);
+    assert!(harvest(&job, &out).stdout(Stdio::null()).status().unwrap().success());
+    assert_eq!(complete_ids(&out), (1..=300).collect::<Vec<_>>());
+    assert_eq!(part_files(&root).len(), 3, "only the newest run's parts are left");
+}
