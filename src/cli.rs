@@ -27,6 +27,8 @@ pub enum Command {
     Run(RunArgs),
     /// Validate a job and print what it will do, secrets redacted.
     Check(CheckArgs),
+    /// Where a job stands: a run in progress, the unfinished run, the last completed run.
+    Status(StatusArgs),
     /// Serve the built-in paginated test API.
     MockApi(MockApiArgs),
     /// Start the mock API in-process and harvest jobs/demo.toml from it into output/demo/.
@@ -65,6 +67,15 @@ pub struct CheckArgs {
     /// Fetch the first page of each partition: record count, a sample record, the next page.
     #[arg(long)]
     pub probe: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The job file (TOML).
+    pub job: PathBuf,
+    /// Output root instead of [output] dir.
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

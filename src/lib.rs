@@ -17,3 +17,4 @@ pub mod redact;
 pub mod scan;
 pub mod schema;
 pub mod sink;
+pub mod status;

@@ -76,6 +76,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Status(args) => {
+            let overrides = Overrides { output_dir: args.output_dir, ..Overrides::default() };
+            let plan = job::load(&args.job, &overrides)?;
+            print!("{}", harvest::status::report(&plan)?);
+            Ok(())
+        }
         Command::MockApi(args) => {
             let config = harvest::mock::MockConfig {
                 records: args.records,

@@ -93,6 +93,22 @@ impl Layout {
         }
     }
 
+    /// Who holds the job's lock now (its PID and start time), if anyone; looked at with a
+    /// shared lock taken and let go at once, so a run is not kept from starting.
+    pub fn holder(&self) -> io::Result<Option<String>> {
+        let path = self.harvest_dir().join("lock");
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(None),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(Some(std::fs::read_to_string(&path)?.trim().to_string())),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
     /// Replace mode: remove the parts of every other run (and their leftovers in `open/`).
     /// Called only after this run's manifest is durable.
     pub fn remove_other_runs(&self, run: &str) -> io::Result<usize> {

@@ -573,11 +573,12 @@ impl Harvest<'_> {
         };
         let max_pages = self.plan().pagination.max_pages.unwrap_or(u64::MAX);
         loop {
-            if cancel.is_cancelled() {
-                abort(&mut inflight);
+            // Interrupted: ask nothing more, but take the pages already in flight, in order.
+            if cancel.is_cancelled() && inflight.is_empty() {
                 return Err(Error::Interrupted { saved: String::new() });
             }
-            while inflight.len() < self.window
+            while !cancel.is_cancelled()
+                && inflight.len() < self.window
                 && range.end.is_none_or(|end| next_position < end)
                 && tally.pages + (inflight.len() as u64) < max_pages
             {

@@ -241,6 +241,18 @@ async fn sigint_saves_a_checkpoint_and_the_next_run_resumes_it() {
     let written = checkpoint["position"]["frontier"][0]["records"].as_u64().unwrap();
     assert!(written >= 10, "the pages before the signal are kept: {written}");
     let asked = server.stats.requests();
+    let status = |out: &Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_harvest"))
+            .args(["status", job.to_str().unwrap(), "--output-dir", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let report = status(&out);
+    assert!(report.contains("running now: no"), "{report}");
+    assert!(report.contains(&format!("the partition: {} pages, {written} records", written / 10)), "{report}");
+    assert!(report.contains("last completed run: none"), "{report}");
 
     let output = Command::new(env!("CARGO_BIN_EXE_harvest"))
         .args(["run", job.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "--progress", "never"])
@@ -250,6 +262,8 @@ async fn sigint_saves_a_checkpoint_and_the_next_run_resumes_it() {
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("resuming run") && stderr.contains(&format!("({written} records written)")), "{stderr}");
     assert_eq!(complete_ids(&out), (1..=600).collect::<Vec<_>>());
+    let report = status(&out);
+    assert!(report.contains("unfinished run: none") && report.contains("600 records in 60 pages"), "{report}");
     // The resume went on from the checkpoint: at most the page in flight was asked again.
     assert!(server.stats.requests() - asked <= 60 - written / 10 + 2, "asked {}", server.stats.requests() - asked);
 }

@@ -1,0 +1,101 @@
+//! `harvest status`: where a job stands, from its output folder alone: a run in progress (who
+//! holds the lock), the unfinished run's checkpoint with each partition's progress, and the
+//! last completed run from its manifest.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use crate::checkpoint;
+use crate::error::Error;
+use crate::output::Layout;
+use crate::plan::Plan;
+
+/// The report, as printed.
+pub fn report(plan: &Plan) -> Result<String, Error> {
+    let root = plan.output_root();
+    let mut out = String::new();
+    let _ = writeln!(out, "job {} ({})", plan.name, root.display());
+    if !root.join("_harvest").is_dir() {
+        let _ = writeln!(out, "no run yet");
+        return Ok(out);
+    }
+    let layout = Layout { root };
+    match layout.holder().map_err(|e| Error::io("reading the job lock", e))? {
+        Some(holder) => {
+            let _ = writeln!(out, "running now: {holder}");
+        }
+        None => {
+            let _ = writeln!(out, "running now: no");
+        }
+    }
+    match checkpoint::load(&layout, &plan.job_file)? {
+        Some(saved) => {
+            let position = &saved.position;
+            let records: u64 = position.frontier.iter().map(|f| f.records).sum();
+            let _ = writeln!(
+                out,
+                "unfinished run {} (started {}, last checkpoint {}): {records} records written, {} part(s) \
+                 published{}; `harvest run` resumes it, `--fresh` discards it",
+                saved.run,
+                saved.started_at,
+                saved.written_at,
+                position.parts.len(),
+                match &position.open {
+                    Some(open) => format!(", {} rows in the open part", open.rows),
+                    None => String::new(),
+                }
+            );
+            let labels: Vec<String> =
+                plan.partitions.iter().map(|p| plan.redactor.redact(&p.label()).into_owned()).collect();
+            for (label, frontier) in labels.iter().zip(&position.frontier) {
+                let done = frontier
+                    .resume
+                    .as_ref()
+                    .and_then(|r| r.get("done"))
+                    .filter(|d| !d.is_null())
+                    .map(|d| format!(", done ({})", d["reason"].as_str().unwrap_or("?")))
+                    .unwrap_or_default();
+                let name = if label.is_empty() { "the partition".to_string() } else { format!("partition {label}") };
+                let _ = writeln!(out, "  {name}: {} pages, {} records{done}", frontier.pages, frontier.records);
+            }
+        }
+        None => {
+            let _ = writeln!(out, "unfinished run: none");
+        }
+    }
+    match last_manifest(&layout)? {
+        Some(manifest) => {
+            let parts = manifest["parts"].as_array().map_or(0, Vec::len);
+            let _ = writeln!(
+                out,
+                "last completed run {}: finished {}, {} records in {} pages, {parts} part(s), {:.1} s",
+                manifest["run"].as_str().unwrap_or("?"),
+                manifest["finished_at"].as_str().unwrap_or("?"),
+                manifest["records"],
+                manifest["pages"],
+                manifest["seconds"].as_f64().unwrap_or(0.0),
+            );
+        }
+        None => {
+            let _ = writeln!(out, "last completed run: none");
+        }
+    }
+    let _ = writeln!(out, "incremental marks: none (incremental syncs are not supported yet)");
+    Ok(out)
+}
+
+/// The newest run manifest (run ids sort by time).
+fn last_manifest(layout: &Layout) -> Result<Option<Value>, Error> {
+    let newest = std::fs::read_dir(layout.runs_dir())
+        .map_err(|e| Error::io("listing the run manifests", e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .max();
+    let Some(path) = newest else { return Ok(None) };
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::Other(format!("{} is not valid JSON: {e}", path.display())))
+}
