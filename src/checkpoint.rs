@@ -31,6 +31,9 @@ pub struct Checkpoint {
     pub started_at: String,
     pub written_at: String,
     pub fingerprint: Fingerprint,
+    /// Incremental syncs: the value sent as the mark, per partition; a resume sends the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent: Vec<Option<String>>,
     pub position: Position,
 }
 
@@ -44,13 +47,18 @@ impl Fingerprint {
     pub fn of(plan: &Plan) -> Self {
         let request = &plan.request;
         let output = &plan.output;
-        let parts: [(&str, String); 6] = [
+        let incremental = plan
+            .incremental
+            .as_ref()
+            .map(|i| format!("{} {} {:?} {:?}", i.field.as_str(), i.param, i.start, i.lookback));
+        let parts: [(&str, String); 7] = [
             ("request", format!("{:?} {} {:?} {:?}", request.method, request.url, request.params, request.body)),
             ("records", format!("{:?}", plan.records.path.to_string())),
             ("pagination", format!("{:?}", plan.pagination)),
             ("partitions", format!("{:?}", plan.partitions.iter().map(|p| p.label()).collect::<Vec<_>>())),
             ("format", format!("{:?} {:?}", output.format, output.compression)),
             ("rows_per_file", output.rows_per_file.to_string()),
+            ("incremental", format!("{incremental:?}")),
         ];
         Fingerprint(
             parts

@@ -21,8 +21,8 @@ use crate::error::JobError;
 use crate::jsonpath::JsonPath;
 use crate::paginate::{cursor, link_header, next_url, offset, page, PaginationPlan, ParamsIn, Style};
 use crate::plan::{
-    Compression, Format, Limits, Method, Mode, OutputPlan, ParquetPlan, Partition, Plan, RecordsPlan, RequestPlan,
-    RetryPlan,
+    Compression, Format, IncrementalPlan, Limits, Method, Mode, OutputPlan, ParquetPlan, Partition, Plan, RecordsPlan,
+    RequestPlan, RetryPlan,
 };
 use crate::redact::Redactor;
 
@@ -40,9 +40,18 @@ struct JobFile {
     retry: RetryFile,
     #[serde(default)]
     partitions: IndexMap<String, Spanned<toml::Value>>,
-    incremental: Option<Spanned<toml::Table>>,
+    incremental: Option<Spanned<IncrementalFile>>,
     #[serde(default)]
     output: OutputFile,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncrementalFile {
+    field: Spanned<String>,
+    param: Spanned<String>,
+    start: Option<Spanned<String>>,
+    lookback: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -372,10 +381,6 @@ impl Cx<'_> {
         })
     }
 
-    fn not_yet(&self, span: Range<usize>, what: &str) -> JobError {
-        self.err(span, format!("{what} is not supported by this version of harvest yet; remove it to run the job"))
-    }
-
     fn validate(&self, file: JobFile, overrides: &Overrides) -> R<Plan> {
         let name = file.name.get_ref();
         if name.is_empty()
@@ -384,12 +389,12 @@ impl Cx<'_> {
             return Err(self
                 .err(file.name.span(), format!("name {name:?} must match [a-z0-9_-]+ (it names the output folder)")));
         }
-        if let Some(incremental) = &file.incremental {
-            return Err(self.not_yet(incremental.span(), "[incremental]"));
-        }
+        let incremental = file.incremental.as_ref().map(|i| self.incremental(i.get_ref())).transpose()?;
         let partitions = self.partitions(&file.partitions)?;
-        let keys: Vec<String> =
+        let mut keys: Vec<String> =
             partitions.first().map(|p| p.values.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
+        // The incremental parameter may be placed as a placeholder too.
+        keys.extend(incremental.as_ref().map(|i: &IncrementalPlan| i.param.clone()));
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let request = self.request(file.request.get_ref(), &keys)?;
         let records = file.records.get_ref();
@@ -411,7 +416,11 @@ impl Cx<'_> {
         let allow_origins = self.auth(file.auth.as_ref())?;
         let limits = self.limits(&file.limits)?;
         let retry = self.retry(&file.retry)?;
-        let output = self.output(&file.output, overrides.format.as_deref())?;
+        let mut output = self.output(&file.output, overrides.format.as_deref())?;
+        if incremental.is_some() && file.output.mode.is_none() {
+            // Each sync adds what changed: earlier runs' parts are kept.
+            output.mode = Mode::Append;
+        }
 
         let redactor = Redactor::new(self.secrets.borrow().iter());
         let mut plan = Plan {
@@ -424,6 +433,7 @@ impl Cx<'_> {
             retry,
             partitions,
             output,
+            incremental,
             redactor,
             allowed_origins: Vec::new(),
         };
@@ -444,6 +454,24 @@ impl Cx<'_> {
         plan.allowed_origins = origins;
         apply(&mut plan, overrides).map_err(|m| JobError::new(self.file, None, m))?;
         Ok(plan)
+    }
+
+    fn incremental(&self, i: &IncrementalFile) -> R<IncrementalPlan> {
+        let field = JsonPath::parse(i.field.get_ref())
+            .map_err(|e| self.err(i.field.span(), format!("incremental.field is not a valid JSONPath: {e}")))?;
+        let param = i.param.get_ref().trim().to_string();
+        if param.is_empty() {
+            return Err(self.err(i.param.span(), "incremental.param names the parameter the mark is sent as"));
+        }
+        let start = match &i.start {
+            Some(s) => Some(self.interpolate(s.get_ref(), &s.span(), false)?),
+            None => None,
+        };
+        let lookback = match &i.lookback {
+            Some(_) => Some(self.duration(&i.lookback, Duration::ZERO)?),
+            None => None,
+        };
+        Ok(IncrementalPlan { field, param, start, lookback })
     }
 
     fn request(&self, r: &RequestFile, keys: &[&str]) -> R<RequestPlan> {

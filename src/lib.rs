@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod demo;
 pub mod error;
 pub mod fetch;
+pub mod incremental;
 pub mod job;
 pub mod jsonpath;
 pub mod mock;

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::{self, Checkpoint, Fingerprint};
 use crate::error::{Error, FetchErrorKind, Location, PageError};
 use crate::fetch::{FetchFailure, Fetched, Fetcher, Outgoing, Reject};
+use crate::incremental::{self, State};
 use crate::jsonpath::{Document, Kind, RecordsError};
 use crate::output::{fsync_dir, write_atomic, Layout, Manifest, PartitionReport};
 use crate::paginate::{Facts, Next, PageRequest, PageResponse, Paginator, StopReason};
@@ -76,6 +77,10 @@ struct Shared {
     progress: Progress,
     /// Where each partition starts: a resumed run's checkpoint frontier, or the beginning.
     start: Vec<Frontier>,
+    /// The plan's partitions, with the incremental mark among their values for placeholders.
+    partitions: Vec<Partition>,
+    /// The incremental mark as a query parameter, per partition, when no placeholder takes it.
+    since: Vec<Option<(String, String)>>,
 }
 
 /// Where a partition goes on after a page, as a checkpoint keeps it.
@@ -185,6 +190,23 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         None => vec![Frontier::default(); labels.len()],
     };
     let position = resumed.as_ref().map(|saved| saved.position.clone()).unwrap_or_default();
+    // Incremental: what each partition sends as its mark (a resume sends what its run sent).
+    let sent: Vec<Option<String>> = match (&plan.incremental, &resumed) {
+        (None, _) => vec![None; labels.len()],
+        (Some(_), Some(saved)) => {
+            let mut sent = saved.sent.clone();
+            sent.resize(labels.len(), None);
+            sent
+        }
+        (Some(incremental), None) => {
+            let state = State::load(&layout)?;
+            labels
+                .iter()
+                .map(|label| incremental::to_send(incremental, state.marks.get(label).map(String::as_str)))
+                .collect()
+        }
+    };
+    let (partitions, since) = with_marks(&plan, &sent);
     let sink: Box<dyn Sink> = match output.format {
         Format::Ndjson => Box::new(NdjsonSink::resume(
             layout.clone(),
@@ -213,6 +235,7 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
             started_at: started_at.clone(),
             written_at: String::new(),
             fingerprint,
+            sent: if plan.incremental.is_some() { sent.clone() } else { Vec::new() },
             position: Position::default(),
         },
         interval: output.checkpoint_interval,
@@ -235,6 +258,8 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         prepare,
         progress: Progress::new(options.progress),
         start,
+        partitions,
+        since,
     });
     let (reports, failure) = harvest_partitions(&shared, &options.cancel).await;
     drop(shared);
@@ -258,6 +283,9 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         .await
         .map_err(|e| Error::Other(format!("the writer failed: {e}")))??;
 
+    if let Some(incremental) = &plan.incremental {
+        save_marks(&layout, incremental, &reports, &position)?;
+    }
     let stats = fetcher.stats();
     let records: u64 = reports.iter().map(|r| r.records).sum();
     let pages: u64 = reports.iter().map(|r| r.pages).sum();
@@ -362,6 +390,55 @@ fn write_pages(
         }
     }
     (sink, checkpointer, Ok(()))
+}
+
+/// The partitions with the incremental mark each sends: among their values, for a `{param}`
+/// placeholder, or as a query parameter when the job has no such placeholder.
+fn with_marks(plan: &Plan, sent: &[Option<String>]) -> (Vec<Partition>, Vec<Option<(String, String)>>) {
+    let mut partitions = plan.partitions.clone();
+    let Some(incremental) = &plan.incremental else {
+        return (partitions, vec![None; sent.len()]);
+    };
+    let placeholder = format!("{{{}}}", incremental.param);
+    let request = &plan.request;
+    let placed = request.url.contains(&placeholder)
+        || request.params.iter().any(|(_, v)| v.contains(&placeholder))
+        || request.body.as_ref().is_some_and(|b| b.to_string().contains(&placeholder));
+    let since = partitions
+        .iter_mut()
+        .zip(sent)
+        .map(|(partition, sent)| {
+            let value = sent.clone()?;
+            partition.values.push((incremental.param.clone(), value.clone()));
+            (!placed).then(|| (incremental.param.clone(), value))
+        })
+        .collect();
+    (partitions, since)
+}
+
+/// Raise `state.json`'s marks to what the run wrote, for the partitions that ended by the
+/// API's own end condition.
+fn save_marks(
+    layout: &Layout,
+    incremental: &crate::plan::IncrementalPlan,
+    reports: &[PartitionReport],
+    position: &Position,
+) -> Result<(), Error> {
+    let mut state = State::load(layout)?;
+    for (report, frontier) in reports.iter().zip(&position.frontier) {
+        let cut_short = matches!(report.stop, StopReason::MaxPages { .. } | StopReason::MaxRecords { .. });
+        match (&frontier.mark, cut_short) {
+            (Some(mark), false) => state.raise(&report.partition, mark),
+            (Some(_), true) => tracing::warn!(
+                "partition{} was cut short ({}): its mark for {} stays where it was",
+                partition_suffix(&report.partition),
+                report.stop,
+                incremental.field.as_str()
+            ),
+            (None, _) => {}
+        }
+    }
+    state.save(layout)
 }
 
 /// Each partition's place in a checkpoint, for the log.
@@ -635,13 +712,15 @@ impl Harvest<'_> {
         let mut lines = out.lines;
         let mut count = out.received;
         let mut prepared = out.prepared;
+        let mut mark = out.mark;
         if let Some(max) = pagination.max_records {
             let keep = out.received.min(max.saturating_sub(tally.records));
             if keep < count {
                 lines.truncate(crate::sink::nth_line_end(&lines, keep));
                 count = keep;
-                // It was made of the whole page.
+                // They were made of the whole page.
                 prepared = None;
+                mark = self.plan().incremental.as_ref().and_then(|i| incremental::page_mark(&i.field, &lines));
             }
         }
         let (records, pages) = (tally.records + count, tally.pages + 1);
@@ -669,6 +748,7 @@ impl Harvest<'_> {
             prepared,
             resume: Some(resume),
             seen: pager.take_seen(),
+            mark,
         };
         if self.shared.tx.send(batch).await.is_err() {
             return Err(Error::Other("the writer stopped".into()));
@@ -693,6 +773,8 @@ struct PageOut {
     facts: Option<Facts>,
     /// The URL that answered (not redacted: show it only through the redactor).
     url: url::Url,
+    /// Incremental syncs: the greatest mark on the page.
+    mark: Option<String>,
 }
 
 /// A page being fetched ahead, on its own task.
@@ -725,8 +807,8 @@ async fn fetch_page(
     let label = &shared.labels[index];
     let style = &plan.pagination.style;
     let location = Location { partition: label.clone(), page };
-    let outgoing =
-        outgoing(plan, &plan.partitions[index], request).map_err(|error| PageFailure { status: None, error })?;
+    let outgoing = outgoing(plan, &shared.partitions[index], request, shared.since[index].as_ref())
+        .map_err(|error| PageFailure { status: None, error })?;
     let mut pager = pager;
     let judge = |fetched: &Fetched| -> Result<Box<PageOut>, Reject<PageFailure>> {
         let page_error = |source: PageError| {
@@ -752,7 +834,8 @@ async fn fetch_page(
                 RecordsError::Invalid(message) => PageError::Pagination(message),
             })
         })?;
-        if page == 0 && received == 0 {
+        // An incremental sync with nothing new is no surprise.
+        if page == 0 && received == 0 && plan.incremental.is_none() {
             tracing::warn!(
                 "the first page{} has no records at records.path {} ({})",
                 partition_suffix(label),
@@ -771,7 +854,7 @@ async fn fetch_page(
             Some(pager) => (Some(pager.next(style, &response).map_err(page_error)?), None),
             None => (None, Paginator::facts(style, &response).map_err(page_error)?),
         };
-        Ok(Box::new(PageOut { lines, received, prepared: None, next, facts, url: fetched.url.clone() }))
+        Ok(Box::new(PageOut { lines, received, prepared: None, next, facts, url: fetched.url.clone(), mark: None }))
     };
     let mut out = fetcher.fetch_with(&outgoing, judge).await.map_err(|failure| match failure {
         FetchFailure::Rejected(failure) => failure,
@@ -788,11 +871,20 @@ async fn fetch_page(
     if let Some(prepare) = &shared.prepare {
         out.prepared = prepare.prepare(&out.lines, out.received);
     }
+    if let Some(incremental) = &plan.incremental {
+        out.mark = incremental::page_mark(&incremental.field, &out.lines);
+    }
     Ok(out)
 }
 
 /// The job's request for one partition, with the strategy's parameters applied.
-fn outgoing(plan: &Plan, partition: &Partition, request: &PageRequest) -> Result<Outgoing, Error> {
+/// `since`: the incremental mark as a query parameter, when no placeholder takes it.
+fn outgoing(
+    plan: &Plan,
+    partition: &Partition,
+    request: &PageRequest,
+    since: Option<&(String, String)>,
+) -> Result<Outgoing, Error> {
     let url = match &request.url {
         Some(url) => url.clone(),
         None => {
@@ -803,6 +895,7 @@ fn outgoing(plan: &Plan, partition: &Partition, request: &PageRequest) -> Result
                 .iter()
                 .filter(|(k, _)| !request.query.iter().any(|(name, _)| name == k))
                 .map(|(k, v)| (k.as_str(), fill(v, partition, Encoding::Raw)))
+                .chain(since.map(|(k, v)| (k.as_str(), v.clone())))
                 .chain(request.query.iter().map(|(k, v)| (k.as_str(), v.clone())))
                 .collect();
             if !params.is_empty() {
@@ -884,6 +977,8 @@ pub async fn probe(plan: &Plan) -> Result<Vec<Probe>, Error> {
         prepare: None,
         progress: Progress::new(false),
         start: vec![Frontier::default(); plan.partitions.len()],
+        partitions: plan.partitions.clone(),
+        since: vec![None; plan.partitions.len()],
     };
     let mut probes = Vec::new();
     for (index, label) in shared.labels.iter().enumerate() {

@@ -26,6 +26,7 @@ pub struct Plan {
     pub retry: RetryPlan,
     pub partitions: Vec<Partition>,
     pub output: OutputPlan,
+    pub incremental: Option<IncrementalPlan>,
     pub redactor: Redactor,
     /// Origins that may receive credentials: `request.url`'s and `[auth] allow_origins`.
     pub allowed_origins: Vec<url::Origin>,
@@ -148,6 +149,19 @@ pub struct OutputPlan {
     /// A checkpoint at least this often (at a page boundary).
     pub checkpoint_interval: Duration,
     pub parquet: ParquetPlan,
+}
+
+/// `[incremental]`: each run asks only for what changed since the last complete one.
+#[derive(Debug, Clone)]
+pub struct IncrementalPlan {
+    /// Where the high-water mark is in a record.
+    pub field: crate::jsonpath::JsonPath,
+    /// The parameter (or `{param}` placeholder) the mark is sent as.
+    pub param: String,
+    /// Sent when there is no mark yet.
+    pub start: Option<String>,
+    /// A margin taken off time marks, for late updates.
+    pub lookback: Option<Duration>,
 }
 
 /// `[output]` keys that only Parquet reads.

@@ -81,7 +81,27 @@ pub fn report(plan: &Plan) -> Result<String, Error> {
             let _ = writeln!(out, "last completed run: none");
         }
     }
-    let _ = writeln!(out, "incremental marks: none (incremental syncs are not supported yet)");
+    match &plan.incremental {
+        None => {
+            let _ = writeln!(out, "incremental marks: none (the job has no [incremental])");
+        }
+        Some(incremental) => {
+            let state = crate::incremental::State::load(&layout)?;
+            match state.marks.is_empty() {
+                true => {
+                    let _ = writeln!(out, "incremental marks: none yet (the next run sends {:?})", incremental.start);
+                }
+                false => {
+                    let _ = writeln!(out, "incremental marks ({}):", incremental.field.as_str());
+                    for (label, mark) in &state.marks {
+                        let name =
+                            if label.is_empty() { "the partition".to_string() } else { format!("partition {label}") };
+                        let _ = writeln!(out, "  {name}: {mark}");
+                    }
+                }
+            }
+        }
+    }
     Ok(out)
 }
 

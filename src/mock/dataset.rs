@@ -41,14 +41,15 @@ impl Dataset {
         &self.records[index as usize]
     }
 
-    /// The first 0-based position whose `updated_at` is at or after `since`.
+    /// The first 0-based position whose `updated_at` is after `since` (strictly: a record
+    /// updated at the very instant a sync saw is not served again).
     pub fn position_since(&self, since: DateTime<Utc>) -> u64 {
-        let seconds = (since - base()).num_seconds();
-        if seconds <= 60 {
+        let millis = (since - base()).num_milliseconds();
+        if millis < 60_000 {
             return 0;
         }
-        // updated_at(id) = base + 60 s * id; position = id - 1.
-        let id = (seconds + 59) / 60;
+        // updated_at(id) = base + 60 s * id; position = id - 1: the first id past `since`.
+        let id = millis.div_euclid(60_000) + 1;
         (id as u64).saturating_sub(1).min(self.len())
     }
 }
@@ -113,8 +114,9 @@ mod tests {
     #[test]
     fn since_finds_the_first_updated_record() {
         let data = Dataset::new(100);
-        assert_eq!(data.position_since(updated_at(10)), 9);
+        assert_eq!(data.position_since(updated_at(10)), 10);
         assert_eq!(data.position_since(updated_at(10) - Duration::seconds(1)), 9);
         assert_eq!(data.position_since(base()), 0);
+        assert_eq!(data.position_since(updated_at(1)), 1);
     }
 }

@@ -114,6 +114,9 @@ pub(crate) struct MockApi {
     started: Instant,
     /// Requests seen per URI, for the `flaky` knob.
     attempts: Mutex<HashMap<String, u64>>,
+    /// Ids whose `updated_at` was moved past every other record's (`POST /_admin/touch`), in
+    /// the order they were touched.
+    touched: Mutex<Vec<u64>>,
     dice: faults::FaultDice,
     bucket: Option<faults::Bucket>,
 }
@@ -168,6 +171,7 @@ pub fn app(config: MockConfig) -> (Router, Arc<Stats>) {
         stats: stats.clone(),
         started: Instant::now(),
         attempts: Mutex::new(HashMap::new()),
+        touched: Mutex::new(Vec::new()),
         dice: faults::FaultDice::new(config.faults.clone(), config.seed),
         bucket: config.rate_limit.map(faults::Bucket::new),
         config,

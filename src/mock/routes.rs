@@ -3,6 +3,7 @@
 //! Handlers return `Result<Response, Response>`: an error is just another response here.
 #![allow(clippy::result_large_err)]
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use axum::body::Body;
@@ -54,6 +55,9 @@ struct Knobs {
     link_style: String,
     has_more_as_string: bool,
     updated_since: Option<String>,
+    /// `order=id`: records in id order even when touched ones have moved on in time, so that
+    /// `updated_at` is not monotonic in the order served.
+    by_id: bool,
     /// Indent JSON bodies, as some frameworks do.
     pretty: bool,
     /// Records with a greater id gain a field, `added` (a schema that grows).
@@ -87,6 +91,7 @@ impl Knobs {
             link_style: get("link_style").unwrap_or_default(),
             has_more_as_string: get("has_more_as").as_deref() == Some("string"),
             updated_since: get("updated_since"),
+            by_id: get("order").as_deref() == Some("id"),
             pretty: get("pretty").is_some(),
             gain_field_after: get("gain_field_after").and_then(|v| v.parse().ok()),
             float_after: get("float_after").and_then(|v| v.parse().ok()),
@@ -107,6 +112,9 @@ struct Call<'a> {
     knobs: Knobs,
     /// Position in the dataset of the first record the request can see (`updated_since`).
     first: u64,
+    /// Once records have been touched: the records the request can see, in the order served,
+    /// each a dataset position and the `updated_at` it has now.
+    view: Option<Vec<(u64, chrono::DateTime<chrono::Utc>)>>,
 }
 
 /// Answer one request; `seq` is its number in arrival order (from 1).
@@ -120,14 +128,16 @@ pub(super) async fn respond(api: &MockApi, request: Request, seq: u64) -> Respon
         None => path.clone(),
     };
     let knobs = Knobs::parse(&query);
-    let first = match &knobs.updated_since {
+    let since = match &knobs.updated_since {
         Some(since) => match chrono::DateTime::parse_from_rfc3339(since) {
-            Ok(t) => api.data.position_since(t.with_timezone(&chrono::Utc)),
+            Ok(t) => Some(t.with_timezone(&chrono::Utc)),
             Err(e) => return error(StatusCode::BAD_REQUEST, &format!("updated_since: {e}")),
         },
-        None => 0,
+        None => None,
     };
-    let call = Call { api, method: parts.method, route, path, query, headers: parts.headers, knobs, first };
+    let first = since.map_or(0, |t| api.data.position_since(t));
+    let view = touched_view(api, since, knobs.by_id);
+    let call = Call { api, method: parts.method, route, path, query, headers: parts.headers, knobs, first, view };
     if call.knobs.html {
         return Response::builder()
             .status(200)
@@ -220,6 +230,30 @@ pub(super) async fn respond(api: &MockApi, request: Request, seq: u64) -> Respon
     Response::from_parts(head, Body::from(half))
 }
 
+/// The records a request sees once some have been touched: untouched ones keep `updated_at`
+/// = base + id minutes; the k-th touched one moves to base + (N + k) minutes, after all
+/// others. Served by `updated_at` (or by id with `order=id`), from `since` on.
+fn touched_view(
+    api: &MockApi,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    by_id: bool,
+) -> Option<Vec<(u64, chrono::DateTime<chrono::Utc>)>> {
+    let touched = api.touched.lock().expect("touched lock");
+    if touched.is_empty() {
+        return None;
+    }
+    let n = api.data.len();
+    let moved: HashMap<u64, u64> = touched.iter().enumerate().map(|(k, id)| (*id, n + k as u64 + 1)).collect();
+    let mut view: Vec<(u64, chrono::DateTime<chrono::Utc>)> = (1..=n)
+        .map(|id| (id - 1, super::dataset::updated_at(moved.get(&id).copied().unwrap_or(id))))
+        .filter(|(_, at)| since.is_none_or(|since| *at > since))
+        .collect();
+    if !by_id {
+        view.sort_by_key(|(_, at)| *at);
+    }
+    Some(view)
+}
+
 impl Call<'_> {
     fn dispatch(&self, body: &[u8]) -> Response {
         let call = self;
@@ -235,6 +269,21 @@ impl Call<'_> {
             (Method::GET, "/has-more") => call.has_more(),
             (Method::POST, "/graphql") => call.graphql(body),
             (_, "/redirect") => call.redirect(),
+            (Method::POST, "/_admin/touch") => {
+                let ids: Vec<u64> = call
+                    .query
+                    .iter()
+                    .filter(|(k, _)| k == "ids")
+                    .flat_map(|(_, v)| v.split(',').filter_map(|id| id.trim().parse().ok()).collect::<Vec<u64>>())
+                    .filter(|id| (1..=api.data.len()).contains(id))
+                    .collect();
+                let mut touched = api.touched.lock().expect("touched lock");
+                for id in &ids {
+                    touched.retain(|t| t != id);
+                    touched.push(*id);
+                }
+                call.json(StatusCode::OK, json!({"touched": ids.len()}).to_string(), HeaderMap::new())
+            }
             (Method::GET, "/_stats") => call.json(
                 StatusCode::OK,
                 json!({"requests": api.stats.requests(), "max_in_flight": api.stats.max_in_flight()}).to_string(),
@@ -283,7 +332,10 @@ impl Call<'_> {
 
     /// Records visible to this request.
     fn len(&self) -> u64 {
-        self.api.data.len() - self.first
+        match &self.view {
+            Some(view) => view.len() as u64,
+            None => self.api.data.len() - self.first,
+        }
     }
 
     /// The page size to serve: the size asked, capped or refused per the knobs.
@@ -331,6 +383,13 @@ impl Call<'_> {
         for i in start..end.max(start) {
             if i > start {
                 out.push(',');
+            }
+            if let Some(view) = &self.view {
+                let (position, at) = view[i as usize];
+                let record = self.api.data.record_str(position);
+                let was = super::dataset::updated_at(position + 1).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+                out.push_str(&record.replace(&was, &at.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                continue;
             }
             let record = self.api.data.record_str(self.first + i);
             match (self.knobs.gain_field_after, self.knobs.float_after) {

@@ -33,11 +33,13 @@ pub struct PageBatch {
     /// The cursors or URLs the strategy remembered with this page, hashed, so that a resumed
     /// partition still knows every one it has seen.
     pub seen: Vec<u64>,
+    /// Incremental syncs: the greatest value of the mark field on this page.
+    pub mark: Option<String>,
 }
 
 impl PageBatch {
     pub fn new(partition: usize, page: u64, lines: Vec<u8>, count: u64) -> Self {
-        PageBatch { partition, page, lines, count, prepared: None, resume: None, seen: Vec::new() }
+        PageBatch { partition, page, lines, count, prepared: None, resume: None, seen: Vec::new(), mark: None }
     }
 }
 
@@ -91,6 +93,9 @@ pub struct Frontier {
     /// The cursors or URLs of the pages written, hashed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seen: Vec<u64>,
+    /// Incremental syncs: the high-water mark of the records written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,6 +217,9 @@ impl Ledger {
             frontier.resume = batch.resume.clone();
         }
         frontier.seen.extend(&batch.seen);
+        if batch.mark.is_some() {
+            frontier.mark = crate::incremental::max(frontier.mark.take(), batch.mark.as_deref());
+        }
     }
 
     /// Move a complete, fsynced part into the dataset folder.

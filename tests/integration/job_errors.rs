@@ -78,9 +78,19 @@ fn bad_job_files_are_reported_with_their_position() {
             "jobs/bad.toml:3:7: request.url uses {repo}, but the job has no [partitions]",
         ),
         (
-            "a later feature: [incremental]",
+            "[incremental] without its param",
             format!("{HEAD}[pagination]\nkind = \"none\"\n[incremental]\nfield = \"$.updated_at\"\n"),
-            "jobs/bad.toml:8:1: [incremental] is not supported by this version of harvest yet",
+            "jobs/bad.toml:8:1: missing required key `param` in [incremental]",
+        ),
+        (
+            "[incremental] field not a JSONPath",
+            format!("{HEAD}[pagination]\nkind = \"none\"\n[incremental]\nfield = \"$.updated_at[\"\nparam = \"since\"\n"),
+            "jobs/bad.toml:9:9: incremental.field is not a valid JSONPath",
+        ),
+        (
+            "[incremental] lookback not a duration",
+            format!("{HEAD}[pagination]\nkind = \"none\"\n[incremental]\nfield = \"$.t\"\nparam = \"since\"\nlookback = \"soon\"\n"),
+            "jobs/bad.toml:11:12: \"soon\" is not a duration",
         ),
         (
             "a later feature: auth kinds",

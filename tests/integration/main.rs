@@ -4,6 +4,7 @@
 mod cli;
 mod concurrency;
 mod http;
+mod incremental;
 mod job_errors;
 mod pagination;
 mod parquet;

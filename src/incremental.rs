@@ -1,0 +1,156 @@
+//! Incremental syncs: each run asks only for what changed since the last complete one.
+//!
+//! The high-water mark of a partition is the maximum of `[incremental] field` over the records
+//! a run wrote, compared as RFC 3339 instants when both sides parse as such, else as numbers,
+//! else as strings. It is kept in `_harvest/state.json`, and only for partitions that ended by
+//! the API's own end condition: a run cut short by `max_pages` or `max_records` advances no
+//! mark (on an API that serves newest first it would skip everything older). The next run
+//! sends the mark, less `lookback` when it is a time, as `param`; a resumed run sends what the
+//! run it resumes sent (the checkpoint keeps it).
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::jsonpath::{Document, JsonPath};
+use crate::output::{write_atomic, Layout};
+use crate::plan::IncrementalPlan;
+
+const VERSION: u32 = 1;
+
+/// `_harvest/state.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    /// Partition label (empty for a job without partitions) → mark.
+    pub marks: BTreeMap<String, String>,
+}
+
+impl State {
+    pub fn load(layout: &Layout) -> Result<State, Error> {
+        let path = layout.harvest_dir().join("state.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let state: State = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Checkpoint(format!("{} is corrupt ({e}); fix or remove it", path.display())))?;
+                match state.version > VERSION {
+                    true => Err(Error::Checkpoint(format!(
+                        "{} was written by a newer harvest (version {})",
+                        path.display(),
+                        state.version
+                    ))),
+                    false => Ok(state),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State { version: VERSION, ..State::default() }),
+            Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    pub fn save(&self, layout: &Layout) -> Result<(), Error> {
+        let path = layout.harvest_dir().join("state.json");
+        let json = serde_json::to_vec_pretty(self).expect("state serializes");
+        write_atomic(&path, &json).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    }
+
+    /// Raise a partition's mark to `mark` (never lowers it).
+    pub fn raise(&mut self, label: &str, mark: &str) {
+        self.version = VERSION;
+        match self.marks.get(label) {
+            Some(old) if compare(old, mark) != Ordering::Less => {}
+            _ => {
+                self.marks.insert(label.to_string(), mark.to_string());
+            }
+        }
+    }
+}
+
+/// What a run sends for a partition: its mark less the lookback, or `start` without a mark.
+pub fn to_send(plan: &IncrementalPlan, mark: Option<&str>) -> Option<String> {
+    let Some(mark) = mark else { return plan.start.clone() };
+    let lookback = plan.lookback.unwrap_or_default();
+    match chrono::DateTime::parse_from_rfc3339(mark) {
+        Ok(at) if !lookback.is_zero() => {
+            let at = at.with_timezone(&chrono::Utc) - chrono::Duration::from_std(lookback).unwrap_or_default();
+            Some(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        }
+        _ => Some(mark.to_string()),
+    }
+}
+
+/// The order of two marks: as instants when both are RFC 3339, else as numbers, else as text.
+pub fn compare(a: &str, b: &str) -> Ordering {
+    if let (Ok(x), Ok(y)) = (chrono::DateTime::parse_from_rfc3339(a), chrono::DateTime::parse_from_rfc3339(b)) {
+        return x.cmp(&y);
+    }
+    if let (Ok(x), Ok(y)) = (a.parse::<f64>(), b.parse::<f64>()) {
+        if let Some(order) = x.partial_cmp(&y) {
+            return order;
+        }
+    }
+    a.cmp(b)
+}
+
+/// The greater of two optional marks.
+pub fn max(a: Option<String>, b: Option<&str>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) if compare(&a, b) == Ordering::Less => Some(b.to_string()),
+        (Some(a), _) => Some(a),
+        (None, b) => b.map(str::to_string),
+    }
+}
+
+/// The greatest value of `field` over a page's records (compact JSON, one a line); records
+/// without it (or with null there) do not count.
+pub fn page_mark(field: &JsonPath, lines: &[u8]) -> Option<String> {
+    let mut mark: Option<String> = None;
+    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(doc) = Document::parse(line) else { continue };
+        let Ok(Some(node)) = field.first(&doc) else { continue };
+        if let Some(value) = node.as_text() {
+            mark = max(mark, Some(&value));
+        }
+    }
+    mark
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_compare_as_times_then_numbers_then_text() {
+        assert_eq!(compare("2024-01-01T00:00:00Z", "2023-12-31T23:00:00-02:00"), Ordering::Less);
+        assert_eq!(compare("9", "10"), Ordering::Less);
+        assert_eq!(compare("b", "a"), Ordering::Greater);
+        let mut state = State::default();
+        state.raise("", "2024-01-02T00:00:00Z");
+        state.raise("", "2024-01-01T00:00:00Z");
+        assert_eq!(state.marks[""], "2024-01-02T00:00:00Z");
+    }
+
+    #[test]
+    fn the_mark_is_the_greatest_value_whatever_the_order() {
+        let path = JsonPath::parse("$.updated_at").unwrap();
+        let lines = b"{\"updated_at\":\"2024-01-01T00:05:00Z\"}\n{\"updated_at\":\"2024-01-01T00:09:00Z\"}\n\
+                      {\"updated_at\":null}\n{\"x\":1}\n{\"updated_at\":\"2024-01-01T00:01:00Z\"}\n";
+        assert_eq!(page_mark(&path, lines).as_deref(), Some("2024-01-01T00:09:00Z"));
+    }
+
+    #[test]
+    fn lookback_moves_time_marks_only() {
+        let mut plan = IncrementalPlan {
+            field: JsonPath::parse("$.t").unwrap(),
+            param: "since".into(),
+            start: Some("2020-01-01T00:00:00Z".into()),
+            lookback: Some(std::time::Duration::from_secs(3600)),
+        };
+        assert_eq!(to_send(&plan, None).as_deref(), Some("2020-01-01T00:00:00Z"));
+        assert_eq!(to_send(&plan, Some("2024-01-01T10:00:00Z")).as_deref(), Some("2024-01-01T09:00:00Z"));
+        assert_eq!(to_send(&plan, Some("1700")).as_deref(), Some("1700"));
+        plan.lookback = None;
+        assert_eq!(to_send(&plan, Some("2024-01-01T10:00:00Z")).as_deref(), Some("2024-01-01T10:00:00Z"));
+    }
+}
