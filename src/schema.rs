@@ -731,33 +731,7 @@ impl<'a> Text<'a> {
 
     /// The index just past the value that starts at `at`.
     fn value_end(&self, at: usize) -> usize {
-        let text = self.bytes;
-        match text[at] {
-            b'"' => self.string_end(at),
-            b'{' | b'[' => {
-                let mut depth = 0usize;
-                let mut i = at;
-                while i < text.len() {
-                    match text[i] {
-                        b'"' => {
-                            i = self.string_end(i);
-                            continue;
-                        }
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                return i + 1;
-                            }
-                        }
-                        _ => {}
-                    }
-                    i += 1;
-                }
-                text.len()
-            }
-            _ => scalar_end(text, at),
-        }
+        value_end_by(self.bytes, at, |open| self.string_end(open))
     }
 }
 
@@ -787,15 +761,20 @@ static ENDS_SCALAR: [bool; 256] = {
 
 /// The index just past the value that starts at `at`.
 fn value_end(text: &[u8], at: usize) -> usize {
+    value_end_by(text, at, |open| string_end(text, open))
+}
+
+/// [`value_end`], with `string_end` saying where the string opened at an index ends.
+fn value_end_by(text: &[u8], at: usize, string_end: impl Fn(usize) -> usize) -> usize {
     match text[at] {
-        b'"' => string_end(text, at),
+        b'"' => string_end(at),
         b'{' | b'[' => {
             let mut depth = 0usize;
             let mut i = at;
             while i < text.len() {
                 match text[i] {
                     b'"' => {
-                        i = string_end(text, i);
+                        i = string_end(i);
                         continue;
                     }
                     b'{' | b'[' => depth += 1,
