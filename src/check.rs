@@ -108,6 +108,17 @@ pub fn describe(plan: &Plan) -> String {
         };
         let _ = writeln!(out, "  schema: {schema}; row groups of {} rows at most", p.row_group_size);
     }
+    let _ = writeln!(out, "  checkpoints: at least every {}", humantime::format_duration(o.checkpoint_interval));
+    if let Some(i) = &plan.incremental {
+        let _ = writeln!(
+            out,
+            "  incremental: sends the greatest {} of the last complete run as {}{}{}",
+            i.field.as_str(),
+            i.param,
+            i.lookback.map(|l| format!(", less {}", humantime::format_duration(l))).unwrap_or_default(),
+            i.start.as_ref().map(|s| format!("; {} before the first", plan.redactor.redact(s))).unwrap_or_default()
+        );
+    }
     let origins: Vec<String> = plan.allowed_origins.iter().map(|o| o.ascii_serialization()).collect();
     let _ = writeln!(out, "  credentials go only to: {}", origins.join(", "));
     out
