@@ -213,9 +213,9 @@ struct Run {
 }
 
 impl ParquetSink {
-    /// Go on from a checkpoint. A Parquet commit closes its part, so there is none to reopen:
-    /// the next records start a new part, with a schema inferred anew.
-    #[allow(clippy::too_many_arguments)]
+    /// `labels` names each partition, by index. `position` is where a resumed run stands (the
+    /// default for a new one): a Parquet commit closes its part, so there is none to reopen,
+    /// and the next records start a new part with a schema inferred anew.
     pub fn resume(
         layout: Layout,
         run: &str,
@@ -224,21 +224,6 @@ impl ParquetSink {
         rows_per_file: u64,
         labels: Vec<String>,
         position: &Position,
-    ) -> Self {
-        let mut sink = Self::new(layout.clone(), run, options, compression, rows_per_file, labels.clone(), 1);
-        sink.ledger = Ledger::resume(layout, run, labels, position);
-        sink
-    }
-
-    /// `labels` names each partition, by index; part numbers start at `first_seq`.
-    pub fn new(
-        layout: Layout,
-        run: &str,
-        options: ParquetPlan,
-        compression: Compression,
-        rows_per_file: u64,
-        labels: Vec<String>,
-        first_seq: u32,
     ) -> Self {
         let schema = options.schema.clone().map(|mut declared| {
             if let (true, Ty::Struct(record)) = (options.reject_to_json, &mut declared) {
@@ -253,7 +238,7 @@ impl ParquetSink {
             current: RwLock::new(None),
         });
         let mut sink = ParquetSink {
-            ledger: Ledger::new(layout, run, labels, first_seq),
+            ledger: Ledger::resume(layout, run, labels, position),
             rules,
             options,
             compression,
@@ -574,7 +559,7 @@ mod tests {
 
     fn sink(dir: &std::path::Path, options: ParquetPlan) -> ParquetSink {
         let layout = Layout::create(dir.join("job")).unwrap();
-        ParquetSink::new(layout, "R", options, Compression::Zstd, 1000, vec![String::new()], 1)
+        ParquetSink::resume(layout, "R", options, Compression::Zstd, 1000, vec![String::new()], &Position::default())
     }
 
     fn page(page: u64, records: &[&str]) -> PageBatch {
