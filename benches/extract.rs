@@ -4,12 +4,24 @@
 //! `raw` is the fast path (names, indexes and wildcards over a borrowed parse, the final array
 //! split in one scan); `filter` goes through serde_json_path over a full `Value`; `validate`
 //! is a bare validating parse, for scale. `schema/infer` is the Parquet sink's per-page work
-//! before decoding: the page's records walked once to infer their schema.
+//! before decoding: the page's records walked once to infer their schema. The `parquet` group
+//! is the work of the Arrow and Parquet crates on the same records, per record: arrow-json's
+//! decoding of 100- and 1,000-record pages, the Parquet encoding (zstd) of decoded rows, and
+//! the two together as the sink chains them (pages decoded, 4,096 rows at a time encoded).
 
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_json::reader::{Decoder, ReaderBuilder};
+use arrow_schema::SchemaRef;
+use arrow_select::concat::concat_batches;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use harvest::jsonpath::{Document, JsonPath};
 use harvest::mock::Dataset;
 use harvest::schema::{Rules, Ty};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
 
 fn page(records: u64, pretty: bool) -> Vec<u8> {
     let data = Dataset::new(records);
@@ -72,4 +84,99 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+/// `count` mock records, one compact JSON object a line.
+fn lines(count: u64) -> Vec<u8> {
+    let data = Dataset::new(count);
+    let mut lines = Vec::new();
+    for i in 0..count {
+        lines.extend_from_slice(data.record(i));
+        lines.push(b'\n');
+    }
+    lines
+}
+
+/// `lines` cut into pages of `rows` records.
+fn pages(lines: &[u8], rows: usize) -> Vec<&[u8]> {
+    let ends: Vec<usize> = memchr::memchr_iter(b'\n', lines).map(|end| end + 1).collect();
+    let mut start = 0;
+    ends.chunks(rows)
+        .map(|chunk| {
+            let page = &lines[start..chunk[chunk.len() - 1]];
+            start = chunk[chunk.len() - 1];
+            page
+        })
+        .collect()
+}
+
+fn decoder(schema: &SchemaRef, rows: usize) -> Decoder {
+    ReaderBuilder::new(schema.clone()).with_batch_size(rows.max(128)).with_strict_mode(true).build_decoder().unwrap()
+}
+
+/// A Parquet writer as the sink sets one up, into memory.
+fn writer(schema: &SchemaRef) -> ArrowWriter<Vec<u8>> {
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_dictionary_page_size_limit(128 << 10)
+        .build();
+    ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties)).unwrap()
+}
+
+fn parquet(c: &mut Criterion) {
+    const RECORDS: usize = 65_536;
+    let lines = lines(RECORDS as u64);
+    let mut ty = Ty::record();
+    ty.widen_page(&lines, Rules::default()).unwrap();
+    let schema: SchemaRef = Arc::new(ty.arrow_schema());
+    let mut group = c.benchmark_group("parquet");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(RECORDS as u64));
+    for rows in [100, 1000] {
+        let pages = pages(&lines, rows);
+        let mut decoder = decoder(&schema, rows);
+        group.bench_function(format!("decode/pages_of_{rows}"), |b| {
+            b.iter(|| {
+                pages
+                    .iter()
+                    .map(|page| {
+                        decoder.decode(page).unwrap();
+                        decoder.flush().unwrap().unwrap().num_rows()
+                    })
+                    .sum::<usize>()
+            })
+        });
+    }
+    let mut decoder = decoder(&schema, RECORDS);
+    decoder.decode(&lines).unwrap();
+    let batch = decoder.flush().unwrap().unwrap();
+    group.bench_function("encode", |b| {
+        b.iter(|| {
+            let mut writer = writer(&schema);
+            for at in (0..RECORDS).step_by(4096) {
+                writer.write(&batch.slice(at, 4096)).unwrap();
+            }
+            writer.into_inner().unwrap().len()
+        })
+    });
+    let pages = pages(&lines, 100);
+    let mut decoder = self::decoder(&schema, 100);
+    group.bench_function("decode_and_encode", |b| {
+        b.iter(|| {
+            let mut writer = writer(&schema);
+            let mut queued = Vec::new();
+            for page in &pages {
+                decoder.decode(page).unwrap();
+                queued.push(decoder.flush().unwrap().unwrap());
+                if queued.iter().map(RecordBatch::num_rows).sum::<usize>() >= 4096 {
+                    writer.write(&concat_batches(&schema, &queued).unwrap()).unwrap();
+                    queued.clear();
+                }
+            }
+            writer.write(&concat_batches(&schema, &queued).unwrap()).unwrap();
+            writer.into_inner().unwrap().len()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(parquet_group, parquet);
+criterion_main!(benches, parquet_group);
