@@ -68,15 +68,40 @@ impl State {
 }
 
 /// What a run sends for a partition: its mark less the lookback, or `start` without a mark.
+/// The lookback moves times: RFC 3339 marks, and numbers that read as epoch seconds or
+/// milliseconds (see [`epoch_unit`]); other marks (ids, versions, text) go as they are.
 pub fn to_send(plan: &IncrementalPlan, mark: Option<&str>) -> Option<String> {
     let Some(mark) = mark else { return plan.start.clone() };
     let lookback = plan.lookback.unwrap_or_default();
-    match chrono::DateTime::parse_from_rfc3339(mark) {
-        Ok(at) if !lookback.is_zero() => {
-            let at = at.with_timezone(&chrono::Utc) - chrono::Duration::from_std(lookback).unwrap_or_default();
-            Some(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    if lookback.is_zero() {
+        return Some(mark.to_string());
+    }
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(mark) {
+        let at = at.with_timezone(&chrono::Utc) - chrono::Duration::from_std(lookback).unwrap_or_default();
+        return Some(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+    }
+    if let Ok(at) = mark.parse::<i64>() {
+        if let Some(per_second) = epoch_unit(at as f64) {
+            let back = i64::try_from(lookback.as_millis() * per_second as u128 / 1000).unwrap_or(i64::MAX);
+            return Some(at.saturating_sub(back).to_string());
         }
-        _ => Some(mark.to_string()),
+    }
+    if let Ok(at) = mark.parse::<f64>() {
+        if let Some(per_second) = epoch_unit(at) {
+            return Some((at - lookback.as_secs_f64() * per_second as f64).to_string());
+        }
+    }
+    Some(mark.to_string())
+}
+
+/// A number that reads as an epoch time after 1973: how many of its units make a second.
+/// Seconds from 1e8 (1973) to 1e11 (year 5138), milliseconds from 1e11 on (1973) up to 1e14;
+/// smaller or larger numbers are not taken for times.
+fn epoch_unit(value: f64) -> Option<u64> {
+    match value {
+        v if (1e8..1e11).contains(&v) => Some(1),
+        v if (1e11..1e14).contains(&v) => Some(1000),
+        _ => None,
     }
 }
 
@@ -140,7 +165,7 @@ mod tests {
     }
 
     #[test]
-    fn lookback_moves_time_marks_only() {
+    fn lookback_moves_times_only() {
         let mut plan = IncrementalPlan {
             field: JsonPath::parse("$.t").unwrap(),
             param: "since".into(),
@@ -149,7 +174,14 @@ mod tests {
         };
         assert_eq!(to_send(&plan, None).as_deref(), Some("2020-01-01T00:00:00Z"));
         assert_eq!(to_send(&plan, Some("2024-01-01T10:00:00Z")).as_deref(), Some("2024-01-01T09:00:00Z"));
+        assert_eq!(to_send(&plan, Some("2024-01-01T10:00:00.250+02:00")).as_deref(), Some("2024-01-01T07:00:00.250Z"));
+        // Epoch seconds and milliseconds move by the lookback in their own unit.
+        assert_eq!(to_send(&plan, Some("1704103200")).as_deref(), Some("1704099600"));
+        assert_eq!(to_send(&plan, Some("1704103200500")).as_deref(), Some("1704099600500"));
+        assert_eq!(to_send(&plan, Some("1704103200.5")).as_deref(), Some("1704099600.5"));
+        // Small numbers (ids, versions) and text are not times.
         assert_eq!(to_send(&plan, Some("1700")).as_deref(), Some("1700"));
+        assert_eq!(to_send(&plan, Some("v1704103200")).as_deref(), Some("v1704103200"));
         plan.lookback = None;
         assert_eq!(to_send(&plan, Some("2024-01-01T10:00:00Z")).as_deref(), Some("2024-01-01T10:00:00Z"));
     }
