@@ -7,7 +7,7 @@
 //! before decoding: the page's records walked once to infer their schema. The `parquet` group
 //! is the work of the Arrow and Parquet crates on the same records, per record: arrow-json's
 //! decoding of 100- and 1,000-record pages, the Parquet encoding (zstd) of decoded rows, and
-//! the two together as the sink chains them (pages decoded, 4,096 rows at a time encoded).
+//! the two together as the sink chains them (pages decoded, 512 rows at a time encoded).
 
 use std::sync::Arc;
 
@@ -151,8 +151,8 @@ fn parquet(c: &mut Criterion) {
     group.bench_function("encode", |b| {
         b.iter(|| {
             let mut writer = writer(&schema);
-            for at in (0..RECORDS).step_by(4096) {
-                writer.write(&batch.slice(at, 4096)).unwrap();
+            for at in (0..RECORDS).step_by(512) {
+                writer.write(&batch.slice(at, 512)).unwrap();
             }
             writer.into_inner().unwrap().len()
         })
@@ -166,7 +166,7 @@ fn parquet(c: &mut Criterion) {
             for page in &pages {
                 decoder.decode(page).unwrap();
                 queued.push(decoder.flush().unwrap().unwrap());
-                if queued.iter().map(RecordBatch::num_rows).sum::<usize>() >= 4096 {
+                if queued.iter().map(RecordBatch::num_rows).sum::<usize>() >= 512 {
                     writer.write(&concat_batches(&schema, &queued).unwrap()).unwrap();
                     queued.clear();
                 }

@@ -251,6 +251,12 @@ fn main() {
             }
         }
     }
+    let rate = |row: usize| best[row].as_ref().map_or(0.0, |(u, _)| records as f64 / u.wall);
+    let ratios = format!(
+        "\nParquet's records/s against NDJSON's: {:.0}% at concurrency 1, {:.0}% at concurrency 8.\n",
+        100.0 * rate(2) / rate(0),
+        100.0 * rate(3) / rate(1)
+    );
     for ((name, _, concurrency), best) in rows.iter().zip(best) {
         let (u, mock_cpu) = best.expect("each row ran");
         println!(
@@ -264,6 +270,7 @@ fn main() {
     }
     drop(mock);
     if std::env::args().any(|a| a == "--throughput") {
+        println!("{ratios}");
         return;
     }
 
@@ -289,6 +296,7 @@ fn main() {
         }
     }
 
+    println!("{ratios}");
     println!("\n### Latency-bound: 20 ms a response, 10 records a page\n");
     println!("| concurrency | pages | pages/s | ideal (concurrency / latency) | share of ideal |");
     println!("|---|---|---|---|---|");

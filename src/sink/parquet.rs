@@ -35,8 +35,11 @@ use crate::schema::{Field, Rules, Ty, REJECTED};
 
 /// Rows Arrow decodes at a time.
 const BATCH_ROWS: usize = 8192;
-/// Rows handed to the Parquet writer at a time (at least; whole pages are queued).
-const WRITE_ROWS: usize = 4096;
+/// Rows handed to the Parquet writer at a time (at least; whole pages are queued): enough to
+/// pay the encoder's cost per call once for several pages, few enough that most columns of the
+/// joined batch stay under the mmap threshold (`main.rs`) and reuse heap memory. 4,096 rows
+/// measured 3% more CPU and 6% more wall time, from page faults.
+const WRITE_ROWS: usize = 512;
 /// A row group is cut when the writer holds this much, or `row_group_size` rows.
 const ROW_GROUP_BYTES: usize = 64 << 20;
 /// A column's dictionary grows to this size before the column falls back to plain encoding:
