@@ -84,6 +84,7 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
+
 /// `count` mock records, one compact JSON object a line.
 fn lines(count: u64) -> Vec<u8> {
     let data = Dataset::new(count);
