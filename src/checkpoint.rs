@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::output::{write_atomic, Layout};
 use crate::plan::Plan;
+use crate::redact::Redactor;
 use crate::sink::Position;
 
 /// The checkpoint format this build reads and writes.
@@ -85,9 +86,10 @@ fn path(layout: &Layout) -> std::path::PathBuf {
     layout.harvest_dir().join("checkpoint.json")
 }
 
-/// The unfinished run's checkpoint, if there is one. A file that cannot be read, or was
-/// written by a newer harvest, is an error: starting over silently would duplicate records.
-pub fn load(layout: &Layout, job_file: &std::path::Path) -> Result<Option<Checkpoint>, Error> {
+/// The unfinished run's checkpoint, if there is one, with its sealed secrets filled again
+/// from the job's current values. A file that cannot be read, or was written by a newer
+/// harvest, is an error: starting over silently would duplicate records.
+pub fn load(layout: &Layout, job_file: &std::path::Path, secrets: &Redactor) -> Result<Option<Checkpoint>, Error> {
     let path = path(layout);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
@@ -95,29 +97,36 @@ pub fn load(layout: &Layout, job_file: &std::path::Path) -> Result<Option<Checkp
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     };
     let fresh = format!("`harvest run {} --fresh` discards the unfinished run", job_file.display());
-    #[derive(Deserialize)]
-    struct Versioned {
-        version: u32,
-    }
-    match serde_json::from_slice::<Versioned>(&bytes) {
-        Ok(v) if v.version > VERSION => {
+    let corrupt =
+        |e: &dyn std::fmt::Display| Error::Checkpoint(format!("{} is corrupt ({e}); {fresh}", path.display()));
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(&e))?;
+    match value.get("version").and_then(serde_json::Value::as_u64) {
+        Some(version) if version > u64::from(VERSION) => {
             return Err(Error::Checkpoint(format!(
-                "{} was written by a newer harvest (checkpoint version {}, this one reads {VERSION}); \
+                "{} was written by a newer harvest (checkpoint version {version}, this one reads {VERSION}); \
                  run that version to finish the run, or {fresh}",
                 path.display(),
-                v.version
             )))
         }
         _ => {}
     }
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::Checkpoint(format!("{} is corrupt ({e}); {fresh}", path.display())))
+    secrets.unseal_json(&mut value).map_err(|name| {
+        Error::Checkpoint(format!(
+            "{} goes on with a request that holds ${{{name}}}, which the job no longer takes from the \
+             environment; set it again to resume, or {fresh}",
+            path.display()
+        ))
+    })?;
+    serde_json::from_value(value).map(Some).map_err(|e| corrupt(&e))
 }
 
-pub fn save(layout: &Layout, checkpoint: &Checkpoint) -> Result<(), Error> {
+/// Write the checkpoint atomically, every secret in it sealed: the next request a server
+/// built may carry a key it copied into its links, and an output folder is what people share.
+pub fn save(layout: &Layout, checkpoint: &Checkpoint, secrets: &Redactor) -> Result<(), Error> {
     let path = path(layout);
-    let json = serde_json::to_vec_pretty(checkpoint).expect("a checkpoint serializes");
+    let mut value = serde_json::to_value(checkpoint).expect("a checkpoint serializes");
+    secrets.seal_json(&mut value);
+    let json = serde_json::to_vec_pretty(&value).expect("a checkpoint serializes");
     write_atomic(&path, &json).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 

@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::jsonpath::{Document, JsonPath};
 use crate::output::{write_atomic, Layout};
 use crate::plan::IncrementalPlan;
+use crate::redact::Redactor;
 
 const VERSION: u32 = 1;
 
@@ -29,12 +30,22 @@ pub struct State {
 }
 
 impl State {
-    pub fn load(layout: &Layout) -> Result<State, Error> {
+    /// The marks, with sealed secrets filled again from the job's current values.
+    pub fn load(layout: &Layout, secrets: &Redactor) -> Result<State, Error> {
         let path = layout.harvest_dir().join("state.json");
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let state: State = serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::Checkpoint(format!("{} is corrupt ({e}); fix or remove it", path.display())))?;
+                let corrupt = |e: &dyn std::fmt::Display| {
+                    Error::Checkpoint(format!("{} is corrupt ({e}); fix or remove it", path.display()))
+                };
+                let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(&e))?;
+                secrets.unseal_json(&mut value).map_err(|name| {
+                    Error::Checkpoint(format!(
+                        "{} holds a mark made with ${{{name}}}, which the job no longer takes from the environment",
+                        path.display()
+                    ))
+                })?;
+                let state: State = serde_json::from_value(value).map_err(|e| corrupt(&e))?;
                 match state.version > VERSION {
                     true => Err(Error::Checkpoint(format!(
                         "{} was written by a newer harvest (version {})",
@@ -49,9 +60,12 @@ impl State {
         }
     }
 
-    pub fn save(&self, layout: &Layout) -> Result<(), Error> {
+    /// Write the marks atomically, every secret in them sealed (see [`Redactor::seal`]).
+    pub fn save(&self, layout: &Layout, secrets: &Redactor) -> Result<(), Error> {
         let path = layout.harvest_dir().join("state.json");
-        let json = serde_json::to_vec_pretty(self).expect("state serializes");
+        let mut value = serde_json::to_value(self).expect("state serializes");
+        secrets.seal_json(&mut value);
+        let json = serde_json::to_vec_pretty(&value).expect("state serializes");
         write_atomic(&path, &json).map_err(|e| Error::io(format!("writing {}", path.display()), e))
     }
 

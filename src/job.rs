@@ -24,7 +24,7 @@ use crate::plan::{
     Compression, Format, IncrementalPlan, Limits, Method, Mode, OutputPlan, ParquetPlan, Partition, Plan, RecordsPlan,
     RequestPlan, RetryPlan,
 };
-use crate::redact::Redactor;
+use crate::redact::{Redactor, Secret};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -249,7 +249,7 @@ struct Cx<'a> {
     file: &'a Path,
     text: &'a str,
     env: &'a Env,
-    secrets: std::cell::RefCell<Vec<String>>,
+    secrets: std::cell::RefCell<Vec<Secret>>,
 }
 
 type R<T> = Result<T, JobError>;
@@ -311,7 +311,7 @@ impl Cx<'_> {
                 (Some(v), _) => {
                     let is_origin = origin_ok && at_start && is_bare_origin(v);
                     if !is_origin {
-                        self.secrets.borrow_mut().push(v.to_string());
+                        self.secrets.borrow_mut().push(Secret::new(name, v));
                     }
                     out.push_str(v);
                 }
@@ -422,7 +422,7 @@ impl Cx<'_> {
             output.mode = Mode::Append;
         }
 
-        let redactor = Redactor::new(self.secrets.borrow().iter());
+        let redactor = Redactor::new(self.secrets.borrow().iter().cloned());
         let mut plan = Plan {
             name: name.clone(),
             job_file: self.file.to_path_buf(),
@@ -450,8 +450,15 @@ impl Cx<'_> {
             if !origins.contains(&url.origin()) {
                 origins.push(url.origin());
             }
+            if let Some(password) = url.password() {
+                // The client sends these as HTTP Basic: `user:password` in base64.
+                let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+                let credentials = format!("{}:{}", decode(url.username()), decode(password));
+                self.secrets.borrow_mut().push(Secret::new("request.url userinfo", credentials));
+            }
         }
         plan.allowed_origins = origins;
+        plan.redactor = Redactor::new(self.secrets.borrow().iter().cloned());
         apply(&mut plan, overrides).map_err(|m| JobError::new(self.file, None, m))?;
         Ok(plan)
     }

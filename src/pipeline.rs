@@ -35,6 +35,7 @@ use crate::jsonpath::{Document, Kind, RecordsError};
 use crate::output::{fsync_dir, write_atomic, Layout, Manifest, PartitionReport};
 use crate::paginate::{Facts, Next, PageRequest, PageResponse, Paginator, StopReason};
 use crate::plan::{fill, fill_json, Encoding, Format, Mode, Partition, Plan};
+use crate::redact::Redactor;
 use crate::sink::ndjson::NdjsonSink;
 use crate::sink::parquet::ParquetSink;
 use crate::sink::{Frontier, PageBatch, Position, Prepare, Prepared, Sink};
@@ -104,13 +105,15 @@ struct Checkpointer {
     saved: Checkpoint,
     interval: Duration,
     last: Instant,
+    /// Sealed out of every checkpoint written.
+    secrets: Redactor,
 }
 
 impl Checkpointer {
     fn save(&mut self, position: Position) -> Result<(), Error> {
         self.saved.position = position;
         self.saved.written_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        checkpoint::save(&self.layout, &self.saved)?;
+        checkpoint::save(&self.layout, &self.saved, &self.secrets)?;
         self.last = Instant::now();
         Ok(())
     }
@@ -131,7 +134,7 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
     if options.fresh {
         discard_unfinished(&layout)?;
     }
-    let mut resumed = checkpoint::load(&layout, &plan.job_file)?;
+    let mut resumed = checkpoint::load(&layout, &plan.job_file, &plan.redactor)?;
     if resumed.as_ref().is_some_and(|saved| layout.manifest(&saved.run).exists()) {
         // That run completed (its manifest is durable) and died before tidying up.
         checkpoint::remove(&layout)?;
@@ -199,7 +202,7 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
             sent
         }
         (Some(incremental), None) => {
-            let state = State::load(&layout)?;
+            let state = State::load(&layout, &plan.redactor)?;
             labels
                 .iter()
                 .map(|label| incremental::to_send(incremental, state.marks.get(label).map(String::as_str)))
@@ -240,6 +243,7 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         },
         interval: output.checkpoint_interval,
         last: Instant::now(),
+        secrets: plan.redactor.clone(),
     };
     // From here on a crash always finds a checkpoint, and so what this run wrote.
     checkpointer.save(position)?;
@@ -284,7 +288,7 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         .map_err(|e| Error::Other(format!("the writer failed: {e}")))??;
 
     if let Some(incremental) = &plan.incremental {
-        save_marks(&layout, incremental, &reports, &position)?;
+        save_marks(&layout, &plan.redactor, incremental, &reports, &position)?;
     }
     let stats = fetcher.stats();
     let records: u64 = reports.iter().map(|r| r.records).sum();
@@ -420,11 +424,12 @@ fn with_marks(plan: &Plan, sent: &[Option<String>]) -> (Vec<Partition>, Vec<Opti
 /// API's own end condition.
 fn save_marks(
     layout: &Layout,
+    secrets: &Redactor,
     incremental: &crate::plan::IncrementalPlan,
     reports: &[PartitionReport],
     position: &Position,
 ) -> Result<(), Error> {
-    let mut state = State::load(layout)?;
+    let mut state = State::load(layout, secrets)?;
     for (report, frontier) in reports.iter().zip(&position.frontier) {
         let cut_short = matches!(report.stop, StopReason::MaxPages { .. } | StopReason::MaxRecords { .. });
         match (&frontier.mark, cut_short) {
@@ -438,7 +443,7 @@ fn save_marks(
             (None, _) => {}
         }
     }
-    state.save(layout)
+    state.save(layout, secrets)
 }
 
 /// Each partition's place in a checkpoint, for the log.
@@ -849,6 +854,7 @@ async fn fetch_page(
             url: &fetched.url,
             doc: &doc,
             records: received,
+            secrets: &plan.redactor,
         };
         let (next, facts) = match pager.as_deref_mut() {
             Some(pager) => (Some(pager.next(style, &response).map_err(page_error)?), None),
@@ -1006,7 +1012,8 @@ pub async fn probe(plan: &Plan) -> Result<Vec<Probe>, Error> {
     Ok(probes)
 }
 
-fn describe_request(plan: &Plan, request: &PageRequest) -> String {
+/// The next request of a partition in words, secrets masked.
+pub(crate) fn describe_request(plan: &Plan, request: &PageRequest) -> String {
     let r = &plan.redactor;
     if let Some(url) = &request.url {
         return format!("next page: {}", r.url(url));

@@ -1,16 +1,34 @@
-//! Redaction: the one place that decides what a log line, error or manifest may show.
+//! Redaction: the one place that decides what a log line, error, manifest or checkpoint may
+//! show.
 //!
-//! A secret is any value that came from `${VAR}` in the job file. It is replaced by `***`
-//! wherever it appears: raw, percent-encoded or form-encoded (servers copy credentials into
-//! the next links they send back). Query parameters whose names say they carry credentials
-//! (`api_key`, `access_token`, ...) and URL passwords are masked too, whatever their value.
+//! A secret is any value that came from `${VAR}` in the job file (and the credentials of a
+//! URL's userinfo, which reach the server as base64). It can turn up in text in any of the
+//! forms a request gives it: raw, percent-encoded (either case of hex), form-encoded (`+`
+//! for spaces), as the `url` crate writes a query, or as base64. Servers copy credentials
+//! into the next links they send back, so all of these are looked for everywhere.
+//!
+//! Two ways to take a secret out of text:
+//! - [`Redactor::redact`] masks it as `***`, for anything shown (logs, errors, `check`).
+//! - [`Redactor::seal`] replaces it with a reference to where it came from,
+//!   `${secret:VAR:form}`, for what harvest saves and reads back (a checkpoint's next
+//!   request, incremental marks): [`Redactor::unseal`] fills the reference again with the
+//!   value the job has *now*, in the same form, so a key rotated between a crash and its
+//!   resume keeps working, and the file never holds the secret itself.
+//!
+//! Query parameters whose names say they carry credentials (`api_key`, `access_token`, ...)
+//! and URL passwords are masked in shown URLs too, whatever their value.
 
 use std::borrow::Cow;
 
+use aho_corasick::{AhoCorasick, MatchKind};
+use base64::Engine as _;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use url::Url;
 
 pub const MASK: &str = "***";
+
+/// How a sealed reference starts: `${secret:NAME:form}`.
+const REFERENCE: &str = "${secret:";
 
 /// Query parameter names that carry credentials by convention, compared case-insensitively
 /// with `-` and `_` ignored.
@@ -38,60 +56,186 @@ const SENSITIVE_PARAMS: &[&str] = &[
 const SENSITIVE_HEADERS: &[&str] =
     &["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key", "x-auth-token"];
 
+/// Where a secret came from, and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secret {
+    /// The variable's name (`API_KEY`), or what else names its source: a reference names it.
+    pub name: String,
+    pub value: String,
+}
+
+impl Secret {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Secret { name: name.into(), value: value.into() }
+    }
+}
+
+/// A form a secret takes in text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    Raw,
+    /// Every byte but letters and digits escaped, upper-case hex.
+    Percent,
+    /// The same with lower-case hex, as some servers write it.
+    PercentLower,
+    /// `application/x-www-form-urlencoded`: `+` for spaces.
+    FormUrlencoded,
+    /// The way the `url` crate writes a path segment or query: more kept as is.
+    Query,
+    /// Standard base64, as HTTP Basic sends `user:password`; matched without its padding.
+    Base64,
+}
+
+impl Written {
+    const ALL: [Written; 6] = [
+        Written::Raw,
+        Written::Percent,
+        Written::PercentLower,
+        Written::FormUrlencoded,
+        Written::Query,
+        Written::Base64,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Written::Raw => "raw",
+            Written::Percent => "percent",
+            Written::PercentLower => "percent-lower",
+            Written::FormUrlencoded => "form",
+            Written::Query => "query",
+            Written::Base64 => "base64",
+        }
+    }
+
+    fn named(name: &str) -> Option<Written> {
+        Written::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    fn encode(self, value: &str) -> String {
+        match self {
+            Written::Raw => value.to_string(),
+            Written::Percent => utf8_percent_encode(value, NON_ALPHANUMERIC).to_string(),
+            Written::PercentLower => lowercase_escapes(&utf8_percent_encode(value, NON_ALPHANUMERIC).to_string()),
+            Written::FormUrlencoded => url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
+            Written::Query => utf8_percent_encode(value, QUERY_SET).to_string(),
+            Written::Base64 => base64::engine::general_purpose::STANDARD_NO_PAD.encode(value),
+        }
+    }
+}
+
+/// One text to look for: a secret in one of its forms.
+#[derive(Debug, Clone)]
+struct Needle {
+    secret: usize,
+    form: Written,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    /// Every form a secret can take in text, longest first so that a secret containing
-    /// another is masked whole.
-    needles: Vec<String>,
+    secrets: Vec<Secret>,
+    /// Every form of every secret, in the order `finder` knows them.
+    needles: Vec<Needle>,
+    /// Finds the leftmost, longest needle in one pass, so that a secret containing another
+    /// is taken whole and nothing a replacement wrote is looked at again.
+    finder: Option<AhoCorasick>,
 }
 
 impl Redactor {
-    pub fn new<I, S>(secrets: I) -> Self
+    pub fn new<I>(secrets: I) -> Self
     where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
+        I: IntoIterator<Item = Secret>,
     {
+        let secrets: Vec<Secret> = secrets.into_iter().filter(|s| !s.value.is_empty()).collect();
+        let mut texts: Vec<String> = Vec::new();
         let mut needles = Vec::new();
-        for secret in secrets {
-            let secret = secret.as_ref();
-            if secret.is_empty() {
-                continue;
+        for (index, secret) in secrets.iter().enumerate() {
+            for form in Written::ALL {
+                let text = form.encode(&secret.value);
+                // Two forms that read the same (a secret of letters only) are one needle; a
+                // short base64 text would match too much by chance.
+                if texts.contains(&text) || (form == Written::Base64 && text.len() < 8) {
+                    continue;
+                }
+                texts.push(text);
+                needles.push(Needle { secret: index, form });
             }
-            needles.push(secret.to_string());
-            let encoded = utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string();
-            needles.push(encoded.clone());
-            needles.push(form_urlencoded_value(secret));
-            // The way the `url` crate encodes a path segment or query keeps more as is.
-            needles.push(utf8_percent_encode(secret, QUERY_SET).to_string());
-            // Lowercase hex escapes, as some servers write them.
-            needles.push(lowercase_escapes(&encoded));
         }
-        needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        needles.dedup();
-        Redactor { needles }
+        let finder = (!texts.is_empty()).then(|| {
+            AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(&texts).expect("needles build")
+        });
+        Redactor { secrets, needles, finder }
     }
 
     /// True when the job has secrets at all.
     pub fn is_empty(&self) -> bool {
-        self.needles.is_empty()
+        self.secrets.is_empty()
     }
 
     /// True when `text` holds a secret in any of its forms.
     pub fn contains_secret(&self, text: &str) -> bool {
-        self.needles.iter().any(|n| text.contains(n.as_str()))
+        self.finder.as_ref().is_some_and(|f| f.is_match(text))
     }
 
     /// `text` with every secret replaced by `***`.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        if !self.contains_secret(text) {
+        self.replace(text, |_| MASK.to_string())
+    }
+
+    /// `text` with every secret replaced by a reference to its source, `${secret:NAME:form}`,
+    /// which [`Redactor::unseal`] turns back into the value in that form.
+    pub fn seal<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        self.replace(text, |needle| format!("{REFERENCE}{}:{}}}", self.secrets[needle.secret].name, needle.form.name()))
+    }
+
+    /// `text` with every reference [`Redactor::seal`] wrote filled with the current value
+    /// of its source. A reference to a source the job no longer has is an error naming it.
+    pub fn unseal<'a>(&self, text: &'a str) -> Result<Cow<'a, str>, String> {
+        if !text.contains(REFERENCE) {
+            return Ok(Cow::Borrowed(text));
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find(REFERENCE) {
+            out.push_str(&rest[..start]);
+            let inner = &rest[start + REFERENCE.len()..];
+            let Some(end) = inner.find('}') else { break };
+            let (name, form) = inner[..end].rsplit_once(':').unwrap_or((&inner[..end], ""));
+            let form = Written::named(form)
+                .ok_or_else(|| format!("an unknown form of secret in {REFERENCE}{}}}", &inner[..end]))?;
+            let secret = self.secrets.iter().find(|s| s.name == name).ok_or_else(|| name.to_string())?;
+            out.push_str(&form.encode(&secret.value));
+            rest = &inner[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(Cow::Owned(out))
+    }
+
+    /// [`Redactor::seal`] every string (and object key) inside a JSON value.
+    pub fn seal_json(&self, value: &mut serde_json::Value) {
+        if self.finder.is_some() {
+            map_strings(value, &mut |s| Ok::<_, ()>(self.seal(s).into_owned())).expect("sealing cannot fail");
+        }
+    }
+
+    /// [`Redactor::unseal`] every string (and object key) inside a JSON value.
+    pub fn unseal_json(&self, value: &mut serde_json::Value) -> Result<(), String> {
+        map_strings(value, &mut |s| self.unseal(s).map(Cow::into_owned))
+    }
+
+    fn replace<'a>(&self, text: &'a str, with: impl Fn(&Needle) -> String) -> Cow<'a, str> {
+        let Some(finder) = &self.finder else { return Cow::Borrowed(text) };
+        let mut matches = finder.find_iter(text).peekable();
+        if matches.peek().is_none() {
             return Cow::Borrowed(text);
         }
-        let mut out = text.to_string();
-        for needle in &self.needles {
-            if out.contains(needle.as_str()) {
-                out = out.replace(needle.as_str(), MASK);
-            }
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for found in matches {
+            out.push_str(&text[last..found.start()]);
+            out.push_str(&with(&self.needles[found.pattern().as_usize()]));
+            last = found.end();
         }
+        out.push_str(&text[last..]);
         Cow::Owned(out)
     }
 
@@ -127,6 +271,28 @@ impl Redactor {
     }
 }
 
+/// Apply `f` to every string and object key inside `value`.
+fn map_strings<E>(value: &mut serde_json::Value, f: &mut impl FnMut(&str) -> Result<String, E>) -> Result<(), E> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => *s = f(s)?,
+        Value::Array(items) => {
+            for item in items {
+                map_strings(item, f)?;
+            }
+        }
+        Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (key, mut item) in entries {
+                map_strings(&mut item, f)?;
+                map.insert(f(&key)?, item);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// True for query parameter names that carry credentials by convention.
 pub fn is_sensitive_param(name: &str) -> bool {
     let folded: String = name.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect();
@@ -135,10 +301,6 @@ pub fn is_sensitive_param(name: &str) -> bool {
 
 const QUERY_SET: &percent_encoding::AsciiSet =
     &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'#').add(b'<').add(b'>').add(b'\'');
-
-fn form_urlencoded_value(value: &str) -> String {
-    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
-}
 
 fn lowercase_escapes(encoded: &str) -> String {
     let mut out = String::with_capacity(encoded.len());
@@ -160,12 +322,20 @@ fn lowercase_escapes(encoded: &str) -> String {
 mod tests {
     use super::*;
 
+    fn redactor(secrets: &[(&str, &str)]) -> Redactor {
+        Redactor::new(secrets.iter().map(|(n, v)| Secret::new(*n, *v)))
+    }
+
     #[test]
     fn masks_every_encoding_of_a_secret() {
-        let r = Redactor::new(["s3cr+t/="]);
-        assert_eq!(r.redact("token s3cr+t/= here"), "token *** here");
-        assert_eq!(r.redact("a=s3cr%2Bt%2F%3D"), "a=***");
-        assert_eq!(r.redact("a=s3cr%2bt%2f%3d"), "a=***");
+        let r = redactor(&[("T", "s3cr+t/= x")]);
+        assert_eq!(r.redact("token s3cr+t/= x here"), "token *** here");
+        assert_eq!(r.redact("a=s3cr%2Bt%2F%3D%20x"), "a=***");
+        assert_eq!(r.redact("a=s3cr%2bt%2f%3d%20x"), "a=***");
+        assert_eq!(r.redact("a=s3cr%2Bt%2F%3D+x&b"), "a=***&b");
+        assert_eq!(r.redact("a=s3cr+t/=%20x&b"), "a=***&b");
+        let basic = base64::engine::general_purpose::STANDARD.encode("s3cr+t/= x");
+        assert_eq!(r.redact(&format!("Basic {basic}")), "Basic ***==");
         assert!(!r.contains_secret("nothing"));
     }
 
@@ -175,5 +345,43 @@ mod tests {
         let url = Url::parse("https://u:pw@api.example.com/x?page=2&api_key=abc&Access-Token=t").unwrap();
         let shown = r.url(&url);
         assert_eq!(shown, "https://u:***@api.example.com/x?page=2&api_key=***&Access-Token=***");
+    }
+
+    #[test]
+    fn a_secret_containing_another_is_taken_whole() {
+        let r = redactor(&[("SHORT", "abc"), ("LONG", "xxabcxx")]);
+        assert_eq!(r.seal("1 xxabcxx 2 abc"), "1 ${secret:LONG:raw} 2 ${secret:SHORT:raw}");
+        // A variable whose name holds the value is not sealed twice.
+        let r = redactor(&[("K", "K")]);
+        assert_eq!(r.seal("aKb"), "a${secret:K:raw}b");
+        assert_eq!(r.unseal(&r.seal("aKb")).unwrap(), "aKb");
+    }
+
+    #[test]
+    fn sealed_text_is_filled_again_with_the_current_value_in_its_form() {
+        let old = redactor(&[("KEY", "old+key/=1"), ("TOKEN", "tok en")]);
+        let url = "https://h/x?api_key=old%2Bkey%2F%3D1&q=old+key/=1&t=tok+en&u=tok%20en";
+        let sealed = old.seal(url);
+        assert!(!old.contains_secret(&sealed), "{sealed}");
+        assert!(!sealed.contains("old") && !sealed.contains("tok"), "{sealed}");
+        assert_eq!(old.unseal(&sealed).unwrap(), url);
+        // The key was rotated: the new value goes where the old one was, encoded alike.
+        let new = redactor(&[("KEY", "new&key 2"), ("TOKEN", "tok en")]);
+        assert_eq!(new.unseal(&sealed).unwrap(), "https://h/x?api_key=new%26key%202&q=new&key 2&t=tok+en&u=tok%20en");
+        // A source the job no longer has.
+        let none = redactor(&[("TOKEN", "tok en")]);
+        assert_eq!(none.unseal(&sealed).unwrap_err(), "KEY");
+    }
+
+    #[test]
+    fn json_values_are_sealed_keys_and_all() {
+        let r = redactor(&[("KEY", "s3cret-value")]);
+        let original =
+            serde_json::json!({"next": {"url": "https://h/?k=s3cret-value", "s3cret-value": [1, "xs3cret-value"]}});
+        let mut value = original.clone();
+        r.seal_json(&mut value);
+        assert!(!value.to_string().contains("s3cret"), "{value}");
+        r.unseal_json(&mut value).unwrap();
+        assert_eq!(value, original);
     }
 }

@@ -29,7 +29,7 @@ pub fn report(plan: &Plan) -> Result<String, Error> {
             let _ = writeln!(out, "running now: no");
         }
     }
-    match checkpoint::load(&layout, &plan.job_file)? {
+    match checkpoint::load(&layout, &plan.job_file, &plan.redactor)? {
         Some(saved) => {
             let position = &saved.position;
             let records: u64 = position.frontier.iter().map(|f| f.records).sum();
@@ -56,8 +56,15 @@ pub fn report(plan: &Plan) -> Result<String, Error> {
                     .filter(|d| !d.is_null())
                     .map(|d| format!(", done ({})", d["reason"].as_str().unwrap_or("?")))
                     .unwrap_or_default();
+                // What it asks next, as `check --probe` shows it: secrets masked.
+                let next = match (done.is_empty(), frontier.resume.as_ref().and_then(|r| r.get("next"))) {
+                    (true, Some(next)) if !next.is_null() => serde_json::from_value(next.clone())
+                        .map(|next| format!("; {}", crate::pipeline::describe_request(plan, &next)))
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
                 let name = if label.is_empty() { "the partition".to_string() } else { format!("partition {label}") };
-                let _ = writeln!(out, "  {name}: {} pages, {} records{done}", frontier.pages, frontier.records);
+                let _ = writeln!(out, "  {name}: {} pages, {} records{done}{next}", frontier.pages, frontier.records);
             }
         }
         None => {
@@ -86,7 +93,7 @@ pub fn report(plan: &Plan) -> Result<String, Error> {
             let _ = writeln!(out, "incremental marks: none (the job has no [incremental])");
         }
         Some(incremental) => {
-            let state = crate::incremental::State::load(&layout)?;
+            let state = crate::incremental::State::load(&layout, &plan.redactor)?;
             match state.marks.is_empty() {
                 true => {
                     let _ = writeln!(out, "incremental marks: none yet (the next run sends {:?})", incremental.start);

@@ -47,6 +47,8 @@ struct Knobs {
     /// The server's `throttle_at`-th request (counting every path) gets a 429 with
     /// `retry_after`.
     throttle_at: Option<u64>,
+    /// Every request after the server's `fail_after`-th (counting every path) gets a 500.
+    fail_after: Option<u64>,
     graphql_errors: bool,
     /// `1`: gzip with Content-Encoding; `hidden`: gzip without saying so.
     gzip: Option<String>,
@@ -85,6 +87,7 @@ impl Knobs {
             flaky_as: get("flaky_as").unwrap_or_else(|| "503".into()),
             retry_after: get("retry_after"),
             throttle_at: get("throttle_at").and_then(|v| v.parse().ok()),
+            fail_after: get("fail_after").and_then(|v| v.parse().ok()),
             graphql_errors: get("errors").is_some(),
             gzip: get("gzip"),
             content_type: get("content_type"),
@@ -175,6 +178,8 @@ pub(super) async fn respond(api: &MockApi, request: Request, seq: u64) -> Respon
     };
     let fault = if call.knobs.throttle_at == Some(seq) {
         Some(Fault::Status(429))
+    } else if call.knobs.fail_after.is_some_and(|after| seq > after) {
+        Some(Fault::Status(500))
     } else if flaky {
         Fault::parse(&call.knobs.flaky_as)
     } else {

@@ -65,7 +65,7 @@ impl Cursor {
             NextCursor::Header(name) => response.header(name).map(str::to_string),
         };
         let Some(cursor) = cursor else { return Ok(Next::Done(StopReason::NoNext)) };
-        if !self.seen.insert(&cursor) {
+        if !self.seen.insert(&cursor, response.secrets) {
             return Err(PageError::Repeated { what: "cursor", value: cursor });
         }
         self.cursor = Some(cursor);

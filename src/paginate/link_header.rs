@@ -26,7 +26,7 @@ pub struct LinkHeader {
 
 impl LinkHeader {
     pub fn next(&mut self, response: &PageResponse) -> Result<Next, PageError> {
-        self.seen.insert(response.url.as_str());
+        self.seen.insert(response.url.as_str(), response.secrets);
         if response.records == 0 {
             return Ok(Next::Done(StopReason::NoRecords));
         }

@@ -23,6 +23,7 @@ use url::Url;
 
 use crate::error::PageError;
 use crate::jsonpath::{Document, JsonPath, Kind};
+use crate::redact::Redactor;
 
 /// Where pagination parameters go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +104,8 @@ pub struct PageResponse<'a> {
     pub doc: &'a Document<'a>,
     /// How many records the page held.
     pub records: u64,
+    /// The job's secrets: what a strategy remembers of a response never holds one.
+    pub secrets: &'a Redactor,
 }
 
 impl PageResponse<'_> {
@@ -366,15 +369,21 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// Remember `value`; false if it was seen before.
-    pub fn insert(&mut self, value: &str) -> bool {
+    /// Remember `value`; false if it was seen before. What is hashed is the value with each
+    /// secret sealed (see [`Redactor::seal`]): a checkpoint keeps these hashes, and they must
+    /// hold no trace of a secret, nor change when a key that servers copy into their next
+    /// links is rotated between a crash and its resume.
+    pub fn insert(&mut self, value: &str, secrets: &Redactor) -> bool {
         // SipHash with fixed keys: the same value hashes the same after a resume.
         #[allow(deprecated)]
         let mut hasher = std::hash::SipHasher::new();
-        value.hash(&mut hasher);
+        secrets.seal(value).hash(&mut hasher);
         let hash = hasher.finish();
-        self.fresh.push(hash);
-        self.hashes.insert(hash)
+        let new = self.hashes.insert(hash);
+        if new {
+            self.fresh.push(hash);
+        }
+        new
     }
 
     fn take_fresh(&mut self) -> Vec<u64> {
@@ -404,7 +413,8 @@ pub(crate) mod test_support {
             map.append(reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
         let url = Url::parse(url).unwrap();
-        let response = PageResponse { status: 200, headers: &map, url: &url, doc: &doc, records };
+        let secrets = Redactor::default();
+        let response = PageResponse { status: 200, headers: &map, url: &url, doc: &doc, records, secrets: &secrets };
         f(&response)
     }
 }

@@ -26,7 +26,7 @@ pub struct NextUrl {
 
 impl NextUrl {
     pub fn next(&mut self, config: &Config, response: &PageResponse) -> Result<Next, PageError> {
-        self.seen.insert(response.url.as_str());
+        self.seen.insert(response.url.as_str(), response.secrets);
         if response.records == 0 {
             return Ok(Next::Done(StopReason::NoRecords));
         }
@@ -41,7 +41,7 @@ pub(super) fn follow(seen: &mut Seen, response: &PageResponse, link: &str) -> Re
         .url
         .join(link)
         .map_err(|e| PageError::Pagination(format!("the next link {link:?} is not a valid URL: {e}")))?;
-    if !seen.insert(url.as_str()) {
+    if !seen.insert(url.as_str(), response.secrets) {
         return Err(PageError::Repeated { what: "next link", value: url.to_string() });
     }
     Ok(Next::Request(PageRequest { url: Some(url), ..Default::default() }))
