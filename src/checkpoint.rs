@@ -127,7 +127,7 @@ pub fn save(layout: &Layout, checkpoint: &Checkpoint, secrets: &Redactor) -> Res
     let mut value = serde_json::to_value(checkpoint).expect("a checkpoint serializes");
     secrets.seal_json(&mut value);
     let json = serde_json::to_vec_pretty(&value).expect("a checkpoint serializes");
-    write_atomic(&path, &json).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    write_atomic(&path, &json, "checkpoint-write").map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 /// The run is complete (its manifest is durable), or discarded.

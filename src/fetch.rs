@@ -20,6 +20,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, USER_AGENT};
 use reqwest::StatusCode;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::error::{Error, FetchError, FetchErrorKind};
@@ -61,6 +62,8 @@ pub enum Reject<E> {
 pub enum FetchFailure<E> {
     Fetch(FetchError),
     Rejected(E),
+    /// The run was interrupted before the request was sent: nothing was asked.
+    Interrupted,
 }
 
 /// Counters for the run manifest.
@@ -95,6 +98,9 @@ pub struct Fetcher {
     /// No request of the job starts before this instant (a server-requested pause).
     paused_until: Mutex<Option<Instant>>,
     pauses: Mutex<(BTreeMap<String, u64>, f64)>,
+    /// Once cancelled (an interrupt), no request is sent any more: one waiting for its slot,
+    /// a token, a server pause or a backoff gives up at once.
+    cancel: CancellationToken,
 }
 
 /// What one attempt came to.
@@ -152,7 +158,14 @@ impl Fetcher {
             retries: Mutex::new(BTreeMap::new()),
             paused_until: Mutex::new(None),
             pauses: Mutex::new((BTreeMap::new(), 0.0)),
+            cancel: CancellationToken::new(),
         })
+    }
+
+    /// Send nothing more once `cancel` is cancelled.
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     pub fn stats(&self) -> FetchStats {
@@ -185,7 +198,11 @@ impl Fetcher {
         let mut waited = Duration::ZERO;
         loop {
             let outcome = {
-                let _permit = self.slot().await;
+                let _permit = tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => return Err(FetchFailure::Interrupted),
+                    permit = self.slot() => permit,
+                };
                 self.attempt(request, attempt).await
             };
             let outcome = match outcome {
@@ -235,7 +252,10 @@ impl Fetcher {
                         attempt + 1,
                         self.retry.max_attempts
                     );
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return Err(FetchFailure::Interrupted),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
                     attempt += 1;
                 }
             }

@@ -66,7 +66,7 @@ impl State {
         let mut value = serde_json::to_value(self).expect("state serializes");
         secrets.seal_json(&mut value);
         let json = serde_json::to_vec_pretty(&value).expect("state serializes");
-        write_atomic(&path, &json).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+        write_atomic(&path, &json, "state-write").map_err(|e| Error::io(format!("writing {}", path.display()), e))
     }
 
     /// Raise a partition's mark to `mark` (never lowers it).

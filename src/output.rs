@@ -136,8 +136,8 @@ pub struct Lock {
 }
 
 /// Write a file so that it is either absent, old, or whole: tmp file, fsync, rename, fsync
-/// the folder.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// the folder. `point` names the moment between the fsync and the rename for [`failpoint`].
+pub fn write_atomic(path: &Path, bytes: &[u8], point: &str) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
     {
@@ -145,14 +145,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         file.write_all(bytes)?;
         file.sync_all()?;
     }
-    failpoint("atomic-write");
+    failpoint(point);
     std::fs::rename(&tmp, path)?;
     fsync_dir(dir)
 }
 
 /// A test aid: with `HARVEST_FAILPOINT=<name>:<n>` in the environment, the process aborts the
 /// `n`th time it reaches the point `name`, as a crash would stop it there. The points:
-/// `atomic-write` (a checkpoint or manifest written to its temporary name, not yet renamed),
+/// `checkpoint-write`, `manifest-write` and `state-write` (that file written whole under its
+/// temporary name, not yet renamed),
 /// `publish` (a part renamed to its final name, the folder not yet synced, the ledger not
 /// yet told), `after-manifest` (a run's manifest durable, its checkpoint and the parts it
 /// replaces not yet removed).

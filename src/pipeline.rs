@@ -168,7 +168,7 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         ),
     };
     let started = Instant::now();
-    let fetcher = Arc::new(Fetcher::new(&plan)?);
+    let fetcher = Arc::new(Fetcher::new(&plan)?.with_cancel(options.cancel.clone()));
     let labels: Vec<String> = plan.partitions.iter().map(|p| plan.redactor.redact(&p.label()).into_owned()).collect();
     tracing::info!(
         "harvesting job {} (run {run}, {} partition{}) into {}",
@@ -283,9 +283,14 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         .map_err(|e| Error::Other(format!("the writer failed: {e}")))??;
         return Err(with_saved(error, &plan, &position, &layout));
     }
-    let position = tokio::task::spawn_blocking(move || sink.finish())
-        .await
-        .map_err(|e| Error::Other(format!("the writer failed: {e}")))??;
+    let position = tokio::task::spawn_blocking(move || {
+        let position = sink.finish()?;
+        // Every page is durable: a crash between here and the manifest asks nothing again.
+        checkpointer.save(position.clone())?;
+        Ok::<_, Error>(position)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("the writer failed: {e}")))??;
 
     if let Some(incremental) = &plan.incremental {
         save_marks(&layout, &plan.redactor, incremental, &reports, &position)?;
@@ -311,7 +316,8 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
     };
     let manifest_path = layout.manifest(&run);
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
-    write_atomic(&manifest_path, &json).map_err(|e| Error::io(format!("writing {}", manifest_path.display()), e))?;
+    write_atomic(&manifest_path, &json, "manifest-write")
+        .map_err(|e| Error::io(format!("writing {}", manifest_path.display()), e))?;
     crate::output::failpoint("after-manifest");
     checkpoint::remove(&layout)?;
     if plan.output.mode == Mode::Replace {
@@ -872,6 +878,7 @@ async fn fetch_page(
             let hint = size_hint(plan, &e.kind);
             PageFailure { status, error: Error::Fetch { source: e, location: location.clone(), saved: hint } }
         }
+        FetchFailure::Interrupted => PageFailure { status: None, error: Error::Interrupted { saved: String::new() } },
     })?;
     // After the request's slot is given back: this is the writer's work, done side by side.
     if let Some(prepare) = &shared.prepare {

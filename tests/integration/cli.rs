@@ -93,33 +93,67 @@ fn json_logs_are_one_object_a_line() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_stops_cleanly_with_130_and_keeps_what_was_written() {
     use harvest::mock::{MockConfig, MockServer};
-    let server = MockServer::start(MockConfig {
-        records: 10_000,
-        latency: std::time::Duration::from_millis(50),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    use std::time::{Duration, Instant};
+    let server =
+        MockServer::start(MockConfig { records: 10_000, latency: Duration::from_millis(50), ..Default::default() })
+            .await
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("job.toml");
+    // Offset pages fetched eight at a time: several are in flight when the signal comes.
     std::fs::write(
         &job,
-        format!("name = \"slow\"\n[request]\nurl = \"{}/cursor\"\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"cursor\"\npage_size = 10\n", server.url()),
+        format!(
+            "name = \"slow\"\n[request]\nurl = \"{}/offset\"\n[records]\npath = \"$.items[*]\"\n\
+             [pagination]\nkind = \"offset\"\npage_size = 10\ntotal = \"$.total\"\n[limits]\nconcurrency = 8\n",
+            server.url()
+        ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_harvest"))
-        .args(["run", job.to_str().unwrap(), "--output-dir", dir.path().to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_harvest"))
+            .args(["run", job.to_str().unwrap(), "--output-dir", dir.path().to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let child = run();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.stats.requests() < 40 {
+        assert!(Instant::now() < deadline, "the harvest did not get going");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // SAFETY: a plain kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let asked_before_signal = server.stats.requests() as usize;
     let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
-    // The pages fetched before the signal are on disk, in order, each once.
+
+    // What the server answered before the signal, by offset.
+    let offsets = |from: usize| -> Vec<u64> {
+        server.stats.log()[from..]
+            .iter()
+            .map(|seen| {
+                let query = seen.uri.split_once('?').map_or("", |(_, q)| q);
+                url::form_urlencoded::parse(query.as_bytes())
+                    .find(|(k, _)| k == "offset")
+                    .map_or(0, |(_, v)| v.parse().unwrap())
+            })
+            .collect()
+    };
+    let first_run = offsets(0);
+    // No new request after the signal (one already on its way when it came is allowed).
+    assert!(
+        first_run.len() <= asked_before_signal + 1,
+        "{} requests after the signal",
+        first_run.len() - asked_before_signal
+    );
+    let answered = &first_run[..asked_before_signal];
+
+    // What was written is on disk in order, each record once, and it takes in the pages in
+    // flight (eight at a time, 50 ms each) up to the first that was never sent.
     let open = dir.path().join("slow/_harvest/open");
     let part = std::fs::read_dir(&open).unwrap().flatten().next().expect("the open part").path();
     let ids: Vec<u64> = std::fs::read_to_string(part)
@@ -127,9 +161,25 @@ async fn sigint_stops_cleanly_with_130_and_keeps_what_was_written() {
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_u64().unwrap())
         .collect();
-    assert!(ids.len() >= 10, "some pages were written: {}", ids.len());
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
-    assert!(server.stats.requests() < 1000, "stopped early");
+    let written = ids.len() as u64;
+    let first_unsent = (0..).map(|page| page * 10).find(|offset| !answered.contains(offset)).unwrap();
+    assert!(written >= first_unsent, "{written} written; every page before offset {first_unsent} was asked");
+
+    // The resume asks none of the written pages again, each other page once, and so every page
+    // answered before the signal is either written or fetched again: none is lost.
+    let resumed = run().wait_with_output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let again = offsets(first_run.len());
+    assert_eq!(again.iter().min(), Some(&written), "the resume starts after the written pages");
+    let mut sorted = again.clone();
+    sorted.sort();
+    assert_eq!(sorted, (written / 10..1000).map(|page| page * 10).collect::<Vec<_>>(), "each remaining page once");
+    for offset in answered {
+        assert!(*offset < written || again.contains(offset), "the page at offset {offset} was lost");
+    }
+    let all: Vec<u64> = read_records(&dir.path().join("slow")).iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(all, (1..=10_000).collect::<Vec<_>>());
 }
 
 #[test]

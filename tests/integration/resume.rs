@@ -484,9 +484,17 @@ async fn a_second_run_is_refused_while_the_first_holds_the_lock_and_not_after_it
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_checkpoint_that_cannot_be_used_is_an_error_until_fresh() {
-    let (server, _dir, job, out) = slow_job("offset").await;
+    let (_server, _dir, job, out) = slow_job("offset").await;
+    // Parts of 30 rows: the unfinished run has published some by the time it is killed.
+    std::fs::write(&job, std::fs::read_to_string(&job).unwrap().replace("rows_per_file = 400", "rows_per_file = 30"))
+        .unwrap();
+    let root = out.join("k");
     let mut child = harvest(&job, &out).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    until_requests(&server, 10).await;
+    wait_while_alive(&mut child, "before the kill", || {
+        checkpoint(&root).is_some_and(|c| c["position"]["parts"].as_array().unwrap().len() >= 2)
+            && std::fs::read_dir(root.join("_harvest/open")).unwrap().count() > 0
+    })
+    .await;
     child.kill().unwrap();
     child.wait().unwrap();
     let checkpoint = out.join("k/_harvest/checkpoint.json");
@@ -516,23 +524,47 @@ async fn a_checkpoint_that_cannot_be_used_is_an_error_until_fresh() {
     assert!(stderr.contains("written by a newer harvest (checkpoint version 99"), "{stderr}");
     assert!(checkpoint.exists(), "nothing is discarded without --fresh");
 
-    // --fresh discards the unfinished run, parts and all, and starts over.
-    let unfinished: Vec<PathBuf> = part_files(&out.join("k"));
+    // --fresh discards the unfinished run, parts and all (published and open), and starts over.
+    let unfinished: Vec<PathBuf> = part_files(&root);
+    let open: Vec<PathBuf> =
+        std::fs::read_dir(root.join("_harvest/open")).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(unfinished.len() >= 2 && !open.is_empty(), "published {unfinished:?}, open {open:?}");
+    // Run ids are whole seconds: let the fresh run have its own, so its parts have other names.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let output = harvest(&changed, &out).arg("--fresh").stdout(Stdio::null()).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(unfinished.iter().all(|p| !p.exists()), "the unfinished run's parts are gone");
+    assert!(unfinished.iter().chain(&open).all(|p| !p.exists()), "the unfinished run's parts are gone");
+    assert_eq!(std::fs::read_dir(root.join("_harvest/open")).unwrap().count(), 0);
     assert_eq!(complete_ids(&out), (1..=600).collect::<Vec<_>>());
+    let manifest = manifest(&root);
+    let listed: BTreeSet<String> =
+        manifest["parts"].as_array().unwrap().iter().map(|p| p["file"].as_str().unwrap().to_string()).collect();
+    let on_disk: BTreeSet<String> =
+        part_files(&root).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(on_disk, listed, "only the fresh run's parts are left");
 }
 
-/// A crash inside the steps that make data durable: writing a checkpoint (or the manifest),
-/// and renaming a part to its final name. The run is aborted there, then run again.
+/// A crash inside each step that makes data durable: a checkpoint or the run's manifest
+/// written whole under its temporary name but not yet renamed, and a part renamed to its
+/// final name before the folder is synced. The run is aborted exactly there (each file is
+/// its own failpoint), then run again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_while_checkpointing_or_publishing_resumes_exactly() {
     for format in ["ndjson", "parquet"] {
-        for point in ["atomic-write:2", "atomic-write:4", "publish:1", "publish:3"] {
+        let points = [
+            "checkpoint-write:1",
+            "checkpoint-write:3",
+            "checkpoint-write:6",
+            "manifest-write:1",
+            "publish:1",
+            "publish:3",
+        ];
+        for point in points {
+            let what = format!("{format} {point}");
+            // 60 pages, four at a time, 10 ms each: about ten checkpoints 15 ms apart.
             let server = MockServer::start(MockConfig {
                 records: RECORDS,
-                latency: Duration::from_millis(2),
+                latency: Duration::from_millis(10),
                 ..Default::default()
             })
             .await
@@ -542,19 +574,58 @@ async fn a_crash_while_checkpointing_or_publishing_resumes_exactly() {
             let scenario = Scenario::new(format, "offset", 4, false);
             std::fs::write(&job, scenario.job(&server.url())).unwrap();
             let out = dir.path().join("out");
+            let root = out.join("k");
             let crashed = harvest(&job, &out).env("HARVEST_FAILPOINT", point).output().unwrap();
             let stderr = String::from_utf8_lossy(&crashed.stderr);
-            assert!(!crashed.status.success() && stderr.contains("aborting"), "{format} {point}: {stderr}");
-            for part in part_files(&out.join("k")) {
+            assert!(!crashed.status.success(), "{what}: {stderr}");
+            assert!(stderr.contains(&format!("failpoint {point}: aborting")), "{what}: {stderr}");
+            for part in part_files(&root) {
                 part_ids(&part);
             }
-            let resumed = harvest(&job, &out).stdout(Stdio::null()).output().unwrap();
-            assert!(resumed.status.success(), "{format} {point}: {}", String::from_utf8_lossy(&resumed.stderr));
+            let saved = checkpoint(&root);
+            let run = match point.split(':').next().unwrap() {
+                "checkpoint-write" => {
+                    // The new checkpoint is whole under its temporary name; the old one stands.
+                    assert!(root.join("_harvest/.checkpoint.json.tmp").exists(), "{what}");
+                    assert_eq!(saved.is_some(), point != "checkpoint-write:1", "{what}");
+                    saved.map(|c| c["run"].as_str().unwrap().to_string())
+                }
+                "manifest-write" => {
+                    // Every page was written; the manifest is there only under its temporary name.
+                    let saved = saved.unwrap_or_else(|| panic!("{what}: the checkpoint stays until the manifest"));
+                    let run = saved["run"].as_str().unwrap().to_string();
+                    assert!(root.join(format!("_harvest/runs/.{run}.json.tmp")).exists(), "{what}");
+                    assert!(!root.join(format!("_harvest/runs/{run}.json")).exists(), "{what}");
+                    assert_eq!(frontier(&saved), vec![(RECORDS / 50, RECORDS)], "{what}");
+                    Some(run)
+                }
+                _ => saved.map(|c| c["run"].as_str().unwrap().to_string()),
+            };
+            let asked = server.stats.requests();
+            let mut again = Command::new(env!("CARGO_BIN_EXE_harvest"));
+            again.args(["run", job.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "--progress", "never"]);
+            let resumed = again.stdout(Stdio::null()).output().unwrap();
+            let stderr = String::from_utf8_lossy(&resumed.stderr);
+            assert!(resumed.status.success(), "{what}: {stderr}");
+            if let Some(run) = &run {
+                assert!(stderr.contains(&format!("resuming run {run}")), "{what}: {stderr}");
+                assert_eq!(manifest(&root)["run"], run.as_str(), "{what}: the run that crashed completes");
+            }
+            if point == "manifest-write:1" {
+                assert_eq!(server.stats.requests(), asked, "{what}: nothing is asked again");
+            }
             let expected: Vec<u64> = (1..=RECORDS).collect();
-            assert!(complete_ids(&out) == expected, "{format} {point}: every id once, in order");
-            let listed = complete_ids(&out).len();
-            let on_disk: usize = part_files(&out.join("k")).iter().map(|p| part_ids(p).len()).sum();
-            assert_eq!(on_disk, listed, "{format} {point}: parts not in the manifest");
+            assert!(complete_ids(&out) == expected, "{what}: every id once, in order");
+            let listed: BTreeSet<String> = manifest(&root)["parts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["file"].as_str().unwrap().to_string())
+                .collect();
+            let on_disk: BTreeSet<String> =
+                part_files(&root).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+            assert_eq!(on_disk, listed, "{what}: the parts on disk are the manifest's");
+            assert!(checkpoint(&root).is_none(), "{what}");
         }
     }
 }
