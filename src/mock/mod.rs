@@ -77,6 +77,8 @@ pub struct Stats {
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
     log: Mutex<Vec<Seen>>,
+    /// Faults injected, by kind (`500`, `reset`, `cut`, `invalid`, `slow`, ...).
+    faults: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// Requests kept in the log; later ones are counted but not kept.
@@ -100,10 +102,27 @@ impl Stats {
         self.log().iter().filter(|s| s.uri.split('?').next() == Some(path)).count()
     }
 
+    /// The faults injected so far, by kind.
+    pub fn faults(&self) -> std::collections::BTreeMap<String, u64> {
+        self.faults.lock().expect("faults lock").clone()
+    }
+
+    pub(crate) fn count_fault(&self, fault: Fault) {
+        let kind = match fault {
+            Fault::Status(status) => status.to_string(),
+            Fault::Reset => "reset".into(),
+            Fault::Cut => "cut".into(),
+            Fault::Invalid => "invalid".into(),
+            Fault::Slow => "slow".into(),
+        };
+        *self.faults.lock().expect("faults lock").entry(kind).or_default() += 1;
+    }
+
     pub fn reset(&self) {
         self.requests.store(0, Ordering::SeqCst);
         self.max_in_flight.store(0, Ordering::SeqCst);
         self.log.lock().expect("log lock").clear();
+        self.faults.lock().expect("faults lock").clear();
     }
 }
 

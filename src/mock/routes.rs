@@ -185,6 +185,9 @@ pub(super) async fn respond(api: &MockApi, request: Request, seq: u64) -> Respon
     } else {
         api.dice.draw()
     };
+    if let Some(fault) = fault {
+        api.stats.count_fault(fault);
+    }
     let retry_after =
         call.knobs.retry_after.clone().unwrap_or_else(|| format!("{}", api.config.retry_after.as_secs_f64()));
     match fault {

@@ -115,3 +115,73 @@ pub const FAST_RETRY: &str = "[retry]\nmax_attempts = 2\ninitial_backoff = \"10m
 pub fn one_to(n: u64) -> Vec<u64> {
     (1..=n).collect()
 }
+
+/// How late a request can reach a server on this machine while a test runs: a probe sends a
+/// request every 5 ms to a mock of its own, from the test's runtime, and the spread of
+/// (arrival − send) is the jitter that the arrival times a server logs may carry. Rate checks
+/// allow that much slack, and no more.
+pub struct Jitter {
+    server: harvest::mock::MockServer,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Vec<std::time::Duration>>,
+}
+
+impl Jitter {
+    pub async fn start() -> Self {
+        let server = harvest::mock::MockServer::start(harvest::mock::MockConfig { records: 1, ..Default::default() })
+            .await
+            .expect("the probe's mock starts");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (url, until) = (format!("{}/offset?limit=1", server.url()), stop.clone());
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let base = std::time::Instant::now();
+            let mut sent = Vec::new();
+            while !until.is_cancelled() {
+                sent.push(base.elapsed());
+                client.get(&url).send().await.expect("the probe's request").bytes().await.expect("its body");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            sent
+        });
+        Jitter { server, stop, task }
+    }
+
+    /// The largest difference in delay between two probe requests, sent to arrived.
+    pub async fn finish(self) -> std::time::Duration {
+        self.stop.cancel();
+        let sent = self.task.await.expect("the probe ran");
+        let arrived: Vec<std::time::Duration> = self.server.stats.log().iter().map(|s| s.at).collect();
+        assert!(
+            sent.len() >= 5 && sent.len() == arrived.len(),
+            "the probe sent {} and the server saw {}",
+            sent.len(),
+            arrived.len()
+        );
+        // Both clocks start at an unknown offset from each other: only differences count.
+        let delays: Vec<f64> = arrived.iter().zip(&sent).map(|(a, s)| a.as_secs_f64() - s.as_secs_f64()).collect();
+        let spread = delays.iter().cloned().fold(f64::MIN, f64::max) - delays.iter().cloned().fold(f64::MAX, f64::min);
+        std::time::Duration::from_secs_f64(spread.max(0.0))
+    }
+}
+
+/// Check that `arrivals` (as a server logged them) keep to a token bucket of `rate` per second
+/// holding `burst`: in every window of t seconds at most `burst + rate * (t + slack)`, where
+/// `slack` covers the arrival jitter measured alongside.
+pub fn assert_keeps_to_bucket(arrivals: &[std::time::Duration], rate: f64, burst: f64, jitter: std::time::Duration) {
+    let slack = 2.0 * jitter.as_secs_f64() + 0.001;
+    eprintln!("arrival jitter {jitter:?}: slack {:.1} ms, {:.2} of a token", slack * 1e3, slack * rate);
+    for (i, start) in arrivals.iter().enumerate() {
+        for (j, end) in arrivals.iter().enumerate().skip(i + 1) {
+            let window = end.saturating_sub(*start).as_secs_f64();
+            let allowed = burst + rate * (window + slack);
+            assert!(
+                (j - i + 1) as f64 <= allowed + 1e-9,
+                "{} requests in {:.1} ms (slack {:.1} ms)",
+                j - i + 1,
+                window * 1e3,
+                slack * 1e3
+            );
+        }
+    }
+}
