@@ -58,6 +58,21 @@ fn base() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).single().expect("a valid date")
 }
 
+/// `record` with one more member, `forms`, holding JSON that a parser reads fine but a
+/// serializer would write differently: escapes of characters that need none (`\u00e9`, `\/`),
+/// a surrogate pair, an exponent, a trailing zero, a negative zero and an integer beyond
+/// 2^64. A harvest that parsed and re-serialized records would change these bytes.
+pub fn with_odd_forms(record: &str) -> String {
+    const FORMS: &str = concat!(
+        r#","forms":{"escaped":"caf\u00e9 \/ \u2713","surrogates":"\ud83d\ude00 \uD83C\uDF89","#,
+        r#""exponent":1E2,"small":-2.5e-3,"trailing_zero":1.50,"negative_zero":-0,"#,
+        r#""huge":123456789012345678901234567890,"#,
+        r#""escapes":"\b\f\n\r\t\"\\ \u0000 \u001F"}}"#
+    );
+    let body = record.strip_suffix('}').expect("a record is an object");
+    format!("{body}{FORMS}")
+}
+
 /// `updated_at` of record `id`.
 pub fn updated_at(id: u64) -> DateTime<Utc> {
     base() + Duration::seconds(60 * id as i64)
@@ -109,6 +124,15 @@ mod tests {
             assert_eq!(v["id"], i + 1);
             assert!((400..700).contains(&data.record(i).len()), "{}", data.record(i).len());
         }
+    }
+
+    #[test]
+    fn odd_forms_are_valid_json_that_serde_would_write_otherwise() {
+        let data = Dataset::new(1);
+        let odd = with_odd_forms(data.record_str(0));
+        let value: serde_json::Value = serde_json::from_str(&odd).unwrap();
+        assert_eq!(value["forms"]["escaped"], "café / ✓");
+        assert_ne!(serde_json::to_string(&value).unwrap(), odd);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use axum::response::Response;
 use axum::Router;
 use tokio::net::TcpListener;
 
-pub use dataset::{updated_at, Dataset};
+pub use dataset::{updated_at, with_odd_forms, Dataset};
 pub use faults::{Fault, Faults};
 
 /// How the mock behaves.

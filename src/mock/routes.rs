@@ -62,6 +62,8 @@ struct Knobs {
     by_id: bool,
     /// Indent JSON bodies, as some frameworks do.
     pretty: bool,
+    /// Records carry JSON in forms a serializer would not write (see `with_odd_forms`).
+    odd: bool,
     /// Records with a greater id gain a field, `added` (a schema that grows).
     gain_field_after: Option<u64>,
     /// Every record gets `amount`: its id as an integer, or as a float past this id (a column
@@ -96,6 +98,7 @@ impl Knobs {
             updated_since: get("updated_since"),
             by_id: get("order").as_deref() == Some("id"),
             pretty: get("pretty").is_some(),
+            odd: get("odd").is_some(),
             gain_field_after: get("gain_field_after").and_then(|v| v.parse().ok()),
             float_after: get("float_after").and_then(|v| v.parse().ok()),
         }
@@ -401,6 +404,7 @@ impl Call<'_> {
             }
             let record = self.api.data.record_str(self.first + i);
             match (self.knobs.gain_field_after, self.knobs.float_after) {
+                (None, None) if self.knobs.odd => out.push_str(&super::dataset::with_odd_forms(record)),
                 (None, None) => out.push_str(record),
                 (gain, float) => out.push_str(&evolve(record, self.first + i + 1, gain, float)),
             }
@@ -425,12 +429,7 @@ impl Call<'_> {
             header::CONTENT_TYPE,
             HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/json")),
         );
-        let body = if self.knobs.pretty {
-            let value: Value = serde_json::from_str(&body).expect("the mock renders JSON");
-            serde_json::to_string_pretty(&value).expect("JSON serializes")
-        } else {
-            body
-        };
+        let body = if self.knobs.pretty { indent(&body) } else { body };
         let body = match self.knobs.gzip.as_deref() {
             Some(how) => {
                 if how != "hidden" {
@@ -725,5 +724,52 @@ fn evolve(record: &str, id: u64, gain: Option<u64>, float: Option<u64>) -> Strin
         out.push_str(&format!(",\"added\":\"late {id}\""));
     }
     out.push('}');
+    out
+}
+
+/// JSON indented two spaces a level, every token kept byte for byte (a parser and a pretty
+/// printer would rewrite escapes and numbers): whitespace goes in only between tokens.
+fn indent(json: &str) -> String {
+    let mut out = String::with_capacity(json.len() * 2);
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.extend(std::iter::repeat_n("  ", depth));
+    };
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                depth += 1;
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
     out
 }

@@ -1,6 +1,6 @@
 //! How real APIs paginate and break pagination (shared/QUIRKS.md), one case each.
 
-use harvest::mock::Dataset;
+use harvest::mock::{with_odd_forms, Dataset};
 
 use crate::support::{one_to, part_files, Fixture, FAST_RETRY};
 
@@ -97,18 +97,29 @@ async fn gzip_unasked_or_undeclared_and_a_wrong_content_type_are_fine() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn records_are_written_byte_for_byte() {
-    // The mock's records hold non-ASCII text, escapes and integers beyond 2^53; served
-    // indented, they must come out as the compact original bytes, one record a line.
-    let f = harvest_all("/cursor?pretty=1", "$.items[*]", "kind = \"cursor\"\npage_size = 100").await;
+    // The mock's records hold non-ASCII text, escapes and integers beyond 2^53, and with
+    // `odd=1` JSON that a serializer would write otherwise (`\u00e9`, `\/`, surrogate pairs,
+    // `1E2`, `1.50`, `-0`, integers beyond 2^64). Served indented (whitespace between tokens
+    // only), they must come out as the compact original bytes, one record a line.
     let data = Dataset::new(N);
-    let mut expected = Vec::new();
-    for i in 0..N {
-        expected.extend_from_slice(data.record(i));
-        expected.push(b'\n');
+    for (path, odd) in [("/cursor?pretty=1", false), ("/cursor?pretty=1&odd=1", true)] {
+        let f = harvest_all(path, "$.items[*]", "kind = \"cursor\"\npage_size = 100").await;
+        assert!(f.server.stats.log()[0].uri.contains("pretty=1"));
+        let mut expected = Vec::new();
+        for i in 0..N {
+            match odd {
+                true => expected.extend_from_slice(with_odd_forms(data.record_str(i)).as_bytes()),
+                false => expected.extend_from_slice(data.record(i)),
+            }
+            expected.push(b'\n');
+        }
+        let files = part_files(&f.out().join("t"));
+        assert_eq!(files.len(), 1);
+        let written = std::fs::read(&files[0]).unwrap();
+        let first = String::from_utf8_lossy(written.split(|b| *b == b'\n').next().unwrap()).into_owned();
+        assert!(!odd || first.contains(r#""escaped":"caf\u00e9 \/ \u2713""#), "{first}");
+        assert!(written == expected, "{path}: output differs from the served bytes; first record:\n{first}");
     }
-    let files = part_files(&f.out().join("t"));
-    assert_eq!(files.len(), 1);
-    assert!(std::fs::read(&files[0]).unwrap() == expected, "output differs from the served bytes");
 }
 
 #[tokio::test(flavor = "multi_thread")]
