@@ -1,11 +1,15 @@
 //! End-to-end benchmarks: `cargo bench --bench pipeline` (add `-- --quick` for a short run,
 //! `-- --throughput` for the first table only).
 //!
-//! The mock API runs as its own process (`harvest mock-api`), so its CPU is not harvest's;
-//! each harvest runs as a child process, measured with wait4 (wall, user+system CPU, peak
-//! RSS). The fetch-only and fetch+parse rows run the library in this process to show where
-//! the time goes. Output goes to /dev/shm when there is one, so that the disk is not what is
-//! measured. Prints the markdown tables the README carries.
+//! The mock API runs as its own process (`harvest mock-api`), so its CPU is not harvest's, and
+//! every row reports it. Each harvest runs as a child process, measured with wait4 (wall,
+//! user+system CPU, peak RSS), and so does the bare-loop floor (this benchmark re-run as
+//! `--bare-loop`), built in the same shape as harvest: a task per page, the same window of
+//! pages and requests in flight, a writer thread behind a queue of 16 pages, a 1 MiB buffer,
+//! an fsync at the end. The floor and the harvest rows take turns, `ROUNDS` times each, and
+//! every run's records are counted in its output. The fetch-only and fetch+parse rows run the
+//! library in this process to show where the time goes. Output goes to /dev/shm when there is
+//! one, so that the disk is not what is measured. Prints the markdown tables the README carries.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -23,8 +27,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_harvest");
 /// Parts of the same size in every run, so that the 200,000 and 2,000,000 record runs differ
 /// only in how many records they harvest (an open part's index grows with its rows).
 const ROWS_PER_FILE: u64 = 100_000;
-/// Runs of each harvest row in the throughput table; the fastest is shown.
-const ROUNDS: usize = 3;
+/// Runs of each row of the throughput table that runs as a child, the rows taking turns; the
+/// median is shown, and the floor comparison gives the spread.
+const ROUNDS: usize = 5;
 
 /// A `harvest mock-api` child process.
 struct Mock {
@@ -77,23 +82,73 @@ struct Usage {
     max_rss_mb: f64,
 }
 
-/// Run `harvest run job` as a child and measure it (reaped by wait4, which also reports its
-/// resource usage).
+/// Run `command` as a child and measure it (reaped by wait4, which also reports its resource
+/// usage).
 #[allow(clippy::zombie_processes)]
-fn harvest(job: &Path, out: &Path) -> Usage {
+fn measure(command: &mut Command, what: &str) -> Usage {
     let started = Instant::now();
-    let child = Command::new(BIN)
-        .args(["run", job.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "-q", "--progress", "never"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = command.stdout(Stdio::null()).spawn().unwrap();
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     let wall = started.elapsed().as_secs_f64();
-    assert!(pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the harvest failed: {job:?}");
+    assert!(pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{what} failed");
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Usage { wall, cpu: seconds(usage.ru_utime) + seconds(usage.ru_stime), max_rss_mb: usage.ru_maxrss as f64 / 1024.0 }
+}
+
+/// `harvest run job`, measured; the records it wrote are counted from its parts.
+fn harvest(job: &Path, out: &Path, expected: u64) -> Usage {
+    let usage = measure(
+        Command::new(BIN).args([
+            "run",
+            job.to_str().unwrap(),
+            "--output-dir",
+            out.to_str().unwrap(),
+            "-q",
+            "--progress",
+            "never",
+        ]),
+        &format!("the harvest of {}", job.display()),
+    );
+    let name = job.file_stem().unwrap();
+    let written = count_records(&out.join(name));
+    assert_eq!(written, expected, "{}: records written", job.display());
+    usage
+}
+
+/// Records in the part files of a job's output folder (NDJSON lines, Parquet rows).
+fn count_records(root: &Path) -> u64 {
+    let mut count = 0;
+    for entry in std::fs::read_dir(root).unwrap().flatten() {
+        let path = entry.path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("part-") {
+            continue;
+        }
+        count += if name.ends_with(".parquet") {
+            use parquet::file::reader::FileReader;
+            let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+            reader.metadata().file_metadata().num_rows() as u64
+        } else {
+            count_lines(&path)
+        };
+    }
+    count
+}
+
+/// Lines in a file, read a buffer at a time: a child forked from a process holding the whole
+/// file would count it in its own peak RSS.
+fn count_lines(path: &Path) -> u64 {
+    let mut file = std::fs::File::open(path).unwrap();
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut lines = 0;
+    loop {
+        match std::io::Read::read(&mut file, &mut buffer).unwrap() {
+            0 => return lines,
+            n => lines += memchr::memchr_iter(b'\n', &buffer[..n]).count() as u64,
+        }
+    }
 }
 
 fn write_job(dir: &Path, name: &str, base: &str, extra: &str) -> PathBuf {
@@ -150,11 +205,13 @@ fn fetch_rows(base: &str, records: u64, page: u64, concurrency: usize, parse: bo
     (found, started.elapsed().as_secs_f64(), self_cpu() - cpu0)
 }
 
-/// The floor the issue sets beside harvest: a bare loop that fetches `concurrency` pages at a
-/// time with reqwest, splits each into records with borrowed `RawValue` parsing and appends
-/// them to a file, with no limiter, ordering, minifying or checkpoints. Returns (records,
-/// wall seconds, CPU seconds).
-fn bare_loop(base: &str, records: u64, page: u64, concurrency: usize, out: &Path) -> (u64, f64, f64) {
+/// The floor a hand-written harvester sets, in harvest's shape: each page fetched with reqwest
+/// on its own task (`2 x concurrency` pages fetched ahead, `concurrency` requests in flight),
+/// split into records by serde_json's borrowed `RawValue` parse into a buffer the size of the
+/// body, and handed in page order to a writer thread behind a queue of 16 pages, which appends
+/// them to a file through a 1 MiB buffer and fsyncs it at the end. No limiter, retries,
+/// minifying, checkpoints or manifest. Returns the records written.
+fn bare_loop(base: &str, records: u64, page: u64, concurrency: usize, out: &Path) -> u64 {
     #[derive(serde::Deserialize)]
     struct Page<'a> {
         #[serde(borrow)]
@@ -162,35 +219,75 @@ fn bare_loop(base: &str, records: u64, page: u64, concurrency: usize, out: &Path
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let client = reqwest::Client::new();
-    let mut file = std::io::BufWriter::new(std::fs::File::create(out).unwrap());
-    let (cpu0, started) = (self_cpu(), Instant::now());
-    let found = runtime.block_on(async {
-        let pages = futures::StreamExt::buffer_unordered(
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<u8>, u64)>(16);
+    let out = out.to_path_buf();
+    let writer = std::thread::spawn(move || {
+        let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out).unwrap());
+        let mut written = 0;
+        while let Some((lines, count)) = rx.blocking_recv() {
+            std::io::Write::write_all(&mut file, &lines).unwrap();
+            written += count;
+        }
+        file.into_inner().unwrap().sync_all().unwrap();
+        written
+    });
+    runtime.block_on(async {
+        let pages = futures::StreamExt::buffered(
             futures::stream::iter((0..records).step_by(page as usize).map(|offset| {
                 let request = client.get(format!("{base}/offset?offset={offset}&limit={page}"));
-                async move { request.send().await.unwrap().bytes().await.unwrap() }
+                let permits = permits.clone();
+                tokio::spawn(async move {
+                    let body = {
+                        let _permit = permits.acquire().await.unwrap();
+                        request.send().await.unwrap().bytes().await.unwrap()
+                    };
+                    let page: Page = serde_json::from_slice(&body).unwrap();
+                    let mut lines = Vec::with_capacity(body.len());
+                    for record in &page.items {
+                        lines.extend_from_slice(record.get().as_bytes());
+                        lines.push(b'\n');
+                    }
+                    (lines, page.items.len() as u64)
+                })
             })),
-            concurrency,
+            2 * concurrency,
         );
-        futures::StreamExt::fold(pages, 0u64, |sum, body| {
-            let page: Page = serde_json::from_slice(&body).unwrap();
-            for record in &page.items {
-                std::io::Write::write_all(&mut file, record.get().as_bytes()).unwrap();
-                std::io::Write::write_all(&mut file, b"\n").unwrap();
-            }
-            std::future::ready(sum + page.items.len() as u64)
+        futures::StreamExt::for_each(pages, |page| {
+            let tx = tx.clone();
+            async move { tx.send(page.unwrap()).await.unwrap() }
         })
-        .await
+        .await;
     });
-    std::io::Write::flush(&mut file).unwrap();
-    (found, started.elapsed().as_secs_f64(), self_cpu() - cpu0)
+    drop(tx);
+    writer.join().unwrap()
+}
+
+/// `pipeline --bare-loop URL RECORDS PAGE CONCURRENCY OUT`: the floor as a process of its own,
+/// measured like a harvest.
+fn bare_loop_child(args: &[String]) {
+    let [url, records, page, concurrency, out] = args else { panic!("--bare-loop URL RECORDS PAGE CONCURRENCY OUT") };
+    let written =
+        bare_loop(url, records.parse().unwrap(), page.parse().unwrap(), concurrency.parse().unwrap(), Path::new(out));
+    assert_eq!(written, records.parse::<u64>().unwrap());
+}
+
+/// The median of `values` and their spread (min, max).
+fn median(values: &mut [f64]) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    (values[values.len() / 2], values[0], values[values.len() - 1])
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--bare-loop") {
+        bare_loop_child(&args[at + 1..]);
         return;
     }
-    let quick = std::env::args().any(|a| a == "--quick");
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
     let records: u64 = if quick { 50_000 } else { 200_000 };
     // Output goes to memory (tmpfs) where there is one: this measures the harvester, not the disk.
     let dir = match Path::new("/dev/shm").is_dir() {
@@ -205,71 +302,99 @@ fn main() {
     println!(
         "\n### Throughput: {records} records of ~{record_bytes:.0} bytes, 100 a page, mock API in its own process\n"
     );
-    println!(
-        "| run | records/s | MB/s | harvest CPU-s per million records | harvest wall s | peak RSS MB | mock CPU-s |"
-    );
+    println!("| run | records/s | MB/s | CPU-s per million records | wall s | peak RSS MB | mock CPU-s |");
     println!("|---|---|---|---|---|---|---|");
     let mock = Mock::start(&["--records", &records.to_string()]);
     let megabytes = records as f64 * record_bytes / 1e6;
     for (concurrency, parse) in [(8, false), (8, true)] {
+        let mock_cpu = mock.cpu();
         let (n, wall, cpu) = fetch_rows(&mock.url(), records, 100, concurrency, parse);
+        let mock_cpu = mock.cpu() - mock_cpu;
         assert_eq!(n, records);
         let what =
             if parse { "fetch + parse (records located, nothing written)" } else { "fetch only (bodies discarded)" };
         println!(
-            "| {what}, concurrency {concurrency} | {:.0} | {:.0} | {:.2} | {wall:.2} | | |",
+            "| {what}, concurrency {concurrency}, in the benchmark's process | {:.0} | {:.0} | {:.2} | {wall:.2} | | {mock_cpu:.2} |",
             records as f64 / wall,
             megabytes / wall,
             cpu / (records as f64 / 1e6)
         );
     }
-    let (n, wall, cpu) = bare_loop(&mock.url(), records, 100, 8, &dir.path().join("bare.ndjson"));
-    assert_eq!(n, records);
-    println!(
-        "| bare loop (reqwest, RawValue split, appended to a file), concurrency 8 | {:.0} | {:.0} | {:.2} | {wall:.2} | | |",
-        records as f64 / wall,
-        megabytes / wall,
-        cpu / (records as f64 / 1e6)
-    );
-    // Each harvest row is run ROUNDS times, the rows taking turns, and its fastest run shown:
-    // the rows then share the machine's quiet and busy moments alike.
-    let rows = [("NDJSON", "ndjson", 1), ("NDJSON", "ndjson", 8), ("Parquet", "parquet", 1), ("Parquet", "parquet", 8)];
-    let mut best: Vec<Option<(Usage, f64)>> = rows.iter().map(|_| None).collect();
+    // The floor and each harvest row run ROUNDS times, the rows taking turns, so that they all
+    // share the machine's quiet and busy moments; each row shows its median run.
+    let rows: [(&str, &str, usize); 5] = [
+        ("bare loop (the floor: reqwest, `RawValue` split, a writer thread), concurrency 8", "bare", 8),
+        ("harvest to NDJSON, concurrency 1", "ndjson", 1),
+        ("harvest to NDJSON, concurrency 8", "ndjson", 8),
+        ("harvest to Parquet (zstd), concurrency 1", "parquet", 1),
+        ("harvest to Parquet (zstd), concurrency 8", "parquet", 8),
+    ];
+    let mut runs: Vec<Vec<(Usage, f64)>> = rows.iter().map(|_| Vec::new()).collect();
     for _ in 0..ROUNDS {
-        for ((_, format, concurrency), best) in rows.iter().zip(&mut best) {
-            let job = write_job(
-                dir.path(),
-                &format!("{format}{concurrency}"),
-                &mock.url(),
-                &format!("page_size = 100\n[limits]\nconcurrency = {concurrency}\n[output]\nformat = \"{format}\"\nrows_per_file = {ROWS_PER_FILE}\n"),
-            );
+        for ((_, format, concurrency), runs) in rows.iter().zip(&mut runs) {
             let mock_cpu = mock.cpu();
-            let u = harvest(&job, &dir.path().join("out"));
-            let mock_cpu = mock.cpu() - mock_cpu;
-            if best.as_ref().is_none_or(|(b, _)| u.wall < b.wall) {
-                *best = Some((u, mock_cpu));
-            }
+            let usage = match *format {
+                "bare" => {
+                    let out = dir.path().join("bare.ndjson");
+                    let usage = measure(
+                        Command::new(std::env::current_exe().unwrap()).args([
+                            "--bare-loop",
+                            &mock.url(),
+                            &records.to_string(),
+                            "100",
+                            &concurrency.to_string(),
+                            out.to_str().unwrap(),
+                        ]),
+                        "the bare loop",
+                    );
+                    let written = count_lines(&out);
+                    assert_eq!(written, records, "the bare loop's records");
+                    usage
+                }
+                format => {
+                    let job = write_job(
+                        dir.path(),
+                        &format!("{format}{concurrency}"),
+                        &mock.url(),
+                        &format!("page_size = 100\n[limits]\nconcurrency = {concurrency}\n[output]\nformat = \"{format}\"\nrows_per_file = {ROWS_PER_FILE}\n"),
+                    );
+                    harvest(&job, &dir.path().join("out"), records)
+                }
+            };
+            runs.push((usage, mock.cpu() - mock_cpu));
         }
     }
-    let rate = |row: usize| best[row].as_ref().map_or(0.0, |(u, _)| records as f64 / u.wall);
-    let ratios = format!(
-        "\nParquet's records/s against NDJSON's: {:.0}% at concurrency 1, {:.0}% at concurrency 8.\n",
-        100.0 * rate(2) / rate(0),
-        100.0 * rate(3) / rate(1)
-    );
-    for ((name, _, concurrency), best) in rows.iter().zip(best) {
-        let (u, mock_cpu) = best.expect("each row ran");
+    let rate = |usage: &Usage| records as f64 / usage.wall;
+    for ((what, _, _), runs) in rows.iter().zip(&runs) {
+        let pick = |f: &dyn Fn(&(Usage, f64)) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>()).0;
+        let wall = pick(&|(u, _)| u.wall);
         println!(
-            "| harvest to {name}, concurrency {concurrency} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {mock_cpu:.2} |",
-            records as f64 / u.wall,
-            megabytes / u.wall,
-            u.cpu / (records as f64 / 1e6),
-            u.wall,
-            u.max_rss_mb,
+            "| {what} | {:.0} | {:.0} | {:.2} | {wall:.2} | {:.0} | {:.2} |",
+            records as f64 / wall,
+            megabytes / wall,
+            pick(&|(u, _)| u.cpu) / (records as f64 / 1e6),
+            pick(&|(u, _)| u.max_rss_mb),
+            pick(&|(_, m)| *m),
         );
     }
+    // Ratios of runs side by side in one round.
+    let ratio = |row: usize, of: usize, f: &dyn Fn(&Usage) -> f64| {
+        median(&mut runs[row].iter().zip(&runs[of]).map(|((a, _), (b, _))| f(a) / f(b)).collect::<Vec<_>>())
+    };
+    let (r, r_min, r_max) = ratio(2, 0, &rate);
+    let (c, c_min, c_max) = ratio(2, 0, &|u| u.cpu);
+    let floor = format!(
+        "\nharvest to NDJSON at concurrency 8 against the bare loop, {ROUNDS} rounds: {r:.2}x its records/s \
+         ({r_min:.2}-{r_max:.2}), {c:.2}x its CPU ({c_min:.2}-{c_max:.2}).",
+    );
+    let (p1, p1_min, p1_max) = ratio(3, 1, &rate);
+    let (p8, p8_min, p8_max) = ratio(4, 2, &rate);
+    let ratios = format!(
+        "{floor}\nParquet's records/s against NDJSON's: {:.0}% at concurrency 1 ({:.0}-{:.0}%), {:.0}% at concurrency 8 ({:.0}-{:.0}%).\n",
+        100.0 * p1, 100.0 * p1_min, 100.0 * p1_max, 100.0 * p8, 100.0 * p8_min, 100.0 * p8_max
+    );
     drop(mock);
-    if std::env::args().any(|a| a == "--throughput") {
+    if args.iter().any(|a| a == "--throughput") {
         println!("{ratios}");
         return;
     }
@@ -284,22 +409,24 @@ fn main() {
                 &mock.url(),
                 &format!("page_size = 100\n[limits]\nconcurrency = 8\n[output]\nformat = \"{format}\"\nrows_per_file = {ROWS_PER_FILE}\n"),
             );
-            let u = harvest(&job, &dir.path().join("out"));
+            let mock_cpu = mock.cpu();
+            let u = harvest(&job, &dir.path().join("out"), big);
             println!(
-                "| harvest to {name}, concurrency 8, {big} records | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | |",
+                "| harvest to {name}, concurrency 8, {big} records (one run) | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} |",
                 big as f64 / u.wall,
                 big as f64 * record_bytes / 1e6 / u.wall,
                 u.cpu / (big as f64 / 1e6),
                 u.wall,
-                u.max_rss_mb
+                u.max_rss_mb,
+                mock.cpu() - mock_cpu
             );
         }
     }
 
     println!("{ratios}");
     println!("\n### Latency-bound: 20 ms a response, 10 records a page\n");
-    println!("| concurrency | pages | pages/s | ideal (concurrency / latency) | share of ideal |");
-    println!("|---|---|---|---|---|");
+    println!("| concurrency | pages | pages/s | ideal (concurrency / latency) | share of ideal | mock CPU-s |");
+    println!("|---|---|---|---|---|---|");
     let pages_per_unit: u64 = if quick { 25 } else { 100 };
     let max = 32 * pages_per_unit * 10;
     let mock = Mock::start(&["--records", &max.to_string(), "--latency", "20ms"]);
@@ -311,10 +438,15 @@ fn main() {
             &mock.url(),
             &format!("page_size = 10\nmax_pages = {pages}\n[limits]\nconcurrency = {concurrency}\n"),
         );
-        let u = harvest(&job, &dir.path().join("out"));
+        let mock_cpu = mock.cpu();
+        let u = harvest(&job, &dir.path().join("out"), pages * 10);
         let rate = pages as f64 / u.wall;
         let ideal = concurrency as f64 / 0.020;
-        println!("| {concurrency} | {pages} | {rate:.0} | {ideal:.0} | {:.0}% |", 100.0 * rate / ideal);
+        println!(
+            "| {concurrency} | {pages} | {rate:.0} | {ideal:.0} | {:.0}% | {:.2} |",
+            100.0 * rate / ideal,
+            mock.cpu() - mock_cpu
+        );
     }
     drop(mock);
 
@@ -330,9 +462,15 @@ fn main() {
             "page_size = 10\nmax_pages = {pages}\n[limits]\nconcurrency = 8\nrequests_per_second = 50.0\nburst = 1\n"
         ),
     );
-    let u = harvest(&job, &dir.path().join("out"));
+    let mock_cpu = mock.cpu();
+    let u = harvest(&job, &dir.path().join("out"), pages * 10);
     // The first request goes at once; the other pages - 1 are paced at 50/s.
     let rate = (pages - 1) as f64 / u.wall.max(1e-9);
-    println!("| pages | seconds | achieved requests/s | limit | share |\n|---|---|---|---|---|");
-    println!("| {pages} | {:.2} | {rate:.1} | 50 | {:.0}% |", u.wall, 100.0 * rate / 50.0);
+    println!("| pages | seconds | achieved requests/s | limit | share | mock CPU-s |\n|---|---|---|---|---|---|");
+    println!(
+        "| {pages} | {:.2} | {rate:.1} | 50 | {:.0}% | {:.2} |",
+        u.wall,
+        100.0 * rate / 50.0,
+        mock.cpu() - mock_cpu
+    );
 }
