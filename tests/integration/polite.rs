@@ -125,17 +125,34 @@ fn faults_that_outlast_max_attempts_fail_with_exit_code_1() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_rate_limit_is_respected_from_its_headers() {
-    let f = Fixture::with(MockConfig { records: 600, rate_limit: Some(25.0), ..Default::default() }).await;
-    let job = "name = \"t\"\n[request]\nurl = \"{base}/offset\"\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"offset\"\npage_size = 20\ntotal = \"$.total\"\n[limits]\nconcurrency = 4\n";
-    let summary = f.run(job).await.unwrap();
-    assert_eq!(f.ids("t"), one_to(600));
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary.manifest).unwrap()).unwrap();
-    // The job paused on the server's X-RateLimit-Remaining: 0 until its X-RateLimit-Reset
-    // (a harvest that ignored those headers would pause only on 429s).
-    let pauses = &manifest["http"]["pauses"];
-    assert!(pauses["x_ratelimit"].as_u64().unwrap_or(0) >= 1, "{}", manifest["http"]);
-    // So refusals are at most the requests already in flight when the bucket ran dry, not a
-    // stream of retries.
-    let refused = f.server.stats.requests() - 30;
-    assert!(refused <= 4, "{refused} requests were refused at concurrency 4: {}", manifest["http"]);
+    // 30 pages against a server that allows 25 a second and says so in X-RateLimit headers.
+    for concurrency in [1, 4] {
+        let f = Fixture::with(MockConfig { records: 600, rate_limit: Some(25.0), ..Default::default() }).await;
+        let job = format!(
+            "name = \"t\"\n[request]\nurl = \"{{base}}/offset\"\n[records]\npath = \"$.items[*]\"\n[pagination]\n\
+             kind = \"offset\"\npage_size = 20\ntotal = \"$.total\"\n[limits]\nconcurrency = {concurrency}\n"
+        );
+        let summary = f.run(&job).await.unwrap();
+        assert_eq!(f.ids("t"), one_to(600));
+        let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary.manifest).unwrap()).unwrap();
+        let http = &manifest["http"];
+        let refused = f.server.stats.requests() - 30;
+        let pauses = |cause: &str| http["pauses"][cause].as_u64().unwrap_or(0);
+        match concurrency {
+            // One request at a time: the response that says X-RateLimit-Remaining: 0 arrives
+            // before the next request leaves, so the job pauses until X-RateLimit-Reset and the
+            // server refuses nothing (a harvest that ignored the headers would get a 429).
+            1 => {
+                assert!(pauses("x_ratelimit") >= 1, "{http}");
+                assert_eq!(refused, 0, "{http}");
+            }
+            // Four at a time: the requests already in flight when the bucket ran dry may be
+            // refused, and the first word of the server (that response or a 429) pauses the
+            // job; never a stream of retries.
+            _ => {
+                assert!(pauses("x_ratelimit") + pauses("retry_after") >= 1, "{http}");
+                assert!(refused <= 4, "{refused} requests were refused at concurrency 4: {http}");
+            }
+        }
+    }
 }

@@ -260,6 +260,7 @@ async fn a_failed_run_keeps_no_secret_in_its_error_or_its_checkpoint() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     let error = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("{stderr}"));
     assert!(error.contains("returned 500") && error.contains("api_key=***&fail_after=12&page=13"), "{error}");
+    assert_eq!(error.matches("returned 500").count(), 1, "the error says it once: {error}");
     let checkpoint = std::fs::read_to_string(out.join("keyed/_harvest/checkpoint.json")).unwrap();
     assert!(checkpoint.contains("api_key=${secret:KEY:"), "{checkpoint}");
     assert_kept_secret(&[QUERY_KEY, TOKEN], &out, &[("stdout", &stdout), ("stderr", &stderr)]);
