@@ -5,8 +5,8 @@
 //! what nearly every job uses, are evaluated here over a borrowed [`RawValue`] parse: a record
 //! is a slice of the response, written out with its whitespace removed, keys in their order and
 //! numbers digit for digit. Other paths (filters, descendants, slices) are evaluated by the
-//! crate over a `serde_json::Value` built with `preserve_order` and `arbitrary_precision`,
-//! so they too keep key order and every digit.
+//! crate over a `serde_json::Value`, and each node it finds is taken back from the raw response
+//! by its location (a normalized path), so those records too are the server's own bytes.
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -61,7 +61,7 @@ impl JsonPath {
             Some(segments) => select_raw(doc, segments),
             None => {
                 let value = doc.value()?;
-                Ok(self.full.query(value).all().into_iter().map(Node::Value).collect())
+                located_raw(doc, self.full.query_located(value))
             }
         }
     }
@@ -307,6 +307,46 @@ impl<'d> Node<'d> {
         self.write_compact(&mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// The nodes the full engine found, taken back from the raw document by their locations
+/// (each a normalized path of names and indexes), so that a record a filter selects is the
+/// server's own bytes, escapes and number forms included, as with simple paths. Matches
+/// mostly share one array: its elements are split once and indexed.
+fn located_raw<'d>(
+    doc: &'d Document<'_>,
+    located: serde_json_path::LocatedNodeList<'_>,
+) -> Result<Vec<Node<'d>>, String> {
+    use serde_json_path::PathElement;
+    let mut out = Vec::new();
+    let mut siblings: Option<(Vec<Segment>, Vec<&'d RawValue>)> = None;
+    for node in located {
+        let path: Vec<Segment> = node
+            .location()
+            .iter()
+            .map(|element| match element {
+                PathElement::Name(name) => Segment::Name(name.to_string()),
+                PathElement::Index(index) => Segment::Index(*index as i64),
+            })
+            .collect();
+        match path.split_last() {
+            Some((Segment::Index(index), parent)) => {
+                if siblings.as_ref().is_none_or(|(at, _)| at.as_slice() != parent) {
+                    let items = match select_raw(doc, parent)?.into_iter().next() {
+                        Some(Node::Raw(array)) => serde_json::from_str(array.get()).map_err(|e| e.to_string())?,
+                        _ => Vec::new(),
+                    };
+                    siblings = Some((parent.to_vec(), items));
+                }
+                let items = &siblings.as_ref().expect("set above").1;
+                let item =
+                    items.get(*index as usize).ok_or_else(|| format!("no element {index} at {}", render(parent)))?;
+                out.push(Node::Raw(item));
+            }
+            _ => out.extend(select_raw(doc, &path)?),
+        }
+    }
+    Ok(out)
 }
 
 /// Evaluate name, index and wildcard segments over raw slices.

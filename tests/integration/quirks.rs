@@ -102,8 +102,16 @@ async fn records_are_written_byte_for_byte() {
     // `1E2`, `1.50`, `-0`, integers beyond 2^64). Served indented (whitespace between tokens
     // only), they must come out as the compact original bytes, one record a line.
     let data = Dataset::new(N);
-    for (path, odd) in [("/cursor?pretty=1", false), ("/cursor?pretty=1&odd=1", true)] {
-        let f = harvest_all(path, "$.items[*]", "kind = \"cursor\"\npage_size = 100").await;
+    // A filter goes through the full JSONPath engine; what it selects is taken back from the
+    // raw response, so it too keeps the server's bytes.
+    let filter = ("$.items[?@.id > 0]", "kind = \"offset\"\ntotal = \"$.total\"");
+    let simple = ("$.items[*]", "kind = \"cursor\"\npage_size = 100");
+    for (path, (records, pagination), odd) in [
+        ("/cursor?pretty=1", simple, false),
+        ("/cursor?pretty=1&odd=1", simple, true),
+        ("/offset?pretty=1&odd=1", filter, true),
+    ] {
+        let f = harvest_all(path, records, pagination).await;
         assert!(f.server.stats.log()[0].uri.contains("pretty=1"));
         let mut expected = Vec::new();
         for i in 0..N {
