@@ -267,30 +267,18 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
     });
     let (reports, failure) = harvest_partitions(&shared, &options.cancel).await;
     drop(shared);
-    let (mut sink, mut checkpointer, written) =
-        writer.join().map_err(|_| Error::Other("the writer thread panicked".into()))?;
+    let (sink, checkpointer, written) = writer.join().map_err(|_| Error::Other("the writer thread panicked".into()))?;
 
     // A failing writer closes the queue, which the fetching side then reports: its own error
     // is the one that says what happened.
     if let Some(error) = written.err().or(failure) {
         // Keep what was written durable for the resume; publish nothing more.
-        let position = tokio::task::spawn_blocking(move || {
-            let position = sink.commit()?;
-            checkpointer.save(position.clone())?;
-            Ok::<_, Error>(position)
-        })
-        .await
-        .map_err(|e| Error::Other(format!("the writer failed: {e}")))??;
+        let position = settle(sink, checkpointer, false).await?;
         return Err(with_saved(error, &plan, &position, &layout));
     }
-    let position = tokio::task::spawn_blocking(move || {
-        let position = sink.finish()?;
-        // Every page is durable: a crash between here and the manifest asks nothing again.
-        checkpointer.save(position.clone())?;
-        Ok::<_, Error>(position)
-    })
-    .await
-    .map_err(|e| Error::Other(format!("the writer failed: {e}")))??;
+    // Every page is durable and checkpointed: a crash from here to the manifest asks nothing
+    // again.
+    let position = settle(sink, checkpointer, true).await?;
 
     if let Some(incremental) = &plan.incremental {
         save_marks(&layout, &plan.redactor, incremental, &reports, &position)?;
@@ -337,6 +325,18 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         seconds: manifest.seconds,
         partitions: reports,
     })
+}
+
+/// Make what the sink was given durable (with `finish`, the open part closed and published
+/// too) and checkpoint it, off the async threads.
+async fn settle(mut sink: Box<dyn Sink>, mut checkpointer: Checkpointer, finish: bool) -> Result<Position, Error> {
+    tokio::task::spawn_blocking(move || {
+        let position = if finish { sink.finish()? } else { sink.commit()? };
+        checkpointer.save(position.clone())?;
+        Ok(position)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("the writer failed: {e}")))?
 }
 
 /// Run the partitions side by side, at most `concurrency` at once. The first failure stops

@@ -93,7 +93,7 @@ fn json_logs_are_one_object_a_line() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_stops_cleanly_with_130_and_keeps_what_was_written() {
     use harvest::mock::{MockConfig, MockServer};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let server =
         MockServer::start(MockConfig { records: 10_000, latency: Duration::from_millis(50), ..Default::default() })
             .await
@@ -118,11 +118,7 @@ async fn sigint_stops_cleanly_with_130_and_keeps_what_was_written() {
             .unwrap()
     };
     let child = run();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.stats.requests() < 40 {
-        assert!(Instant::now() < deadline, "the harvest did not get going");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    crate::support::until_requests(&server, 40).await;
     // SAFETY: a plain kill(2) of our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let asked_before_signal = server.stats.requests() as usize;

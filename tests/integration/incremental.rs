@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harvest::mock::{updated_at, MockConfig, MockServer};
 use serde_json::Value;
@@ -153,11 +153,7 @@ async fn a_sync_killed_half_way_resumes_with_the_mark_it_sent() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     server.stats.reset();
     let mut child = harvest().stderr(Stdio::null()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.stats.requests() < 6 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    crate::support::until_requests(&server, 6).await;
     child.kill().unwrap();
     child.wait().unwrap();
     let root = out.join("inc");

@@ -17,7 +17,7 @@ use harvest::mock::{MockConfig, MockServer};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
-use crate::support::part_files;
+use crate::support::{part_files, until_requests};
 
 const RECORDS: u64 = 3000;
 const KILLS: usize = 8;
@@ -409,14 +409,6 @@ async fn slow_job(kind: &'static str) -> (MockServer, tempfile::TempDir, PathBuf
     std::fs::write(&job, scenario.job(&server.url()).replace("page_size = 50", "page_size = 10")).unwrap();
     let out = dir.path().join("out");
     (server, dir, job, out)
-}
-
-async fn until_requests(server: &MockServer, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.stats.requests() < n {
-        assert!(Instant::now() < deadline, "the harvest did not get going");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 fn complete_ids(out: &Path) -> Vec<u64> {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use harvest::mock::{MockConfig, MockServer};
@@ -206,11 +206,7 @@ async fn an_interrupted_run_keeps_no_secret_and_resumes_with_a_rotated_key() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.stats.requests() < 30 {
-        assert!(Instant::now() < deadline, "the harvest did not get going");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    crate::support::until_requests(&server, 30).await;
     assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
     let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));

@@ -112,6 +112,20 @@ pub fn read_records(root: &Path) -> Vec<Value> {
 /// Small retry delays so failing cases end fast.
 pub const FAST_RETRY: &str = "[retry]\nmax_attempts = 2\ninitial_backoff = \"10ms\"\nmax_backoff = \"20ms\"\n";
 
+/// Wait until the server has seen `n` requests (at most 20 s: a harvest that does not get
+/// going fails the test rather than waiting for ever).
+pub async fn until_requests(server: &MockServer, n: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while server.stats.requests() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the harvest did not get going: {} requests",
+            server.stats.requests()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 pub fn one_to(n: u64) -> Vec<u64> {
     (1..=n).collect()
 }
