@@ -58,7 +58,7 @@ impl Scenario {
     /// buffer reaches the open part's file between checkpoints: a kill then leaves the open
     /// part longer than its checkpoint says, and the resume must cut it back.
     fn far_checkpoints(mut self) -> Self {
-        self.records = 40_000;
+        self.records = 64_000;
         self.checkpoint_ms = 200;
         self.rows_per_file = 20_000;
         self
@@ -310,9 +310,9 @@ async fn kill_and_resume(scenario: Scenario, seed: u64) -> Vec<Past> {
     }
 
     // The last resume: it goes on from the checkpoint and completes.
-    let mut last = Command::new(env!("CARGO_BIN_EXE_harvest"));
-    last.args(["run", job.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "--progress", "never"]);
-    let output = last.stdout(Stdio::null()).output().unwrap();
+    let mut resume = Command::new(env!("CARGO_BIN_EXE_harvest"));
+    resume.args(["run", job.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "--progress", "never"]);
+    let output = resume.stdout(Stdio::null()).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{scenario:?}: the last run completes: {stderr}");
     let run_id = run_id.unwrap();
@@ -344,7 +344,10 @@ async fn kill_and_resume(scenario: Scenario, seed: u64) -> Vec<Past> {
     // last checkpoint (15 ms of pages); a resume that started over would cost every page again.
     let pages = scenario.records.div_ceil(50) * scenario.labels().len() as u64;
     let requests = server.stats.requests();
-    eprintln!("{scenario:?}: {KILLS} kills, {requests} requests for {pages} pages; past checkpoints: {cut:?}");
+    eprintln!(
+        "{scenario:?}: {KILLS} kills, the last at (pages, records) {last:?}; {requests} requests for {pages} pages; \
+         past checkpoints: {cut:?}"
+    );
     assert!(
         requests <= pages + KILLS as u64 * scenario.kill_cost(),
         "{scenario:?}: {requests} requests for {pages} pages and {KILLS} kills of at most {} each",
