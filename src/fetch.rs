@@ -103,6 +103,10 @@ pub struct Fetcher {
     cancel: CancellationToken,
 }
 
+/// How long a request in flight when the run is interrupted may still take: its page is kept
+/// if it arrives by then, and fetched again by the resume if not.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
+
 /// What one attempt came to.
 enum Attempt {
     Done(Fetched),
@@ -203,7 +207,14 @@ impl Fetcher {
                     _ = self.cancel.cancelled() => return Err(FetchFailure::Interrupted),
                     permit = self.slot() => permit,
                 };
-                self.attempt(request, attempt).await
+                // A request in flight when the run is interrupted gets a short grace to finish.
+                tokio::select! {
+                    outcome = self.attempt(request, attempt) => outcome,
+                    _ = async {
+                        self.cancel.cancelled().await;
+                        tokio::time::sleep(INTERRUPT_GRACE).await;
+                    } => return Err(FetchFailure::Interrupted),
+                }
             };
             let outcome = match outcome {
                 Attempt::Done(fetched) => match judge(&fetched) {

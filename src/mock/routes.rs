@@ -49,6 +49,12 @@ struct Knobs {
     throttle_at: Option<u64>,
     /// Every request after the server's `fail_after`-th (counting every path) gets a 500.
     fail_after: Option<u64>,
+    /// The server's `fail_at`-th request gets a 500.
+    fail_at: Option<u64>,
+    /// The server's `stall_at`-th request gets half its body, then waits `stall` ms (30,000 by
+    /// default) before the rest: a response slow in the middle of its body.
+    stall_at: Option<u64>,
+    stall: u64,
     graphql_errors: bool,
     /// `1`: gzip with Content-Encoding; `hidden`: gzip without saying so.
     gzip: Option<String>,
@@ -90,6 +96,9 @@ impl Knobs {
             retry_after: get("retry_after"),
             throttle_at: get("throttle_at").and_then(|v| v.parse().ok()),
             fail_after: get("fail_after").and_then(|v| v.parse().ok()),
+            fail_at: get("fail_at").and_then(|v| v.parse().ok()),
+            stall_at: get("stall_at").and_then(|v| v.parse().ok()),
+            stall: get("stall").and_then(|v| v.parse().ok()).unwrap_or(30_000),
             graphql_errors: get("errors").is_some(),
             gzip: get("gzip"),
             content_type: get("content_type"),
@@ -181,7 +190,7 @@ pub(super) async fn respond(api: &MockApi, request: Request, seq: u64) -> Respon
     };
     let fault = if call.knobs.throttle_at == Some(seq) {
         Some(Fault::Status(429))
-    } else if call.knobs.fail_after.is_some_and(|after| seq > after) {
+    } else if call.knobs.fail_after.is_some_and(|after| seq > after) || call.knobs.fail_at == Some(seq) {
         Some(Fault::Status(500))
     } else if flaky {
         Fault::parse(&call.knobs.flaky_as)
@@ -217,6 +226,18 @@ pub(super) async fn respond(api: &MockApi, request: Request, seq: u64) -> Respon
     }
     let mut response = call.dispatch(&body);
     response.headers_mut().extend(limit_headers);
+    if call.knobs.stall_at == Some(seq) {
+        let (head, full) = response.into_parts();
+        let full = axum::body::to_bytes(full, usize::MAX).await.unwrap_or_default();
+        let (first, rest) = (full.slice(..full.len() / 2), full.slice(full.len() / 2..));
+        let stall = std::time::Duration::from_millis(call.knobs.stall);
+        let first = futures::stream::iter([Ok::<_, std::io::Error>(first)]);
+        let rest = futures::stream::once(async move {
+            tokio::time::sleep(stall).await;
+            Ok(rest)
+        });
+        return Response::from_parts(head, Body::from_stream(futures::StreamExt::chain(first, rest)));
+    }
     let cut = match fault {
         Some(Fault::Cut) => true,
         Some(Fault::Invalid) => false,

@@ -5,6 +5,7 @@ mod cli;
 mod concurrency;
 mod http;
 mod incremental;
+mod interrupts;
 mod job_errors;
 mod pagination;
 mod parquet;
