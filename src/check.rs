@@ -3,8 +3,11 @@
 use std::fmt::Write;
 
 use crate::error::Error;
-use crate::paginate::{cursor::NextCursor, ParamsIn, Style};
+use crate::fetch::Fetcher;
+use crate::page::{fetch_page, PageContext};
+use crate::paginate::{cursor::NextCursor, Next, Paginator, ParamsIn, Style};
 use crate::plan::{Compression, Format, Mode, Plan};
+use crate::request::describe_request;
 
 /// The resolved plan, for people.
 pub fn describe(plan: &Plan) -> String {
@@ -184,19 +187,32 @@ fn pagination(plan: &Plan) -> String {
     }
 }
 
-/// `check --probe`: the first page of each partition.
+/// `check --probe`: the first page of each partition, its records counted, one shown, and
+/// what the strategy would ask next.
 pub async fn probe(plan: &Plan) -> Result<String, Error> {
+    let fetcher = Fetcher::new(plan)?;
+    let style = &plan.pagination.style;
     let mut out = String::from("probe:\n");
-    for p in crate::pipeline::probe(plan).await? {
-        let name = if p.partition.is_empty() { String::new() } else { format!(" [{}]", p.partition) };
-        let _ = writeln!(out, "  first page{name}: {} records from {}", p.records, p.url);
-        if let Some(sample) = p.sample {
-            let sample = plan.redactor.redact(&sample).into_owned();
+    for partition in &plan.partitions {
+        let label = plan.redactor.redact(&partition.label()).into_owned();
+        let cx = PageContext { plan, fetcher: &fetcher, label: &label, partition, since: None, prepare: None };
+        let mut pager = Paginator::new(style);
+        let request = pager.first(style);
+        let page = fetch_page(&cx, &request, 0, Some(&mut pager)).await.map_err(|f| f.error)?;
+        let name = if label.is_empty() { String::new() } else { format!(" [{label}]") };
+        let _ = writeln!(out, "  first page{name}: {} records from {}", page.received, plan.redactor.url(&page.url));
+        if let Some(sample) = page.lines.split(|b| *b == b'\n').next().filter(|l| !l.is_empty()) {
+            let sample = plan.redactor.redact(&String::from_utf8_lossy(sample)).into_owned();
             let shown: String = sample.chars().take(400).collect();
             let more = if shown.len() < sample.len() { " ..." } else { "" };
             let _ = writeln!(out, "    sample: {shown}{more}");
         }
-        let _ = writeln!(out, "    {}", p.next);
+        let next = match page.next {
+            Some(Next::Request(r)) => describe_request(plan, &r),
+            Some(Next::Done(reason)) => format!("done: {reason}"),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "    {next}");
     }
     Ok(out)
 }

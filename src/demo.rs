@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::job::{self, Env, Overrides};
 use crate::mock::{MockConfig, MockServer};
-use crate::pipeline::{self, RunOptions};
+use crate::run::{self, RunOptions};
 
 /// The demo job, for when `harvest demo` runs outside the repository.
 const DEMO_JOB: &str = include_str!("../jobs/demo.toml");
@@ -26,7 +26,7 @@ pub async fn run(records: u64, output_dir: Option<PathBuf>, cancel: Cancellation
     let overrides = Overrides { output_dir, ..Default::default() };
     let plan = Arc::new(job::parse(path, &text, &env, &overrides)?);
     tracing::info!("mock API serving {records} records at {}", server.url());
-    let summary = pipeline::run(plan, RunOptions { progress: false, cancel, fresh: false }).await?;
+    let summary = run::run(plan, RunOptions { progress: false, cancel, fresh: false }).await?;
     let files: Vec<String> = summary.parts.iter().map(|p| p.display().to_string()).collect();
     Ok(format!(
         "demo: harvested {} records ({} pages, {} requests) in {:.2}s\n  files: {}\n  manifest: {}",

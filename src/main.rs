@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::Parser;
 use harvest::error::Error;
 use harvest::job::{self, Overrides};
-use harvest::pipeline::{self, RunOptions};
+use harvest::run::{self, RunOptions};
 use tokio_util::sync::CancellationToken;
 
 use cli::{Cli, Command, FormatArg, LogFormat, ProgressArg};
@@ -68,7 +68,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 ProgressArg::Auto => std::io::stderr().is_terminal() && !cli.quiet,
             };
             let options = RunOptions { progress, cancel: interrupt_token(), fresh: args.fresh };
-            let summary = pipeline::run(plan, options).await?;
+            let summary = run::run(plan, options).await?;
             println!(
                 "harvested {} records ({} pages, {} requests) in {:.1}s into {} ({} part file{}); manifest: {}",
                 summary.records,

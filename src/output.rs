@@ -13,13 +13,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
-use crate::fetch::FetchStats;
-use crate::paginate::StopReason;
-use crate::plan::{Compression, Format, Mode};
-use crate::sink::PartInfo;
-
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub root: PathBuf,
@@ -176,31 +169,4 @@ pub fn failpoint(name: &str) {
 
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// `_harvest/runs/<run>.json`: what a completed run wrote and why each partition ended.
-#[derive(Debug, Serialize)]
-pub struct Manifest {
-    pub version: u32,
-    pub job: String,
-    pub run: String,
-    pub started_at: String,
-    pub finished_at: String,
-    pub seconds: f64,
-    pub format: Format,
-    pub compression: Compression,
-    pub mode: Mode,
-    pub records: u64,
-    pub pages: u64,
-    pub parts: Vec<PartInfo>,
-    pub partitions: Vec<PartitionReport>,
-    pub http: FetchStats,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PartitionReport {
-    pub partition: String,
-    pub records: u64,
-    pub pages: u64,
-    pub stop: StopReason,
 }

@@ -103,6 +103,15 @@ impl Partition {
     }
 }
 
+/// ` of partition repo=rust` for messages; nothing for a job without partitions.
+pub fn partition_suffix(label: &str) -> String {
+    if label.is_empty() {
+        String::new()
+    } else {
+        format!(" of partition {label}")
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {

@@ -59,7 +59,7 @@ pub fn report(plan: &Plan) -> Result<String, Error> {
                 // What it asks next, as `check --probe` shows it: secrets masked.
                 let next = match (done.is_empty(), frontier.resume.as_ref().and_then(|r| r.get("next"))) {
                     (true, Some(next)) if !next.is_null() => serde_json::from_value(next.clone())
-                        .map(|next| format!("; {}", crate::pipeline::describe_request(plan, &next)))
+                        .map(|next| format!("; {}", crate::request::describe_request(plan, &next)))
                         .unwrap_or_default(),
                     _ => String::new(),
                 };

@@ -17,6 +17,37 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::output::{fsync_dir, Layout};
+use crate::plan::{Format, OutputPlan};
+
+/// The sink of the job's format, going on from `position` (a resumed run's checkpoint, or the
+/// start): parts are named `part-<run>-<seq>` and partitions labelled by `labels`.
+pub fn open(
+    layout: &Layout,
+    run: &str,
+    output: &OutputPlan,
+    labels: Vec<String>,
+    position: &Position,
+) -> Result<Box<dyn Sink>, Error> {
+    Ok(match output.format {
+        Format::Ndjson => Box::new(ndjson::NdjsonSink::resume(
+            layout.clone(),
+            run,
+            output.compression,
+            output.rows_per_file,
+            labels,
+            position,
+        )?),
+        Format::Parquet => Box::new(parquet::ParquetSink::resume(
+            layout.clone(),
+            run,
+            output.parquet.clone(),
+            output.compression,
+            output.rows_per_file,
+            labels,
+            position,
+        )),
+    })
+}
 
 /// One page of records for the sink.
 pub struct PageBatch {

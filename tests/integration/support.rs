@@ -6,7 +6,7 @@ use std::sync::Arc;
 use harvest::error::Error;
 use harvest::job::{self, Env, Overrides};
 use harvest::mock::{MockConfig, MockServer};
-use harvest::pipeline::{self, RunOptions, RunSummary};
+use harvest::run::{self, RunOptions, RunSummary};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -43,7 +43,7 @@ impl Fixture {
         let env = Env::from_pairs(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let overrides = Overrides { output_dir: Some(self.out()), ..Default::default() };
         let plan = job::parse(&path, &text, &env, &overrides)?;
-        pipeline::run(Arc::new(plan), RunOptions::default()).await
+        run::run(Arc::new(plan), RunOptions::default()).await
     }
 
     pub async fn run(&self, toml: &str) -> Result<RunSummary, Error> {

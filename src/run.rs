@@ -1,0 +1,466 @@
+//! A run's lifecycle: take the job's lock; resume the unfinished run from its checkpoint
+//! (cutting away what a crash wrote past it) or start fresh; open the sink on its writer
+//! thread, which checkpoints at least every interval once the data is durable; run the
+//! [`crate::pipeline`]; then, on completion, a last checkpoint, the incremental marks, the
+//! manifest, and in replace mode the removal of earlier runs' parts. A run that fails or is
+//! interrupted keeps what it wrote, with a checkpoint the next run goes on from.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{self, Checkpoint, Fingerprint};
+use crate::error::Error;
+use crate::fetch::{FetchStats, Fetcher};
+use crate::incremental::{self, State};
+use crate::output::{fsync_dir, write_atomic, Layout};
+use crate::paginate::StopReason;
+use crate::pipeline::{harvest_partitions, PartitionReport, Shared};
+use crate::plan::{partition_suffix, Compression, Format, Mode, Partition, Plan};
+use crate::progress::Progress;
+use crate::redact::Redactor;
+use crate::sink::{Frontier, PageBatch, PartInfo, Position, Sink};
+
+/// Pages the writer may have queued before the fetchers wait.
+const WRITER_QUEUE: usize = 16;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Print a progress line every few seconds.
+    pub progress: bool,
+    pub cancel: CancellationToken,
+    /// Discard an unfinished run instead of resuming it.
+    pub fresh: bool,
+}
+
+/// What a completed run wrote.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub run: String,
+    pub root: PathBuf,
+    pub manifest: PathBuf,
+    pub parts: Vec<PathBuf>,
+    pub records: u64,
+    pub pages: u64,
+    pub requests: u64,
+    pub seconds: f64,
+    pub partitions: Vec<PartitionReport>,
+}
+
+/// The writer thread's checkpoints: at least every `interval`, at a page boundary.
+struct Checkpointer {
+    layout: Layout,
+    saved: Checkpoint,
+    interval: Duration,
+    last: Instant,
+    /// Sealed out of every checkpoint written.
+    secrets: Redactor,
+}
+
+impl Checkpointer {
+    fn save(&mut self, position: Position) -> Result<(), Error> {
+        self.saved.position = position;
+        self.saved.written_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        checkpoint::save(&self.layout, &self.saved, &self.secrets)?;
+        self.last = Instant::now();
+        Ok(())
+    }
+}
+
+/// Harvest every partition of the plan.
+pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Error> {
+    let root = plan.output_root();
+    let layout = Layout::create(root.clone()).map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
+    let lock = layout.lock().map_err(|e| Error::io("taking the job lock", e))?;
+    let _lock = match lock {
+        Ok(lock) => lock,
+        Err(holder) => {
+            return Err(Error::Locked { name: plan.name.clone(), lock: layout.harvest_dir().join("lock"), holder })
+        }
+    };
+    let fingerprint = Fingerprint::of(&plan);
+    if options.fresh {
+        discard_unfinished(&layout)?;
+    }
+    let mut resumed = checkpoint::load(&layout, &plan.job_file, &plan.redactor)?;
+    if resumed.as_ref().is_some_and(|saved| layout.manifest(&saved.run).exists()) {
+        // That run completed (its manifest is durable) and died before tidying up.
+        checkpoint::remove(&layout)?;
+        resumed = None;
+    }
+    if let Some(saved) = &resumed {
+        let changes = saved.fingerprint.changes(&fingerprint);
+        if !changes.is_empty() {
+            return Err(Error::Checkpoint(format!(
+                "the job changed since its run {} stopped unfinished ({} differ{}); \
+                 `harvest run {} --fresh` discards that run and starts over",
+                saved.run,
+                changes.join(", "),
+                if changes.len() == 1 { "s" } else { "" },
+                plan.job_file.display()
+            )));
+        }
+        tidy_for_resume(&layout, saved)?;
+    } else {
+        // A run that died before its first checkpoint left nothing to go on from.
+        discard_unfinished(&layout)?;
+        if plan.output.mode == Mode::Replace {
+            finish_replacing(&layout)?;
+        }
+    }
+    let (run, started_at) = match &resumed {
+        Some(saved) => (saved.run.clone(), saved.started_at.clone()),
+        None => (
+            layout.new_run_id().map_err(|e| Error::io(format!("reading {}", root.display()), e))?,
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ),
+    };
+    let started = Instant::now();
+    let fetcher = Arc::new(Fetcher::new(&plan)?.with_cancel(options.cancel.clone()));
+    let labels: Vec<String> = plan.partitions.iter().map(|p| plan.redactor.redact(&p.label()).into_owned()).collect();
+    tracing::info!(
+        "harvesting job {} (run {run}, {} partition{}) into {}",
+        plan.name,
+        labels.len(),
+        if labels.len() == 1 { "" } else { "s" },
+        root.display()
+    );
+
+    let output = &plan.output;
+    let start = match &resumed {
+        Some(saved) => {
+            tracing::info!(
+                "resuming run {run} from its checkpoint of {}: {}",
+                saved.written_at,
+                describe(&saved.position, &labels)
+            );
+            let mut start = saved.position.frontier.clone();
+            start.resize(labels.len(), Frontier::default());
+            start
+        }
+        None => vec![Frontier::default(); labels.len()],
+    };
+    let position = resumed.as_ref().map(|saved| saved.position.clone()).unwrap_or_default();
+    // Incremental: what each partition sends as its mark (a resume sends what its run sent).
+    let sent: Vec<Option<String>> = match (&plan.incremental, &resumed) {
+        (None, _) => vec![None; labels.len()],
+        (Some(_), Some(saved)) => {
+            let mut sent = saved.sent.clone();
+            sent.resize(labels.len(), None);
+            sent
+        }
+        (Some(incremental), None) => {
+            let state = State::load(&layout, &plan.redactor)?;
+            labels
+                .iter()
+                .map(|label| incremental::to_send(incremental, state.marks.get(label).map(String::as_str)))
+                .collect()
+        }
+    };
+    let (partitions, since) = with_marks(&plan, &sent);
+    let sink = crate::sink::open(&layout, &run, output, labels.clone(), &position)?;
+    let mut checkpointer = Checkpointer {
+        layout: layout.clone(),
+        saved: Checkpoint {
+            version: checkpoint::VERSION,
+            job: plan.name.clone(),
+            run: run.clone(),
+            started_at: started_at.clone(),
+            written_at: String::new(),
+            fingerprint,
+            sent: if plan.incremental.is_some() { sent.clone() } else { Vec::new() },
+            position: Position::default(),
+        },
+        interval: output.checkpoint_interval,
+        last: Instant::now(),
+        secrets: plan.redactor.clone(),
+    };
+    // From here on a crash always finds a checkpoint, and so what this run wrote.
+    checkpointer.save(position)?;
+    let prepare = sink.preparer();
+    let (tx, rx) = mpsc::channel::<PageBatch>(WRITER_QUEUE);
+    let writer = std::thread::Builder::new()
+        .name("harvest-writer".into())
+        .spawn(move || write_pages(sink, rx, checkpointer))
+        .map_err(|e| Error::io("starting the writer thread", e))?;
+
+    let shared = Arc::new(Shared {
+        plan: plan.clone(),
+        fetcher: fetcher.clone(),
+        labels,
+        tx,
+        prepare,
+        progress: Progress::new(options.progress),
+        start,
+        partitions,
+        since,
+    });
+    let (reports, failure) = harvest_partitions(&shared, &options.cancel).await;
+    drop(shared);
+    let (sink, checkpointer, written) = writer.join().map_err(|_| Error::Other("the writer thread panicked".into()))?;
+
+    // A failing writer closes the queue, which the fetching side then reports: its own error
+    // is the one that says what happened.
+    if let Some(error) = written.err().or(failure) {
+        // Keep what was written durable for the resume; publish nothing more.
+        let position = settle(sink, checkpointer, false).await?;
+        return Err(with_saved(error, &plan, &position, &layout));
+    }
+    // Every page is durable and checkpointed: a crash from here to the manifest asks nothing
+    // again.
+    let position = settle(sink, checkpointer, true).await?;
+
+    if let Some(incremental) = &plan.incremental {
+        save_marks(&layout, &plan.redactor, incremental, &reports, &position)?;
+    }
+    let stats = fetcher.stats();
+    let records: u64 = reports.iter().map(|r| r.records).sum();
+    let pages: u64 = reports.iter().map(|r| r.pages).sum();
+    let manifest = Manifest {
+        version: 1,
+        job: plan.name.clone(),
+        run: run.clone(),
+        started_at,
+        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        seconds: started.elapsed().as_secs_f64(),
+        format: plan.output.format,
+        compression: plan.output.compression,
+        mode: plan.output.mode,
+        records,
+        pages,
+        parts: position.parts.clone(),
+        partitions: reports.clone(),
+        http: stats.clone(),
+    };
+    let manifest_path = layout.manifest(&run);
+    let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
+    write_atomic(&manifest_path, &json, "manifest-write")
+        .map_err(|e| Error::io(format!("writing {}", manifest_path.display()), e))?;
+    crate::output::failpoint("after-manifest");
+    checkpoint::remove(&layout)?;
+    if plan.output.mode == Mode::Replace {
+        let removed = layout.remove_other_runs(&run).map_err(|e| Error::io("removing the parts of earlier runs", e))?;
+        if removed > 0 {
+            tracing::info!("removed {removed} part file(s) of earlier runs (mode = \"replace\")");
+        }
+    }
+    Ok(RunSummary {
+        run,
+        parts: position.parts.iter().map(|p| root.join(&p.file)).collect(),
+        root,
+        manifest: manifest_path,
+        records,
+        pages,
+        requests: stats.requests,
+        seconds: manifest.seconds,
+        partitions: reports,
+    })
+}
+
+/// Make what the sink was given durable (with `finish`, the open part closed and published
+/// too) and checkpoint it, off the async threads.
+async fn settle(mut sink: Box<dyn Sink>, mut checkpointer: Checkpointer, finish: bool) -> Result<Position, Error> {
+    tokio::task::spawn_blocking(move || {
+        let position = if finish { sink.finish()? } else { sink.commit()? };
+        checkpointer.save(position.clone())?;
+        Ok(position)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("the writer failed: {e}")))?
+}
+
+/// The writer thread: pages in, durable bytes out, and a checkpoint at least every interval.
+fn write_pages(
+    mut sink: Box<dyn Sink>,
+    mut rx: mpsc::Receiver<PageBatch>,
+    mut checkpointer: Checkpointer,
+) -> (Box<dyn Sink>, Checkpointer, Result<(), Error>) {
+    while let Some(batch) = rx.blocking_recv() {
+        let mut written = sink.write(batch);
+        if written.is_ok() && checkpointer.last.elapsed() >= checkpointer.interval {
+            written = sink.commit().and_then(|position| checkpointer.save(position));
+        }
+        if let Err(e) = written {
+            return (sink, checkpointer, Err(e));
+        }
+    }
+    (sink, checkpointer, Ok(()))
+}
+
+/// The partitions with the incremental mark each sends: among their values, for a `{param}`
+/// placeholder, or as a query parameter when the job has no such placeholder.
+fn with_marks(plan: &Plan, sent: &[Option<String>]) -> (Vec<Partition>, Vec<Option<(String, String)>>) {
+    let mut partitions = plan.partitions.clone();
+    let Some(incremental) = &plan.incremental else {
+        return (partitions, vec![None; sent.len()]);
+    };
+    let placeholder = format!("{{{}}}", incremental.param);
+    let request = &plan.request;
+    let placed = request.url.contains(&placeholder)
+        || request.params.iter().any(|(_, v)| v.contains(&placeholder))
+        || request.body.as_ref().is_some_and(|b| b.to_string().contains(&placeholder));
+    let since = partitions
+        .iter_mut()
+        .zip(sent)
+        .map(|(partition, sent)| {
+            let value = sent.clone()?;
+            partition.values.push((incremental.param.clone(), value.clone()));
+            (!placed).then(|| (incremental.param.clone(), value))
+        })
+        .collect();
+    (partitions, since)
+}
+
+/// Raise `state.json`'s marks to what the run wrote, for the partitions that ended by the
+/// API's own end condition.
+fn save_marks(
+    layout: &Layout,
+    secrets: &Redactor,
+    incremental: &crate::plan::IncrementalPlan,
+    reports: &[PartitionReport],
+    position: &Position,
+) -> Result<(), Error> {
+    let mut state = State::load(layout, secrets)?;
+    for (report, frontier) in reports.iter().zip(&position.frontier) {
+        let cut_short = matches!(report.stop, StopReason::MaxPages { .. } | StopReason::MaxRecords { .. });
+        match (&frontier.mark, cut_short) {
+            (Some(mark), false) => state.raise(&report.partition, mark),
+            (Some(_), true) => tracing::warn!(
+                "partition{} was cut short ({}): its mark for {} stays where it was",
+                partition_suffix(&report.partition),
+                report.stop,
+                incremental.field.as_str()
+            ),
+            (None, _) => {}
+        }
+    }
+    state.save(layout, secrets)
+}
+
+/// Each partition's place in a checkpoint, for the log.
+fn describe(position: &Position, labels: &[String]) -> String {
+    let places: Vec<String> = labels
+        .iter()
+        .zip(&position.frontier)
+        .map(|(label, f)| {
+            let name = if label.is_empty() { String::new() } else { format!("partition {label} ") };
+            format!("{name}from page {} ({} records written)", f.pages + 1, f.records)
+        })
+        .collect();
+    match places.is_empty() {
+        true => "from the start".into(),
+        false => places.join(", "),
+    }
+}
+
+/// Before a resume: whatever the crashed process wrote past its checkpoint goes. The open part
+/// is cut back to its checkpointed length (moved back first if it was already published);
+/// other temporary parts, and parts of the run that the checkpoint does not list, are removed.
+fn tidy_for_resume(layout: &Layout, saved: &Checkpoint) -> Result<(), Error> {
+    let io = |what: &str, e| Error::io(format!("{what} before resuming"), e);
+    let open = saved.position.open.as_ref();
+    if let Some(open) = open {
+        let (temp, published) = (layout.open_dir().join(&open.file), layout.root.join(&open.file));
+        if !temp.exists() && published.exists() {
+            std::fs::rename(&published, &temp).map_err(|e| io("taking back the open part", e))?;
+        }
+        let file = std::fs::OpenOptions::new().write(true).open(&temp).map_err(|e| io("opening the open part", e))?;
+        file.set_len(open.len).map_err(|e| io("truncating the open part", e))?;
+        file.sync_all().map_err(|e| io("syncing the open part", e))?;
+    }
+    let prefix = format!("part-{}-", saved.run);
+    let listed =
+        |name: &str| saved.position.parts.iter().any(|p| p.file == name) || open.is_some_and(|o| o.file == name);
+    for (dir, keep_listed) in [(layout.open_dir(), false), (layout.root.clone(), true)] {
+        for entry in std::fs::read_dir(&dir).map_err(|e| io("listing the output", e))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stray = match keep_listed {
+                // In the dataset folder: this run's parts the checkpoint does not list.
+                true => name.starts_with(&prefix) && !listed(&name),
+                // Temporary parts: all but the open one.
+                false => open.is_none_or(|o| o.file != name),
+            };
+            if stray && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                tracing::debug!("removing {} (written after the checkpoint)", entry.path().display());
+                std::fs::remove_file(entry.path()).map_err(|e| io("removing a stray part", e))?;
+            }
+        }
+        fsync_dir(&dir).map_err(|e| io("syncing the output", e))?;
+    }
+    Ok(())
+}
+
+/// Remove the checkpoint and every part of a run that has no manifest: an unfinished run
+/// (`--fresh`), or one that died before its first checkpoint.
+fn discard_unfinished(layout: &Layout) -> Result<(), Error> {
+    let io = |e| Error::io("discarding the unfinished run", e);
+    checkpoint::remove(layout)?;
+    for dir in [layout.open_dir(), layout.root.clone()] {
+        for entry in std::fs::read_dir(&dir).map_err(io)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(run) = name.strip_prefix("part-").and_then(|rest| rest.split('-').next()) else { continue };
+            if !layout.manifest(run).exists() && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                tracing::info!("removing {} (its run never completed)", entry.path().display());
+                std::fs::remove_file(entry.path()).map_err(io)?;
+            }
+        }
+        fsync_dir(&dir).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Replace mode: a run that completed but died before removing the parts it replaces; its
+/// manifest is durable, so the removal is finished now.
+fn finish_replacing(layout: &Layout) -> Result<(), Error> {
+    let newest = std::fs::read_dir(layout.runs_dir())
+        .map_err(|e| Error::io("listing the run manifests", e))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_string))
+        .max();
+    if let Some(newest) = newest {
+        let removed = layout.remove_other_runs(&newest).map_err(|e| Error::io("removing replaced parts", e))?;
+        if removed > 0 {
+            tracing::info!("removed {removed} part file(s) that run {newest} replaced");
+        }
+    }
+    Ok(())
+}
+
+fn with_saved(error: Error, plan: &Plan, position: &Position, layout: &Layout) -> Error {
+    let records: u64 = position.frontier.iter().map(|f| f.records).sum();
+    let saved = format!(
+        "{records} record(s) written so far are kept under {} with a checkpoint; `harvest run {}` resumes from there",
+        layout.root.display(),
+        plan.job_file.display()
+    );
+    match error {
+        Error::Fetch { source, location, saved: hint } => {
+            Error::Fetch { source, location, saved: if hint.is_empty() { saved } else { format!("{hint}; {saved}") } }
+        }
+        Error::Interrupted { .. } => Error::Interrupted { saved },
+        other => other,
+    }
+}
+
+/// `_harvest/runs/<run>.json`: what a completed run wrote and why each partition ended.
+#[derive(Debug, Serialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub job: String,
+    pub run: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub seconds: f64,
+    pub format: Format,
+    pub compression: Compression,
+    pub mode: Mode,
+    pub records: u64,
+    pub pages: u64,
+    pub parts: Vec<PartInfo>,
+    pub partitions: Vec<PartitionReport>,
+    pub http: FetchStats,
+}
