@@ -639,6 +639,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_secret_learned_mid_run_stays_with_the_allowed_origins() {
+        let text = "name = \"t\"\n[request]\nurl = \"https://api.example.com/items\"\n[records]\npath = \"$[*]\"\n[pagination]\nkind = \"none\"\n";
+        let env = crate::job::Env::default();
+        let plan = crate::job::parse(std::path::Path::new("t.toml"), text, &env, &Default::default()).unwrap();
+        let fetcher = Fetcher::new(&plan).unwrap();
+        let token = "sess-1a2b3c4d5e";
+        let headers = vec![("X-Session".to_string(), token.to_string())];
+        let sent = |url: &str| {
+            let request =
+                fetcher.build(Method::Get, &Url::parse(url).unwrap(), &headers, None).unwrap().build().unwrap();
+            (request.headers().contains_key("x-session"), request.url().to_string())
+        };
+        let other = &format!("https://files.example.net/x?s={token}&page=2");
+        assert_eq!(sent(other), (true, other.to_string()), "not yet a secret");
+        // The run obtains it (a login's session id): from now on it goes to the job's origin only.
+        plan.redactor.learn(crate::redact::Secret::new("the session", token));
+        assert_eq!(sent(other), (false, "https://files.example.net/x?page=2".to_string()));
+        assert!(sent("https://api.example.com/items").0, "the job's own origin still gets it");
+    }
+
+    #[test]
     fn backoff_doubles_up_to_the_ceiling_and_jitters_below_it() {
         let retry = RetryPlan {
             max_attempts: 10,

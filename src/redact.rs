@@ -19,6 +19,7 @@
 //! and URL passwords are masked in shown URLs too, whatever their value.
 
 use std::borrow::Cow;
+use std::sync::{Arc, RwLock};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine as _;
@@ -130,8 +131,17 @@ struct Needle {
     form: Written,
 }
 
+/// The run's redactor. Clones share what they know: a secret learned anywhere during the run
+/// (a token a server issued, a session cookie) is masked everywhere from then on, and treated
+/// by the origin rule like a `${VAR}` value.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
+    known: Arc<RwLock<Arc<Known>>>,
+}
+
+/// The secrets known at one moment, and how to find them in text.
+#[derive(Debug, Default)]
+struct Known {
     secrets: Vec<Secret>,
     /// Every form of every secret, in the order `finder` knows them.
     needles: Vec<Needle>,
@@ -140,11 +150,8 @@ pub struct Redactor {
     finder: Option<AhoCorasick>,
 }
 
-impl Redactor {
-    pub fn new<I>(secrets: I) -> Self
-    where
-        I: IntoIterator<Item = Secret>,
-    {
+impl Known {
+    fn build(secrets: Vec<Secret>) -> Self {
         let secrets: Vec<Secret> = secrets.into_iter().filter(|s| !s.value.is_empty()).collect();
         let mut texts: Vec<String> = Vec::new();
         let mut needles = Vec::new();
@@ -163,33 +170,28 @@ impl Redactor {
         let finder = (!texts.is_empty()).then(|| {
             AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(&texts).expect("needles build")
         });
-        Redactor { secrets, needles, finder }
-    }
-
-    /// True when the job has secrets at all.
-    pub fn is_empty(&self) -> bool {
-        self.secrets.is_empty()
+        Known { secrets, needles, finder }
     }
 
     /// True when `text` holds a secret in any of its forms.
-    pub fn contains_secret(&self, text: &str) -> bool {
+    fn contains_secret(&self, text: &str) -> bool {
         self.finder.as_ref().is_some_and(|f| f.is_match(text))
     }
 
     /// `text` with every secret replaced by `***`.
-    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+    fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         self.replace(text, |_| MASK.to_string())
     }
 
     /// `text` with every secret replaced by a reference to its source, `${secret:NAME:form}`,
     /// which [`Redactor::unseal`] turns back into the value in that form.
-    pub fn seal<'a>(&self, text: &'a str) -> Cow<'a, str> {
+    fn seal<'a>(&self, text: &'a str) -> Cow<'a, str> {
         self.replace(text, |needle| format!("{REFERENCE}{}:{}}}", self.secrets[needle.secret].name, needle.form.name()))
     }
 
     /// `text` with every reference [`Redactor::seal`] wrote filled with the current value
     /// of its source. A reference to a source the job no longer has is an error naming it.
-    pub fn unseal<'a>(&self, text: &'a str) -> Result<Cow<'a, str>, String> {
+    fn unseal<'a>(&self, text: &'a str) -> Result<Cow<'a, str>, String> {
         if !text.contains(REFERENCE) {
             return Ok(Cow::Borrowed(text));
         }
@@ -211,14 +213,14 @@ impl Redactor {
     }
 
     /// [`Redactor::seal`] every string (and object key) inside a JSON value.
-    pub fn seal_json(&self, value: &mut serde_json::Value) {
+    fn seal_json(&self, value: &mut serde_json::Value) {
         if self.finder.is_some() {
             map_strings(value, &mut |s| Ok::<_, ()>(self.seal(s).into_owned())).expect("sealing cannot fail");
         }
     }
 
     /// [`Redactor::unseal`] every string (and object key) inside a JSON value.
-    pub fn unseal_json(&self, value: &mut serde_json::Value) -> Result<(), String> {
+    fn unseal_json(&self, value: &mut serde_json::Value) -> Result<(), String> {
         map_strings(value, &mut |s| self.unseal(s).map(Cow::into_owned))
     }
 
@@ -237,6 +239,102 @@ impl Redactor {
         }
         out.push_str(&text[last..]);
         Cow::Owned(out)
+    }
+}
+
+impl Redactor {
+    pub fn new<I>(secrets: I) -> Self
+    where
+        I: IntoIterator<Item = Secret>,
+    {
+        Redactor { known: Arc::new(RwLock::new(Arc::new(Known::build(secrets.into_iter().collect())))) }
+    }
+
+    /// What is known now (a snapshot: a secret learned meanwhile is in the next one).
+    fn now(&self) -> Arc<Known> {
+        self.known.read().expect("redactor lock").clone()
+    }
+
+    /// A secret the run obtained (a token, a cookie, a session id): masked everywhere from
+    /// now on, by every clone of this redactor.
+    pub fn learn(&self, secret: Secret) {
+        if secret.value.is_empty() {
+            return;
+        }
+        let mut known = self.known.write().expect("redactor lock");
+        if known.secrets.iter().any(|s| s.value == secret.value) {
+            return;
+        }
+        let mut secrets = known.secrets.clone();
+        secrets.push(secret);
+        *known = Arc::new(Known::build(secrets));
+    }
+
+    /// True when the job has secrets at all.
+    pub fn is_empty(&self) -> bool {
+        self.now().secrets.is_empty()
+    }
+
+    /// True when `text` holds a secret in any of its forms.
+    pub fn contains_secret(&self, text: &str) -> bool {
+        self.now().contains_secret(text)
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        self.now().redact(text)
+    }
+
+    /// `text` with every secret replaced by a reference to its source, `${secret:NAME:form}`,
+    /// which [`Redactor::unseal`] turns back into the value in that form.
+    pub fn seal<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        self.now().seal(text)
+    }
+
+    /// `text` with every reference [`Redactor::seal`] wrote filled with the current value
+    /// of its source. A reference to a source the job no longer has is an error naming it.
+    pub fn unseal<'a>(&self, text: &'a str) -> Result<Cow<'a, str>, String> {
+        self.now().unseal(text)
+    }
+
+    /// [`Redactor::seal`] every string (and object key) inside a JSON value.
+    pub fn seal_json(&self, value: &mut serde_json::Value) {
+        self.now().seal_json(value)
+    }
+
+    /// [`Redactor::unseal`] every string (and object key) inside a JSON value.
+    pub fn unseal_json(&self, value: &mut serde_json::Value) -> Result<(), String> {
+        self.now().unseal_json(value)
+    }
+
+    /// [`Redactor::redact`] every string inside a JSON value but file names (`file`), which
+    /// harvest makes itself: for a manifest, whose free text (partition labels, schema names)
+    /// may hold what a run learned.
+    pub fn redact_json(&self, value: &mut serde_json::Value) {
+        let known = self.now();
+        if known.finder.is_none() {
+            return;
+        }
+        fn walk(known: &Known, value: &mut serde_json::Value) {
+            use serde_json::Value;
+            match value {
+                Value::String(s) => {
+                    if let Cow::Owned(masked) = known.redact(s) {
+                        *s = masked;
+                    }
+                }
+                Value::Array(items) => items.iter_mut().for_each(|item| walk(known, item)),
+                Value::Object(map) => {
+                    for (key, item) in map.iter_mut() {
+                        if key != "file" {
+                            walk(known, item);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        walk(&known, value);
     }
 
     /// A URL fit for a log line: secrets masked, credential-like query values masked by name,
@@ -371,6 +469,35 @@ mod tests {
         // A source the job no longer has.
         let none = redactor(&[("TOKEN", "tok en")]);
         assert_eq!(none.unseal(&sealed).unwrap_err(), "KEY");
+    }
+
+    #[test]
+    fn a_secret_learned_mid_run_is_masked_by_every_clone() {
+        let redactor = redactor(&[("KEY", "k3y-value")]);
+        // The fetcher, the checkpointer and the plan each hold a clone.
+        let (fetcher, plan) = (redactor.clone(), redactor.clone());
+        let token = "tok_9f8e7d6c5b4a";
+        assert!(!fetcher.contains_secret(token));
+        plan.learn(Secret::new("the access token", token));
+        // A log line, an error's URL, the manifest's free text: masked from now on.
+        assert_eq!(fetcher.redact(&format!("renewed: {token}")), "renewed: ***");
+        let url = Url::parse(&format!("https://api.example.com/items?t={token}&page=2")).unwrap();
+        assert_eq!(fetcher.url(&url), "https://api.example.com/items?t=***&page=2");
+        let error = format!("GET {url} returned 401 (body: \"bad token {token}\")");
+        assert!(!redactor.redact(&error).contains("tok_9f8e"), "{error}");
+        let mut manifest = serde_json::json!({
+            "parts": [{"file": "part-20261130T000000Z-000001.ndjson", "partitions": [{"partition": format!("t={token}")}]}],
+            "partitions": [{"partition": format!("t={token}"), "stop": {"reason": "no_next"}}],
+        });
+        redactor.redact_json(&mut manifest);
+        assert_eq!(manifest["partitions"][0]["partition"], "t=***");
+        assert_eq!(manifest["parts"][0]["partitions"][0]["partition"], "t=***");
+        assert_eq!(manifest["parts"][0]["file"], "part-20261130T000000Z-000001.ndjson");
+        // Sealed out of saved files like a variable's value, the ones before it still known.
+        assert_eq!(redactor.seal(&format!("{token} k3y-value")), "${secret:the access token:raw} ${secret:KEY:raw}");
+        // Learning it again changes nothing.
+        redactor.learn(Secret::new("again", token));
+        assert_eq!(redactor.seal(token), "${secret:the access token:raw}");
     }
 
     #[test]

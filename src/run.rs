@@ -237,7 +237,10 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         http: stats.clone(),
     };
     let manifest_path = layout.manifest(&run);
-    let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
+    // Labels and schemas are free text: a secret learned during the run may be in them.
+    let mut manifest_json = serde_json::to_value(&manifest).expect("a manifest serializes");
+    plan.redactor.redact_json(&mut manifest_json);
+    let json = serde_json::to_vec_pretty(&manifest_json).expect("a manifest serializes");
     write_atomic(&manifest_path, &json, "manifest-write")
         .map_err(|e| Error::io(format!("writing {}", manifest_path.display()), e))?;
     crate::output::failpoint("after-manifest");
