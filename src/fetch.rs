@@ -1,5 +1,5 @@
-//! The HTTP client: one pooled reqwest client, the job's token bucket, retries, redirects
-//! and the rule that credentials go only to the origins allowed to see them.
+//! The HTTP client: one pooled reqwest client, the job's token bucket, retries, redirects,
+//! and the job's [`Credentials`] applied to every request with whether its origin may see them.
 //!
 //! A fetch hands a 2xx response to the caller's judge, which parses it once; it ends with the
 //! judge's result or a [`FetchError`] that names the method, the redacted URL, the status and a
@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -23,9 +23,10 @@ use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::auth::{Credentials, JobCredentials, Outbound};
 use crate::error::{Error, FetchError, FetchErrorKind};
 use crate::plan::{Method, Plan, RetryPlan};
-use crate::redact::{is_sensitive_param, Redactor};
+use crate::redact::Redactor;
 
 const MAX_REDIRECTS: usize = 10;
 const EXCERPT_CHARS: usize = 200;
@@ -92,6 +93,8 @@ pub struct Fetcher {
     max_wait: Duration,
     redactor: Redactor,
     allowed: Vec<url::Origin>,
+    /// What requests carry, and the rule of where it may go.
+    credentials: Arc<dyn Credentials>,
     requests: AtomicU64,
     bytes: AtomicU64,
     retries: Mutex<BTreeMap<String, u64>>,
@@ -157,6 +160,7 @@ impl Fetcher {
             max_wait: plan.limits.max_wait,
             redactor: plan.redactor.clone(),
             allowed: plan.allowed_origins.clone(),
+            credentials: Arc::new(JobCredentials::new(plan.redactor.clone())),
             requests: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             retries: Mutex::new(BTreeMap::new()),
@@ -417,24 +421,10 @@ impl Fetcher {
         body: Option<&serde_json::Value>,
     ) -> Result<reqwest::RequestBuilder, FetchErrorKind> {
         let trusted = self.allowed.contains(&url.origin());
-        let mut url = url.clone();
-        if !trusted && url.query().is_some() && url.query_pairs().any(|(_, v)| self.redactor.contains_secret(&v)) {
-            let kept: Vec<(String, String)> = url
-                .query_pairs()
-                .filter(|(_, v)| !self.redactor.contains_secret(v))
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
-            url.query_pairs_mut().clear().extend_pairs(kept);
-        }
+        let (mut url, mut headers) = (url.clone(), headers.to_vec());
+        self.credentials.apply(Outbound { url: &mut url, headers: &mut headers, body, trusted })?;
         let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            if !trusted && (self.redactor.contains_secret(value) || is_credential_header(name)) {
-                tracing::debug!(
-                    "not sending header {name} to {}, which is not the job's origin",
-                    url.origin().ascii_serialization()
-                );
-                continue;
-            }
+        for (name, value) in &headers {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| FetchErrorKind::Transport(e.to_string()))?;
             let value = HeaderValue::from_str(value).map_err(|e| FetchErrorKind::Transport(e.to_string()))?;
             map.insert(name, value);
@@ -448,14 +438,7 @@ impl Fetcher {
         };
         let builder = builder.headers(map);
         Ok(match body {
-            Some(body) => {
-                if !trusted && self.redactor.contains_secret(&body.to_string()) {
-                    return Err(FetchErrorKind::Transport(
-                        "refusing to send a body holding credentials to an origin the job does not allow".into(),
-                    ));
-                }
-                builder.header(CONTENT_TYPE, "application/json").body(body.to_string())
-            }
+            Some(body) => builder.header(CONTENT_TYPE, "application/json").body(body.to_string()),
             None => builder,
         })
     }
@@ -539,11 +522,6 @@ pub fn backoff(retry: &RetryPlan, attempt: u32, jitter: f64) -> Duration {
     let ceiling =
         retry.initial_backoff.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1))).min(retry.max_backoff);
     ceiling.mul_f64(jitter.clamp(0.0, 1.0))
-}
-
-fn is_credential_header(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    matches!(lower.as_str(), "authorization" | "proxy-authorization" | "cookie") || is_sensitive_param(&lower)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

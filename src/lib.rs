@@ -1,6 +1,7 @@
 //! Errors here are the rare path and carry context for people; their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod auth;
 pub mod check;
 pub mod checkpoint;
 pub mod demo;
