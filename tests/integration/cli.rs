@@ -113,6 +113,7 @@ async fn sigint_stops_cleanly_with_130_and_keeps_what_was_written() {
     let run = || {
         Command::new(env!("CARGO_BIN_EXE_harvest"))
             .args(["run", job.to_str().unwrap(), "--output-dir", dir.path().to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
