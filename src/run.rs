@@ -83,35 +83,7 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         }
     };
     let fingerprint = Fingerprint::of(&plan);
-    if options.fresh {
-        discard_unfinished(&layout)?;
-    }
-    let mut resumed = checkpoint::load(&layout, &plan.job_file, &plan.redactor)?;
-    if resumed.as_ref().is_some_and(|saved| layout.manifest(&saved.run).exists()) {
-        // That run completed (its manifest is durable) and died before tidying up.
-        checkpoint::remove(&layout)?;
-        resumed = None;
-    }
-    if let Some(saved) = &resumed {
-        let changes = saved.fingerprint.changes(&fingerprint);
-        if !changes.is_empty() {
-            return Err(Error::Checkpoint(format!(
-                "the job changed since its run {} stopped unfinished ({} differ{}); \
-                 `harvest run {} --fresh` discards that run and starts over",
-                saved.run,
-                changes.join(", "),
-                if changes.len() == 1 { "s" } else { "" },
-                plan.job_file.display()
-            )));
-        }
-        tidy_for_resume(&layout, saved)?;
-    } else {
-        // A run that died before its first checkpoint left nothing to go on from.
-        discard_unfinished(&layout)?;
-        if plan.output.mode == Mode::Replace {
-            finish_replacing(&layout)?;
-        }
-    }
+    let resumed = resume_or_start(&plan, &layout, &fingerprint, options.fresh)?;
     let (run, started_at) = match &resumed {
         Some(saved) => (saved.run.clone(), saved.started_at.clone()),
         None => (
@@ -145,22 +117,7 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         None => vec![Frontier::default(); labels.len()],
     };
     let position = resumed.as_ref().map(|saved| saved.position.clone()).unwrap_or_default();
-    // Incremental: what each partition sends as its mark (a resume sends what its run sent).
-    let sent: Vec<Option<String>> = match (&plan.incremental, &resumed) {
-        (None, _) => vec![None; labels.len()],
-        (Some(_), Some(saved)) => {
-            let mut sent = saved.sent.clone();
-            sent.resize(labels.len(), None);
-            sent
-        }
-        (Some(incremental), None) => {
-            let state = State::load(&layout, &plan.redactor)?;
-            labels
-                .iter()
-                .map(|label| incremental::to_send(incremental, state.marks.get(label).map(String::as_str)))
-                .collect()
-        }
-    };
+    let sent = marks_to_send(&plan, &layout, resumed.as_ref(), &labels)?;
     let (partitions, since) = with_marks(&plan, &sent);
     let sink = crate::sink::open(&layout, &run, output, labels.clone(), &position)?;
     let mut checkpointer = Checkpointer {
@@ -214,12 +171,7 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
     // again.
     let position = settle(sink, checkpointer, true).await?;
 
-    if let Some(incremental) = &plan.incremental {
-        save_marks(&layout, &plan.redactor, incremental, &reports, &position)?;
-    }
     let stats = fetcher.stats();
-    let records: u64 = reports.iter().map(|r| r.records).sum();
-    let pages: u64 = reports.iter().map(|r| r.pages).sum();
     let manifest = Manifest {
         version: 1,
         job: plan.name.clone(),
@@ -230,38 +182,118 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         format: plan.output.format,
         compression: plan.output.compression,
         mode: plan.output.mode,
-        records,
-        pages,
+        records: reports.iter().map(|r| r.records).sum(),
+        pages: reports.iter().map(|r| r.pages).sum(),
         parts: position.parts.clone(),
-        partitions: reports.clone(),
-        http: stats.clone(),
+        partitions: reports,
+        http: stats,
     };
-    let manifest_path = layout.manifest(&run);
-    // Labels and schemas are free text: a secret learned during the run may be in them.
-    let mut manifest_json = serde_json::to_value(&manifest).expect("a manifest serializes");
-    plan.redactor.redact_json(&mut manifest_json);
-    let json = serde_json::to_vec_pretty(&manifest_json).expect("a manifest serializes");
-    write_atomic(&manifest_path, &json, "manifest-write")
-        .map_err(|e| Error::io(format!("writing {}", manifest_path.display()), e))?;
-    crate::output::failpoint("after-manifest");
-    checkpoint::remove(&layout)?;
-    if plan.output.mode == Mode::Replace {
-        let removed = layout.remove_other_runs(&run).map_err(|e| Error::io("removing the parts of earlier runs", e))?;
-        if removed > 0 {
-            tracing::info!("removed {removed} part file(s) of earlier runs (mode = \"replace\")");
-        }
-    }
+    let manifest_path = complete(&plan, &layout, &manifest, &position)?;
     Ok(RunSummary {
         run,
         parts: position.parts.iter().map(|p| root.join(&p.file)).collect(),
         root,
         manifest: manifest_path,
-        records,
-        pages,
-        requests: stats.requests,
+        records: manifest.records,
+        pages: manifest.pages,
+        requests: manifest.http.requests,
         seconds: manifest.seconds,
-        partitions: reports,
+        partitions: manifest.partitions,
     })
+}
+
+/// Before a run: `--fresh` discards an unfinished run; a checkpoint of a run that completed
+/// but died before tidying up is dropped; a usable checkpoint (the same job) is returned, with
+/// what its process wrote past it cut away; without one, parts no manifest lists are removed
+/// and, in replace mode, a replacement that died half way is finished.
+fn resume_or_start(
+    plan: &Plan,
+    layout: &Layout,
+    fingerprint: &Fingerprint,
+    fresh: bool,
+) -> Result<Option<Checkpoint>, Error> {
+    if fresh {
+        discard_unfinished(layout)?;
+    }
+    let mut resumed = checkpoint::load(layout, &plan.job_file, &plan.redactor)?;
+    if resumed.as_ref().is_some_and(|saved| layout.manifest(&saved.run).exists()) {
+        // That run completed (its manifest is durable) and died before tidying up.
+        checkpoint::remove(layout)?;
+        resumed = None;
+    }
+    match &resumed {
+        Some(saved) => {
+            let changes = saved.fingerprint.changes(fingerprint);
+            if !changes.is_empty() {
+                return Err(Error::Checkpoint(format!(
+                    "the job changed since its run {} stopped unfinished ({} differ{}); \
+                     `harvest run {} --fresh` discards that run and starts over",
+                    saved.run,
+                    changes.join(", "),
+                    if changes.len() == 1 { "s" } else { "" },
+                    plan.job_file.display()
+                )));
+            }
+            tidy_for_resume(layout, saved)?;
+        }
+        None => {
+            // A run that died before its first checkpoint left nothing to go on from.
+            discard_unfinished(layout)?;
+            if plan.output.mode == Mode::Replace {
+                finish_replacing(layout)?;
+            }
+        }
+    }
+    Ok(resumed)
+}
+
+/// Incremental syncs: the mark each partition sends (a resume sends what its run sent).
+fn marks_to_send(
+    plan: &Plan,
+    layout: &Layout,
+    resumed: Option<&Checkpoint>,
+    labels: &[String],
+) -> Result<Vec<Option<String>>, Error> {
+    Ok(match (&plan.incremental, resumed) {
+        (None, _) => vec![None; labels.len()],
+        (Some(_), Some(saved)) => {
+            let mut sent = saved.sent.clone();
+            sent.resize(labels.len(), None);
+            sent
+        }
+        (Some(incremental), None) => {
+            let state = State::load(layout, &plan.redactor)?;
+            labels
+                .iter()
+                .map(|label| incremental::to_send(incremental, state.marks.get(label).map(String::as_str)))
+                .collect()
+        }
+    })
+}
+
+/// Every page is durable: raise the incremental marks, write the manifest, remove the
+/// checkpoint and, in replace mode, the parts of earlier runs. Each step is durable before the
+/// next, so a crash anywhere is finished by the next run. Returns the manifest's path.
+fn complete(plan: &Plan, layout: &Layout, manifest: &Manifest, position: &Position) -> Result<PathBuf, Error> {
+    if let Some(incremental) = &plan.incremental {
+        save_marks(layout, &plan.redactor, incremental, &manifest.partitions, position)?;
+    }
+    let path = layout.manifest(&manifest.run);
+    // Labels and schemas are free text: a secret learned during the run may be in them.
+    let mut json = serde_json::to_value(manifest).expect("a manifest serializes");
+    plan.redactor.redact_json(&mut json);
+    let json = serde_json::to_vec_pretty(&json).expect("a manifest serializes");
+    write_atomic(&path, &json, "manifest-write").map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    crate::output::failpoint("after-manifest");
+    checkpoint::remove(layout)?;
+    if plan.output.mode == Mode::Replace {
+        let removed =
+            layout.remove_other_runs(&manifest.run).map_err(|e| Error::io("removing the parts of earlier runs", e))?;
+        if removed > 0 {
+            tracing::info!("removed {removed} part file(s) of earlier runs (mode = \"replace\")");
+        }
+    }
+    Ok(path)
 }
 
 /// Make what the sink was given durable (with `finish`, the open part closed and published
