@@ -185,7 +185,8 @@ struct OutputFile {
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub output_dir: Option<PathBuf>,
-    pub format: Option<String>,
+    /// `--format`: the job's Parquet keys apply when it is `Parquet`.
+    pub format: Option<Format>,
     pub max_pages: Option<u64>,
     pub concurrency: Option<usize>,
     pub requests_per_second: Option<f64>,
@@ -416,7 +417,7 @@ impl Cx<'_> {
         let allow_origins = self.auth(file.auth.as_ref())?;
         let limits = self.limits(&file.limits)?;
         let retry = self.retry(&file.retry)?;
-        let mut output = self.output(&file.output, overrides.format.as_deref())?;
+        let mut output = self.output(&file.output, overrides.format)?;
         if incremental.is_some() && file.output.mode.is_none() {
             // Each sync adds what changed: earlier runs' parts are kept.
             output.mode = Mode::Append;
@@ -822,7 +823,7 @@ impl Cx<'_> {
     }
 
     /// `[output]`; `format_flag` is `--format`, which decides which keys apply.
-    fn output(&self, o: &OutputFile, format_flag: Option<&str>) -> R<OutputPlan> {
+    fn output(&self, o: &OutputFile, format_flag: Option<Format>) -> R<OutputPlan> {
         let format = self.choice(
             &o.format,
             "format",
@@ -852,7 +853,7 @@ impl Cx<'_> {
             None => PathBuf::from("output"),
         };
         let parquet = self.parquet(o)?;
-        if format == Format::Ndjson && format_flag != Some("parquet") {
+        if format == Format::Ndjson && format_flag != Some(Format::Parquet) {
             let parquet_only = [
                 o.schema.as_ref().map(|v| ("schema", v.span())),
                 o.row_group_size.as_ref().map(|v| ("row_group_size", v.span())),
@@ -931,20 +932,16 @@ fn apply(plan: &mut Plan, o: &Overrides) -> Result<(), String> {
     if let Some(dir) = &o.output_dir {
         plan.output.dir = dir.clone();
     }
-    match o.format.as_deref() {
-        None => {}
-        Some("ndjson") if plan.output.format == Format::Ndjson => {}
-        Some("parquet") if plan.output.format == Format::Parquet => {}
-        // The job's compression was chosen for its own format: the other format's default.
-        Some("ndjson") => {
-            plan.output.format = Format::Ndjson;
-            plan.output.compression = Compression::None;
+    match o.format {
+        Some(format) if format != plan.output.format => {
+            // The job's compression was chosen for its own format: the other format's default.
+            plan.output.format = format;
+            plan.output.compression = match format {
+                Format::Ndjson => Compression::None,
+                Format::Parquet => Compression::Zstd,
+            };
         }
-        Some("parquet") => {
-            plan.output.format = Format::Parquet;
-            plan.output.compression = Compression::Zstd;
-        }
-        Some(other) => return Err(format!("--format {other} is not one of ndjson, parquet")),
+        _ => {}
     }
     if let Some(pages) = o.max_pages {
         plan.pagination.max_pages = Some(pages);
@@ -1070,7 +1067,7 @@ mod tests {
                     [pagination]\nkind = \"none\"\n[output]\nrow_group_size = 500\ncompression = \"gzip\"\n";
         let path = Path::new("t.toml");
         assert!(parse(path, text, &Env::default(), &Overrides::default()).is_err());
-        let flag = Overrides { format: Some("parquet".into()), ..Default::default() };
+        let flag = Overrides { format: Some(Format::Parquet), ..Default::default() };
         let plan = parse(path, text, &Env::default(), &flag).unwrap();
         assert_eq!(plan.output.format, Format::Parquet);
         assert_eq!(plan.output.compression, Compression::Zstd, "the job's gzip was for NDJSON");

@@ -54,8 +54,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let overrides = Overrides {
                 output_dir: args.output_dir,
                 format: args.format.map(|f| match f {
-                    FormatArg::Ndjson => "ndjson".to_string(),
-                    FormatArg::Parquet => "parquet".to_string(),
+                    FormatArg::Ndjson => harvest::plan::Format::Ndjson,
+                    FormatArg::Parquet => harvest::plan::Format::Parquet,
                 }),
                 max_pages: args.max_pages,
                 concurrency: args.concurrency,
