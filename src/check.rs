@@ -5,7 +5,7 @@ use std::fmt::Write;
 use crate::error::Error;
 use crate::fetch::Fetcher;
 use crate::page::{fetch_page, PageContext};
-use crate::paginate::{cursor::NextCursor, Next, Paginator, ParamsIn, Style};
+use crate::paginate::{Next, Paginator};
 use crate::plan::{Compression, Format, Mode, Plan};
 use crate::request::describe_request;
 
@@ -131,60 +131,8 @@ fn human(d: std::time::Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-fn place(p: ParamsIn) -> &'static str {
-    match p {
-        ParamsIn::Query => "in the query",
-        ParamsIn::Body => "in the JSON body",
-        ParamsIn::Header => "as a header",
-    }
-}
-
 fn pagination(plan: &Plan) -> String {
-    match &plan.pagination.style {
-        Style::Offset(c) => format!(
-            "offset: {}={} and {}={} {}, offsets advance by the records received; stops on an empty page{}",
-            c.offset_param,
-            c.start,
-            c.limit_param,
-            c.page_size,
-            place(c.params_in),
-            match &c.total {
-                Some(t) => format!(" or when the total at {t} is reached"),
-                None => ", or when a short page is followed by an empty page, 404, 400 or 422".into(),
-            }
-        ),
-        Style::Page(c) => format!(
-            "page: {}={}{} {}; stops on an empty page{}",
-            c.page_param,
-            c.start,
-            match (&c.size_param, c.page_size) {
-                (Some(p), Some(s)) => format!(" and {p}={s}"),
-                _ => String::new(),
-            },
-            place(c.params_in),
-            match (&c.total_pages, &c.total) {
-                (Some(t), _) => format!(" or when the page count at {t} is reached"),
-                (None, Some(t)) => format!(" or when the total at {t} is reached"),
-                (None, None) => ", or when a short page is followed by an empty page, 404, 400 or 422".into(),
-            }
-        ),
-        Style::Cursor(c) => format!(
-            "cursor: {} sent {}, next cursor from {}{}; stops on an empty page or a missing cursor",
-            c.cursor_param,
-            place(c.cursor_in),
-            match &c.next {
-                NextCursor::Body(p) => format!("the body at {p}"),
-                NextCursor::Header(h) => format!("the response header {h}"),
-            },
-            match &c.has_more {
-                Some(h) => format!(", or when {h} is false"),
-                None => String::new(),
-            }
-        ),
-        Style::NextUrl(c) => format!("next_url: follows the URL at {} until it is missing, null or empty", c.next),
-        Style::LinkHeader(_) => "link_header: follows Link rel=\"next\" until there is none".into(),
-        Style::None => "none: one request per partition".into(),
-    }
+    plan.pagination.style.describe()
 }
 
 /// `check --probe`: the first page of each partition, its records counted, one shown, and

@@ -25,6 +25,25 @@ pub struct Config {
     pub params_in: ParamsIn,
 }
 
+impl Config {
+    /// What the strategy does, in words, for `harvest check`.
+    pub fn describe(&self) -> String {
+        format!(
+            "cursor: {} sent {}, next cursor from {}{}; stops on an empty page or a missing cursor",
+            self.cursor_param,
+            self.cursor_in.place(),
+            match &self.next {
+                NextCursor::Body(p) => format!("the body at {p}"),
+                NextCursor::Header(h) => format!("the response header {h}"),
+            },
+            match &self.has_more {
+                Some(h) => format!(", or when {h} is false"),
+                None => String::new(),
+            }
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum NextCursor {
     Body(JsonPath),

@@ -54,6 +54,18 @@ pub enum Style {
 }
 
 impl Style {
+    /// What the job's pagination does, in words, for `harvest check`.
+    pub fn describe(&self) -> String {
+        match self {
+            Style::Offset(c) => c.describe(),
+            Style::Page(c) => c.describe(),
+            Style::Cursor(c) => c.describe(),
+            Style::NextUrl(c) => c.describe(),
+            Style::LinkHeader(_) => "link_header: follows Link rel=\"next\" until there is none".into(),
+            Style::None => "none: one request per partition".into(),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Style::Offset(_) => "offset",
@@ -62,6 +74,17 @@ impl Style {
             Style::NextUrl(_) => "next_url",
             Style::LinkHeader(_) => "link_header",
             Style::None => "none",
+        }
+    }
+}
+
+impl ParamsIn {
+    /// Where, in words.
+    pub fn place(self) -> &'static str {
+        match self {
+            ParamsIn::Query => "in the query",
+            ParamsIn::Body => "in the JSON body",
+            ParamsIn::Header => "as a header",
         }
     }
 }

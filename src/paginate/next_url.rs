@@ -18,6 +18,13 @@ pub struct Config {
     pub page_size: Option<u64>,
 }
 
+impl Config {
+    /// What the strategy does, in words, for `harvest check`.
+    pub fn describe(&self) -> String {
+        format!("next_url: follows the URL at {} until it is missing, null or empty", self.next)
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NextUrl {
     #[serde(skip)]

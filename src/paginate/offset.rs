@@ -24,6 +24,24 @@ pub struct Config {
     pub params_in: ParamsIn,
 }
 
+impl Config {
+    /// What the strategy does, in words, for `harvest check`.
+    pub fn describe(&self) -> String {
+        format!(
+            "offset: {}={} and {}={} {}, offsets advance by the records received; stops on an empty page{}",
+            self.offset_param,
+            self.start,
+            self.limit_param,
+            self.page_size,
+            self.params_in.place(),
+            match &self.total {
+                Some(t) => format!(" or when the total at {t} is reached"),
+                None => ", or when a short page is followed by an empty page, 404, 400 or 422".into(),
+            }
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Offset {
     /// The offset the next request asks for.

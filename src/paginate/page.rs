@@ -24,6 +24,27 @@ pub struct Config {
     pub params_in: ParamsIn,
 }
 
+impl Config {
+    /// What the strategy does, in words, for `harvest check`.
+    pub fn describe(&self) -> String {
+        format!(
+            "page: {}={}{} {}; stops on an empty page{}",
+            self.page_param,
+            self.start,
+            match (&self.size_param, self.page_size) {
+                (Some(p), Some(s)) => format!(" and {p}={s}"),
+                _ => String::new(),
+            },
+            self.params_in.place(),
+            match (&self.total_pages, &self.total) {
+                (Some(t), _) => format!(" or when the page count at {t} is reached"),
+                (None, Some(t)) => format!(" or when the total at {t} is reached"),
+                (None, None) => ", or when a short page is followed by an empty page, 404, 400 or 422".into(),
+            }
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Page {
     /// The page number the next request asks for.
