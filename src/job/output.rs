@@ -1,0 +1,89 @@
+//! `[output]`: format, compression, parts, checkpoints, and the Parquet keys.
+
+use super::*;
+
+impl Cx<'_> {
+    /// `[output]`; `format_flag` is `--format`, which decides which keys apply.
+    pub(super) fn output(&self, o: &OutputFile, format_flag: Option<Format>) -> R<OutputPlan> {
+        let format = self.choice(
+            &o.format,
+            "format",
+            &[("ndjson", Format::Ndjson), ("parquet", Format::Parquet)],
+            Format::Ndjson,
+        )?;
+        let checkpoint_interval = self.duration(&o.checkpoint_interval, Duration::from_secs(60))?;
+        let compression = match format {
+            Format::Ndjson => self.choice(
+                &o.compression,
+                "compression",
+                &[("none", Compression::None), ("gzip", Compression::Gzip), ("zstd", Compression::Zstd)],
+                Compression::None,
+            )?,
+            Format::Parquet => self.choice(
+                &o.compression,
+                "compression",
+                &[("zstd", Compression::Zstd), ("snappy", Compression::Snappy), ("none", Compression::None)],
+                Compression::Zstd,
+            )?,
+        };
+        let mode =
+            self.choice(&o.mode, "mode", &[("replace", Mode::Replace), ("append", Mode::Append)], Mode::Replace)?;
+        let rows_per_file = self.at_least_one(&o.rows_per_file, "rows_per_file")?.unwrap_or(1_000_000);
+        let dir = match &o.dir {
+            Some(d) => PathBuf::from(self.string(d)?),
+            None => PathBuf::from("output"),
+        };
+        let parquet = self.parquet(o)?;
+        if format == Format::Ndjson && format_flag != Some(Format::Parquet) {
+            let parquet_only = [
+                o.schema.as_ref().map(|v| ("schema", v.span())),
+                o.row_group_size.as_ref().map(|v| ("row_group_size", v.span())),
+                o.timestamps.as_ref().map(|v| ("timestamps", v.span())),
+                o.on_mismatch.as_ref().map(|v| ("on_mismatch", v.span())),
+                o.infer_sample.as_ref().map(|v| ("infer_sample", v.span())),
+            ];
+            if let Some((key, span)) = parquet_only.into_iter().flatten().next() {
+                return Err(self.err(span, format!("{key} applies to format = \"parquet\" only")));
+            }
+        }
+        Ok(OutputPlan { format, dir, compression, mode, rows_per_file, checkpoint_interval, parquet })
+    }
+
+    pub(super) fn at_least_one(&self, value: &Option<Spanned<u64>>, key: &str) -> R<Option<u64>> {
+        match value {
+            Some(v) if *v.get_ref() == 0 => Err(self.err(v.span(), format!("{key} must be at least 1"))),
+            Some(v) => Ok(Some(*v.get_ref())),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn parquet(&self, o: &OutputFile) -> R<ParquetPlan> {
+        let defaults = ParquetPlan::default();
+        let (schema, schema_file) = match &o.schema {
+            Some(p) => {
+                let path = PathBuf::from(self.string(p)?);
+                let path =
+                    if path.is_relative() { self.file.parent().map(|d| d.join(&path)).unwrap_or(path) } else { path };
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| self.err(p.span(), format!("schema file {} cannot be read: {e}", path.display())))?;
+                let ty = crate::schema::parse_schema_file(&text)
+                    .map_err(|e| self.err(p.span(), format!("schema file {}: {e}", path.display())))?;
+                (Some(ty), Some(path))
+            }
+            None => (None, None),
+        };
+        let infer_timestamps = self.choice(&o.timestamps, "timestamps", &[("keep", false), ("infer", true)], false)?;
+        let reject_to_json = self.choice(&o.on_mismatch, "on_mismatch", &[("error", false), ("json", true)], false)?;
+        if let (Some(v), None) = (&o.on_mismatch, &schema) {
+            return Err(self.err(v.span(), "on_mismatch needs a declared schema (schema = \"file.json\")"));
+        }
+        Ok(ParquetPlan {
+            schema,
+            schema_file,
+            row_group_size: self.at_least_one(&o.row_group_size, "row_group_size")?.unwrap_or(defaults.row_group_size),
+            infer_timestamps,
+            reject_to_json,
+            infer_sample: self.at_least_one(&o.infer_sample, "infer_sample")?.unwrap_or(defaults.infer_sample),
+        })
+    }
+}
