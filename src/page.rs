@@ -4,6 +4,8 @@
 //! response. What is sent is built by [`crate::request`]; what comes of the page goes to the
 //! pipeline, which takes pages in order.
 
+use serde_json::Value;
+
 use crate::error::{Error, FetchErrorKind, Location, PageError};
 use crate::fetch::{FetchFailure, Fetched, Fetcher, Reject};
 use crate::incremental;
@@ -12,7 +14,6 @@ use crate::paginate::{Facts, Next, PageRequest, PageResponse, Paginator};
 use crate::plan::{partition_suffix, Partition, Plan};
 use crate::request::outgoing;
 use crate::sink::{Prepare, Prepared};
-use serde_json::Value;
 
 /// What fetching one page of one partition needs.
 pub(crate) struct PageContext<'a> {
