@@ -2,9 +2,10 @@
 //!
 //! The TOML is read into structs that mirror the file (`deny_unknown_fields`, every value
 //! `Spanned`), then checked once: errors name `file:line:col` and unknown keys get a
-//! did-you-mean hint. `[pagination]` and `[auth]` are read as flat structs holding every key of
-//! every kind, not as serde tagged enums, which buffer their content and lose positions; a key
-//! that belongs to another kind is reported at its own position. `${VAR}` and
+//! did-you-mean hint. `[pagination]` is read in two steps, `kind` first and then the keys of
+//! that kind from the same positioned table (serde's tagged enums would buffer the content
+//! and lose positions); `[auth]` is one flat struct of every kind's keys. A key that belongs
+//! to another kind is reported at its own position. `${VAR}` and
 //! `${VAR:-default}` are substituted from the environment and `.env` files; values that came
 //! from the environment are secrets from then on.
 //!
@@ -22,7 +23,7 @@ use toml::Spanned;
 
 use crate::error::JobError;
 use crate::jsonpath::JsonPath;
-use crate::paginate::{cursor, link_header, next_url, offset, page, PaginationPlan, ParamsIn, Style};
+use crate::paginate::{cursor, link_header, next_url, offset, page, PaginationPlan, Style};
 use crate::plan::{
     Compression, Format, IncrementalPlan, Limits, Method, Mode, OutputPlan, ParquetPlan, Partition, Plan, RecordsPlan,
     RequestPlan, RetryPlan,
@@ -34,15 +35,14 @@ mod output;
 mod pagination;
 mod request;
 
-use pagination::{sends_in_body, PaginationFile};
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JobFile {
     name: Spanned<String>,
     request: Spanned<RequestFile>,
     records: Spanned<RecordsFile>,
-    pagination: Spanned<PaginationFile>,
+    /// Read by `pagination.rs` from its positioned table, once `kind` is known.
+    pagination: Spanned<serde::de::IgnoredAny>,
     auth: Option<Spanned<AuthFile>>,
     #[serde(default)]
     limits: LimitsFile,
@@ -205,8 +205,11 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, JobError> {
 /// Parse and validate job text; `path` names the file in messages.
 pub fn parse(path: &Path, text: &str, env: &Env, overrides: &Overrides) -> Result<Plan, JobError> {
     let cx = Cx { file: path, text, env, secrets: Default::default() };
-    let file: JobFile = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
-    cx.validate(file, overrides)
+    let root = toml::de::DeTable::parse(text).map_err(|e| cx.toml_error(&e))?;
+    let pagination = root.get_ref().get("pagination").cloned();
+    let file = JobFile::deserialize(toml::de::Deserializer::from(root)).map_err(|e| cx.toml_error(&e))?;
+    let pagination = pagination.expect("a JobFile has [pagination]");
+    cx.validate(file, &pagination, overrides)
 }
 
 struct Cx<'a> {
@@ -345,7 +348,7 @@ impl Cx<'_> {
         })
     }
 
-    fn validate(&self, file: JobFile, overrides: &Overrides) -> R<Plan> {
+    fn validate(&self, file: JobFile, pagination: &Spanned<toml::de::DeValue>, overrides: &Overrides) -> R<Plan> {
         let name = file.name.get_ref();
         if name.is_empty()
             || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
@@ -370,8 +373,8 @@ impl Cx<'_> {
                 None => Some(JsonPath::parse("$.errors").expect("a valid path")),
             },
         };
-        let mut pagination = self.pagination(file.pagination.get_ref())?;
-        if request.method == Method::Get && sends_in_body(&pagination.style) {
+        let mut pagination = self.pagination(pagination)?;
+        if request.method == Method::Get && pagination.style.sends_in_body() {
             return Err(self.err(
                 file.pagination.span(),
                 "params_in = \"body\" (or cursor_in = \"body\") needs request.method = \"POST\"",
@@ -536,13 +539,17 @@ fn unknown_key(message: &str) -> Option<(String, String)> {
     let rest = message.strip_prefix("unknown field `")?;
     let (key, rest) = rest.split_once('`')?;
     let candidates: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-    let hint = did_you_mean(key, &candidates);
-    let hint = if hint.is_empty() && !candidates.is_empty() {
+    Some((key.to_string(), key_hint(key, &candidates)))
+}
+
+/// For an unknown key: the one it was probably meant to be, else the keys that are allowed.
+fn key_hint(key: &str, candidates: &[&str]) -> String {
+    let hint = did_you_mean(key, candidates);
+    if hint.is_empty() && !candidates.is_empty() {
         format!("; the keys here are {}", candidates.join(", "))
     } else {
         hint
-    };
-    Some((key.to_string(), hint))
+    }
 }
 
 fn did_you_mean(word: &str, candidates: &[&str]) -> String {

@@ -1,179 +1,218 @@
-//! `[pagination]`: every key of every kind, which keys each kind takes, and the strategy's
-//! configuration built from them. A key of another kind is an error at its line.
+//! `[pagination]`: `kind` picks a strategy, and the strategy reads its own keys (its `Spec`,
+//! in its file under `paginate/`); the keys every kind shares are read here. A key of another
+//! kind is an error at its line that names the kind it belongs to.
+
+use serde::de::DeserializeOwned;
+use toml::de::{DeTable, DeValue};
 
 use super::*;
+use crate::paginate::{KeyReader, SingleSpec, Spec};
 
-/// Every key of every pagination kind; which apply is checked against `kind`.
+/// The keys every pagination kind takes.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct PaginationFile {
+struct Shared {
     kind: Spanned<String>,
     page_size: Option<Spanned<u64>>,
     max_pages: Option<Spanned<u64>>,
     max_records: Option<Spanned<u64>>,
-    params_in: Option<Spanned<String>>,
-    offset_param: Option<Spanned<String>>,
-    limit_param: Option<Spanned<String>>,
-    start: Option<Spanned<u64>>,
-    total: Option<Spanned<String>>,
-    page_param: Option<Spanned<String>>,
-    size_param: Option<Spanned<String>>,
-    total_pages: Option<Spanned<String>>,
-    cursor_param: Option<Spanned<String>>,
-    cursor_in: Option<Spanned<String>>,
-    next: Option<Spanned<String>>,
-    next_header: Option<Spanned<String>>,
-    has_more: Option<Spanned<String>>,
 }
 
-impl PaginationFile {
-    /// The keys present, with their positions, for the per-kind check.
-    fn present(&self) -> Vec<(&'static str, Range<usize>)> {
-        let mut keys = Vec::new();
-        macro_rules! key {
-            ($($field:ident),*) => {$(
-                if let Some(v) = &self.$field { keys.push((stringify!($field), v.span())); }
-            )*};
-        }
-        key!(params_in, offset_param, limit_param, start, total, page_param, size_param, total_pages);
-        key!(cursor_param, cursor_in, next, next_header, has_more);
-        keys
+/// A pagination kind as the job file names it: its own keys and how they are built.
+struct Kind {
+    name: &'static str,
+    keys: &'static [&'static str],
+    build: fn(&Cx, Spanned<DeValue>, Option<u64>) -> R<Style>,
+}
+
+impl Kind {
+    fn of<S: Spec>(name: &'static str) -> Kind {
+        Kind { name, keys: keys_of::<S>(), build: |cx, keys, page_size| cx.section::<S>(keys)?.build(page_size, cx) }
     }
 }
 
-const KIND_KEYS: &[(&str, &[&str])] = &[
-    ("offset", &["offset_param", "limit_param", "start", "total", "params_in"]),
-    ("page", &["page_param", "size_param", "start", "total_pages", "total", "params_in"]),
-    ("cursor", &["cursor_param", "cursor_in", "next", "next_header", "has_more", "limit_param", "params_in"]),
-    ("next_url", &["next", "limit_param"]),
-    ("link_header", &["limit_param"]),
-    ("none", &[]),
-];
-
-impl From<cursor::Config> for Style {
-    fn from(c: cursor::Config) -> Self {
-        Style::Cursor(c)
-    }
-}
-
-/// True when the strategy puts parameters in a JSON body.
-pub(super) fn sends_in_body(style: &Style) -> bool {
-    match style {
-        Style::Offset(c) => c.params_in == ParamsIn::Body,
-        Style::Page(c) => c.params_in == ParamsIn::Body,
-        Style::Cursor(c) => c.params_in == ParamsIn::Body || c.cursor_in == ParamsIn::Body,
-        _ => false,
-    }
+/// Every pagination kind, in the order messages list them.
+fn kinds() -> [Kind; 6] {
+    [
+        Kind::of::<offset::Spec>("offset"),
+        Kind::of::<page::Spec>("page"),
+        Kind::of::<cursor::Spec>("cursor"),
+        Kind::of::<next_url::Spec>("next_url"),
+        Kind::of::<link_header::Spec>("link_header"),
+        Kind::of::<SingleSpec>("none"),
+    ]
 }
 
 impl Cx<'_> {
-    pub(super) fn pagination(&self, p: &PaginationFile) -> R<PaginationPlan> {
-        let kind = p.kind.get_ref().as_str();
-        let Some((_, allowed)) = KIND_KEYS.iter().find(|(k, _)| *k == kind) else {
-            let kinds: Vec<&str> = KIND_KEYS.iter().map(|(k, _)| *k).collect();
+    pub(super) fn pagination(&self, section: &Spanned<DeValue>) -> R<PaginationPlan> {
+        let span = section.span();
+        let Some(table) = section.get_ref().as_table() else {
+            return Err(self.err(span, "[pagination] must be a table"));
+        };
+        let shared_keys = keys_of::<Shared>();
+        let (shared, own): (DeTable, DeTable) = table
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .partition(|(k, _)| shared_keys.contains(&k.get_ref().as_ref()));
+        let shared: Shared = self.section(Spanned::new(span.clone(), DeValue::Table(shared)))?;
+
+        let kinds = kinds();
+        let name = shared.kind.get_ref().as_str();
+        let Some(kind) = kinds.iter().find(|k| k.name == name) else {
+            let names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
             return Err(self.err(
-                p.kind.span(),
-                format!("pagination kind {kind:?} is not one of {}{}", kinds.join(", "), did_you_mean(kind, &kinds)),
+                shared.kind.span(),
+                format!("pagination kind {name:?} is not one of {}{}", names.join(", "), did_you_mean(name, &names)),
             ));
         };
-        for (key, span) in p.present() {
-            if !allowed.contains(&key) {
-                let owners: Vec<&str> =
-                    KIND_KEYS.iter().filter(|(_, keys)| keys.contains(&key)).map(|(k, _)| *k).collect();
-                return Err(self.err(
-                    span,
-                    format!(
-                        "`{key}` does not apply to pagination kind {kind:?} (it is for kind {})",
-                        owners.join(" or ")
-                    ),
-                ));
-            }
+        if let Some((key, value)) = own.iter().find(|(k, _)| !kind.keys.contains(&k.get_ref().as_ref())) {
+            let owners: Vec<&str> =
+                kinds.iter().filter(|k| k.keys.contains(&key.get_ref().as_ref())).map(|k| k.name).collect();
+            let key_name = key.get_ref();
+            return Err(if owners.is_empty() {
+                let allowed: Vec<&str> = shared_keys.iter().chain(kind.keys).copied().collect();
+                self.err(
+                    key.span(),
+                    format!("unknown key `{key_name}` in [pagination]{}", key_hint(key_name, &allowed)),
+                )
+            } else {
+                let owners = owners.join(" or ");
+                self.err(
+                    value.span(),
+                    format!("`{key_name}` does not apply to pagination kind {name:?} (it is for kind {owners})"),
+                )
+            });
         }
-        let text = |v: &Option<Spanned<String>>, default: &str| -> R<String> {
-            Ok(match v {
-                Some(v) => self.string(v)?,
-                None => default.to_string(),
-            })
-        };
-        let opt_path = |v: &Option<Spanned<String>>| -> R<Option<JsonPath>> {
-            match v {
-                Some(v) if !v.get_ref().trim().is_empty() => Ok(Some(self.path(v)?)),
-                _ => Ok(None),
-            }
-        };
-        let params_in = self.choice(
-            &p.params_in,
-            "params_in",
-            &[("query", ParamsIn::Query), ("body", ParamsIn::Body)],
-            ParamsIn::Query,
-        )?;
-        let page_size = match &p.page_size {
+        let page_size = match &shared.page_size {
             Some(s) if *s.get_ref() == 0 => return Err(self.err(s.span(), "page_size must be at least 1")),
             Some(s) => Some(*s.get_ref()),
             None => None,
         };
-        let explicit_limit = p.limit_param.is_some() || page_size.is_some();
-        let limit_param = if explicit_limit { Some(text(&p.limit_param, "limit")?) } else { None };
-        let style = match kind {
-            "offset" => Style::Offset(offset::Config {
-                offset_param: text(&p.offset_param, "offset")?,
-                limit_param: text(&p.limit_param, "limit")?,
-                start: p.start.as_ref().map(|s| *s.get_ref()).unwrap_or(0),
-                page_size: page_size.unwrap_or(100),
-                total: opt_path(&p.total)?,
-                params_in,
-            }),
-            "page" => Style::Page(page::Config {
-                page_param: text(&p.page_param, "page")?,
-                size_param: match &p.size_param {
-                    Some(s) if s.get_ref().is_empty() => None,
-                    other => Some(text(other, "per_page")?),
-                },
-                start: p.start.as_ref().map(|s| *s.get_ref()).unwrap_or(1),
-                page_size: Some(page_size.unwrap_or(100)),
-                total_pages: opt_path(&p.total_pages)?,
-                total: opt_path(&p.total)?,
-                params_in,
-            }),
-            "cursor" => {
-                let next = match (&p.next, &p.next_header) {
-                    (Some(n), Some(_)) => return Err(self.err(n.span(), "give either next or next_header, not both")),
-                    (Some(n), None) => cursor::NextCursor::Body(self.path(n)?),
-                    (None, Some(h)) => cursor::NextCursor::Header(self.string(h)?),
-                    (None, None) => cursor::NextCursor::Body(JsonPath::parse("$.next_cursor").expect("a valid path")),
-                };
-                let cursor_in = self.choice(
-                    &p.cursor_in,
-                    "cursor_in",
-                    &[("query", ParamsIn::Query), ("body", ParamsIn::Body), ("header", ParamsIn::Header)],
-                    params_in,
-                )?;
-                cursor::Config {
-                    cursor_param: text(&p.cursor_param, "cursor")?,
-                    cursor_in,
-                    next,
-                    has_more: opt_path(&p.has_more)?,
-                    limit_param,
-                    page_size,
-                    params_in,
-                }
-                .into()
-            }
-            "next_url" => Style::NextUrl(next_url::Config {
-                next: match &p.next {
-                    Some(n) => self.path(n)?,
-                    None => JsonPath::parse("$.next").expect("a valid path"),
-                },
-                limit_param,
-                page_size,
-            }),
-            "link_header" => Style::LinkHeader(link_header::Config { limit_param, page_size }),
-            _ => Style::None,
-        };
         Ok(PaginationPlan {
-            style,
-            max_pages: p.max_pages.as_ref().map(|v| *v.get_ref()),
-            max_records: p.max_records.as_ref().map(|v| *v.get_ref()),
+            style: (kind.build)(self, Spanned::new(span, DeValue::Table(own)), page_size)?,
+            max_pages: shared.max_pages.map(Spanned::into_inner),
+            max_records: shared.max_records.map(Spanned::into_inner),
         })
+    }
+
+    /// Deserialize a section read with its positions; a key it does not take is reported
+    /// with a did-you-mean hint.
+    fn section<T: DeserializeOwned>(&self, value: Spanned<DeValue>) -> R<T> {
+        T::deserialize(toml::de::ValueDeserializer::from(value)).map_err(|e| self.toml_error(&e))
+    }
+}
+
+impl KeyReader for Cx<'_> {
+    fn text(&self, value: &Spanned<String>) -> R<String> {
+        self.string(value)
+    }
+
+    fn path(&self, value: &Spanned<String>) -> R<JsonPath> {
+        Cx::path(self, value)
+    }
+
+    fn error(&self, span: Range<usize>, message: String) -> JobError {
+        self.err(span, message)
+    }
+}
+
+/// The keys a section struct takes, as serde's derive lists them: the derive hands them to
+/// `deserialize_struct`, so a deserializer that stops there learns them without a second list
+/// to keep in step.
+fn keys_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+    use serde::forward_to_deserialize_any;
+
+    #[derive(Debug)]
+    struct Found(&'static [&'static str]);
+
+    impl std::fmt::Display for Found {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("not a struct")
+        }
+    }
+
+    impl std::error::Error for Found {}
+
+    impl de::Error for Found {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Found(&[])
+        }
+    }
+
+    struct Keys;
+
+    impl<'de> de::Deserializer<'de> for Keys {
+        type Error = Found;
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Found> {
+            Err(Found(fields))
+        }
+
+        fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Found> {
+            Err(Found(&[]))
+        }
+
+        forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    match T::deserialize(Keys) {
+        Err(Found(fields)) => fields,
+        Ok(_) => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_lists_the_keys_of_its_spec() {
+        assert_eq!(keys_of::<Shared>(), ["kind", "page_size", "max_pages", "max_records"]);
+        let kinds = kinds();
+        let link = kinds.iter().find(|k| k.name == "link_header").unwrap();
+        assert_eq!(link.keys, ["limit_param"]);
+        assert!(kinds.iter().find(|k| k.name == "none").unwrap().keys.is_empty());
+    }
+
+    fn error_of(pagination: &str) -> String {
+        let text = format!("name = \"t\"\n[request]\nurl = \"http://h/\"\n[records]\npath = \"$[*]\"\n{pagination}");
+        match parse(Path::new("t.toml"), &text, &Env::default(), &Overrides::default()) {
+            Ok(_) => panic!("accepted {pagination:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_misspelt_shared_key_is_hinted_and_a_section_must_be_a_table() {
+        assert_eq!(
+            error_of("[pagination]\nkind = \"cursor\"\nmax_page = 3\n"),
+            "t.toml:8:1: unknown key `max_page` in [pagination]; did you mean `max_pages`?"
+        );
+        assert_eq!(
+            error_of("[pagination]\nkind = \"link_header\"\nwhatever = 3\n"),
+            "t.toml:8:1: unknown key `whatever` in [pagination]; the keys here are kind, page_size, max_pages, \
+             max_records, limit_param"
+        );
+        assert_eq!(
+            error_of("[pagination]\nkind = \"none\"\nstart = 3\n"),
+            "t.toml:8:9: `start` does not apply to pagination kind \"none\" (it is for kind offset or page)"
+        );
+        let not_a_table = "name = \"t\"\npagination = 3\n[request]\nurl = \"http://h/\"\n[records]\npath = \"$[*]\"\n";
+        let error = parse(Path::new("t.toml"), not_a_table, &Env::default(), &Overrides::default()).err().unwrap();
+        assert_eq!(error.to_string(), "t.toml:2:14: [pagination] must be a table");
+        assert_eq!(
+            error_of("[pagination]\npage_size = 3\n"),
+            "t.toml:6:1: missing required key `kind` in [pagination]"
+        );
     }
 }

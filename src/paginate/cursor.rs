@@ -8,10 +8,51 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use toml::Spanned;
 
-use super::{Next, PageRequest, PageResponse, ParamsIn, Seen, StopReason};
-use crate::error::PageError;
+use super::{KeyReader, Next, PageRequest, PageResponse, ParamsIn, Seen, StopReason, Style};
+use crate::error::{JobError, PageError};
 use crate::jsonpath::JsonPath;
+
+/// `kind = "cursor"` in the job file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    cursor_param: Option<Spanned<String>>,
+    /// Defaults to `params_in`.
+    cursor_in: Option<Spanned<String>>,
+    next: Option<Spanned<String>>,
+    next_header: Option<Spanned<String>>,
+    has_more: Option<Spanned<String>>,
+    limit_param: Option<Spanned<String>>,
+    params_in: Option<Spanned<String>>,
+}
+
+impl super::Spec for Spec {
+    fn build(self, page_size: Option<u64>, keys: &dyn KeyReader) -> Result<Style, JobError> {
+        let next = match (&self.next, &self.next_header) {
+            (Some(n), Some(_)) => return Err(keys.error(n.span(), "give either next or next_header, not both".into())),
+            (None, Some(header)) => NextCursor::Header(keys.text(header)?),
+            (body, None) => NextCursor::Body(keys.path_or(body, "$.next_cursor")?),
+        };
+        let params_in =
+            keys.place(&self.params_in, "params_in", &[ParamsIn::Query, ParamsIn::Body], ParamsIn::Query)?;
+        Ok(Style::Cursor(Config {
+            cursor_param: keys.text_or(&self.cursor_param, "cursor")?,
+            cursor_in: keys.place(
+                &self.cursor_in,
+                "cursor_in",
+                &[ParamsIn::Query, ParamsIn::Body, ParamsIn::Header],
+                params_in,
+            )?,
+            next,
+            has_more: keys.optional_path(&self.has_more)?,
+            limit_param: keys.optional_limit(&self.limit_param, page_size)?,
+            page_size,
+            params_in,
+        }))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -7,15 +7,37 @@
 //! repeats are caught as for next URLs.
 
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
 use super::next_url::follow;
-use super::{Next, PageResponse, Seen, StopReason};
-use crate::error::PageError;
+use super::{KeyReader, Next, PageResponse, Seen, StopReason, Style};
+use crate::error::{JobError, PageError};
+
+/// `kind = "link_header"` in the job file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    limit_param: Option<Spanned<String>>,
+}
+
+impl super::Spec for Spec {
+    fn build(self, page_size: Option<u64>, keys: &dyn KeyReader) -> Result<Style, JobError> {
+        Ok(Style::LinkHeader(Config { limit_param: keys.optional_limit(&self.limit_param, page_size)?, page_size }))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Sent on the first request only, if the job sets a page size; next links carry their own.
     pub limit_param: Option<String>,
     pub page_size: Option<u64>,
+}
+
+impl Config {
+    /// What the strategy does, in words, for `harvest check`.
+    pub fn describe(&self) -> String {
+        "link_header: follows Link rel=\"next\" until there is none".into()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -6,6 +6,10 @@
 //! each one is unit-tested without a server. Its state is plain serde data, so a checkpoint
 //! can store it and a resume rebuild it; its configuration (compiled paths, parameter names)
 //! lives in the [`PaginationPlan`] and is passed in on every call.
+//!
+//! Each strategy's file also owns its job-file keys: a [`Spec`] struct with their defaults,
+//! built into its configuration. Adding a kind touches its file, [`Style`], [`Paginator`]
+//! and the list of kinds in `job/pagination.rs`.
 
 pub mod cursor;
 pub mod link_header;
@@ -15,13 +19,16 @@ pub mod page;
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
+use std::ops::Range;
 
 use reqwest::header::HeaderMap;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use toml::Spanned;
 use url::Url;
 
-use crate::error::PageError;
+use crate::error::{JobError, PageError};
 use crate::jsonpath::{Document, JsonPath, Kind};
 use crate::redact::Redactor;
 
@@ -61,7 +68,7 @@ impl Style {
             Style::Page(c) => c.describe(),
             Style::Cursor(c) => c.describe(),
             Style::NextUrl(c) => c.describe(),
-            Style::LinkHeader(_) => "link_header: follows Link rel=\"next\" until there is none".into(),
+            Style::LinkHeader(c) => c.describe(),
             Style::None => "none: one request per partition".into(),
         }
     }
@@ -78,6 +85,18 @@ impl Style {
     }
 }
 
+impl Style {
+    /// True when the strategy puts parameters in a JSON body (which needs a POST).
+    pub fn sends_in_body(&self) -> bool {
+        match self {
+            Style::Offset(c) => c.params_in == ParamsIn::Body,
+            Style::Page(c) => c.params_in == ParamsIn::Body,
+            Style::Cursor(c) => c.params_in == ParamsIn::Body || c.cursor_in == ParamsIn::Body,
+            Style::NextUrl(_) | Style::LinkHeader(_) | Style::None => false,
+        }
+    }
+}
+
 impl ParamsIn {
     /// Where, in words.
     pub fn place(self) -> &'static str {
@@ -86,6 +105,94 @@ impl ParamsIn {
             ParamsIn::Body => "in the JSON body",
             ParamsIn::Header => "as a header",
         }
+    }
+
+    /// As the job file writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ParamsIn::Query => "query",
+            ParamsIn::Body => "body",
+            ParamsIn::Header => "header",
+        }
+    }
+}
+
+/// A pagination kind's keys as the job file writes them (`deny_unknown_fields`, values
+/// `Spanned`), and how they become its configuration with their defaults. `page_size`,
+/// `max_pages` and `max_records` are shared by every kind and read once by the job's reader.
+pub trait Spec: DeserializeOwned {
+    fn build(self, page_size: Option<u64>, keys: &dyn KeyReader) -> Result<Style, JobError>;
+}
+
+/// How a [`Spec`] reads its values: the job's reader substitutes `${VAR}`, compiles JSONPath
+/// and places an error at its `file:line:col`.
+pub trait KeyReader {
+    fn text(&self, value: &Spanned<String>) -> Result<String, JobError>;
+    fn path(&self, value: &Spanned<String>) -> Result<JsonPath, JobError>;
+    fn error(&self, span: Range<usize>, message: String) -> JobError;
+
+    /// The text given, or `default`.
+    fn text_or(&self, value: &Option<Spanned<String>>, default: &str) -> Result<String, JobError> {
+        match value {
+            Some(v) => self.text(v),
+            None => Ok(default.to_string()),
+        }
+    }
+
+    /// A JSONPath if one is given; a blank value means none.
+    fn optional_path(&self, value: &Option<Spanned<String>>) -> Result<Option<JsonPath>, JobError> {
+        match value {
+            Some(v) if !v.get_ref().trim().is_empty() => Ok(Some(self.path(v)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The path given, or `default`.
+    fn path_or(&self, value: &Option<Spanned<String>>, default: &str) -> Result<JsonPath, JobError> {
+        match value {
+            Some(v) => self.path(v),
+            None => Ok(JsonPath::parse(default).expect("a valid default path")),
+        }
+    }
+
+    /// Where parameters go: one of `allowed`, by name, or `default`.
+    fn place(
+        &self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        allowed: &[ParamsIn],
+        default: ParamsIn,
+    ) -> Result<ParamsIn, JobError> {
+        let Some(value) = value else { return Ok(default) };
+        let text = self.text(value)?;
+        allowed.iter().copied().find(|p| p.name().eq_ignore_ascii_case(text.trim())).ok_or_else(|| {
+            let names: Vec<String> = allowed.iter().map(|p| format!("{:?}", p.name())).collect();
+            self.error(value.span(), format!("{key} = {text:?} is not one of {}", names.join(", ")))
+        })
+    }
+
+    /// A page-size parameter for the kinds that send one only when asked to: `limit_param`,
+    /// defaulting to `limit`, when the job gives it or a page size.
+    fn optional_limit(
+        &self,
+        limit_param: &Option<Spanned<String>>,
+        page_size: Option<u64>,
+    ) -> Result<Option<String>, JobError> {
+        match (limit_param, page_size) {
+            (None, None) => Ok(None),
+            (given, _) => self.text_or(given, "limit").map(Some),
+        }
+    }
+}
+
+/// `kind = "none"`: one request per partition, no keys of its own.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SingleSpec {}
+
+impl Spec for SingleSpec {
+    fn build(self, _page_size: Option<u64>, _keys: &dyn KeyReader) -> Result<Style, JobError> {
+        Ok(Style::None)
     }
 }
 

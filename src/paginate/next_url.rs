@@ -5,10 +5,29 @@
 //! cursor inside it is never encoded twice. A URL seen before in the partition is an error.
 
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
-use super::{Next, PageRequest, PageResponse, Seen, StopReason};
-use crate::error::PageError;
+use super::{KeyReader, Next, PageRequest, PageResponse, Seen, StopReason, Style};
+use crate::error::{JobError, PageError};
 use crate::jsonpath::JsonPath;
+
+/// `kind = "next_url"` in the job file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    next: Option<Spanned<String>>,
+    limit_param: Option<Spanned<String>>,
+}
+
+impl super::Spec for Spec {
+    fn build(self, page_size: Option<u64>, keys: &dyn KeyReader) -> Result<Style, JobError> {
+        Ok(Style::NextUrl(Config {
+            next: keys.path_or(&self.next, "$.next")?,
+            limit_param: keys.optional_limit(&self.limit_param, page_size)?,
+            page_size,
+        }))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {

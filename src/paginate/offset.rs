@@ -8,10 +8,35 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use toml::Spanned;
 
-use super::{Facts, Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason};
-use crate::error::PageError;
+use super::{Facts, KeyReader, Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason, Style};
+use crate::error::{JobError, PageError};
 use crate::jsonpath::JsonPath;
+
+/// `kind = "offset"` in the job file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    offset_param: Option<Spanned<String>>,
+    limit_param: Option<Spanned<String>>,
+    start: Option<Spanned<u64>>,
+    total: Option<Spanned<String>>,
+    params_in: Option<Spanned<String>>,
+}
+
+impl super::Spec for Spec {
+    fn build(self, page_size: Option<u64>, keys: &dyn KeyReader) -> Result<Style, JobError> {
+        Ok(Style::Offset(Config {
+            offset_param: keys.text_or(&self.offset_param, "offset")?,
+            limit_param: keys.text_or(&self.limit_param, "limit")?,
+            start: self.start.map_or(0, Spanned::into_inner),
+            page_size: page_size.unwrap_or(100),
+            total: keys.optional_path(&self.total)?,
+            params_in: keys.place(&self.params_in, "params_in", &[ParamsIn::Query, ParamsIn::Body], ParamsIn::Query)?,
+        }))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {

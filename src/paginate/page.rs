@@ -7,10 +7,41 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use toml::Spanned;
 
-use super::{Facts, Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason};
-use crate::error::PageError;
+use super::{Facts, KeyReader, Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason, Style};
+use crate::error::{JobError, PageError};
 use crate::jsonpath::JsonPath;
+
+/// `kind = "page"` in the job file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    page_param: Option<Spanned<String>>,
+    /// An empty name leaves the page size to the server.
+    size_param: Option<Spanned<String>>,
+    start: Option<Spanned<u64>>,
+    total_pages: Option<Spanned<String>>,
+    total: Option<Spanned<String>>,
+    params_in: Option<Spanned<String>>,
+}
+
+impl super::Spec for Spec {
+    fn build(self, page_size: Option<u64>, keys: &dyn KeyReader) -> Result<Style, JobError> {
+        Ok(Style::Page(Config {
+            page_param: keys.text_or(&self.page_param, "page")?,
+            size_param: match &self.size_param {
+                Some(s) if s.get_ref().is_empty() => None,
+                other => Some(keys.text_or(other, "per_page")?),
+            },
+            start: self.start.map_or(1, Spanned::into_inner),
+            page_size: Some(page_size.unwrap_or(100)),
+            total_pages: keys.optional_path(&self.total_pages)?,
+            total: keys.optional_path(&self.total)?,
+            params_in: keys.place(&self.params_in, "params_in", &[ParamsIn::Query, ParamsIn::Body], ParamsIn::Query)?,
+        }))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
