@@ -30,10 +30,23 @@ use crate::plan::{
 };
 use crate::redact::{Redactor, Secret};
 
+mod auth;
+mod incremental;
 mod limits;
 mod output;
 mod pagination;
+mod partitions;
+mod records;
 mod request;
+mod retry;
+
+use auth::AuthFile;
+use incremental::IncrementalFile;
+use limits::LimitsFile;
+use output::OutputFile;
+use records::RecordsFile;
+use request::RequestFile;
+use retry::RetryFile;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,95 +66,6 @@ struct JobFile {
     incremental: Option<Spanned<IncrementalFile>>,
     #[serde(default)]
     output: OutputFile,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IncrementalFile {
-    field: Spanned<String>,
-    param: Spanned<String>,
-    start: Option<Spanned<String>>,
-    lookback: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RequestFile {
-    url: Spanned<String>,
-    method: Option<Spanned<String>>,
-    params: Option<Spanned<toml::Table>>,
-    headers: Option<Spanned<toml::Table>>,
-    body: Option<Spanned<toml::Value>>,
-    timeout: Option<Spanned<String>>,
-    connect_timeout: Option<Spanned<String>>,
-    max_body: Option<Spanned<toml::Value>>,
-    ca_cert: Option<Spanned<String>>,
-    insecure_skip_verify: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RecordsFile {
-    path: Spanned<String>,
-    errors: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuthFile {
-    kind: Option<Spanned<String>>,
-    #[serde(default)]
-    allow_origins: Vec<Spanned<String>>,
-    token: Option<Spanned<String>>,
-    username: Option<Spanned<String>>,
-    password: Option<Spanned<String>>,
-    name: Option<Spanned<String>>,
-    value: Option<Spanned<String>>,
-    #[serde(rename = "in")]
-    in_: Option<Spanned<String>>,
-    token_url: Option<Spanned<String>>,
-    client_id: Option<Spanned<String>>,
-    client_secret: Option<Spanned<String>>,
-    scopes: Option<Spanned<Vec<String>>>,
-    client_auth: Option<Spanned<String>>,
-    login_url: Option<Spanned<String>>,
-    login_body: Option<Spanned<toml::Value>>,
-    login_format: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct LimitsFile {
-    concurrency: Option<Spanned<u64>>,
-    requests_per_second: Option<Spanned<f64>>,
-    burst: Option<Spanned<u64>>,
-    respect_server_limits: Option<bool>,
-    max_wait: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RetryFile {
-    max_attempts: Option<Spanned<u64>>,
-    initial_backoff: Option<Spanned<String>>,
-    max_backoff: Option<Spanned<String>>,
-    on_status: Option<Spanned<Vec<u16>>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct OutputFile {
-    format: Option<Spanned<String>>,
-    dir: Option<Spanned<String>>,
-    compression: Option<Spanned<String>>,
-    mode: Option<Spanned<String>>,
-    rows_per_file: Option<Spanned<u64>>,
-    checkpoint_interval: Option<Spanned<String>>,
-    schema: Option<Spanned<String>>,
-    row_group_size: Option<Spanned<u64>>,
-    timestamps: Option<Spanned<String>>,
-    on_mismatch: Option<Spanned<String>>,
-    infer_sample: Option<Spanned<u64>>,
 }
 
 /// Command-line flags that override the job file.
@@ -364,15 +288,7 @@ impl Cx<'_> {
         keys.extend(incremental.as_ref().map(|i: &IncrementalPlan| i.param.clone()));
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let request = self.request(file.request.get_ref(), &keys)?;
-        let records = file.records.get_ref();
-        let records = RecordsPlan {
-            path: self.path(&records.path)?,
-            errors: match &records.errors {
-                Some(e) if e.get_ref().trim().is_empty() => None,
-                Some(e) => Some(self.path(e)?),
-                None => Some(JsonPath::parse("$.errors").expect("a valid path")),
-            },
-        };
+        let records = self.records(file.records.get_ref())?;
         let mut pagination = self.pagination(pagination)?;
         if request.method == Method::Get && pagination.style.sends_in_body() {
             return Err(self.err(
@@ -383,11 +299,7 @@ impl Cx<'_> {
         let allow_origins = self.auth(file.auth.as_ref())?;
         let limits = self.limits(&file.limits)?;
         let retry = self.retry(&file.retry)?;
-        let mut output = self.output(&file.output, overrides.format)?;
-        if incremental.is_some() && file.output.mode.is_none() {
-            // Each sync adds what changed: earlier runs' parts are kept.
-            output.mode = Mode::Append;
-        }
+        let output = self.output(&file.output, overrides.format, incremental.is_some())?;
 
         let redactor = Redactor::new(self.secrets.borrow().iter().cloned());
         let mut plan = Plan {

@@ -2,9 +2,26 @@
 
 use super::*;
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OutputFile {
+    format: Option<Spanned<String>>,
+    dir: Option<Spanned<String>>,
+    compression: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    rows_per_file: Option<Spanned<u64>>,
+    checkpoint_interval: Option<Spanned<String>>,
+    schema: Option<Spanned<String>>,
+    row_group_size: Option<Spanned<u64>>,
+    timestamps: Option<Spanned<String>>,
+    on_mismatch: Option<Spanned<String>>,
+    infer_sample: Option<Spanned<u64>>,
+}
+
 impl Cx<'_> {
-    /// `[output]`; `format_flag` is `--format`, which decides which keys apply.
-    pub(super) fn output(&self, o: &OutputFile, format_flag: Option<Format>) -> R<OutputPlan> {
+    /// `[output]`; `format_flag` is `--format`, which decides which keys apply. An incremental
+    /// job appends unless it says otherwise: each sync adds what changed, earlier parts stay.
+    pub(super) fn output(&self, o: &OutputFile, format_flag: Option<Format>, incremental: bool) -> R<OutputPlan> {
         let format = self.choice(
             &o.format,
             "format",
@@ -26,8 +43,8 @@ impl Cx<'_> {
                 Compression::Zstd,
             )?,
         };
-        let mode =
-            self.choice(&o.mode, "mode", &[("replace", Mode::Replace), ("append", Mode::Append)], Mode::Replace)?;
+        let usual = if incremental { Mode::Append } else { Mode::Replace };
+        let mode = self.choice(&o.mode, "mode", &[("replace", Mode::Replace), ("append", Mode::Append)], usual)?;
         let rows_per_file = self.at_least_one(&o.rows_per_file, "rows_per_file")?.unwrap_or(1_000_000);
         let dir = match &o.dir {
             Some(d) => PathBuf::from(self.string(d)?),

@@ -1,7 +1,21 @@
-//! `[request]` and `[auth]`: the URL, params, headers and body, their `{partition}`
-//! placeholders checked, and the origins credentials may go to.
+//! `[request]`: the URL, params, headers and body, with their `{partition}` placeholders checked.
 
 use super::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RequestFile {
+    pub(super) url: Spanned<String>,
+    method: Option<Spanned<String>>,
+    params: Option<Spanned<toml::Table>>,
+    headers: Option<Spanned<toml::Table>>,
+    body: Option<Spanned<toml::Value>>,
+    timeout: Option<Spanned<String>>,
+    connect_timeout: Option<Spanned<String>>,
+    max_body: Option<Spanned<toml::Value>>,
+    ca_cert: Option<Spanned<String>>,
+    insecure_skip_verify: Option<bool>,
+}
 
 impl Cx<'_> {
     pub(super) fn request(&self, r: &RequestFile, keys: &[&str]) -> R<RequestPlan> {
@@ -96,56 +110,5 @@ impl Cx<'_> {
             rest = after;
         }
         Ok(())
-    }
-
-    pub(super) fn auth(&self, auth: Option<&Spanned<AuthFile>>) -> R<Vec<url::Origin>> {
-        let Some(auth) = auth else { return Ok(Vec::new()) };
-        let a = auth.get_ref();
-        if let Some(kind) = &a.kind {
-            if kind.get_ref() != "none" {
-                let known = ["none", "bearer", "basic", "api_key", "oauth2_client_credentials", "session"];
-                if !known.contains(&kind.get_ref().as_str()) {
-                    return Err(self.err(
-                        kind.span(),
-                        format!("auth kind {:?} is not one of {}", kind.get_ref(), known.join(", ")),
-                    ));
-                }
-                return Err(self.err(
-                    kind.span(),
-                    format!(
-                        "[auth] kind = {:?} is not supported by this version of harvest yet; send the credential as a header instead, e.g. headers = {{ Authorization = \"Bearer ${{API_TOKEN}}\" }}",
-                        kind.get_ref()
-                    ),
-                ));
-            }
-        }
-        let stray = [
-            a.token.as_ref().map(|v| ("token", v.span())),
-            a.username.as_ref().map(|v| ("username", v.span())),
-            a.password.as_ref().map(|v| ("password", v.span())),
-            a.name.as_ref().map(|v| ("name", v.span())),
-            a.value.as_ref().map(|v| ("value", v.span())),
-            a.in_.as_ref().map(|v| ("in", v.span())),
-            a.token_url.as_ref().map(|v| ("token_url", v.span())),
-            a.client_id.as_ref().map(|v| ("client_id", v.span())),
-            a.client_secret.as_ref().map(|v| ("client_secret", v.span())),
-            a.scopes.as_ref().map(|v| ("scopes", v.span())),
-            a.client_auth.as_ref().map(|v| ("client_auth", v.span())),
-            a.login_url.as_ref().map(|v| ("login_url", v.span())),
-            a.login_body.as_ref().map(|v| ("login_body", v.span())),
-            a.login_format.as_ref().map(|v| ("login_format", v.span())),
-        ];
-        if let Some((key, span)) = stray.into_iter().flatten().next() {
-            return Err(self.err(span, format!("`{key}` does not apply to auth kind \"none\"")));
-        }
-        a.allow_origins
-            .iter()
-            .map(|o| {
-                let text = self.string(o)?;
-                let url = url::Url::parse(&text)
-                    .map_err(|e| self.err(o.span(), format!("allow_origins entry {text:?} is not a URL: {e}")))?;
-                Ok(url.origin())
-            })
-            .collect()
     }
 }
