@@ -14,7 +14,7 @@ pub fn describe(plan: &Plan) -> String {
     let r = &plan.redactor;
     let mut out = String::new();
     let _ = writeln!(out, "job {} ({})", plan.name, plan.job_file.display());
-    let first = plan.partitions.first().cloned().unwrap_or_default();
+    let first = plan.partitions.iter().next().unwrap_or_default();
     let url = plan.url_for(&first).map(|u| r.url(&u)).unwrap_or_else(|e| e);
     let _ = writeln!(out, "  request: {} {url}", plan.request.method.as_str());
     for (k, v) in &plan.request.params {
@@ -34,13 +34,13 @@ pub fn describe(plan: &Plan) -> String {
         human(plan.request.connect_timeout),
         plan.request.max_body
     );
-    if plan.partitions.len() > 1 || !first.values.is_empty() {
-        let _ = writeln!(out, "  partitions: {} combinations, harvested side by side", plan.partitions.len());
+    if !plan.partitions.is_single() {
+        let _ = writeln!(out, "  partitions: {} combinations, harvested side by side", plan.partitions.count());
         for p in plan.partitions.iter().take(5) {
-            let _ = writeln!(out, "    {}", r.redact(&p.label()));
+            let _ = writeln!(out, "    {}", r.redact(&p.key));
         }
-        if plan.partitions.len() > 5 {
-            let _ = writeln!(out, "    ... and {} more", plan.partitions.len() - 5);
+        if plan.partitions.count() > 5 {
+            let _ = writeln!(out, "    ... and {} more", plan.partitions.count() - 5);
         }
     }
     let _ = writeln!(out, "  records: each node at {}", plan.records.path);
@@ -141,9 +141,10 @@ pub async fn probe(plan: &Plan) -> Result<String, Error> {
     let fetcher = Fetcher::new(plan)?;
     let style = &plan.pagination.style;
     let mut out = String::from("probe:\n");
-    for partition in &plan.partitions {
-        let label = plan.redactor.redact(&partition.label()).into_owned();
-        let cx = PageContext { plan, fetcher: &fetcher, label: &label, partition, since: None, prepare: None };
+    for partition in plan.partitions.iter() {
+        let label = plan.redactor.redact(&partition.key).into_owned();
+        let cx =
+            PageContext { plan, fetcher: &fetcher, label: &label, partition: &partition, since: None, prepare: None };
         let mut pager = Paginator::new(style);
         let request = pager.first(style);
         let page = fetch_page(&cx, &request, 0, Some(&mut pager)).await.map_err(|f| f.error)?;

@@ -15,13 +15,15 @@ use std::hash::{Hash, Hasher};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::incremental::Sent;
 use crate::output::{write_atomic, Layout};
 use crate::plan::Plan;
 use crate::redact::Redactor;
 use crate::sink::Position;
 
-/// The checkpoint format this build reads and writes.
-pub const VERSION: u32 = 1;
+/// The checkpoint format this build reads and writes. Version 2 keys partitions by their key
+/// and records finished ones as ranges; version 1 listed them by position.
+pub const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -32,9 +34,9 @@ pub struct Checkpoint {
     pub started_at: String,
     pub written_at: String,
     pub fingerprint: Fingerprint,
-    /// Incremental syncs: the value sent as the mark, per partition; a resume sends the same.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sent: Vec<Option<String>>,
+    /// Incremental syncs: the marks the run sends; a resume sends the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent: Option<Sent>,
     pub position: Position,
 }
 
@@ -56,7 +58,7 @@ impl Fingerprint {
             ("request", format!("{:?} {} {:?} {:?}", request.method, request.url, request.params, request.body)),
             ("records", format!("{:?}", plan.records.path.to_string())),
             ("pagination", format!("{:?}", plan.pagination)),
-            ("partitions", format!("{:?}", plan.partitions.iter().map(|p| p.label()).collect::<Vec<_>>())),
+            ("partitions", plan.partitions.describe()),
             ("format", format!("{:?} {:?}", output.format, output.compression)),
             ("rows_per_file", output.rows_per_file.to_string()),
             ("incremental", format!("{incremental:?}")),
@@ -100,15 +102,14 @@ pub fn load(layout: &Layout, job_file: &std::path::Path, secrets: &Redactor) -> 
     let corrupt =
         |e: &dyn std::fmt::Display| Error::Checkpoint(format!("{} is corrupt ({e}); {fresh}", path.display()));
     let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(&e))?;
-    match value.get("version").and_then(serde_json::Value::as_u64) {
-        Some(version) if version > u64::from(VERSION) => {
-            return Err(Error::Checkpoint(format!(
-                "{} was written by a newer harvest (checkpoint version {version}, this one reads {VERSION}); \
-                 run that version to finish the run, or {fresh}",
-                path.display(),
-            )))
-        }
-        _ => {}
+    let version = value.get("version").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    if version != u64::from(VERSION) {
+        let which = if version > u64::from(VERSION) { "a newer" } else { "an older" };
+        return Err(Error::Checkpoint(format!(
+            "{} was written by {which} harvest (checkpoint version {version}, this one reads {VERSION}); \
+             run that version to finish the run, or {fresh}",
+            path.display(),
+        )));
     }
     secrets.unseal_json(&mut value).map_err(|name| {
         Error::Checkpoint(format!(

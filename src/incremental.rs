@@ -81,6 +81,32 @@ impl State {
     }
 }
 
+/// The marks a run sends: for each partition with a mark in `state.json`, by key, and for
+/// every other one. A checkpoint keeps them, so a resume sends what its run sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sent {
+    pub marks: BTreeMap<String, String>,
+    pub otherwise: Option<String>,
+}
+
+impl Sent {
+    /// From the marks of the last complete sync.
+    pub fn from_state(plan: &IncrementalPlan, state: &State) -> Sent {
+        Sent {
+            marks: state
+                .marks
+                .iter()
+                .filter_map(|(key, mark)| Some((key.clone(), to_send(plan, Some(mark))?)))
+                .collect(),
+            otherwise: to_send(plan, None),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.marks.get(key).or(self.otherwise.as_ref()).map(String::as_str)
+    }
+}
+
 /// What a run sends for a partition: its mark less the lookback, or `start` without a mark.
 /// The lookback moves times: RFC 3339 marks, and numbers that read as epoch seconds or
 /// milliseconds (see [`epoch_unit`]); other marks (ids, versions, text) go as they are.

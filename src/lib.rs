@@ -14,6 +14,7 @@ pub mod mock;
 pub mod output;
 pub mod page;
 pub mod paginate;
+pub mod partition;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;

@@ -11,7 +11,8 @@ use crate::fetch::{FetchFailure, Fetched, Fetcher, Reject};
 use crate::incremental;
 use crate::jsonpath::{Document, Kind, RecordsError};
 use crate::paginate::{Facts, Next, PageRequest, PageResponse, Paginator};
-use crate::plan::{partition_suffix, Partition, Plan};
+use crate::partition::Partition;
+use crate::plan::{partition_suffix, Plan};
 use crate::request::outgoing;
 use crate::sink::{Prepare, Prepared};
 

@@ -12,7 +12,7 @@
 //! that comes back short re-plans the rest from where it ended, so a capped page size never
 //! leaves a gap.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -23,48 +23,64 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::fetch::Fetcher;
-use crate::incremental;
+use crate::incremental::{self, Sent};
 use crate::page::{fetch_page, PageContext, PageFailure, PageOut};
 use crate::paginate::{Next, PageRequest, Paginator, StopReason};
-use crate::plan::{partition_suffix, Partition, Plan};
+use crate::partition::{Partition, PartitionReport};
+use crate::plan::{partition_suffix, Plan};
 use crate::progress::Progress;
-use crate::sink::{Frontier, PageBatch, Prepare};
-
-/// How one partition's harvest ended, for the log and the run manifest.
-#[derive(Debug, Clone, Serialize)]
-pub struct PartitionReport {
-    pub partition: String,
-    pub records: u64,
-    pub pages: u64,
-    pub stop: StopReason,
-}
+use crate::sink::{Finished, Frontier, Item, PageBatch, Prepare};
 
 /// What every partition's harvest shares.
 pub(crate) struct Shared {
     pub(crate) plan: Arc<Plan>,
     pub(crate) fetcher: Arc<Fetcher>,
-    pub(crate) labels: Vec<String>,
-    pub(crate) tx: mpsc::Sender<PageBatch>,
+    pub(crate) tx: mpsc::Sender<Item>,
     /// The sink's per-page work, done by the fetching tasks.
     pub(crate) prepare: Option<Arc<dyn Prepare>>,
     pub(crate) progress: Progress,
-    /// Where each partition starts: a resumed run's checkpoint frontier, or the beginning.
-    pub(crate) start: Vec<Frontier>,
-    /// The plan's partitions, with the incremental mark among their values for placeholders.
-    pub(crate) partitions: Vec<Partition>,
-    /// The incremental mark as a query parameter, per partition, when no placeholder takes it.
-    pub(crate) since: Vec<Option<(String, String)>>,
+    /// A resumed run's partitions under way, by key, where each goes on from.
+    pub(crate) active: BTreeMap<String, Frontier>,
+    /// A resumed run's partitions that ended: not harvested again.
+    pub(crate) done: Finished,
+    /// Incremental syncs: the mark each partition sends.
+    pub(crate) marks: Sent,
+}
+
+/// One partition as its harvest sees it.
+struct Part {
+    partition: Partition,
+    /// Its key with secrets masked: what the log, the sink and the manifest call it.
+    label: Arc<str>,
+    /// The incremental mark as a query parameter, when no placeholder takes it.
+    since: Option<(String, String)>,
+    start: Frontier,
 }
 
 impl Shared {
-    /// What fetching a page of partition `index` needs.
-    fn page(&self, index: usize) -> PageContext<'_> {
+    /// Everything a partition's harvest needs of it: its label, its mark, where it starts.
+    fn part(&self, mut partition: Partition) -> Part {
+        let label: Arc<str> = self.plan.redactor.redact(&partition.key).into();
+        let start = self.active.get(&*label).cloned().unwrap_or_default();
+        let mut since = None;
+        if let (Some(incremental), Some(mark)) = (&self.plan.incremental, self.marks.get(&label)) {
+            // Among the values for a `{param}` placeholder, else as a query parameter.
+            partition.values.push((incremental.param.clone(), mark.to_string()));
+            if !self.plan.request.uses_placeholder(&incremental.param) {
+                since = Some((incremental.param.clone(), mark.to_string()));
+            }
+        }
+        Part { partition, label, since, start }
+    }
+
+    /// What fetching a page of `part` needs.
+    fn page<'a>(&'a self, part: &'a Part) -> PageContext<'a> {
         PageContext {
             plan: &self.plan,
             fetcher: &self.fetcher,
-            label: &self.labels[index],
-            partition: &self.partitions[index],
-            since: self.since[index].as_ref(),
+            label: &part.label,
+            partition: &part.partition,
+            since: part.since.as_ref(),
             prepare: self.prepare.as_deref(),
         }
     }
@@ -85,15 +101,13 @@ struct Resume {
     done: Option<StopReason>,
 }
 
-/// Run the partitions side by side, at most `concurrency` at once. The first failure stops
-/// the others (they drain what they have in flight); its error is the one reported.
-pub(crate) async fn harvest_partitions(
-    shared: &Arc<Shared>,
-    cancel: &CancellationToken,
-) -> (Vec<PartitionReport>, Option<Error>) {
+/// Run the partitions side by side, at most `concurrency` at once, taking them from the
+/// plan one at a time and skipping those a resumed run had finished. The first failure stops
+/// the others (they drain what they have in flight); its error is the one reported. Each
+/// partition's end goes to the writer after its last page.
+pub(crate) async fn harvest_partitions(shared: &Arc<Shared>, cancel: &CancellationToken) -> Option<Error> {
     let plan = &shared.plan;
-    let partitions = plan.partitions.len();
-    let active = plan.limits.concurrency.min(partitions).max(1);
+    let active = (plan.limits.concurrency as u64).min(plan.partitions.count()).max(1) as usize;
     // Pages fetched ahead per partition. The requests in flight are bounded by the fetcher's
     // semaphore; the window is twice a partition's share of it, so that a page waiting for an
     // earlier one to arrive does not leave its slot idle (a queued task takes the freed
@@ -103,40 +117,38 @@ pub(crate) async fn harvest_partitions(
     let share = (plan.limits.concurrency / active).max(1);
     let window = if share == 1 { 1 } else { 2 * share };
     let stop = cancel.child_token();
-    let mut tasks = futures::stream::iter(0..partitions)
-        .map(|index| {
+    let todo = plan.partitions.iter().filter(|p| !shared.done.contains(p.index));
+    let mut tasks = futures::stream::iter(todo)
+        .map(|partition| {
+            let part = Arc::new(shared.part(partition));
             let shared = shared.clone();
             let stop = stop.clone();
-            tokio::spawn(async move { Harvest { shared: &shared, index, window }.run(&stop).await })
+            tokio::spawn(async move { Harvest { shared: &shared, part, window }.run(&stop).await })
         })
         .buffer_unordered(active);
-    let mut reports: Vec<Option<PartitionReport>> = vec![None; partitions];
     let mut failure: Option<Error> = None;
     while let Some(joined) = tasks.next().await {
         let result = joined.unwrap_or_else(|e| Err(Error::Other(format!("a partition's task failed: {e}"))));
-        match result {
-            Ok((index, report)) => reports[index] = Some(report),
-            Err(error) => {
-                stop.cancel();
-                // An interruption caused by another partition's failure is not the story.
-                let keep = match (&failure, &error) {
-                    (None, _) => true,
-                    (Some(Error::Interrupted { .. }), e) => !matches!(e, Error::Interrupted { .. }),
-                    _ => false,
-                };
-                if keep {
-                    failure = Some(error);
-                }
+        if let Err(error) = result {
+            stop.cancel();
+            // An interruption caused by another partition's failure is not the story.
+            let keep = match (&failure, &error) {
+                (None, _) => true,
+                (Some(Error::Interrupted { .. }), e) => !matches!(e, Error::Interrupted { .. }),
+                _ => false,
+            };
+            if keep {
+                failure = Some(error);
             }
         }
     }
-    (reports.into_iter().flatten().collect(), failure)
+    failure
 }
 
 /// One partition's harvest.
 struct Harvest<'a> {
     shared: &'a Arc<Shared>,
-    index: usize,
+    part: Arc<Part>,
     /// Pages fetched ahead (offset and page pagination).
     window: usize,
 }
@@ -154,12 +166,12 @@ impl Harvest<'_> {
     }
 
     fn label(&self) -> &str {
-        &self.shared.labels[self.index]
+        &self.part.label
     }
 
-    async fn run(&self, cancel: &CancellationToken) -> Result<(usize, PartitionReport), Error> {
+    async fn run(&self, cancel: &CancellationToken) -> Result<PartitionReport, Error> {
         let style = &self.plan().pagination.style;
-        let start = &self.shared.start[self.index];
+        let start = &self.part.start;
         let (mut pager, mut request, mut tally) = match &start.resume {
             None => {
                 let pager = Paginator::new(style);
@@ -175,7 +187,8 @@ impl Harvest<'_> {
                 })?;
                 let tally = Tally { pages: start.pages, records: start.records };
                 if let Some(stop) = resume.done {
-                    return Ok((self.index, self.report(&tally, stop)));
+                    // It ended, but the checkpoint came before the writer heard so.
+                    return self.end(&tally, stop).await;
                 }
                 let mut pager = resume.pager;
                 pager.restore_seen(&start.seen);
@@ -191,7 +204,7 @@ impl Harvest<'_> {
             if tally.pages > 0 && self.window > 1 && pager.independent(style).is_some() {
                 break self.run_ahead(&mut pager, &mut tally, cancel).await?;
             }
-            let out = match fetch_page(&self.shared.page(self.index), &request, tally.pages, Some(&mut pager)).await {
+            let out = match fetch_page(&self.shared.page(&self.part), &request, tally.pages, Some(&mut pager)).await {
                 Ok(out) => out,
                 Err(failure) => match failure.end_status() {
                     Some(status) if pager.end_possible(style) => break StopReason::EndConfirmed { status },
@@ -206,17 +219,29 @@ impl Harvest<'_> {
                 request = r;
             }
         };
-        Ok((self.index, self.report(&tally, stop)))
+        self.end(&tally, stop).await
     }
 
-    fn report(&self, tally: &Tally, stop: StopReason) -> PartitionReport {
+    /// The partition has ended: say so, and tell the writer after its last page.
+    async fn end(&self, tally: &Tally, stop: StopReason) -> Result<PartitionReport, Error> {
         tracing::info!(
             "partition{} done: {} records in {} pages; {stop}",
             partition_suffix(self.label()),
             tally.records,
             tally.pages
         );
-        PartitionReport { partition: self.label().to_string(), records: tally.records, pages: tally.pages, stop }
+        if let (Some(incremental), true) = (&self.plan().incremental, stop.cut_short()) {
+            tracing::warn!(
+                "partition{} was cut short ({stop}): its mark for {} stays where it was",
+                partition_suffix(self.label()),
+                incremental.field.as_str()
+            );
+        }
+        let report =
+            PartitionReport { partition: self.label().to_string(), records: tally.records, pages: tally.pages, stop };
+        let end = Item::End { index: self.part.partition.index, report: report.clone() };
+        self.shared.tx.send(end).await.map_err(|_| Error::Other("the writer stopped".into()))?;
+        Ok(report)
     }
 
     /// Offset and page pagination: keep `window` pages in flight, take them in order.
@@ -247,8 +272,9 @@ impl Harvest<'_> {
                 && tally.pages + (inflight.len() as u64) < max_pages
             {
                 let request = Paginator::request_at(style, next_position).expect("an independent strategy");
-                let (shared, index, page) = (self.shared.clone(), self.index, tally.pages + inflight.len() as u64);
-                let task = tokio::spawn(async move { fetch_page(&shared.page(index), &request, page, None).await });
+                let (shared, part, page) =
+                    (self.shared.clone(), self.part.clone(), tally.pages + inflight.len() as u64);
+                let task = tokio::spawn(async move { fetch_page(&shared.page(&part), &request, page, None).await });
                 inflight.push_back((next_position, task));
                 next_position += range.step;
             }
@@ -328,7 +354,7 @@ impl Harvest<'_> {
         let resume = ResumeOut { pager, next: request, done: stop.as_ref() };
         let resume = serde_json::to_value(&resume).expect("pagination state serializes");
         let batch = PageBatch {
-            partition: self.index,
+            partition: self.part.label.clone(),
             page: tally.pages,
             lines,
             count,
@@ -337,7 +363,7 @@ impl Harvest<'_> {
             seen: pager.take_seen(),
             mark,
         };
-        if self.shared.tx.send(batch).await.is_err() {
+        if self.shared.tx.send(Item::Page(batch)).await.is_err() {
             return Err(Error::Other("the writer stopped".into()));
         }
         tally.records = records;

@@ -12,6 +12,7 @@ use url::Url;
 
 use crate::jsonpath::JsonPath;
 use crate::paginate::PaginationPlan;
+use crate::partition::{Partition, Partitions};
 use crate::redact::Redactor;
 
 #[derive(Debug, Clone)]
@@ -24,7 +25,7 @@ pub struct Plan {
     pub pagination: PaginationPlan,
     pub limits: Limits,
     pub retry: RetryPlan,
-    pub partitions: Vec<Partition>,
+    pub partitions: Partitions,
     pub output: OutputPlan,
     pub incremental: Option<IncrementalPlan>,
     pub redactor: Redactor,
@@ -84,23 +85,6 @@ pub struct RetryPlan {
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     pub on_status: Vec<u16>,
-}
-
-/// One combination of partition values; each is its own pagination stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Partition {
-    pub values: Vec<(String, String)>,
-}
-
-impl Partition {
-    /// `repo=rust,day=2024-01-01`; empty for a job without partitions.
-    pub fn label(&self) -> String {
-        self.values.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
-    }
-
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.values.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-    }
 }
 
 /// ` of partition repo=rust` for messages; nothing for a job without partitions.
@@ -203,6 +187,16 @@ impl Default for ParquetPlan {
     }
 }
 
+impl RequestPlan {
+    /// True when `{name}` appears in the URL, a parameter or the body.
+    pub fn uses_placeholder(&self, name: &str) -> bool {
+        let placeholder = format!("{{{name}}}");
+        self.url.contains(&placeholder)
+            || self.params.iter().any(|(_, v)| v.contains(&placeholder))
+            || self.body.as_ref().is_some_and(|b| b.to_string().contains(&placeholder))
+    }
+}
+
 impl Plan {
     /// `<dir>/<name>`.
     pub fn output_root(&self) -> PathBuf {
@@ -223,70 +217,6 @@ pub enum Encoding {
     PathSegment,
     /// Insert as is: query values are encoded once when the URL is built, bodies are JSON.
     Raw,
-}
-
-/// The windows of a date-range partition `{ start, end, step }`: `[start, end)` cut into
-/// `step`s, the last one clipped. Dates (`2024-01-01`) step in whole days and are written back
-/// as dates; date-times (RFC 3339) step by any duration and are written back in UTC with `Z`.
-pub fn date_windows(range: &toml::Table) -> Result<Vec<(String, String)>, String> {
-    use chrono::{DateTime, NaiveDate, Utc};
-    for key in range.keys() {
-        if !matches!(key.as_str(), "start" | "end" | "step") {
-            return Err(format!("unknown key `{key}` in a date range (it takes start, end and step)"));
-        }
-    }
-    let text = |key: &str| -> Result<String, String> {
-        match range.get(key) {
-            Some(toml::Value::String(s)) => Ok(s.clone()),
-            Some(toml::Value::Datetime(d)) => Ok(d.to_string()),
-            Some(other) => Err(format!("{key} must be a date or date-time, not {}", other.type_str())),
-            None => Err(format!("a date range needs {key}")),
-        }
-    };
-    let (start, end) = (text("start")?, text("end")?);
-    let step = match range.get("step") {
-        None => std::time::Duration::from_secs(86_400),
-        Some(toml::Value::String(s)) => humantime::parse_duration(s)
-            .map_err(|e| format!("step {s:?} is not a duration ({e}); write e.g. \"1d\""))?,
-        Some(_) => return Err("step must be a duration such as \"1d\"".into()),
-    };
-    let step = chrono::Duration::from_std(step).map_err(|e| e.to_string())?;
-    if step <= chrono::Duration::zero() {
-        return Err("step must be positive".into());
-    }
-    const MAX_WINDOWS: usize = 1_000_000;
-    let mut windows = Vec::new();
-    if let (Ok(from), Ok(to)) =
-        (NaiveDate::parse_from_str(&start, "%Y-%m-%d"), NaiveDate::parse_from_str(&end, "%Y-%m-%d"))
-    {
-        if step.num_seconds() % 86_400 != 0 {
-            return Err("dates step in whole days; give start and end as date-times for shorter steps".into());
-        }
-        let mut at = from;
-        while at < to && windows.len() < MAX_WINDOWS {
-            let next = (at + step).min(to);
-            windows.push((at.format("%Y-%m-%d").to_string(), next.format("%Y-%m-%d").to_string()));
-            at = next;
-        }
-    } else {
-        let parse = |s: &str| {
-            DateTime::parse_from_rfc3339(s)
-                .map(|d| d.with_timezone(&Utc))
-                .map_err(|e| format!("{s:?} is neither a date (2024-01-01) nor an RFC 3339 date-time: {e}"))
-        };
-        let (from, to) = (parse(&start)?, parse(&end)?);
-        let mut at = from;
-        while at < to && windows.len() < MAX_WINDOWS {
-            let next = (at + step).min(to);
-            let show = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-            windows.push((show(at), show(next)));
-            at = next;
-        }
-    }
-    if windows.is_empty() {
-        return Err(format!("the range from {start} to {end} is empty"));
-    }
-    Ok(windows)
 }
 
 /// Replace `{key}` placeholders naming partition keys; other braces are left alone (a
@@ -330,38 +260,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn date_ranges_cut_into_windows() {
-        let table = |text: &str| -> toml::Table { toml::from_str(text).unwrap() };
-        let days = date_windows(&table("start = 2024-01-30\nend = 2024-02-02\nstep = \"1d\"")).unwrap();
-        assert_eq!(
-            days,
-            vec![
-                ("2024-01-30".into(), "2024-01-31".into()),
-                ("2024-01-31".into(), "2024-02-01".into()),
-                ("2024-02-01".into(), "2024-02-02".into())
-            ]
-        );
-        let weeks = date_windows(&table("start = \"2024-01-01\"\nend = \"2024-01-10\"\nstep = \"1w\"")).unwrap();
-        assert_eq!(weeks[1], ("2024-01-08".into(), "2024-01-10".into()), "the last window is clipped");
-        let hours = date_windows(&table(
-            "start = \"2024-01-01T00:00:00+01:00\"\nend = \"2024-01-01T01:00:00Z\"\nstep = \"1h\"",
-        ))
-        .unwrap();
-        assert_eq!(
-            hours,
-            vec![
-                ("2023-12-31T23:00:00Z".into(), "2024-01-01T00:00:00Z".into()),
-                ("2024-01-01T00:00:00Z".into(), "2024-01-01T01:00:00Z".into())
-            ]
-        );
-        assert!(date_windows(&table("start = 2024-01-01\nend = 2024-01-02\nstep = \"1h\"")).is_err());
-        assert!(date_windows(&table("start = 2024-01-02\nend = 2024-01-01")).is_err());
-        assert!(date_windows(&table("start = 2024-01-01\nend = 2024-01-02\nstride = \"1d\"")).is_err());
-    }
-
-    #[test]
     fn placeholders_are_encoded_in_urls_and_raw_elsewhere() {
-        let p = Partition { values: vec![("repo".into(), "a b/ü".into())] };
+        let p = Partition { values: vec![("repo".into(), "a b/ü".into())], ..Partition::default() };
         assert_eq!(fill("http://h/{repo}/x", &p, Encoding::PathSegment), "http://h/a%20b%2F%C3%BC/x");
         assert_eq!(fill("{repo} { query }", &p, Encoding::Raw), "a b/ü { query }");
     }

@@ -8,7 +8,8 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::fetch::Outgoing;
 use crate::paginate::PageRequest;
-use crate::plan::{fill, fill_json, Encoding, Partition, Plan};
+use crate::partition::Partition;
+use crate::plan::{fill, fill_json, Encoding, Plan};
 
 /// The job's request for one partition, with the strategy's parameters applied.
 /// `since`: the incremental mark as a query parameter, when no placeholder takes it.

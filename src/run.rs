@@ -16,14 +16,14 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::{self, Checkpoint, Fingerprint};
 use crate::error::Error;
 use crate::fetch::{FetchStats, Fetcher};
-use crate::incremental::{self, State};
+use crate::incremental::{Sent, State};
 use crate::output::{fsync_dir, write_atomic, Layout};
-use crate::paginate::StopReason;
-use crate::pipeline::{harvest_partitions, PartitionReport, Shared};
-use crate::plan::{partition_suffix, Compression, Format, Mode, Partition, Plan};
+use crate::partition::PartitionReport;
+use crate::pipeline::{harvest_partitions, Shared};
+use crate::plan::{Compression, Format, Mode, Plan};
 use crate::progress::Progress;
 use crate::redact::Redactor;
-use crate::sink::{Frontier, PageBatch, PartInfo, Position, Sink};
+use crate::sink::{Item, PartInfo, Position, Sink};
 
 /// Pages the writer may have queued before the fetchers wait.
 const WRITER_QUEUE: usize = 16;
@@ -93,33 +93,22 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
     };
     let started = Instant::now();
     let fetcher = Arc::new(Fetcher::new(&plan)?.with_cancel(options.cancel.clone()));
-    let labels: Vec<String> = plan.partitions.iter().map(|p| plan.redactor.redact(&p.label()).into_owned()).collect();
+    let partitions = plan.partitions.count();
     tracing::info!(
-        "harvesting job {} (run {run}, {} partition{}) into {}",
+        "harvesting job {} (run {run}, {partitions} partition{}) into {}",
         plan.name,
-        labels.len(),
-        if labels.len() == 1 { "" } else { "s" },
+        if partitions == 1 { "" } else { "s" },
         root.display()
     );
 
     let output = &plan.output;
-    let start = match &resumed {
-        Some(saved) => {
-            tracing::info!(
-                "resuming run {run} from its checkpoint of {}: {}",
-                saved.written_at,
-                describe(&saved.position, &labels)
-            );
-            let mut start = saved.position.frontier.clone();
-            start.resize(labels.len(), Frontier::default());
-            start
-        }
-        None => vec![Frontier::default(); labels.len()],
-    };
+    if let Some(saved) = &resumed {
+        tracing::info!("resuming run {run} from its checkpoint of {}: {}", saved.written_at, describe(&saved.position));
+    }
     let position = resumed.as_ref().map(|saved| saved.position.clone()).unwrap_or_default();
-    let sent = marks_to_send(&plan, &layout, resumed.as_ref(), &labels)?;
-    let (partitions, since) = with_marks(&plan, &sent);
-    let sink = crate::sink::open(&layout, &run, output, labels.clone(), &position)?;
+    let sent = marks_to_send(&plan, &layout, resumed.as_ref())?;
+    let (active, done) = (position.active.clone(), position.done.clone());
+    let sink = crate::sink::open(&layout, &run, output, &position)?;
     let mut checkpointer = Checkpointer {
         layout: layout.clone(),
         saved: Checkpoint {
@@ -129,7 +118,7 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
             started_at: started_at.clone(),
             written_at: String::new(),
             fingerprint,
-            sent: if plan.incremental.is_some() { sent.clone() } else { Vec::new() },
+            sent: sent.clone(),
             position: Position::default(),
         },
         interval: output.checkpoint_interval,
@@ -139,7 +128,7 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
     // From here on a crash always finds a checkpoint, and so what this run wrote.
     checkpointer.save(position)?;
     let prepare = sink.preparer();
-    let (tx, rx) = mpsc::channel::<PageBatch>(WRITER_QUEUE);
+    let (tx, rx) = mpsc::channel::<Item>(WRITER_QUEUE);
     let writer = std::thread::Builder::new()
         .name("harvest-writer".into())
         .spawn(move || write_pages(sink, rx, checkpointer))
@@ -148,15 +137,14 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
     let shared = Arc::new(Shared {
         plan: plan.clone(),
         fetcher: fetcher.clone(),
-        labels,
         tx,
         prepare,
         progress: Progress::new(options.progress),
-        start,
-        partitions,
-        since,
+        active,
+        done,
+        marks: sent.unwrap_or_default(),
     });
-    let (reports, failure) = harvest_partitions(&shared, &options.cancel).await;
+    let failure = harvest_partitions(&shared, &options.cancel).await;
     drop(shared);
     let (sink, checkpointer, written) = writer.join().map_err(|_| Error::Other("the writer thread panicked".into()))?;
 
@@ -182,10 +170,11 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         format: plan.output.format,
         compression: plan.output.compression,
         mode: plan.output.mode,
-        records: reports.iter().map(|r| r.records).sum(),
-        pages: reports.iter().map(|r| r.pages).sum(),
+        records: position.done.records,
+        pages: position.done.pages,
         parts: position.parts.clone(),
-        partitions: reports,
+        stops: position.done.stops.clone(),
+        partitions: position.done.reports.values().cloned().collect(),
         http: stats,
     };
     let manifest_path = complete(&plan, &layout, &manifest, &position)?;
@@ -247,36 +236,26 @@ fn resume_or_start(
     Ok(resumed)
 }
 
-/// Incremental syncs: the mark each partition sends (a resume sends what its run sent).
-fn marks_to_send(
-    plan: &Plan,
-    layout: &Layout,
-    resumed: Option<&Checkpoint>,
-    labels: &[String],
-) -> Result<Vec<Option<String>>, Error> {
-    Ok(match (&plan.incremental, resumed) {
-        (None, _) => vec![None; labels.len()],
-        (Some(_), Some(saved)) => {
-            let mut sent = saved.sent.clone();
-            sent.resize(labels.len(), None);
-            sent
-        }
-        (Some(incremental), None) => {
-            let state = State::load(layout, &plan.redactor)?;
-            labels
-                .iter()
-                .map(|label| incremental::to_send(incremental, state.marks.get(label).map(String::as_str)))
-                .collect()
-        }
-    })
+/// Incremental syncs: the marks the partitions send (a resume sends what its run sent).
+fn marks_to_send(plan: &Plan, layout: &Layout, resumed: Option<&Checkpoint>) -> Result<Option<Sent>, Error> {
+    let Some(incremental) = &plan.incremental else { return Ok(None) };
+    Ok(Some(match resumed.and_then(|saved| saved.sent.clone()) {
+        Some(sent) => sent,
+        None => Sent::from_state(incremental, &State::load(layout, &plan.redactor)?),
+    }))
 }
 
 /// Every page is durable: raise the incremental marks, write the manifest, remove the
 /// checkpoint and, in replace mode, the parts of earlier runs. Each step is durable before the
 /// next, so a crash anywhere is finished by the next run. Returns the manifest's path.
 fn complete(plan: &Plan, layout: &Layout, manifest: &Manifest, position: &Position) -> Result<PathBuf, Error> {
-    if let Some(incremental) = &plan.incremental {
-        save_marks(layout, &plan.redactor, incremental, &manifest.partitions, position)?;
+    if plan.incremental.is_some() {
+        // The partitions that ended by the API's own end; one cut short keeps its mark.
+        let mut state = State::load(layout, &plan.redactor)?;
+        for (key, mark) in &position.done.marks {
+            state.raise(key, mark);
+        }
+        state.save(layout, &plan.redactor)?;
     }
     let path = layout.manifest(&manifest.run);
     // Labels and schemas are free text: a secret learned during the run may be in them.
@@ -311,11 +290,17 @@ async fn settle(mut sink: Box<dyn Sink>, mut checkpointer: Checkpointer, finish:
 /// The writer thread: pages in, durable bytes out, and a checkpoint at least every interval.
 fn write_pages(
     mut sink: Box<dyn Sink>,
-    mut rx: mpsc::Receiver<PageBatch>,
+    mut rx: mpsc::Receiver<Item>,
     mut checkpointer: Checkpointer,
 ) -> (Box<dyn Sink>, Checkpointer, Result<(), Error>) {
-    while let Some(batch) = rx.blocking_recv() {
-        let mut written = sink.write(batch);
+    while let Some(item) = rx.blocking_recv() {
+        let mut written = match item {
+            Item::Page(batch) => sink.write(batch),
+            Item::End { index, report } => {
+                sink.end(index, report);
+                Ok(())
+            }
+        };
         if written.is_ok() && checkpointer.last.elapsed() >= checkpointer.interval {
             written = sink.commit().and_then(|position| checkpointer.save(position));
         }
@@ -326,66 +311,21 @@ fn write_pages(
     (sink, checkpointer, Ok(()))
 }
 
-/// The partitions with the incremental mark each sends: among their values, for a `{param}`
-/// placeholder, or as a query parameter when the job has no such placeholder.
-fn with_marks(plan: &Plan, sent: &[Option<String>]) -> (Vec<Partition>, Vec<Option<(String, String)>>) {
-    let mut partitions = plan.partitions.clone();
-    let Some(incremental) = &plan.incremental else {
-        return (partitions, vec![None; sent.len()]);
-    };
-    let placeholder = format!("{{{}}}", incremental.param);
-    let request = &plan.request;
-    let placed = request.url.contains(&placeholder)
-        || request.params.iter().any(|(_, v)| v.contains(&placeholder))
-        || request.body.as_ref().is_some_and(|b| b.to_string().contains(&placeholder));
-    let since = partitions
-        .iter_mut()
-        .zip(sent)
-        .map(|(partition, sent)| {
-            let value = sent.clone()?;
-            partition.values.push((incremental.param.clone(), value.clone()));
-            (!placed).then(|| (incremental.param.clone(), value))
-        })
-        .collect();
-    (partitions, since)
-}
-
-/// Raise `state.json`'s marks to what the run wrote, for the partitions that ended by the
-/// API's own end condition.
-fn save_marks(
-    layout: &Layout,
-    secrets: &Redactor,
-    incremental: &crate::plan::IncrementalPlan,
-    reports: &[PartitionReport],
-    position: &Position,
-) -> Result<(), Error> {
-    let mut state = State::load(layout, secrets)?;
-    for (report, frontier) in reports.iter().zip(&position.frontier) {
-        let cut_short = matches!(report.stop, StopReason::MaxPages { .. } | StopReason::MaxRecords { .. });
-        match (&frontier.mark, cut_short) {
-            (Some(mark), false) => state.raise(&report.partition, mark),
-            (Some(_), true) => tracing::warn!(
-                "partition{} was cut short ({}): its mark for {} stays where it was",
-                partition_suffix(&report.partition),
-                report.stop,
-                incremental.field.as_str()
-            ),
-            (None, _) => {}
-        }
+/// Where a checkpoint stands, for the log.
+fn describe(position: &Position) -> String {
+    const SHOWN: usize = 5;
+    let mut places: Vec<String> = Vec::new();
+    let done = position.done.count();
+    if done > 0 {
+        places.push(format!("{done} partition{} done", if done == 1 { "" } else { "s" }));
     }
-    state.save(layout, secrets)
-}
-
-/// Each partition's place in a checkpoint, for the log.
-fn describe(position: &Position, labels: &[String]) -> String {
-    let places: Vec<String> = labels
-        .iter()
-        .zip(&position.frontier)
-        .map(|(label, f)| {
-            let name = if label.is_empty() { String::new() } else { format!("partition {label} ") };
-            format!("{name}from page {} ({} records written)", f.pages + 1, f.records)
-        })
-        .collect();
+    for (key, f) in position.active.iter().take(SHOWN) {
+        let name = if key.is_empty() { String::new() } else { format!("partition {key} ") };
+        places.push(format!("{name}from page {} ({} records written)", f.pages + 1, f.records));
+    }
+    if position.active.len() > SHOWN {
+        places.push(format!("{} more under way", position.active.len() - SHOWN));
+    }
     match places.is_empty() {
         true => "from the start".into(),
         false => places.join(", "),
@@ -466,7 +406,7 @@ fn finish_replacing(layout: &Layout) -> Result<(), Error> {
 }
 
 fn with_saved(error: Error, plan: &Plan, position: &Position, layout: &Layout) -> Error {
-    let records: u64 = position.frontier.iter().map(|f| f.records).sum();
+    let records = position.records();
     let saved = format!(
         "{records} record(s) written so far are kept under {} with a checkpoint; `harvest run {}` resumes from there",
         layout.root.display(),
@@ -496,6 +436,9 @@ pub struct Manifest {
     pub records: u64,
     pub pages: u64,
     pub parts: Vec<PartInfo>,
+    /// How many partitions ended for each reason.
+    pub stops: std::collections::BTreeMap<String, u64>,
+    /// Each partition by name, up to the first 1,000 to end.
     pub partitions: Vec<PartitionReport>,
     pub http: FetchStats,
 }

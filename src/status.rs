@@ -32,7 +32,7 @@ pub fn report(plan: &Plan) -> Result<String, Error> {
     match checkpoint::load(&layout, &plan.job_file, &plan.redactor)? {
         Some(saved) => {
             let position = &saved.position;
-            let records: u64 = position.frontier.iter().map(|f| f.records).sum();
+            let records = position.records();
             let _ = writeln!(
                 out,
                 "unfinished run {} (started {}, last checkpoint {}): {records} records written, {} part(s) \
@@ -46,9 +46,19 @@ pub fn report(plan: &Plan) -> Result<String, Error> {
                     None => String::new(),
                 }
             );
-            let labels: Vec<String> =
-                plan.partitions.iter().map(|p| plan.redactor.redact(&p.label()).into_owned()).collect();
-            for (label, frontier) in labels.iter().zip(&position.frontier) {
+            let done = position.done.count();
+            if done > 0 {
+                let stops: Vec<String> = position.done.stops.iter().map(|(stop, n)| format!("{n} {stop}")).collect();
+                let _ = writeln!(
+                    out,
+                    "  {done} of {} partitions done ({}): {} pages, {} records",
+                    plan.partitions.count(),
+                    stops.join(", "),
+                    position.done.pages,
+                    position.done.records
+                );
+            }
+            for (label, frontier) in &position.active {
                 let done = frontier
                     .resume
                     .as_ref()

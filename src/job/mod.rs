@@ -25,7 +25,7 @@ use crate::error::JobError;
 use crate::jsonpath::JsonPath;
 use crate::paginate::{cursor, link_header, next_url, offset, page, PaginationPlan, Style};
 use crate::plan::{
-    Compression, Format, IncrementalPlan, Limits, Method, Mode, OutputPlan, ParquetPlan, Partition, Plan, RecordsPlan,
+    Compression, Format, IncrementalPlan, Limits, Method, Mode, OutputPlan, ParquetPlan, Plan, RecordsPlan,
     RequestPlan, RetryPlan,
 };
 use crate::redact::{Redactor, Secret};
@@ -282,8 +282,7 @@ impl Cx<'_> {
         }
         let incremental = file.incremental.as_ref().map(|i| self.incremental(i.get_ref())).transpose()?;
         let partitions = self.partitions(&file.partitions)?;
-        let mut keys: Vec<String> =
-            partitions.first().map(|p| p.values.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
+        let mut keys = partitions.placeholders();
         // The incremental parameter may be placed as a placeholder too.
         keys.extend(incremental.as_ref().map(|i: &IncrementalPlan| i.param.clone()));
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -319,8 +318,10 @@ impl Cx<'_> {
         std::mem::swap(&mut plan.pagination, &mut pagination);
         let url_span = file.request.get_ref().url.span();
         let mut origins = allow_origins;
-        for partition in &plan.partitions {
-            let url = plan.url_for(partition).map_err(|e| self.err(url_span.clone(), e))?;
+        // Only the partitions' values that go into the URL can change its origin.
+        let template = &plan.request.url;
+        for partition in plan.partitions.over(|key| template.contains(&format!("{{{key}}}"))) {
+            let url = plan.url_for(&partition).map_err(|e| self.err(url_span.clone(), e))?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(
                     self.err(url_span.clone(), format!("request.url must be http or https, not {}", url.scheme()))

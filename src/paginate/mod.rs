@@ -322,6 +322,27 @@ pub enum StopReason {
     SinglePage,
 }
 
+impl StopReason {
+    /// Its name as the manifest writes it (`total_reached`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            StopReason::NoRecords => "no_records",
+            StopReason::TotalReached { .. } => "total_reached",
+            StopReason::HasMoreFalse => "has_more_false",
+            StopReason::NoNext => "no_next",
+            StopReason::EndConfirmed { .. } => "end_confirmed",
+            StopReason::MaxPages { .. } => "max_pages",
+            StopReason::MaxRecords { .. } => "max_records",
+            StopReason::SinglePage => "single_page",
+        }
+    }
+
+    /// Ended by a limit of the job's rather than by the API's own end: there may be more.
+    pub fn cut_short(&self) -> bool {
+        matches!(self, StopReason::MaxPages { .. } | StopReason::MaxRecords { .. })
+    }
+}
+
 impl std::fmt::Display for StopReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -546,5 +567,27 @@ pub(crate) mod test_support {
         let secrets = Redactor::default();
         let response = PageResponse { status: 200, headers: &map, url: &url, doc: &doc, records, secrets: &secrets };
         f(&response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_reason_is_named_as_the_manifest_writes_it() {
+        let reasons = [
+            StopReason::NoRecords,
+            StopReason::TotalReached { total: 1 },
+            StopReason::HasMoreFalse,
+            StopReason::NoNext,
+            StopReason::EndConfirmed { status: 404 },
+            StopReason::MaxPages { pages: 1 },
+            StopReason::MaxRecords { records: 1 },
+            StopReason::SinglePage,
+        ];
+        for reason in reasons {
+            assert_eq!(serde_json::to_value(&reason).unwrap()["reason"], reason.name());
+        }
     }
 }

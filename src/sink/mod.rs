@@ -1,40 +1,37 @@
 //! The writer side: one job-wide sink that takes whole pages and makes them durable.
 //!
-//! The pipeline hands the sink whole pages tagged (partition, page index), as raw record
-//! bytes: one compact JSON record per line, exactly as the API sent it. The sink never knows
-//! about HTTP. `commit()` makes everything written so far durable and returns the
-//! [`Position`] a checkpoint stores: the parts already published, each partition's page
-//! frontier, and the open part's fsynced length. Formats are one file each (`ndjson.rs`,
+//! The pipeline hands the sink whole pages tagged (partition key, page index), as raw record
+//! bytes: one compact JSON record per line, exactly as the API sent it, and then the end of
+//! each partition. The sink never knows about HTTP. `commit()` makes everything written so
+//! far durable and returns the [`Position`] a checkpoint stores: the parts already published,
+//! each unfinished partition's page frontier by key, the finished ones as ranges of their
+//! place in the job's order, and the open part's fsynced length. Formats are one file each (`ndjson.rs`,
 //! `parquet.rs`); what they share (part names, the slices each part holds, publishing) is the
 //! [`Ledger`].
 
 pub mod ndjson;
 pub mod parquet;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::output::{fsync_dir, Layout};
+use crate::partition::PartitionReport;
 use crate::plan::{Format, OutputPlan};
 
 /// The sink of the job's format, going on from `position` (a resumed run's checkpoint, or the
-/// start): parts are named `part-<run>-<seq>` and partitions labelled by `labels`.
-pub fn open(
-    layout: &Layout,
-    run: &str,
-    output: &OutputPlan,
-    labels: Vec<String>,
-    position: &Position,
-) -> Result<Box<dyn Sink>, Error> {
+/// start): parts are named `part-<run>-<seq>`.
+pub fn open(layout: &Layout, run: &str, output: &OutputPlan, position: &Position) -> Result<Box<dyn Sink>, Error> {
     Ok(match output.format {
         Format::Ndjson => Box::new(ndjson::NdjsonSink::resume(
             layout.clone(),
             run,
             output.compression,
             output.rows_per_file,
-            labels,
             position,
         )?),
         Format::Parquet => Box::new(parquet::ParquetSink::resume(
@@ -43,15 +40,25 @@ pub fn open(
             output.parquet.clone(),
             output.compression,
             output.rows_per_file,
-            labels,
             position,
         )),
     })
 }
 
+/// What the writer is handed, in order per partition.
+pub enum Item {
+    Page(PageBatch),
+    /// The partition (at `index` in the job's order) has ended; its pages all came before.
+    End {
+        index: u64,
+        report: PartitionReport,
+    },
+}
+
 /// One page of records for the sink.
 pub struct PageBatch {
-    pub partition: usize,
+    /// The partition's key.
+    pub partition: Arc<str>,
     /// 0-based page index within the partition.
     pub page: u64,
     /// Records, each one line of compact JSON ending in `\n`.
@@ -69,7 +76,7 @@ pub struct PageBatch {
 }
 
 impl PageBatch {
-    pub fn new(partition: usize, page: u64, lines: Vec<u8>, count: u64) -> Self {
+    pub fn new(partition: Arc<str>, page: u64, lines: Vec<u8>, count: u64) -> Self {
         PageBatch { partition, page, lines, count, prepared: None, resume: None, seen: Vec::new(), mark: None }
     }
 }
@@ -93,6 +100,9 @@ pub trait Sink: Send {
     /// Append a page. Pages of one partition arrive in order.
     fn write(&mut self, batch: PageBatch) -> Result<(), Error>;
 
+    /// A partition has ended: its pages have all been written.
+    fn end(&mut self, index: u64, report: PartitionReport);
+
     /// Make everything written so far durable and say where that is.
     fn commit(&mut self) -> Result<Position, Error>;
 
@@ -105,12 +115,21 @@ pub trait Sink: Send {
 pub struct Position {
     /// Parts published under their final names.
     pub parts: Vec<PartInfo>,
-    /// Per partition (by index): pages and records made durable.
-    pub frontier: Vec<Frontier>,
+    /// Partitions under way, by key: pages and records made durable, and where each goes on.
+    pub active: BTreeMap<String, Frontier>,
+    /// Partitions that ended.
+    pub done: Finished,
     /// The part being written, if any, and how much of it is on disk.
     pub open: Option<OpenPart>,
     /// The number the next part gets.
     pub next_seq: u32,
+}
+
+impl Position {
+    /// Records made durable, in every partition.
+    pub fn records(&self) -> u64 {
+        self.done.records + self.active.values().map(|f| f.records).sum::<u64>()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -127,6 +146,67 @@ pub struct Frontier {
     /// Incremental syncs: the high-water mark of the records written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mark: Option<String>,
+}
+
+/// The partitions that ended: by their place in the job's order, and what they came to. A
+/// million partitions make a few ranges, not a million entries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Finished {
+    /// `[first, end)` ranges of partition indexes, sorted, never touching.
+    pub ranges: Vec<[u64; 2]>,
+    pub records: u64,
+    pub pages: u64,
+    /// How many ended for each reason.
+    pub stops: BTreeMap<String, u64>,
+    /// The first [`Finished::NAMED`] to end, by their place in the job's order: the
+    /// manifest's per-partition list.
+    pub reports: BTreeMap<u64, PartitionReport>,
+    /// Incremental syncs: the high-water mark of each partition that ended by the API's own
+    /// end (one cut short by `max_pages` or `max_records` keeps the mark it had).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub marks: BTreeMap<String, String>,
+}
+
+impl Finished {
+    /// Partitions a checkpoint or manifest names one by one; past this, counts only.
+    pub const NAMED: usize = 1000;
+
+    pub fn contains(&self, index: u64) -> bool {
+        let at = self.ranges.partition_point(|r| r[1] <= index);
+        self.ranges.get(at).is_some_and(|r| r[0] <= index)
+    }
+
+    pub fn count(&self) -> u64 {
+        self.ranges.iter().map(|r| r[1] - r[0]).sum()
+    }
+
+    /// Record partition `index` as ended, with its frontier.
+    fn add(&mut self, index: u64, report: PartitionReport, frontier: Frontier) {
+        if self.contains(index) {
+            return;
+        }
+        let at = self.ranges.partition_point(|r| r[1] < index);
+        let joins_before = self.ranges.get(at).is_some_and(|r| r[1] == index);
+        let joins_after = |i: usize| self.ranges.get(i).is_some_and(|r| r[0] == index + 1);
+        match (joins_before, joins_after(at + usize::from(joins_before))) {
+            (true, true) => {
+                self.ranges[at][1] = self.ranges[at + 1][1];
+                self.ranges.remove(at + 1);
+            }
+            (true, false) => self.ranges[at][1] = index + 1,
+            (false, true) => self.ranges[at][0] = index,
+            (false, false) => self.ranges.insert(at, [index, index + 1]),
+        }
+        self.records += report.records;
+        self.pages += report.pages;
+        *self.stops.entry(report.stop.name().to_string()).or_default() += 1;
+        if let Some(mark) = frontier.mark.filter(|_| !report.stop.cut_short()) {
+            self.marks.insert(report.partition.clone(), mark);
+        }
+        if self.reports.len() < Self::NAMED {
+            self.reports.insert(index, report);
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,10 +246,10 @@ pub struct PartSlice {
 pub struct Ledger {
     pub layout: Layout,
     run: String,
-    labels: Vec<String>,
     next_seq: u32,
     parts: Vec<PartInfo>,
-    frontier: Vec<Frontier>,
+    active: BTreeMap<String, Frontier>,
+    done: Finished,
 }
 
 /// A part being written under `_harvest/open/`.
@@ -181,19 +261,24 @@ pub struct PartFile {
 }
 
 impl Ledger {
-    /// `labels` names each partition, by index; part numbers start at `first_seq`.
-    pub fn new(layout: Layout, run: &str, labels: Vec<String>, first_seq: u32) -> Self {
-        let frontier = vec![Frontier::default(); labels.len()];
-        Ledger { layout, run: run.to_string(), labels, next_seq: first_seq, parts: Vec::new(), frontier }
+    /// Part numbers start at `first_seq`.
+    pub fn new(layout: Layout, run: &str, first_seq: u32) -> Self {
+        Ledger {
+            layout,
+            run: run.to_string(),
+            next_seq: first_seq,
+            parts: Vec::new(),
+            active: BTreeMap::new(),
+            done: Finished::default(),
+        }
     }
 
     /// Go on from a checkpoint's position: its parts published, its frontier reached.
-    pub fn resume(layout: Layout, run: &str, labels: Vec<String>, position: &Position) -> Self {
-        let mut ledger = Ledger::new(layout, run, labels, position.next_seq.max(1));
+    pub fn resume(layout: Layout, run: &str, position: &Position) -> Self {
+        let mut ledger = Ledger::new(layout, run, position.next_seq.max(1));
         ledger.parts = position.parts.clone();
-        for (mine, saved) in ledger.frontier.iter_mut().zip(&position.frontier) {
-            *mine = saved.clone();
-        }
+        ledger.active = position.active.clone();
+        ledger.done = position.done.clone();
         ledger
     }
 
@@ -215,34 +300,33 @@ impl Ledger {
         PartFile { name, path, rows: 0, slices: Vec::new() }
     }
 
-    pub fn label(&self, partition: usize) -> &str {
-        &self.labels[partition]
-    }
-
     /// Count `rows` records of `partition`'s page `page` as written to `part`.
-    pub fn add_rows(&mut self, part: &mut PartFile, partition: usize, page: u64, rows: u64) {
-        let first_record = self.frontier[partition].records;
-        let label = &self.labels[partition];
+    pub fn add_rows(&mut self, part: &mut PartFile, partition: &str, page: u64, rows: u64) {
+        if rows == 0 {
+            return;
+        }
+        let frontier = self.active.entry(partition.to_string()).or_default();
+        let first_record = frontier.records;
+        frontier.records += rows;
         match part.slices.last_mut() {
-            Some(slice) if slice.partition == *label && slice.records[1] == first_record => {
+            Some(slice) if slice.partition == partition && slice.records[1] == first_record => {
                 slice.rows[1] += rows;
                 slice.records[1] += rows;
                 slice.pages[1] = page;
             }
             _ => part.slices.push(PartSlice {
-                partition: label.clone(),
+                partition: partition.to_string(),
                 rows: [part.rows, part.rows + rows],
                 records: [first_record, first_record + rows],
                 pages: [page, page],
             }),
         }
         part.rows += rows;
-        self.frontier[partition].records += rows;
     }
 
     /// A whole page has been handed to the sink.
     pub fn page_done(&mut self, batch: &PageBatch) {
-        let frontier = &mut self.frontier[batch.partition];
+        let frontier = self.active.entry(batch.partition.to_string()).or_default();
         frontier.pages = batch.page + 1;
         if batch.resume.is_some() {
             frontier.resume = batch.resume.clone();
@@ -265,8 +349,25 @@ impl Ledger {
         Ok(())
     }
 
+    /// A partition has ended: from now on it is a place in the ranges, not an entry.
+    pub fn end(&mut self, index: u64, report: PartitionReport) {
+        let frontier = self.active.remove(&report.partition).unwrap_or_default();
+        self.done.add(index, report, frontier);
+    }
+
+    /// Where the partition with `key` stands: its records so far, for the slices of a part.
+    pub fn frontier(&self, key: &str) -> Option<&Frontier> {
+        self.active.get(key)
+    }
+
     pub fn position(&self, open: Option<OpenPart>) -> Position {
-        Position { parts: self.parts.clone(), frontier: self.frontier.clone(), open, next_seq: self.next_seq }
+        Position {
+            parts: self.parts.clone(),
+            active: self.active.clone(),
+            done: self.done.clone(),
+            open,
+            next_seq: self.next_seq,
+        }
     }
 }
 
@@ -276,4 +377,41 @@ pub fn nth_line_end(lines: &[u8], n: u64) -> usize {
         return 0;
     }
     memchr::memchr_iter(b'\n', lines).nth(n as usize - 1).map_or(lines.len(), |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paginate::StopReason;
+
+    #[test]
+    fn partitions_ending_out_of_order_merge_into_ranges() {
+        let mut done = Finished::default();
+        for index in [3, 0, 5, 1, 4, 9, 2] {
+            let report =
+                PartitionReport { partition: format!("n={index}"), records: 2, pages: 1, stop: StopReason::NoNext };
+            let frontier = Frontier { mark: Some(format!("m{index}")), ..Frontier::default() };
+            done.add(index, report, frontier);
+        }
+        assert_eq!(done.ranges, vec![[0, 6], [9, 10]]);
+        assert!(done.contains(5) && done.contains(9) && !done.contains(6) && !done.contains(10));
+        assert_eq!((done.count(), done.records, done.stops["no_next"]), (7, 14, 7));
+        assert_eq!(done.marks["n=2"], "m2");
+        let cut =
+            PartitionReport { partition: "n=7".into(), records: 1, pages: 1, stop: StopReason::MaxPages { pages: 1 } };
+        done.add(7, cut, Frontier { mark: Some("m7".into()), ..Frontier::default() });
+        assert!(!done.marks.contains_key("n=7"), "a partition cut short keeps the mark it had");
+        assert_eq!(done.ranges, vec![[0, 6], [7, 8], [9, 10]]);
+        done.add(
+            6,
+            PartitionReport { partition: "n=6".into(), records: 0, pages: 1, stop: StopReason::NoRecords },
+            Frontier::default(),
+        );
+        done.add(
+            8,
+            PartitionReport { partition: "n=8".into(), records: 0, pages: 1, stop: StopReason::NoRecords },
+            Frontier::default(),
+        );
+        assert_eq!(done.ranges, vec![[0, 10]]);
+    }
 }

@@ -13,6 +13,7 @@ use flate2::write::GzEncoder;
 use super::{nth_line_end, Ledger, OpenPart, PageBatch, PartFile, Position, Sink};
 use crate::error::Error;
 use crate::output::Layout;
+use crate::partition::PartitionReport;
 use crate::plan::Compression;
 
 const BUFFER: usize = 1 << 20;
@@ -68,16 +69,9 @@ impl Encoder {
 }
 
 impl NdjsonSink {
-    /// `labels` names each partition, by index; part numbers start at `first_seq`.
-    pub fn new(
-        layout: Layout,
-        run: &str,
-        compression: Compression,
-        rows_per_file: u64,
-        labels: Vec<String>,
-        first_seq: u32,
-    ) -> Self {
-        NdjsonSink { ledger: Ledger::new(layout, run, labels, first_seq), compression, rows_per_file, open: None }
+    /// Part numbers start at `first_seq`.
+    pub fn new(layout: Layout, run: &str, compression: Compression, rows_per_file: u64, first_seq: u32) -> Self {
+        NdjsonSink { ledger: Ledger::new(layout, run, first_seq), compression, rows_per_file, open: None }
     }
 
     /// Go on from a checkpoint: its open part (already cut back to the checkpoint's length)
@@ -87,10 +81,9 @@ impl NdjsonSink {
         run: &str,
         compression: Compression,
         rows_per_file: u64,
-        labels: Vec<String>,
         position: &Position,
     ) -> Result<Self, Error> {
-        let ledger = Ledger::resume(layout, run, labels, position);
+        let ledger = Ledger::resume(layout, run, position);
         let open = match &position.open {
             Some(open) => {
                 let part = ledger.reopened(open);
@@ -146,7 +139,7 @@ impl Sink for NdjsonSink {
                 .write_all(&lines[..cut])
                 .map_err(|e| Error::io(format!("writing {}", open.part.path.display()), e))?;
             let open = self.open.as_mut().expect("opened above");
-            self.ledger.add_rows(&mut open.part, batch.partition, batch.page, take);
+            self.ledger.add_rows(&mut open.part, &batch.partition, batch.page, take);
             let full = open.part.rows >= rows_per_file;
             lines = &lines[cut..];
             remaining -= take;
@@ -156,6 +149,10 @@ impl Sink for NdjsonSink {
         }
         self.ledger.page_done(&batch);
         Ok(())
+    }
+
+    fn end(&mut self, index: u64, report: PartitionReport) {
+        self.ledger.end(index, report);
     }
 
     fn commit(&mut self) -> Result<Position, Error> {
@@ -187,23 +184,24 @@ impl Sink for NdjsonSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::paginate::StopReason;
     use crate::sink::{Frontier, PartSlice};
 
-    fn batch(partition: usize, page: u64, ids: std::ops::Range<u64>) -> PageBatch {
+    fn batch(partition: &str, page: u64, ids: std::ops::Range<u64>) -> PageBatch {
         let mut lines = Vec::new();
         for id in ids.clone() {
             lines.extend_from_slice(format!("{{\"id\":{id}}}\n").as_bytes());
         }
-        PageBatch::new(partition, page, lines, ids.end - ids.start)
+        PageBatch::new(partition.into(), page, lines, ids.end - ids.start)
     }
 
     #[test]
     fn rotates_within_pages_and_records_slices() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::create(dir.path().join("job")).unwrap();
-        let mut sink = NdjsonSink::new(layout.clone(), "R", Compression::None, 4, vec!["a".into(), "b".into()], 1);
-        sink.write(batch(0, 0, 0..3)).unwrap();
-        sink.write(batch(1, 0, 0..3)).unwrap();
+        let mut sink = NdjsonSink::new(layout.clone(), "R", Compression::None, 4, 1);
+        sink.write(batch("a", 0, 0..3)).unwrap();
+        sink.write(batch("b", 0, 0..3)).unwrap();
         let committed = sink.commit().unwrap();
         assert_eq!(committed.parts.len(), 1);
         assert_eq!(committed.open.as_ref().unwrap().rows, 2);
@@ -216,15 +214,23 @@ mod tests {
         assert_eq!(done.parts[1].partitions[0].records, [1, 3]);
         let first = std::fs::read_to_string(layout.root.join("part-R-000001.ndjson")).unwrap();
         assert_eq!(first, "{\"id\":0}\n{\"id\":1}\n{\"id\":2}\n{\"id\":0}\n");
-        assert_eq!(done.frontier[1], Frontier { pages: 1, records: 3, ..Frontier::default() });
+        assert_eq!(done.active["b"], Frontier { pages: 1, records: 3, ..Frontier::default() });
+        let report = PartitionReport { partition: "b".into(), records: 3, pages: 1, stop: StopReason::NoNext };
+        sink.end(1, report.clone());
+        let ended = sink.finish().unwrap();
+        assert_eq!(ended.active.keys().collect::<Vec<_>>(), ["a"], "an ended partition is no longer an entry");
+        assert_eq!(
+            (ended.done.ranges.clone(), ended.done.records, ended.done.reports[&1].clone()),
+            (vec![[1, 2]], 3, report)
+        );
     }
 
     #[test]
     fn compressed_commits_leave_a_valid_stream() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::create(dir.path().join("job")).unwrap();
-        let mut sink = NdjsonSink::new(layout.clone(), "R", Compression::Gzip, 100, vec![String::new()], 1);
-        sink.write(batch(0, 0, 0..2)).unwrap();
+        let mut sink = NdjsonSink::new(layout.clone(), "R", Compression::Gzip, 100, 1);
+        sink.write(batch("", 0, 0..2)).unwrap();
         let pos = sink.commit().unwrap();
         let open = pos.open.unwrap();
         let bytes = std::fs::read(layout.open_dir().join(&open.file)).unwrap();
@@ -232,7 +238,7 @@ mod tests {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&bytes[..]), &mut text).unwrap();
         assert_eq!(text, "{\"id\":0}\n{\"id\":1}\n");
-        sink.write(batch(0, 1, 2..3)).unwrap();
+        sink.write(batch("", 1, 2..3)).unwrap();
         sink.finish().unwrap();
     }
 }

@@ -30,6 +30,7 @@ use parquet::file::properties::WriterProperties;
 use super::{Ledger, PageBatch, PartFile, Position, Prepare, Prepared, Sink};
 use crate::error::Error;
 use crate::output::Layout;
+use crate::partition::PartitionReport;
 use crate::plan::{Compression, ParquetPlan};
 use crate::schema::{Field, Rules, Ty, REJECTED};
 
@@ -210,13 +211,13 @@ impl OpenFile {
 
 /// Rows of one page counted into the open part but not yet into the ledger.
 struct Run {
-    partition: usize,
+    partition: Arc<str>,
     page: u64,
     rows: u64,
 }
 
 impl ParquetSink {
-    /// `labels` names each partition, by index. `position` is where a resumed run stands (the
+    /// `position` is where a resumed run stands (the
     /// default for a new one): a Parquet commit closes its part, so there is none to reopen,
     /// and the next records start a new part with a schema inferred anew.
     pub fn resume(
@@ -225,7 +226,6 @@ impl ParquetSink {
         options: ParquetPlan,
         compression: Compression,
         rows_per_file: u64,
-        labels: Vec<String>,
         position: &Position,
     ) -> Self {
         let schema = options.schema.clone().map(|mut declared| {
@@ -241,7 +241,7 @@ impl ParquetSink {
             current: RwLock::new(None),
         });
         let mut sink = ParquetSink {
-            ledger: Ledger::resume(layout, run, labels, position),
+            ledger: Ledger::resume(layout, run, position),
             rules,
             options,
             compression,
@@ -302,10 +302,10 @@ impl ParquetSink {
             let open = self.open.as_mut().expect("opened above");
             let take = (rows.num_rows() - at).min((rows_per_file - open.part.rows) as usize);
             open.write(rows.slice(at, take)).map_err(|e| Error::Other(format!("writing Parquet: {e}")))?;
-            self.ledger.add_rows(&mut open.part, batch.partition, batch.page, take as u64);
+            self.ledger.add_rows(&mut open.part, &batch.partition, batch.page, take as u64);
             at += take;
             if open.part.rows >= rows_per_file {
-                self.close_part(&mut Run { partition: batch.partition, page: batch.page, rows: 0 })?;
+                self.close_part(&mut Run { partition: batch.partition.clone(), page: batch.page, rows: 0 })?;
             }
         }
         self.ledger.page_done(batch);
@@ -328,7 +328,7 @@ impl ParquetSink {
     }
 
     fn write_rows(&mut self, batch: PageBatch) -> Result<(), Error> {
-        let mut run = Run { partition: batch.partition, page: batch.page, rows: 0 };
+        let mut run = Run { partition: batch.partition.clone(), page: batch.page, rows: 0 };
         if let Err(e) = self.add_page(&batch, &mut run) {
             // Only whole pages are written: drop this one's rows not yet counted (the waiting
             // lines are this page's alone), so what a commit then keeps is consistent.
@@ -338,7 +338,7 @@ impl ParquetSink {
             return Err(e);
         }
         if let Some(open) = self.open.as_mut() {
-            self.ledger.add_rows(&mut open.part, run.partition, run.page, run.rows);
+            self.ledger.add_rows(&mut open.part, &run.partition, run.page, run.rows);
             drain(open).map_err(|e| self.failed("encoding", e))?;
         }
         self.ledger.page_done(&batch);
@@ -352,7 +352,7 @@ impl ParquetSink {
                 tracing::info!(
                     "record {index} of page {} of {} needs a wider schema: starting a new part",
                     batch.page,
-                    self.where_(batch.partition)
+                    self.where_(&batch.partition)
                 );
                 self.close_part(run)?;
             }
@@ -398,7 +398,7 @@ impl ParquetSink {
         Error::Other(format!(
             "format = \"parquet\" needs records that are JSON objects; record {index} of page {} of {} is not: {}",
             batch.page,
-            self.where_(batch.partition),
+            self.where_(&batch.partition),
             String::from_utf8_lossy(&line[..line.len().min(80)])
         ))
     }
@@ -409,12 +409,12 @@ impl ParquetSink {
             "record {index} of page {} of {} does not fit the schema{file}: {mismatch} (with on_mismatch = \"json\" \
              it would be kept in the {REJECTED} column)",
             batch.page,
-            self.where_(batch.partition)
+            self.where_(&batch.partition)
         ))
     }
 
-    fn where_(&self, partition: usize) -> String {
-        match self.ledger.label(partition) {
+    fn where_(&self, partition: &str) -> String {
+        match partition {
             "" => "the job".to_string(),
             label => format!("partition {label}"),
         }
@@ -473,7 +473,7 @@ impl ParquetSink {
     /// Count the run's rows into the open part, then close and publish it.
     fn close_part(&mut self, run: &mut Run) -> Result<(), Error> {
         let Some(mut open) = self.open.take() else { return Ok(()) };
-        self.ledger.add_rows(&mut open.part, run.partition, run.page, run.rows);
+        self.ledger.add_rows(&mut open.part, &run.partition, run.page, run.rows);
         run.rows = 0;
         let path = open.part.path.clone();
         let fail = |what: &str, e: &dyn std::fmt::Display| Error::Other(format!("{what} {}: {e}", path.display()));
@@ -543,6 +543,10 @@ impl Sink for ParquetSink {
         Ok(())
     }
 
+    fn end(&mut self, index: u64, report: PartitionReport) {
+        self.ledger.end(index, report);
+    }
+
     /// Parquet cannot be appended to: a commit closes the open part.
     fn commit(&mut self) -> Result<Position, Error> {
         self.finish()
@@ -550,7 +554,7 @@ impl Sink for ParquetSink {
 
     fn finish(&mut self) -> Result<Position, Error> {
         self.settle()?;
-        let mut run = Run { partition: 0, page: 0, rows: 0 };
+        let mut run = Run { partition: Arc::from(""), page: 0, rows: 0 };
         self.close_part(&mut run)?;
         Ok(self.ledger.position(None))
     }
@@ -562,7 +566,7 @@ mod tests {
 
     fn sink(dir: &std::path::Path, options: ParquetPlan) -> ParquetSink {
         let layout = Layout::create(dir.join("job")).unwrap();
-        ParquetSink::resume(layout, "R", options, Compression::Zstd, 1000, vec![String::new()], &Position::default())
+        ParquetSink::resume(layout, "R", options, Compression::Zstd, 1000, &Position::default())
     }
 
     fn page(page: u64, records: &[&str]) -> PageBatch {
@@ -571,7 +575,7 @@ mod tests {
             lines.extend_from_slice(r.as_bytes());
             lines.push(b'\n');
         }
-        PageBatch::new(0, page, lines, records.len() as u64)
+        PageBatch::new("".into(), page, lines, records.len() as u64)
     }
 
     #[test]

@@ -68,7 +68,7 @@ fn the_readme_reference_job_is_valid() {
     let env = harvest::job::Env::from_pairs([("API_TOKEN".to_string(), "t".to_string())]);
     let plan = harvest::job::parse(std::path::Path::new("README.md"), toml, &env, &Default::default())
         .unwrap_or_else(|e| panic!("the README's reference job: {e}"));
-    assert_eq!(plan.partitions.len(), 14, "2 repos x 7 days");
+    assert_eq!(plan.partitions.count(), 14, "2 repos x 7 days");
     assert_eq!(plan.limits.concurrency, 8);
 }
 

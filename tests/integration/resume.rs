@@ -178,18 +178,24 @@ fn checkpoint(root: &Path) -> Option<Value> {
     Some(serde_json::from_slice(&bytes).expect("a checkpoint is always whole"))
 }
 
-/// Pages and records per partition in a checkpoint.
-fn frontier(checkpoint: &Value) -> Vec<(u64, u64)> {
-    checkpoint["position"]["frontier"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| (f["pages"].as_u64().unwrap(), f["records"].as_u64().unwrap()))
+/// Pages and records per partition key in a checkpoint: those under way, and those that
+/// ended (named in its reports: these jobs have far fewer than a thousand partitions).
+fn frontier(checkpoint: &Value) -> BTreeMap<String, (u64, u64)> {
+    let position = &checkpoint["position"];
+    let active = position["active"].as_object().unwrap().iter();
+    let done = position["done"]["reports"].as_object().unwrap().values().map(|r| (r["partition"].as_str().unwrap(), r));
+    let ended =
+        position["done"]["ranges"].as_array().unwrap().iter().map(|r| r[1].as_u64().unwrap() - r[0].as_u64().unwrap());
+    assert_eq!(ended.sum::<u64>(), done.len() as u64, "every partition that ended is named");
+    active
+        .map(|(key, f)| (key.as_str(), f))
+        .chain(done)
+        .map(|(key, f)| (key.to_string(), (f["pages"].as_u64().unwrap(), f["records"].as_u64().unwrap())))
         .collect()
 }
 
 fn written(root: &Path) -> u64 {
-    checkpoint(root).map_or(0, |c| frontier(&c).iter().map(|(_, records)| records).sum())
+    checkpoint(root).map_or(0, |c| frontier(&c).values().map(|(_, records)| records).sum())
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -268,7 +274,7 @@ async fn kill_and_resume(scenario: Scenario, seed: u64) -> Vec<Past> {
         (rng >> 33) % below
     };
     let mut run_id: Option<String> = None;
-    let mut last = vec![(0, 0); scenario.labels().len()];
+    let mut last: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut cut = Vec::new();
     for kill in 0..KILLS {
         let what = format!("{scenario:?}, kill {kill}");
@@ -302,7 +308,8 @@ async fn kill_and_resume(scenario: Scenario, seed: u64) -> Vec<Past> {
         let run = saved["run"].as_str().unwrap().to_string();
         assert_eq!(run_id.get_or_insert_with(|| run.clone()), &run, "{what}: the run id changed");
         let now = frontier(&saved);
-        for (partition, (was, is)) in last.iter().zip(&now).enumerate() {
+        for (partition, was) in &last {
+            let is = now.get(partition).unwrap_or_else(|| panic!("{what}: partition {partition} was forgotten"));
             assert!(is.0 >= was.0 && is.1 >= was.1, "{what}: partition {partition} went back from {was:?} to {is:?}");
         }
         last = now;
@@ -431,7 +438,7 @@ async fn sigint_saves_a_checkpoint_and_the_next_run_resumes_it() {
     assert!(stderr.contains("with a checkpoint") && stderr.contains("resumes from there"), "{stderr}");
     let checkpoint: Value =
         serde_json::from_slice(&std::fs::read(out.join("k/_harvest/checkpoint.json")).unwrap()).unwrap();
-    let written = checkpoint["position"]["frontier"][0]["records"].as_u64().unwrap();
+    let written = checkpoint["position"]["active"][""]["records"].as_u64().unwrap();
     assert!(written >= 10, "the pages before the signal are kept: {written}");
     let asked = server.stats.requests();
     let status = |out: &Path| {
@@ -513,10 +520,15 @@ async fn a_checkpoint_that_cannot_be_used_is_an_error_until_fresh() {
     let (code, stderr) = run(&job);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("checkpoint.json is corrupt") && stderr.contains("--fresh"), "{stderr}");
-    std::fs::write(&checkpoint, saved.replacen("\"version\": 1", "\"version\": 99", 1)).unwrap();
+    std::fs::write(&checkpoint, saved.replacen("\"version\": 2", "\"version\": 99", 1)).unwrap();
     let (code, stderr) = run(&job);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("written by a newer harvest (checkpoint version 99"), "{stderr}");
+    // Version 1 listed partitions by position: never misread as this version's keys.
+    std::fs::write(&checkpoint, saved.replacen("\"version\": 2", "\"version\": 1", 1)).unwrap();
+    let (code, stderr) = run(&job);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("written by an older harvest (checkpoint version 1, this one reads 2)"), "{stderr}");
     assert!(checkpoint.exists(), "nothing is discarded without --fresh");
 
     // --fresh discards the unfinished run, parts and all (published and open), and starts over.
@@ -591,7 +603,8 @@ async fn a_crash_while_checkpointing_or_publishing_resumes_exactly() {
                     let run = saved["run"].as_str().unwrap().to_string();
                     assert!(root.join(format!("_harvest/runs/.{run}.json.tmp")).exists(), "{what}");
                     assert!(!root.join(format!("_harvest/runs/{run}.json")).exists(), "{what}");
-                    assert_eq!(frontier(&saved), vec![(RECORDS / 50, RECORDS)], "{what}");
+                    let ended = BTreeMap::from([(String::new(), (RECORDS / 50, RECORDS))]);
+                    assert_eq!(frontier(&saved), ended, "{what}");
                     Some(run)
                 }
                 _ => saved.map(|c| c["run"].as_str().unwrap().to_string()),
@@ -655,4 +668,64 @@ async fn a_replacing_run_that_died_after_its_manifest_is_finished_by_the_next() 
     assert!(harvest(&job, &out).stdout(Stdio::null()).status().unwrap().success());
     assert_eq!(complete_ids(&out), (1..=300).collect::<Vec<_>>());
     assert_eq!(part_files(&root).len(), 3, "only the newest run's parts are left");
+}
+
+/// Partitions are kept by key while under way and as ranges once ended: an interrupted run of
+/// 3,000 partitions checkpoints a few ranges, not 3,000 entries, and resumes exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_partitions_checkpoint_as_ranges_and_resume_by_key() {
+    use std::sync::Arc;
+
+    use harvest::job::{self, Env, Overrides};
+    use harvest::run::{self, RunOptions};
+
+    const PARTITIONS: u64 = 3000;
+    let f = crate::support::Fixture::new(10).await;
+    let values: Vec<String> = (1..=PARTITIONS).map(|n| format!("\"{n:04}\"")).collect();
+    let job = format!(
+        "name = \"many\"\n[request]\nurl = \"{{base}}/t/{{n}}/offset\"\n[records]\npath = \"$.items[*]\"\n\
+         [pagination]\nkind = \"offset\"\npage_size = 10\ntotal = \"$.total\"\n[limits]\nconcurrency = 8\n\
+         [output]\ncheckpoint_interval = \"20ms\"\n[partitions]\nn = [{}]\n",
+        values.join(", ")
+    );
+    let path = f.job(&job);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let overrides = Overrides { output_dir: Some(f.out()), ..Default::default() };
+    let plan = Arc::new(job::parse(&path, &text, &Env::default(), &overrides).unwrap());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let options = RunOptions { cancel: cancel.clone(), ..Default::default() };
+    let running = tokio::spawn(run::run(plan.clone(), options));
+    until_requests(&f.server, 1500).await;
+    cancel.cancel();
+    let error = running.await.unwrap().expect_err("interrupted");
+    assert!(error.to_string().contains("interrupted"), "{error}");
+
+    let saved = checkpoint(&f.out().join("many")).expect("a checkpoint");
+    let done = &saved["position"]["done"];
+    let ranges = done["ranges"].as_array().unwrap();
+    let ended: u64 = ranges.iter().map(|r| r[1].as_u64().unwrap() - r[0].as_u64().unwrap()).sum();
+    assert!(ended >= 1400, "{ended} partitions ended before the interrupt");
+    assert!(ranges.len() <= 9, "partitions end about in order: a few ranges, not {}", ranges.len());
+    assert!(saved["position"]["active"].as_object().unwrap().len() <= 8, "at most the partitions running");
+    assert_eq!(done["reports"].as_object().unwrap().len(), 1000, "named up to a thousand, then counted");
+    assert_eq!(done["stops"]["total_reached"].as_u64(), Some(ended));
+    assert_eq!(done["records"].as_u64(), Some(ended * 10));
+    for key in saved["position"]["active"].as_object().unwrap().keys() {
+        assert!(key.starts_with("n=") && key.len() == 6, "keyed by the partition's key: {key}");
+    }
+
+    let asked = f.server.stats.requests();
+    let summary = run::run(plan, RunOptions::default()).await.unwrap();
+    let again = f.server.stats.requests() - asked;
+    assert!(again <= PARTITIONS - ended + 16, "only what had not ended is asked again: {again} after {ended} ended");
+    assert_eq!(summary.records, PARTITIONS * 10);
+    let by_partition = f.records_by_partition("many");
+    assert_eq!(by_partition.len() as u64, PARTITIONS);
+    for (key, records) in by_partition {
+        let ids: Vec<u64> = records.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+        assert_eq!(ids, crate::support::one_to(10), "{key}");
+    }
+    let manifest = manifest(&f.out().join("many"));
+    assert_eq!(manifest["stops"]["total_reached"].as_u64(), Some(PARTITIONS));
+    assert_eq!(manifest["partitions"].as_array().unwrap().len(), 1000);
 }
