@@ -13,7 +13,7 @@ use std::io::Read;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -27,6 +27,10 @@ use crate::auth::{Credentials, JobCredentials, Outbound};
 use crate::error::{Error, FetchError, FetchErrorKind};
 use crate::plan::{Method, Plan, RetryPlan};
 use crate::redact::Redactor;
+
+mod wait;
+
+pub use wait::{backoff, retry_after, server_pause};
 
 const MAX_REDIRECTS: usize = 10;
 const EXCERPT_CHARS: usize = 200;
@@ -516,14 +520,6 @@ impl Fetcher {
     }
 }
 
-/// Exponential backoff with full jitter: `jitter` (uniform in [0, 1)) times
-/// min(max_backoff, initial_backoff * 2^(attempt - 1)).
-pub fn backoff(retry: &RetryPlan, attempt: u32, jitter: f64) -> Duration {
-    let ceiling =
-        retry.initial_backoff.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1))).min(retry.max_backoff);
-    ceiling.mul_f64(jitter.clamp(0.0, 1.0))
-}
-
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -540,76 +536,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 fn round(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
-}
-
-/// A pause the server asks for: Retry-After on a 429 or 503, an exhausted
-/// X-RateLimit-Remaining with its X-RateLimit-Reset, or the IETF RateLimit headers. Returns
-/// the wait, its cause for the manifest, and what the server said, for the log.
-pub fn server_pause(headers: &HeaderMap, status: u16) -> Option<(Duration, &'static str, String)> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if matches!(status, 429 | 503) {
-        if let Some(wait) = retry_after(headers) {
-            return Some((
-                wait,
-                "retry_after",
-                format!("{status} with Retry-After: {}", text("retry-after").unwrap_or("")),
-            ));
-        }
-    }
-    if let Some(remaining) = text("x-ratelimit-remaining").and_then(|r| r.parse::<f64>().ok()) {
-        if remaining <= 0.0 {
-            // Without a reset, a short pause rather than none.
-            let wait = text("x-ratelimit-reset").and_then(reset_wait).unwrap_or(Duration::from_secs(1));
-            let detail =
-                format!("X-RateLimit-Remaining: 0, X-RateLimit-Reset: {}", text("x-ratelimit-reset").unwrap_or("none"));
-            return Some((wait, "x_ratelimit", detail));
-        }
-    }
-    // IETF: `RateLimit: limit=100, remaining=0, reset=5` (older drafts),
-    // `RateLimit: "default";r=0;t=5` (newer), or `RateLimit-Remaining` / `RateLimit-Reset`.
-    let (remaining, reset) = match text("ratelimit") {
-        Some(value) => {
-            let field = |names: &[&str]| {
-                value.split([',', ';']).find_map(|part| {
-                    let (k, v) = part.split_once('=')?;
-                    names.contains(&k.trim()).then(|| v.trim().trim_matches('"').to_string())
-                })
-            };
-            (field(&["remaining", "r"]), field(&["reset", "t"]))
-        }
-        None => (text("ratelimit-remaining").map(str::to_string), text("ratelimit-reset").map(str::to_string)),
-    };
-    if remaining.and_then(|r| r.parse::<f64>().ok()).is_some_and(|r| r <= 0.0) {
-        let wait = reset.as_deref().and_then(|r| r.parse::<f64>().ok()).filter(|r| r.is_finite() && *r >= 0.0);
-        let wait = wait.map(Duration::from_secs_f64).unwrap_or(Duration::from_secs(1));
-        return Some((
-            wait,
-            "ratelimit",
-            format!("RateLimit remaining 0, reset {}", reset.as_deref().unwrap_or("none")),
-        ));
-    }
-    None
-}
-
-/// X-RateLimit-Reset: epoch seconds when above 1e9, else seconds from now; decimals allowed.
-fn reset_wait(value: &str) -> Option<Duration> {
-    let reset: f64 = value.parse().ok().filter(|r: &f64| r.is_finite() && *r >= 0.0)?;
-    if reset > 1e9 {
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs_f64();
-        Some(Duration::from_secs_f64((reset - now).max(0.0)))
-    } else {
-        Some(Duration::from_secs_f64(reset))
-    }
-}
-
-/// `Retry-After` as seconds (decimals allowed) or an HTTP date.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -635,63 +561,5 @@ mod tests {
         plan.redactor.learn(crate::redact::Secret::new("the session", token));
         assert_eq!(sent(other), (false, "https://files.example.net/x?page=2".to_string()));
         assert!(sent("https://api.example.com/items").0, "the job's own origin still gets it");
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_ceiling_and_jitters_below_it() {
-        let retry = RetryPlan {
-            max_attempts: 10,
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(4),
-            on_status: vec![],
-        };
-        let ceilings: Vec<Duration> = (1..=6).map(|a| backoff(&retry, a, 1.0)).collect();
-        assert_eq!(ceilings, [500, 1000, 2000, 4000, 4000, 4000].map(Duration::from_millis));
-        assert_eq!(backoff(&retry, 3, 0.25), Duration::from_millis(500));
-        assert_eq!(backoff(&retry, 3, 0.0), Duration::ZERO);
-        assert_eq!(backoff(&retry, u32::MAX, 0.5), Duration::from_secs(2));
-    }
-
-    #[test]
-    fn rate_limit_headers_in_their_several_forms() {
-        let headers = |pairs: &[(&'static str, &str)]| {
-            let mut h = HeaderMap::new();
-            for (k, v) in pairs {
-                h.insert(*k, v.parse().unwrap());
-            }
-            h
-        };
-        let wait = |pairs: &[(&'static str, &str)], status| server_pause(&headers(pairs), status).map(|p| (p.0, p.1));
-        assert_eq!(wait(&[("retry-after", "2")], 429), Some((Duration::from_secs(2), "retry_after")));
-        assert_eq!(wait(&[("retry-after", "2")], 200), None, "Retry-After counts on 429 and 503");
-        assert_eq!(
-            wait(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1.5")], 200),
-            Some((Duration::from_millis(1500), "x_ratelimit"))
-        );
-        let epoch = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() + 30;
-        let (w, _) = wait(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &epoch.to_string())], 200).unwrap();
-        assert!(w > Duration::from_secs(28) && w <= Duration::from_secs(31), "{w:?}");
-        assert_eq!(wait(&[("x-ratelimit-remaining", "5"), ("x-ratelimit-reset", "9")], 200), None);
-        assert_eq!(
-            wait(&[("ratelimit", "limit=10, remaining=0, reset=3")], 200),
-            Some((Duration::from_secs(3), "ratelimit"))
-        );
-        assert_eq!(wait(&[("ratelimit", "\"default\";r=0;t=4")], 200), Some((Duration::from_secs(4), "ratelimit")));
-        assert_eq!(
-            wait(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "2")], 200),
-            Some((Duration::from_secs(2), "ratelimit"))
-        );
-        assert_eq!(wait(&[("ratelimit", "\"default\";r=7;t=4")], 200), None);
-    }
-
-    #[test]
-    fn retry_after_in_seconds_or_as_a_date() {
-        let mut h = HeaderMap::new();
-        h.insert("retry-after", "1.5".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
-        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
-        h.insert("retry-after", later.parse().unwrap());
-        let wait = retry_after(&h).unwrap();
-        assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120), "{wait:?}");
     }
 }
