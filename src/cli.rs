@@ -24,6 +24,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Harvest a job into its output folder.
+    ///
+    /// An unfinished run (a failure, an interrupt, a crash) is resumed from its checkpoint.
+    /// On SIGINT or SIGTERM no new request is sent; requests already in flight get at most
+    /// 2 s, then the checkpoint is saved and harvest exits 130 (pages not yet written are
+    /// fetched again on resume). A second signal exits at once.
     Run(RunArgs),
     /// Validate a job and print what it will do, secrets redacted.
     Check(CheckArgs),

@@ -1,4 +1,5 @@
-//! The output folder: layout, run ids, the lock, atomic writes and the run manifest.
+//! The output folder: its layout (where parts, manifests and the checkpoint go), run ids, the
+//! lock, and atomic writes with their failpoints. What a manifest says is `crate::run`'s.
 //!
 //! ```text
 //! <dir>/<name>/part-<run>-<seq>.ndjson     published parts (data only)

@@ -194,3 +194,19 @@ fn a_first_page_without_records_is_logged_with_the_path() {
     assert!(stderr.contains("the first page has no records at records.path $.results[*]"), "{stderr}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("harvested 0 records"));
 }
+
+#[test]
+fn run_help_states_the_interrupt_rule() {
+    let output = harvest(&["run", "--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+    for rule in [
+        "no new request is sent",
+        "at most 2 s",
+        "exits 130",
+        "fetched again on resume",
+        "A second signal exits at once",
+    ] {
+        assert!(help.contains(rule), "{rule:?} in {help}");
+    }
+}

@@ -181,9 +181,12 @@ impl Jitter {
 
 /// Check that `arrivals` (as a server logged them) keep to a token bucket of `rate` per second
 /// holding `burst`: in every window of t seconds at most `burst + rate * (t + slack)`, where
-/// `slack` covers the arrival jitter measured alongside.
+/// `slack` covers the arrival jitter measured alongside, and 5 ms more for a stall of the
+/// scheduler between two probe requests (two cores running the whole suite). That is a tenth
+/// of a token at 20 per second: one request more than the bucket allows still fails.
 pub fn assert_keeps_to_bucket(arrivals: &[std::time::Duration], rate: f64, burst: f64, jitter: std::time::Duration) {
-    let slack = 2.0 * jitter.as_secs_f64() + 0.001;
+    let slack = 2.0 * jitter.as_secs_f64() + 0.005;
+    assert!(slack * rate < 1.0, "the machine is too busy to tell one request more: slack {:.1} ms", slack * 1e3);
     eprintln!("arrival jitter {jitter:?}: slack {:.1} ms, {:.2} of a token", slack * 1e3, slack * rate);
     for (i, start) in arrivals.iter().enumerate() {
         for (j, end) in arrivals.iter().enumerate().skip(i + 1) {
