@@ -123,7 +123,11 @@ pub fn describe(plan: &Plan) -> String {
         );
     }
     let origins: Vec<String> = plan.allowed_origins.iter().map(|o| o.ascii_serialization()).collect();
+    let _ = writeln!(out, "  auth: {}", plan.redactor.redact(&plan.auth.describe()));
     let _ = writeln!(out, "  credentials go only to: {}", origins.join(", "));
+    for warning in &plan.warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
     out
 }
 

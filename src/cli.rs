@@ -109,6 +109,12 @@ pub struct MockApiArgs {
     /// Answer 429 (with Retry-After and X-RateLimit-*) above this many requests per second.
     #[arg(long)]
     pub rate_limit: Option<f64>,
+    /// The credential /auth/<kind>/ paths want, and the OAuth client secret.
+    #[arg(long, env = "HARVEST_MOCK_SECRET", default_value = "mock-secret", hide_env_values = true)]
+    pub secret: String,
+    /// How long a token from /oauth/token lives.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub token_lifetime: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -33,12 +33,25 @@ impl JobError {
 /// Why one HTTP exchange failed, after retries where the cause was retryable.
 #[derive(Debug, Clone)]
 pub enum FetchErrorKind {
-    Status { status: u16, excerpt: String },
+    Status {
+        status: u16,
+        excerpt: String,
+        /// The server's `WWW-Authenticate`, on a 401 or 403.
+        challenge: Option<String>,
+    },
     Transport(String),
     Timeout(std::time::Duration),
-    BodyTooLarge { limit: u64 },
-    NotJson { reason: String, content_type: String, excerpt: String },
+    BodyTooLarge {
+        limit: u64,
+    },
+    NotJson {
+        reason: String,
+        content_type: String,
+        excerpt: String,
+    },
     TooManyRedirects(usize),
+    /// Credentials could not be had: a token endpoint or a login refused or failed.
+    Auth(String),
 }
 
 impl FetchErrorKind {
@@ -57,11 +70,19 @@ impl FetchErrorKind {
                 format!("returned a body that is not valid JSON ({reason}; content-type {content_type})")
             }
             FetchErrorKind::TooManyRedirects(n) => format!("redirected more than {n} times"),
+            FetchErrorKind::Auth(message) => format!("could not get credentials: {message}"),
         }
     }
 
-    /// The body excerpt, if any: " (last body: ...)".
+    /// The body excerpt, if any: " (last body: ...)", and the server's challenge.
     fn excerpt(&self) -> String {
+        if let FetchErrorKind::Status { challenge: Some(challenge), .. } = self {
+            return format!("{}; WWW-Authenticate: {challenge}", self.body_excerpt());
+        }
+        self.body_excerpt()
+    }
+
+    fn body_excerpt(&self) -> String {
         match self {
             FetchErrorKind::Status { excerpt, .. } | FetchErrorKind::NotJson { excerpt, .. } if excerpt.is_empty() => {
                 " (with an empty body)".to_string()

@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod incremental;
 pub mod job;
 pub mod jsonpath;
+pub mod keys;
 pub mod mock;
 pub mod output;
 pub mod page;

@@ -105,6 +105,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 slow: args.slow,
                 retry_after: args.retry_after,
                 rate_limit: args.rate_limit,
+                secret: args.secret,
+                token_lifetime: args.token_lifetime,
             };
             harvest::mock::serve(args.addr, config).await?;
             Ok(())

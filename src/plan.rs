@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use url::Url;
 
+use crate::auth::AuthPlan;
 use crate::jsonpath::JsonPath;
 use crate::paginate::PaginationPlan;
 use crate::partition::{Partition, Partitions};
@@ -31,6 +32,10 @@ pub struct Plan {
     pub redactor: Redactor,
     /// Origins that may receive credentials: `request.url`'s and `[auth] allow_origins`.
     pub allowed_origins: Vec<url::Origin>,
+    /// `[auth]`: how requests prove who sends them.
+    pub auth: AuthPlan,
+    /// What `check` should say about the job file (a credential written in it).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

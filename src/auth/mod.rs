@@ -6,16 +6,69 @@
 //! those origins and keeps them off every other, and may be asked to renew them after a 401
 //! or 403. A credential a run obtains (a token, a session cookie) is taught to the run's
 //! [`Redactor`], so that it is masked everywhere and kept to the allowed origins like a
-//! `${VAR}` value. The kinds of `[auth]` are one file each beside this one.
+//! `${VAR}` value. The kinds of `[auth]` are one file each beside this one: each reads its
+//! job-file keys (a [`Spec`]) into an [`AuthPlan`]; the fetcher turns the plan into the
+//! credentials of the run.
+
+pub mod api_key;
+pub mod basic;
+pub mod bearer;
+pub mod client_credentials;
+pub mod fixed;
+pub mod oauth;
 
 use std::future::Future;
 use std::pin::Pin;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use url::Url;
 
-use crate::error::FetchErrorKind;
+use crate::error::{FetchErrorKind, JobError};
+use crate::keys::KeyReader;
 use crate::redact::{is_sensitive_param, Redactor};
+
+/// The credentials a job's `[auth]` section asks for, resolved.
+#[derive(Debug, Clone, Default)]
+pub enum AuthPlan {
+    /// The job's own `${VAR}` headers and parameters, if any.
+    #[default]
+    None,
+    /// A credential fixed for the run: a header, a query parameter or a cookie.
+    Fixed(fixed::Fixed),
+    /// An OAuth2 access token from a token endpoint, renewed as it expires.
+    OAuth(oauth::Grant),
+}
+
+impl AuthPlan {
+    /// What the job sends, in words, for `harvest check`.
+    pub fn describe(&self) -> String {
+        match self {
+            AuthPlan::None => "none (the job's own headers and parameters)".into(),
+            AuthPlan::Fixed(f) => f.describe(),
+            AuthPlan::OAuth(g) => g.describe(),
+        }
+    }
+}
+
+/// An auth kind's keys as the job file writes them, and how they become its plan.
+pub trait Spec: DeserializeOwned {
+    fn build(self, keys: &dyn KeyReader) -> Result<AuthPlan, JobError>;
+}
+
+/// `kind = "none"`: no keys of its own.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoneSpec {}
+
+impl Spec for NoneSpec {
+    fn build(self, _keys: &dyn KeyReader) -> Result<AuthPlan, JobError> {
+        Ok(AuthPlan::None)
+    }
+}
+
+/// A boxed future, as the trait's async methods return them.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, FetchErrorKind>> + Send + 'a>>;
 
 /// A request about to be sent, as credentials see it.
 pub struct Outbound<'a> {
@@ -27,12 +80,21 @@ pub struct Outbound<'a> {
 }
 
 pub trait Credentials: Send + Sync + std::fmt::Debug {
-    /// Put credentials on a request to a trusted origin; keep them off any other.
-    fn apply(&self, request: Outbound<'_>) -> Result<(), FetchErrorKind>;
+    /// Before a request takes its slot: have credentials that are not about to expire (the
+    /// first token, or a renewal ahead of expiry). Holds no slot and no rate-limit token, so
+    /// requests waiting here block nothing.
+    fn ready(&self) -> Pending<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
 
-    /// After a 401 or 403: get new credentials if this kind can (a token, a login); true when
-    /// a retry may now succeed. Fixed credentials cannot.
-    fn renew(&self) -> Pin<Box<dyn Future<Output = Result<bool, FetchErrorKind>> + Send + '_>> {
+    /// Put credentials on a request to a trusted origin; keep them off any other. Returns the
+    /// generation of the credentials sent (0 for those that never change).
+    fn apply(&self, request: Outbound<'_>) -> Result<u64, FetchErrorKind>;
+
+    /// After a `status` of 401 or 403 for a request that carried generation `used`: true
+    /// when a retry may now succeed, because this call renewed the credentials or another
+    /// request already had. Fixed credentials cannot.
+    fn renew(&self, _used: u64, _status: u16) -> Pending<'_, bool> {
         Box::pin(async { Ok(false) })
     }
 }
@@ -53,9 +115,9 @@ impl JobCredentials {
 }
 
 impl Credentials for JobCredentials {
-    fn apply(&self, request: Outbound<'_>) -> Result<(), FetchErrorKind> {
+    fn apply(&self, request: Outbound<'_>) -> Result<u64, FetchErrorKind> {
         if request.trusted {
-            return Ok(());
+            return Ok(0);
         }
         let url = request.url;
         if url.query().is_some() && url.query_pairs().any(|(_, v)| self.secrets.contains_secret(&v)) {
@@ -81,7 +143,7 @@ impl Credentials for JobCredentials {
                 "refusing to send a body holding credentials to an origin the job does not allow".into(),
             ));
         }
-        Ok(())
+        Ok(0)
     }
 }
 

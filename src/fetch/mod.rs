@@ -18,12 +18,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, USER_AGENT};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, USER_AGENT, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::auth::{Credentials, JobCredentials, Outbound};
+use crate::auth::fixed::FixedCredentials;
+use crate::auth::oauth::{OAuth, TokenRetry};
+use crate::auth::{AuthPlan, Credentials, JobCredentials, Outbound};
 use crate::error::{Error, FetchError, FetchErrorKind};
 use crate::plan::{Method, Plan, RetryPlan};
 use crate::redact::Redactor;
@@ -110,6 +112,22 @@ pub struct Fetcher {
     cancel: CancellationToken,
 }
 
+/// The run's credentials for the job's `[auth]`; token requests use the job's client (its TLS
+/// settings and timeouts) but none of its limits.
+fn credentials(plan: &Plan, client: &reqwest::Client) -> Arc<dyn Credentials> {
+    let secrets = plan.redactor.clone();
+    match &plan.auth {
+        AuthPlan::None => Arc::new(JobCredentials::new(secrets)),
+        AuthPlan::Fixed(fixed) => Arc::new(FixedCredentials::new(fixed.clone(), secrets)),
+        AuthPlan::OAuth(grant) => {
+            let retry = plan.retry.clone();
+            let delay = Arc::new(move |attempt| backoff(&retry, attempt, rand::rng().random::<f64>()));
+            let retry = TokenRetry { max_attempts: plan.retry.max_attempts, delay };
+            Arc::new(OAuth::new(grant.clone(), client.clone(), retry, plan.request.max_body, secrets))
+        }
+    }
+}
+
 /// How long a request in flight when the run is interrupted may still take: its page is kept
 /// if it arrives by then, and fetched again by the resume if not.
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
@@ -124,6 +142,12 @@ enum Attempt {
         wait: Option<Duration>,
     },
     Fail(FetchErrorKind),
+    /// A 401 or 403 to a request that carried credentials of this generation.
+    Unauthorized {
+        kind: FetchErrorKind,
+        status: u16,
+        generation: u64,
+    },
 }
 
 impl Fetcher {
@@ -154,6 +178,7 @@ impl Fetcher {
             RateLimiter::direct(quota)
         });
         Ok(Fetcher {
+            credentials: credentials(plan, &client),
             client,
             limiter,
             permits: tokio::sync::Semaphore::new(plan.limits.concurrency.max(1)),
@@ -164,7 +189,6 @@ impl Fetcher {
             max_wait: plan.limits.max_wait,
             redactor: plan.redactor.clone(),
             allowed: plan.allowed_origins.clone(),
-            credentials: Arc::new(JobCredentials::new(plan.redactor.clone())),
             requests: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             retries: Mutex::new(BTreeMap::new()),
@@ -208,7 +232,18 @@ impl Fetcher {
     ) -> Result<T, FetchFailure<E>> {
         let mut attempt = 1;
         let mut waited = Duration::ZERO;
+        let mut renewed = false;
         loop {
+            // Credentials first, holding no slot: a renewal never waits on those waiting for it.
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Err(FetchFailure::Interrupted),
+                ready = self.credentials.ready() => {
+                    if let Err(kind) = ready {
+                        return Err(FetchFailure::Fetch(self.error(request, kind, attempt)));
+                    }
+                }
+            }
             let outcome = {
                 let _permit = tokio::select! {
                     biased;
@@ -246,6 +281,23 @@ impl Fetcher {
             match outcome {
                 Attempt::Done(_) => unreachable!("judged above"),
                 Attempt::Fail(kind) => return Err(FetchFailure::Fetch(self.error(request, kind, attempt))),
+                Attempt::Unauthorized { kind, status, generation } => {
+                    // Renewed once for this request and refused again: renewal cannot cure it.
+                    let renew = self.credentials.renew(generation, status);
+                    let retry = !renewed
+                        && tokio::select! {
+                            _ = self.cancel.cancelled() => return Err(FetchFailure::Interrupted),
+                            renewal = renew => match renewal {
+                                Ok(retry) => retry,
+                                Err(kind) => return Err(FetchFailure::Fetch(self.error(request, kind, attempt))),
+                            },
+                        };
+                    if !retry {
+                        return Err(FetchFailure::Fetch(self.error(request, kind, attempt)));
+                    }
+                    // Goes again with the new credentials, using none of its attempts.
+                    renewed = true;
+                }
                 Attempt::Retry { kind, wait: Some(wait), .. } if self.respect_server_limits => {
                     waited += wait;
                     if waited > self.max_wait {
@@ -337,8 +389,8 @@ impl Fetcher {
         let mut url = request.url.clone();
         let mut body = request.body.as_ref();
         for _ in 0..=MAX_REDIRECTS {
-            let builder = match self.build(method, &url, &request.headers, body) {
-                Ok(b) => b,
+            let (builder, generation) = match self.build(method, &url, &request.headers, body) {
+                Ok(built) => built,
                 Err(kind) => return Attempt::Fail(kind),
             };
             let started = Instant::now();
@@ -353,6 +405,7 @@ impl Fetcher {
                     return Attempt::Fail(FetchErrorKind::Status {
                         status: status.as_u16(),
                         excerpt: "redirect without a Location header".into(),
+                        challenge: None,
                     });
                 };
                 let next = match url.join(location) {
@@ -399,7 +452,13 @@ impl Fetcher {
                 started.elapsed()
             );
             if !status.is_success() {
-                let kind = FetchErrorKind::Status { status: status.as_u16(), excerpt: self.excerpt(&bytes) };
+                let excerpt = self.excerpt(&bytes);
+                let challenge = headers.get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
+                let challenge = challenge.map(|c| self.redactor.redact(c).into_owned());
+                let kind = FetchErrorKind::Status { status: status.as_u16(), excerpt, challenge };
+                if matches!(status.as_u16(), 401 | 403) {
+                    return Attempt::Unauthorized { kind, status: status.as_u16(), generation };
+                }
                 if self.retry.on_status.contains(&status.as_u16()) {
                     let wait = asked.map(|(wait, _, _)| wait);
                     return Attempt::Retry { kind, cause: format!("status_{}", status.as_u16()), wait };
@@ -423,10 +482,10 @@ impl Fetcher {
         url: &Url,
         headers: &[(String, String)],
         body: Option<&serde_json::Value>,
-    ) -> Result<reqwest::RequestBuilder, FetchErrorKind> {
+    ) -> Result<(reqwest::RequestBuilder, u64), FetchErrorKind> {
         let trusted = self.allowed.contains(&url.origin());
         let (mut url, mut headers) = (url.clone(), headers.to_vec());
-        self.credentials.apply(Outbound { url: &mut url, headers: &mut headers, body, trusted })?;
+        let generation = self.credentials.apply(Outbound { url: &mut url, headers: &mut headers, body, trusted })?;
         let mut map = HeaderMap::new();
         for (name, value) in &headers {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| FetchErrorKind::Transport(e.to_string()))?;
@@ -441,10 +500,11 @@ impl Fetcher {
             Method::Post => self.client.post(url),
         };
         let builder = builder.headers(map);
-        Ok(match body {
+        let builder = match body {
             Some(body) => builder.header(CONTENT_TYPE, "application/json").body(body.to_string()),
             None => builder,
-        })
+        };
+        Ok((builder, generation))
     }
 
     async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes, Attempt> {
@@ -552,7 +612,7 @@ mod tests {
         let headers = vec![("X-Session".to_string(), token.to_string())];
         let sent = |url: &str| {
             let request =
-                fetcher.build(Method::Get, &Url::parse(url).unwrap(), &headers, None).unwrap().build().unwrap();
+                fetcher.build(Method::Get, &Url::parse(url).unwrap(), &headers, None).unwrap().0.build().unwrap();
             (request.headers().contains_key("x-session"), request.url().to_string())
         };
         let other = &format!("https://files.example.net/x?s={token}&page=2");

@@ -1,72 +1,105 @@
-//! `[auth]`: the origins credentials may go to; every kind but `none` is refused for now.
+//! `[auth]`: `kind` picks how requests prove who sends them, and the kind reads its own keys
+//! (its `Spec`, in its file under `auth/`); `allow_origins` is read here for every kind. A
+//! key of another kind is an error at its line that names the kind it belongs to.
+
+use toml::de::{DeTable, DeValue};
 
 use super::*;
+use crate::auth::api_key::ApiKeySpec;
+use crate::auth::basic::BasicSpec;
+use crate::auth::bearer::BearerSpec;
+use crate::auth::client_credentials::ClientCredentialsSpec;
+use crate::auth::{AuthPlan, NoneSpec, Spec};
 
+/// The keys every auth kind takes.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct AuthFile {
+struct Shared {
     kind: Option<Spanned<String>>,
     #[serde(default)]
     allow_origins: Vec<Spanned<String>>,
-    token: Option<Spanned<String>>,
-    username: Option<Spanned<String>>,
-    password: Option<Spanned<String>>,
-    name: Option<Spanned<String>>,
-    value: Option<Spanned<String>>,
-    #[serde(rename = "in")]
-    in_: Option<Spanned<String>>,
-    token_url: Option<Spanned<String>>,
-    client_id: Option<Spanned<String>>,
-    client_secret: Option<Spanned<String>>,
-    scopes: Option<Spanned<Vec<String>>>,
-    client_auth: Option<Spanned<String>>,
-    login_url: Option<Spanned<String>>,
-    login_body: Option<Spanned<toml::Value>>,
-    login_format: Option<Spanned<String>>,
 }
 
+/// An auth kind as the job file names it: its own keys and how they are built.
+struct Kind {
+    name: &'static str,
+    keys: &'static [&'static str],
+    build: fn(&Cx, Spanned<DeValue>) -> R<AuthPlan>,
+}
+
+impl Kind {
+    fn of<S: Spec>(name: &'static str) -> Kind {
+        Kind { name, keys: keys_of::<S>(), build: |cx, keys| cx.section::<S>(keys)?.build(cx) }
+    }
+}
+
+/// Every auth kind, in the order messages list them.
+fn kinds() -> [Kind; 5] {
+    [
+        Kind::of::<NoneSpec>("none"),
+        Kind::of::<BearerSpec>("bearer"),
+        Kind::of::<BasicSpec>("basic"),
+        Kind::of::<ApiKeySpec>("api_key"),
+        Kind::of::<ClientCredentialsSpec>("oauth2_client_credentials"),
+    ]
+}
+
+/// Kinds in the contract that this version does not build yet.
+const LATER: &[&str] = &["oauth2_refresh_token", "oauth2_jwt_bearer", "session"];
+
 impl Cx<'_> {
-    pub(super) fn auth(&self, auth: Option<&Spanned<AuthFile>>) -> R<Vec<url::Origin>> {
-        let Some(auth) = auth else { return Ok(Vec::new()) };
-        let a = auth.get_ref();
-        if let Some(kind) = &a.kind {
-            if kind.get_ref() != "none" {
-                let known = ["none", "bearer", "basic", "api_key", "oauth2_client_credentials", "session"];
-                if !known.contains(&kind.get_ref().as_str()) {
-                    return Err(self.err(
-                        kind.span(),
-                        format!("auth kind {:?} is not one of {}", kind.get_ref(), known.join(", ")),
-                    ));
-                }
+    /// `[auth]`: the plan of its kind and the origins credentials may go to besides
+    /// `request.url`'s.
+    pub(super) fn auth(&self, section: Option<&Spanned<DeValue>>) -> R<(AuthPlan, Vec<url::Origin>)> {
+        let Some(section) = section else { return Ok((AuthPlan::None, Vec::new())) };
+        let span = section.span();
+        let Some(table) = section.get_ref().as_table() else {
+            return Err(self.err(span, "[auth] must be a table"));
+        };
+        let shared_keys = keys_of::<Shared>();
+        let (shared, own): (DeTable, DeTable) = table
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .partition(|(k, _)| shared_keys.contains(&k.get_ref().as_ref()));
+        let shared: Shared = self.section(Spanned::new(span.clone(), DeValue::Table(shared)))?;
+        let kinds = kinds();
+        let name = shared.kind.as_ref().map_or("none", |k| k.get_ref().as_str());
+        let kind_span = shared.kind.as_ref().map_or(span.clone(), |k| k.span());
+        let Some(kind) = kinds.iter().find(|k| k.name == name) else {
+            if LATER.contains(&name) {
                 return Err(self.err(
-                    kind.span(),
-                    format!(
-                        "[auth] kind = {:?} is not supported by this version of harvest yet; send the credential as a header instead, e.g. headers = {{ Authorization = \"Bearer ${{API_TOKEN}}\" }}",
-                        kind.get_ref()
-                    ),
+                    kind_span,
+                    format!("[auth] kind = {name:?} is not supported by this version of harvest yet"),
                 ));
             }
+            let names: Vec<&str> = kinds.iter().map(|k| k.name).chain(LATER.iter().copied()).collect();
+            return Err(self.err(
+                kind_span,
+                format!("auth kind {name:?} is not one of {}{}", names.join(", "), did_you_mean(name, &names)),
+            ));
+        };
+        if let Some((key, value)) = own.iter().find(|(k, _)| !kind.keys.contains(&k.get_ref().as_ref())) {
+            let key_name = key.get_ref();
+            let owners: Vec<&str> =
+                kinds.iter().filter(|k| k.keys.contains(&key_name.as_ref())).map(|k| k.name).collect();
+            return Err(if owners.is_empty() {
+                // A misspelt key of any kind is worth naming; otherwise list this kind's.
+                let every: Vec<&str> = shared_keys.iter().chain(kinds.iter().flat_map(|k| k.keys)).copied().collect();
+                let allowed: Vec<&str> = shared_keys.iter().chain(kind.keys).copied().collect();
+                let hint = Some(did_you_mean(key_name, &every)).filter(|h| !h.is_empty());
+                let hint = hint.unwrap_or_else(|| key_hint(key_name, &allowed));
+                self.err(key.span(), format!("unknown key `{key_name}` in [auth]{hint}"))
+            } else {
+                let owners = owners.join(" or ");
+                self.err(
+                    value.span(),
+                    format!("`{key_name}` does not apply to auth kind {name:?} (it is for kind {owners})"),
+                )
+            });
         }
-        let stray = [
-            a.token.as_ref().map(|v| ("token", v.span())),
-            a.username.as_ref().map(|v| ("username", v.span())),
-            a.password.as_ref().map(|v| ("password", v.span())),
-            a.name.as_ref().map(|v| ("name", v.span())),
-            a.value.as_ref().map(|v| ("value", v.span())),
-            a.in_.as_ref().map(|v| ("in", v.span())),
-            a.token_url.as_ref().map(|v| ("token_url", v.span())),
-            a.client_id.as_ref().map(|v| ("client_id", v.span())),
-            a.client_secret.as_ref().map(|v| ("client_secret", v.span())),
-            a.scopes.as_ref().map(|v| ("scopes", v.span())),
-            a.client_auth.as_ref().map(|v| ("client_auth", v.span())),
-            a.login_url.as_ref().map(|v| ("login_url", v.span())),
-            a.login_body.as_ref().map(|v| ("login_body", v.span())),
-            a.login_format.as_ref().map(|v| ("login_format", v.span())),
-        ];
-        if let Some((key, span)) = stray.into_iter().flatten().next() {
-            return Err(self.err(span, format!("`{key}` does not apply to auth kind \"none\"")));
-        }
-        a.allow_origins
+        let plan = (kind.build)(self, Spanned::new(span, DeValue::Table(own)))?;
+        let origins = shared
+            .allow_origins
             .iter()
             .map(|o| {
                 let text = self.string(o)?;
@@ -74,6 +107,7 @@ impl Cx<'_> {
                     .map_err(|e| self.err(o.span(), format!("allow_origins entry {text:?} is not a URL: {e}")))?;
                 Ok(url.origin())
             })
-            .collect()
+            .collect::<R<_>>()?;
+        Ok((plan, origins))
     }
 }

@@ -39,8 +39,10 @@ mod partitions;
 mod records;
 mod request;
 mod retry;
+mod sections;
 
-use auth::AuthFile;
+use sections::keys_of;
+
 use incremental::IncrementalFile;
 use limits::LimitsFile;
 use output::OutputFile;
@@ -56,7 +58,10 @@ struct JobFile {
     records: Spanned<RecordsFile>,
     /// Read by `pagination.rs` from its positioned table, once `kind` is known.
     pagination: Spanned<serde::de::IgnoredAny>,
-    auth: Option<Spanned<AuthFile>>,
+    /// Read by `auth.rs` from its positioned table, once `kind` is known (named here so that
+    /// `deny_unknown_fields` takes it).
+    #[allow(dead_code)]
+    auth: Option<Spanned<serde::de::IgnoredAny>>,
     #[serde(default)]
     limits: LimitsFile,
     #[serde(default)]
@@ -128,12 +133,13 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, JobError> {
 
 /// Parse and validate job text; `path` names the file in messages.
 pub fn parse(path: &Path, text: &str, env: &Env, overrides: &Overrides) -> Result<Plan, JobError> {
-    let cx = Cx { file: path, text, env, secrets: Default::default() };
+    let cx = Cx { file: path, text, env, secrets: Default::default(), warnings: Default::default() };
     let root = toml::de::DeTable::parse(text).map_err(|e| cx.toml_error(&e))?;
     let pagination = root.get_ref().get("pagination").cloned();
+    let auth = root.get_ref().get("auth").cloned();
     let file = JobFile::deserialize(toml::de::Deserializer::from(root)).map_err(|e| cx.toml_error(&e))?;
     let pagination = pagination.expect("a JobFile has [pagination]");
-    cx.validate(file, &pagination, overrides)
+    cx.validate(file, &pagination, auth.as_ref(), overrides)
 }
 
 struct Cx<'a> {
@@ -141,6 +147,8 @@ struct Cx<'a> {
     text: &'a str,
     env: &'a Env,
     secrets: std::cell::RefCell<Vec<Secret>>,
+    /// What `check` should say about the file (a credential written in it).
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 type R<T> = Result<T, JobError>;
@@ -272,7 +280,13 @@ impl Cx<'_> {
         })
     }
 
-    fn validate(&self, file: JobFile, pagination: &Spanned<toml::de::DeValue>, overrides: &Overrides) -> R<Plan> {
+    fn validate(
+        &self,
+        file: JobFile,
+        pagination: &Spanned<toml::de::DeValue>,
+        auth: Option<&Spanned<toml::de::DeValue>>,
+        overrides: &Overrides,
+    ) -> R<Plan> {
         let name = file.name.get_ref();
         if name.is_empty()
             || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
@@ -295,7 +309,7 @@ impl Cx<'_> {
                 "params_in = \"body\" (or cursor_in = \"body\") needs request.method = \"POST\"",
             ));
         }
-        let allow_origins = self.auth(file.auth.as_ref())?;
+        let (auth, allow_origins) = self.auth(auth)?;
         let limits = self.limits(&file.limits)?;
         let retry = self.retry(&file.retry)?;
         let output = self.output(&file.output, overrides.format, incremental.is_some())?;
@@ -314,6 +328,8 @@ impl Cx<'_> {
             incremental,
             redactor,
             allowed_origins: Vec::new(),
+            auth,
+            warnings: Vec::new(),
         };
         std::mem::swap(&mut plan.pagination, &mut pagination);
         let url_span = file.request.get_ref().url.span();
@@ -338,6 +354,7 @@ impl Cx<'_> {
             }
         }
         plan.allowed_origins = origins;
+        plan.warnings = self.warnings.take();
         plan.redactor = Redactor::new(self.secrets.borrow().iter().cloned());
         apply(&mut plan, overrides).map_err(|m| JobError::new(self.file, None, m))?;
         Ok(plan)

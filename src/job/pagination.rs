@@ -2,11 +2,10 @@
 //! in its file under `paginate/`); the keys every kind shares are read here. A key of another
 //! kind is an error at its line that names the kind it belongs to.
 
-use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue};
 
 use super::*;
-use crate::paginate::{KeyReader, SingleSpec, Spec};
+use crate::paginate::{SingleSpec, Spec};
 
 /// The keys every pagination kind takes.
 #[derive(Deserialize)]
@@ -93,81 +92,6 @@ impl Cx<'_> {
             max_pages: shared.max_pages.map(Spanned::into_inner),
             max_records: shared.max_records.map(Spanned::into_inner),
         })
-    }
-
-    /// Deserialize a section read with its positions; a key it does not take is reported
-    /// with a did-you-mean hint.
-    fn section<T: DeserializeOwned>(&self, value: Spanned<DeValue>) -> R<T> {
-        T::deserialize(toml::de::ValueDeserializer::from(value)).map_err(|e| self.toml_error(&e))
-    }
-}
-
-impl KeyReader for Cx<'_> {
-    fn text(&self, value: &Spanned<String>) -> R<String> {
-        self.string(value)
-    }
-
-    fn path(&self, value: &Spanned<String>) -> R<JsonPath> {
-        Cx::path(self, value)
-    }
-
-    fn error(&self, span: Range<usize>, message: String) -> JobError {
-        self.err(span, message)
-    }
-}
-
-/// The keys a section struct takes, as serde's derive lists them: the derive hands them to
-/// `deserialize_struct`, so a deserializer that stops there learns them without a second list
-/// to keep in step.
-fn keys_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
-    use serde::de::{self, Visitor};
-    use serde::forward_to_deserialize_any;
-
-    #[derive(Debug)]
-    struct Found(&'static [&'static str]);
-
-    impl std::fmt::Display for Found {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("not a struct")
-        }
-    }
-
-    impl std::error::Error for Found {}
-
-    impl de::Error for Found {
-        fn custom<M: std::fmt::Display>(_: M) -> Self {
-            Found(&[])
-        }
-    }
-
-    struct Keys;
-
-    impl<'de> de::Deserializer<'de> for Keys {
-        type Error = Found;
-
-        fn deserialize_struct<V: Visitor<'de>>(
-            self,
-            _name: &'static str,
-            fields: &'static [&'static str],
-            _visitor: V,
-        ) -> Result<V::Value, Found> {
-            Err(Found(fields))
-        }
-
-        fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Found> {
-            Err(Found(&[]))
-        }
-
-        forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
-            ignored_any
-        }
-    }
-
-    match T::deserialize(Keys) {
-        Err(Found(fields)) => fields,
-        Ok(_) => &[],
     }
 }
 

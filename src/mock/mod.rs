@@ -8,6 +8,7 @@
 //! exactly the misbehaviour it wants. The server keeps, per request, its arrival time and
 //! the number in flight, so tests check limits from the server's side.
 
+pub mod auth;
 mod dataset;
 mod faults;
 mod routes;
@@ -41,6 +42,10 @@ pub struct MockConfig {
     pub retry_after: Duration,
     /// Requests per second before answering 429.
     pub rate_limit: Option<f64>,
+    /// The credential of `/auth/<kind>/...` paths and the OAuth client secret.
+    pub secret: String,
+    /// How long a token from `/oauth/token` lives.
+    pub token_lifetime: Duration,
 }
 
 impl Default for MockConfig {
@@ -53,6 +58,8 @@ impl Default for MockConfig {
             slow: Duration::from_secs(30),
             retry_after: Duration::from_secs(1),
             rate_limit: None,
+            secret: "mock-secret".into(),
+            token_lifetime: Duration::from_secs(3600),
         }
     }
 }
@@ -79,6 +86,8 @@ pub struct Stats {
     log: Mutex<Vec<Seen>>,
     /// Faults injected, by kind (`500`, `reset`, `cut`, `invalid`, `slow`, ...).
     faults: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Tokens issued by `/oauth/token`, and what the token endpoint saw.
+    pub tokens: auth::Tokens,
 }
 
 /// Requests kept in the log; later ones are counted but not kept.

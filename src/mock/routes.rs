@@ -138,9 +138,26 @@ pub(super) async fn respond(api: &MockApi, request: Request, seq: u64) -> Respon
     let query: Vec<(String, String)> =
         url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
     let path = parts.uri.path().to_string();
-    let route = match path.strip_prefix("/t/") {
-        Some(rest) => rest.find('/').map(|i| rest[i..].to_string()).unwrap_or_default(),
+    let config = &api.config;
+    if parts.method == Method::POST && path.starts_with("/oauth/") {
+        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+        let tokens = &api.stats.tokens;
+        return super::auth::endpoint(&path, &config.secret, config.token_lifetime, tokens, &parts.headers, &body)
+            .await;
+    }
+    // `/auth/<kind>/<path>`: `<path>`, for a request with the kind's credential.
+    let unprotected = match path.strip_prefix("/auth/").and_then(|rest| rest.split_once('/')) {
+        Some((kind, rest)) => {
+            if let Err(refused) = super::auth::check(kind, &config.secret, &api.stats.tokens, &parts.headers, &query) {
+                return refused;
+            }
+            format!("/{rest}")
+        }
         None => path.clone(),
+    };
+    let route = match unprotected.strip_prefix("/t/") {
+        Some(rest) => rest.find('/').map(|i| rest[i..].to_string()).unwrap_or_default(),
+        None => unprotected.clone(),
     };
     let knobs = Knobs::parse(&query);
     let since = match &knobs.updated_since {
@@ -340,7 +357,7 @@ fn object(members: &[&str]) -> String {
     out
 }
 
-fn error(status: StatusCode, detail: &str) -> Response {
+pub(super) fn error(status: StatusCode, detail: &str) -> Response {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")

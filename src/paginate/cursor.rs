@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use toml::Spanned;
 
-use super::{KeyReader, Next, PageRequest, PageResponse, ParamsIn, Seen, StopReason, Style};
+use super::{optional_limit, place, KeyReader, Next, PageRequest, PageResponse, ParamsIn, Seen, StopReason, Style};
 use crate::error::{JobError, PageError};
 use crate::jsonpath::JsonPath;
 
@@ -35,11 +35,11 @@ impl super::Spec for Spec {
             (None, Some(header)) => NextCursor::Header(keys.text(header)?),
             (body, None) => NextCursor::Body(keys.path_or(body, "$.next_cursor")?),
         };
-        let params_in =
-            keys.place(&self.params_in, "params_in", &[ParamsIn::Query, ParamsIn::Body], ParamsIn::Query)?;
+        let params_in = place(keys, &self.params_in, "params_in", &[ParamsIn::Query, ParamsIn::Body], ParamsIn::Query)?;
         Ok(Style::Cursor(Config {
             cursor_param: keys.text_or(&self.cursor_param, "cursor")?,
-            cursor_in: keys.place(
+            cursor_in: place(
+                keys,
                 &self.cursor_in,
                 "cursor_in",
                 &[ParamsIn::Query, ParamsIn::Body, ParamsIn::Header],
@@ -47,7 +47,7 @@ impl super::Spec for Spec {
             )?,
             next,
             has_more: keys.optional_path(&self.has_more)?,
-            limit_param: keys.optional_limit(&self.limit_param, page_size)?,
+            limit_param: optional_limit(keys, &self.limit_param, page_size)?,
             page_size,
             params_in,
         }))

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::next_url::follow;
-use super::{KeyReader, Next, PageResponse, Seen, StopReason, Style};
+use super::{optional_limit, KeyReader, Next, PageResponse, Seen, StopReason, Style};
 use crate::error::{JobError, PageError};
 
 /// `kind = "link_header"` in the job file.
@@ -22,7 +22,7 @@ pub struct Spec {
 
 impl super::Spec for Spec {
     fn build(self, page_size: Option<u64>, keys: &dyn KeyReader) -> Result<Style, JobError> {
-        Ok(Style::LinkHeader(Config { limit_param: keys.optional_limit(&self.limit_param, page_size)?, page_size }))
+        Ok(Style::LinkHeader(Config { limit_param: optional_limit(keys, &self.limit_param, page_size)?, page_size }))
     }
 }
 

@@ -19,7 +19,6 @@ pub mod page;
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
-use std::ops::Range;
 
 use reqwest::header::HeaderMap;
 use serde::de::DeserializeOwned;
@@ -30,6 +29,7 @@ use url::Url;
 
 use crate::error::{JobError, PageError};
 use crate::jsonpath::{Document, JsonPath, Kind};
+pub use crate::keys::KeyReader;
 use crate::redact::Redactor;
 
 /// Where pagination parameters go.
@@ -124,64 +124,28 @@ pub trait Spec: DeserializeOwned {
     fn build(self, page_size: Option<u64>, keys: &dyn KeyReader) -> Result<Style, JobError>;
 }
 
-/// How a [`Spec`] reads its values: the job's reader substitutes `${VAR}`, compiles JSONPath
-/// and places an error at its `file:line:col`.
-pub trait KeyReader {
-    fn text(&self, value: &Spanned<String>) -> Result<String, JobError>;
-    fn path(&self, value: &Spanned<String>) -> Result<JsonPath, JobError>;
-    fn error(&self, span: Range<usize>, message: String) -> JobError;
+/// Where parameters go: one of `allowed`, by name, or `default`.
+pub fn place(
+    keys: &dyn KeyReader,
+    value: &Option<Spanned<String>>,
+    key: &str,
+    allowed: &[ParamsIn],
+    default: ParamsIn,
+) -> Result<ParamsIn, JobError> {
+    let names: Vec<&str> = allowed.iter().map(|p| p.name()).collect();
+    Ok(keys.choice(value, key, &names)?.map_or(default, |i| allowed[i]))
+}
 
-    /// The text given, or `default`.
-    fn text_or(&self, value: &Option<Spanned<String>>, default: &str) -> Result<String, JobError> {
-        match value {
-            Some(v) => self.text(v),
-            None => Ok(default.to_string()),
-        }
-    }
-
-    /// A JSONPath if one is given; a blank value means none.
-    fn optional_path(&self, value: &Option<Spanned<String>>) -> Result<Option<JsonPath>, JobError> {
-        match value {
-            Some(v) if !v.get_ref().trim().is_empty() => Ok(Some(self.path(v)?)),
-            _ => Ok(None),
-        }
-    }
-
-    /// The path given, or `default`.
-    fn path_or(&self, value: &Option<Spanned<String>>, default: &str) -> Result<JsonPath, JobError> {
-        match value {
-            Some(v) => self.path(v),
-            None => Ok(JsonPath::parse(default).expect("a valid default path")),
-        }
-    }
-
-    /// Where parameters go: one of `allowed`, by name, or `default`.
-    fn place(
-        &self,
-        value: &Option<Spanned<String>>,
-        key: &str,
-        allowed: &[ParamsIn],
-        default: ParamsIn,
-    ) -> Result<ParamsIn, JobError> {
-        let Some(value) = value else { return Ok(default) };
-        let text = self.text(value)?;
-        allowed.iter().copied().find(|p| p.name().eq_ignore_ascii_case(text.trim())).ok_or_else(|| {
-            let names: Vec<String> = allowed.iter().map(|p| format!("{:?}", p.name())).collect();
-            self.error(value.span(), format!("{key} = {text:?} is not one of {}", names.join(", ")))
-        })
-    }
-
-    /// A page-size parameter for the kinds that send one only when asked to: `limit_param`,
-    /// defaulting to `limit`, when the job gives it or a page size.
-    fn optional_limit(
-        &self,
-        limit_param: &Option<Spanned<String>>,
-        page_size: Option<u64>,
-    ) -> Result<Option<String>, JobError> {
-        match (limit_param, page_size) {
-            (None, None) => Ok(None),
-            (given, _) => self.text_or(given, "limit").map(Some),
-        }
+/// A page-size parameter for the kinds that send one only when asked to: `limit_param`,
+/// defaulting to `limit`, when the job gives it or a page size.
+pub fn optional_limit(
+    keys: &dyn KeyReader,
+    limit_param: &Option<Spanned<String>>,
+    page_size: Option<u64>,
+) -> Result<Option<String>, JobError> {
+    match (limit_param, page_size) {
+        (None, None) => Ok(None),
+        (given, _) => keys.text_or(given, "limit").map(Some),
     }
 }
 

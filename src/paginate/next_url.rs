@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{KeyReader, Next, PageRequest, PageResponse, Seen, StopReason, Style};
+use super::{optional_limit, KeyReader, Next, PageRequest, PageResponse, Seen, StopReason, Style};
 use crate::error::{JobError, PageError};
 use crate::jsonpath::JsonPath;
 
@@ -23,7 +23,7 @@ impl super::Spec for Spec {
     fn build(self, page_size: Option<u64>, keys: &dyn KeyReader) -> Result<Style, JobError> {
         Ok(Style::NextUrl(Config {
             next: keys.path_or(&self.next, "$.next")?,
-            limit_param: keys.optional_limit(&self.limit_param, page_size)?,
+            limit_param: optional_limit(keys, &self.limit_param, page_size)?,
             page_size,
         }))
     }

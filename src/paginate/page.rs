@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use toml::Spanned;
 
-use super::{Facts, KeyReader, Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason, Style};
+use super::{place, Facts, KeyReader, Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason, Style};
 use crate::error::{JobError, PageError};
 use crate::jsonpath::JsonPath;
 
@@ -38,7 +38,7 @@ impl super::Spec for Spec {
             page_size: Some(page_size.unwrap_or(100)),
             total_pages: keys.optional_path(&self.total_pages)?,
             total: keys.optional_path(&self.total)?,
-            params_in: keys.place(&self.params_in, "params_in", &[ParamsIn::Query, ParamsIn::Body], ParamsIn::Query)?,
+            params_in: place(keys, &self.params_in, "params_in", &[ParamsIn::Query, ParamsIn::Body], ParamsIn::Query)?,
         }))
     }
 }

@@ -1,0 +1,311 @@
+//! OAuth2 access tokens: one token for the whole job, fetched before the first request,
+//! renewed ahead of its expiry and once on a 401, one renewal at a time.
+//!
+//! Every request first waits in [`Credentials::ready`], holding neither a concurrency slot
+//! nor a rate-limit token, so a renewal never waits on the requests that wait on it. The
+//! renewal itself is single-flight: whoever takes the lock first asks the token endpoint;
+//! the others find a newer token when they get the lock and ask nothing. A token is renewed
+//! when less than min(60 s, a quarter of its lifetime) remains; one without `expires_in` is
+//! kept until a 401. A 401 renews only if the request carried the token still current (one
+//! that failed with a token already replaced just goes again with the new one). Each token
+//! is taught to the run's redactor the moment it arrives. Token requests go to `token_url`
+//! with the client's secret, never anywhere else, are retried on connection errors, 429 and
+//! 5xx with the job's backoff, and take no slot of the API's rate limit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::Value;
+use url::Url;
+
+use super::fixed::{add, Place};
+use super::{Credentials, JobCredentials, Outbound, Pending};
+use crate::error::FetchErrorKind;
+use crate::redact::{Redactor, Secret};
+
+/// What buys a token, resolved from the job file.
+#[derive(Clone)]
+pub struct Grant {
+    /// The job file's kind, for messages.
+    pub kind: &'static str,
+    pub token_url: Url,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scopes: Vec<String>,
+    pub audience: Option<String>,
+    /// Extra form fields.
+    pub params: Vec<(String, String)>,
+    pub client_auth: ClientAuth,
+}
+
+/// How the client proves itself to the token endpoint (RFC 6749 2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// HTTP Basic with the form-encoded id and secret.
+    Basic,
+    /// `client_id` and `client_secret` as form fields.
+    Body,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("kind", &self.kind)
+            .field("token_url", &self.token_url.as_str())
+            .field("client_id", &self.client_id)
+            .field("scopes", &self.scopes)
+            .field("audience", &self.audience)
+            .field("client_auth", &self.client_auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Grant {
+    pub fn describe(&self) -> String {
+        let scopes = if self.scopes.is_empty() { String::new() } else { format!(", scopes {}", self.scopes.join(" ")) };
+        format!(
+            "{}: client {} gets a token from {}{scopes}; renewed ahead of expiry and once on a 401, \
+             sent as Authorization: Bearer to the allowed origins only",
+            self.kind, self.client_id, self.token_url
+        )
+    }
+}
+
+/// How the token endpoint is retried: the job's attempts, and its backoff for attempt n.
+#[derive(Clone)]
+pub struct TokenRetry {
+    pub max_attempts: u32,
+    pub delay: Arc<dyn Fn(u32) -> Duration + Send + Sync>,
+}
+
+impl std::fmt::Debug for TokenRetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRetry").field("max_attempts", &self.max_attempts).finish()
+    }
+}
+
+/// A token as the run holds it.
+#[derive(Debug)]
+struct Token {
+    value: String,
+    /// 1 for the first token of the run, then one more each renewal.
+    generation: u64,
+    /// When to renew ahead of expiry; `None` without `expires_in`.
+    renew_at: Option<Instant>,
+}
+
+/// The run's credentials for an OAuth kind.
+#[derive(Debug)]
+pub struct OAuth {
+    grant: Grant,
+    client: reqwest::Client,
+    retry: TokenRetry,
+    max_body: u64,
+    secrets: Redactor,
+    job: JobCredentials,
+    current: RwLock<Option<Arc<Token>>>,
+    renewing: tokio::sync::Mutex<()>,
+    generations: AtomicU64,
+}
+
+impl OAuth {
+    /// `client` is the job's (its TLS settings and timeouts), used without the job's limits.
+    pub fn new(grant: Grant, client: reqwest::Client, retry: TokenRetry, max_body: u64, secrets: Redactor) -> Self {
+        OAuth {
+            grant,
+            client,
+            retry,
+            max_body,
+            job: JobCredentials::new(secrets.clone()),
+            secrets,
+            current: RwLock::new(None),
+            renewing: tokio::sync::Mutex::new(()),
+            generations: AtomicU64::new(0),
+        }
+    }
+
+    fn token(&self) -> Option<Arc<Token>> {
+        self.current.read().expect("token lock").clone()
+    }
+
+    /// Get a new token unless someone replaced generation `seen` while this one waited.
+    async fn renew_from(&self, seen: Option<u64>) -> Result<(), FetchErrorKind> {
+        let _one_at_a_time = self.renewing.lock().await;
+        if self.token().map(|t| t.generation) != seen {
+            return Ok(());
+        }
+        let (value, lifetime) = self.request_token().await?;
+        let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
+        let renew_at = lifetime.map(|life| Instant::now() + life - (life / 4).min(Duration::from_secs(60)));
+        tracing::info!(
+            "{}: got an access token from {}{}",
+            self.grant.kind,
+            self.grant.token_url,
+            match lifetime {
+                Some(life) => format!(", valid for {}", humantime::format_duration(life)),
+                None => ", without an expiry (kept until a 401)".to_string(),
+            }
+        );
+        *self.current.write().expect("token lock") = Some(Arc::new(Token { value, generation, renew_at }));
+        Ok(())
+    }
+
+    /// Ask the token endpoint, with retries; the token (taught to the redactor) and its lifetime.
+    async fn request_token(&self) -> Result<(String, Option<Duration>), FetchErrorKind> {
+        let mut attempt = 1;
+        loop {
+            let failure = match self.send_token_request().await {
+                Ok(Ok(granted)) => return Ok(granted),
+                Ok(Err(refused)) => return Err(refused),
+                Err(retryable) => retryable,
+            };
+            if attempt >= self.retry.max_attempts {
+                return Err(self.refused(format!("{failure} after {attempt} attempts")));
+            }
+            let delay = (self.retry.delay)(attempt);
+            tracing::warn!("{}: the token endpoint {failure}; retrying in {delay:.1?}", self.grant.kind);
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// One token request: granted, refused for good, or `Err` with what a retry may cure.
+    async fn send_token_request(&self) -> Result<Result<(String, Option<Duration>), FetchErrorKind>, String> {
+        let grant = &self.grant;
+        let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+        let scope = grant.scopes.join(" ");
+        if !scope.is_empty() {
+            form.push(("scope", &scope));
+        }
+        if let Some(audience) = &grant.audience {
+            form.push(("audience", audience));
+        }
+        form.extend(grant.params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut request = self.client.post(grant.token_url.clone()).header("Accept", "application/json");
+        match grant.client_auth {
+            ClientAuth::Basic => {
+                let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                let pair = format!("{}:{}", encode(&grant.client_id), encode(&grant.client_secret));
+                let basic = base64::engine::general_purpose::STANDARD.encode(pair);
+                request = request.header("Authorization", format!("Basic {basic}"));
+            }
+            ClientAuth::Body => {
+                form.push(("client_id", &grant.client_id));
+                form.push(("client_secret", &grant.client_secret));
+            }
+        }
+        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish();
+        let request = request.header("Content-Type", "application/x-www-form-urlencoded").body(body);
+        let response = request.send().await.map_err(|e| format!("failed: {}", self.secrets.redact(&e.to_string())))?;
+        let status = response.status().as_u16();
+        let bytes = read_limited(response, self.max_body).await.map_err(|e| format!("failed mid-body: {e}"))?;
+        let json: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if status == 429 || status >= 500 {
+            return Err(format!("returned {status}"));
+        }
+        if !(200..300).contains(&status) {
+            // The body is never quoted whole: a server may echo what it was sent.
+            let field =
+                |name: &str| json.as_ref().and_then(|j| j.get(name)).and_then(Value::as_str).map(str::to_string);
+            let said = match (field("error"), field("error_description")) {
+                (Some(e), Some(d)) => format!("{e} ({d})"),
+                (Some(e), None) => e,
+                _ => format!("HTTP {status}"),
+            };
+            return Ok(Err(self.refused(format!(
+                "refused client {} with {status}: {}",
+                grant.client_id,
+                self.secrets.redact(&said)
+            ))));
+        }
+        Ok(self.granted(json))
+    }
+
+    fn granted(&self, json: Option<Value>) -> Result<(String, Option<Duration>), FetchErrorKind> {
+        let Some(json) = json else {
+            return Err(self.refused("answered with a body that is not JSON".into()));
+        };
+        let Some(token) = json.get("access_token").and_then(Value::as_str).filter(|t| !t.is_empty()) else {
+            return Err(self.refused("answered without an access_token".into()));
+        };
+        // Taught before anything else can print it.
+        self.secrets.learn(Secret::new("oauth access token", token));
+        match json.get("token_type").and_then(Value::as_str) {
+            None => {}
+            Some(kind) if kind.eq_ignore_ascii_case("bearer") => {}
+            Some(other) => {
+                return Err(self.refused(format!("issued a token of type {other:?}; harvest sends bearer tokens only")))
+            }
+        }
+        let seconds = match json.get("expires_in") {
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        let lifetime = seconds.filter(|s| s.is_finite() && *s > 0.0).map(Duration::from_secs_f64);
+        Ok((token.to_string(), lifetime))
+    }
+
+    fn refused(&self, what: String) -> FetchErrorKind {
+        FetchErrorKind::Auth(format!("the token endpoint {} {what}", self.grant.token_url))
+    }
+}
+
+impl Credentials for OAuth {
+    fn ready(&self) -> Pending<'_, ()> {
+        Box::pin(async move {
+            // A renewal in progress (a 401, a revocation): wait for its token rather than send
+            // one the server has just refused.
+            if self.renewing.try_lock().is_err() {
+                drop(self.renewing.lock().await);
+            }
+            let token = self.token();
+            let due = match &token {
+                None => true,
+                Some(t) => t.renew_at.is_some_and(|at| Instant::now() >= at),
+            };
+            if due {
+                self.renew_from(token.map(|t| t.generation)).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn apply(&self, request: Outbound<'_>) -> Result<u64, FetchErrorKind> {
+        if !request.trusted {
+            return self.job.apply(request);
+        }
+        let token = self.token().ok_or_else(|| FetchErrorKind::Auth("no access token yet".into()))?;
+        add(request.url, request.headers, Place::Header, "Authorization", &format!("Bearer {}", token.value));
+        Ok(token.generation)
+    }
+
+    fn renew(&self, used: u64, status: u16) -> Pending<'_, bool> {
+        Box::pin(async move {
+            if status != 401 {
+                return Ok(false);
+            }
+            // A token replaced since this request left: just go again with the new one.
+            if self.token().is_some_and(|t| t.generation > used) {
+                return Ok(true);
+            }
+            tracing::info!("{}: the API answered 401 to the current token; renewing it", self.grant.kind);
+            self.renew_from(Some(used)).await?;
+            Ok(true)
+        })
+    }
+}
+
+/// A response body, refused past `limit` bytes (after decompression).
+async fn read_limited(mut response: reqwest::Response, limit: u64) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        body.extend_from_slice(&chunk);
+        if body.len() as u64 > limit {
+            return Err(format!("the body is larger than max_body ({limit} bytes)"));
+        }
+    }
+    Ok(body)
+}

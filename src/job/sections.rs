@@ -1,0 +1,113 @@
+//! Reading a section whose keys depend on its `kind` (`[pagination]`, `[auth]`): a section
+//! deserialized from its positioned table, the keys a kind's struct takes, and the
+//! [`KeyReader`] through which a kind reads its values.
+
+use serde::de::DeserializeOwned;
+use toml::de::DeValue;
+
+use super::*;
+use crate::keys::KeyReader;
+
+impl Cx<'_> {
+    /// Deserialize a section read with its positions; a key it does not take is reported
+    /// with a did-you-mean hint.
+    pub(super) fn section<T: DeserializeOwned>(&self, value: Spanned<DeValue>) -> R<T> {
+        T::deserialize(toml::de::ValueDeserializer::from(value)).map_err(|e| self.toml_error(&e))
+    }
+}
+
+impl KeyReader for Cx<'_> {
+    fn text(&self, value: &Spanned<String>) -> R<String> {
+        self.string(value)
+    }
+
+    fn path(&self, value: &Spanned<String>) -> R<JsonPath> {
+        Cx::path(self, value)
+    }
+
+    fn error(&self, span: Range<usize>, message: String) -> JobError {
+        self.err(span, message)
+    }
+
+    fn secret(&self, value: &Spanned<String>, what: &str) -> R<String> {
+        let text = self.string(value)?;
+        if !value.get_ref().contains("${") {
+            self.learn(&text, what);
+            self.warnings.borrow_mut().push(format!(
+                "{what} is written in the job file; put it in the environment or a .env file and write ${{VAR}}"
+            ));
+        }
+        Ok(text)
+    }
+
+    fn learn(&self, text: &str, what: &str) {
+        self.secrets.borrow_mut().push(Secret::new(what, text));
+    }
+
+    fn identifier(&self, value: &Spanned<String>) -> R<String> {
+        let known = self.secrets.borrow().len();
+        let text = self.string(value);
+        // What `${VAR}` filled in here names something; it is not a secret.
+        self.secrets.borrow_mut().truncate(known);
+        text
+    }
+
+    fn duration(&self, value: &Option<Spanned<String>>, default: std::time::Duration) -> R<std::time::Duration> {
+        Cx::duration(self, value, default)
+    }
+}
+
+/// The keys a section struct takes, as serde's derive lists them: the derive hands them to
+/// `deserialize_struct`, so a deserializer that stops there learns them without a second list
+/// to keep in step.
+pub(super) fn keys_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+    use serde::forward_to_deserialize_any;
+
+    #[derive(Debug)]
+    struct Found(&'static [&'static str]);
+
+    impl std::fmt::Display for Found {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("not a struct")
+        }
+    }
+
+    impl std::error::Error for Found {}
+
+    impl de::Error for Found {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Found(&[])
+        }
+    }
+
+    struct Keys;
+
+    impl<'de> de::Deserializer<'de> for Keys {
+        type Error = Found;
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Found> {
+            Err(Found(fields))
+        }
+
+        fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Found> {
+            Err(Found(&[]))
+        }
+
+        forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    match T::deserialize(Keys) {
+        Err(Found(fields)) => fields,
+        Ok(_) => &[],
+    }
+}

@@ -1,0 +1,82 @@
+//! How a section's keys are read once its struct is known: the job's reader implements
+//! [`KeyReader`] (it substitutes `${VAR}`, compiles JSONPath and places an error at the key's
+//! `file:line:col`), and a pagination strategy or an auth kind builds its configuration
+//! through it, so the kinds need not know the job file's reader.
+
+use std::ops::Range;
+
+use toml::Spanned;
+
+use crate::error::JobError;
+use crate::jsonpath::JsonPath;
+
+pub trait KeyReader {
+    fn text(&self, value: &Spanned<String>) -> Result<String, JobError>;
+    fn path(&self, value: &Spanned<String>) -> Result<JsonPath, JobError>;
+    fn error(&self, span: Range<usize>, message: String) -> JobError;
+
+    /// A credential: its text, a secret from now on whether it came from `${VAR}` or was
+    /// written in the file (which `check` warns about); `what` names it in sealed files.
+    fn secret(&self, value: &Spanned<String>, what: &str) -> Result<String, JobError>;
+
+    /// Treat `text` as a secret from now on (a value built of secrets: `user:password`).
+    fn learn(&self, text: &str, what: &str);
+
+    /// An identifier (a client id, a username, a token URL): shown in messages even when it
+    /// came from `${VAR}`.
+    fn identifier(&self, value: &Spanned<String>) -> Result<String, JobError>;
+
+    /// A duration such as `"30m"`, or `default`.
+    fn duration(
+        &self,
+        value: &Option<Spanned<String>>,
+        default: std::time::Duration,
+    ) -> Result<std::time::Duration, JobError>;
+
+    /// The text given, or `default`.
+    fn text_or(&self, value: &Option<Spanned<String>>, default: &str) -> Result<String, JobError> {
+        match value {
+            Some(v) => self.text(v),
+            None => Ok(default.to_string()),
+        }
+    }
+
+    /// A JSONPath if one is given; a blank value means none.
+    fn optional_path(&self, value: &Option<Spanned<String>>) -> Result<Option<JsonPath>, JobError> {
+        match value {
+            Some(v) if !v.get_ref().trim().is_empty() => Ok(Some(self.path(v)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The path given, or `default`.
+    fn path_or(&self, value: &Option<Spanned<String>>, default: &str) -> Result<JsonPath, JobError> {
+        match value {
+            Some(v) => self.path(v),
+            None => Ok(JsonPath::parse(default).expect("a valid default path")),
+        }
+    }
+
+    /// Which of `names` the value is (case-insensitive); `None` when not given.
+    fn choice(&self, value: &Option<Spanned<String>>, key: &str, names: &[&str]) -> Result<Option<usize>, JobError> {
+        let Some(value) = value else { return Ok(None) };
+        let text = self.text(value)?;
+        match names.iter().position(|n| n.eq_ignore_ascii_case(text.trim())) {
+            Some(i) => Ok(Some(i)),
+            None => {
+                let names: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+                Err(self.error(value.span(), format!("{key} = {text:?} is not one of {}", names.join(", "))))
+            }
+        }
+    }
+
+    /// An http or https URL.
+    fn url(&self, value: &Spanned<String>, key: &str) -> Result<url::Url, JobError> {
+        let text = self.identifier(value)?;
+        match url::Url::parse(text.trim()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
+            Ok(url) => Err(self.error(value.span(), format!("{key} must be http or https, not {}", url.scheme()))),
+            Err(e) => Err(self.error(value.span(), format!("{key} {text:?} is not a URL: {e}"))),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The mock's protected paths and its OAuth2 token endpoint.
+//!
+//! `/auth/<kind>/<path>` serves `<path>` (any pagination path, links kept under the prefix)
+//! only to a request that carries the kind's credential, built from the mock's `secret`:
+//!
+//! | kind     | credential                                                        |
+//! |----------|-------------------------------------------------------------------|
+//! | `bearer` | `Authorization: Bearer <secret>`                                  |
+//! | `basic`  | `Authorization: Basic base64("harvest:<secret>")`                 |
+//! | `header` | `X-Api-Key: <secret>`                                             |
+//! | `query`  | `?api_key=<secret>`                                               |
+//! | `cookie` | `Cookie: api_key=<secret>`                                        |
+//! | `oauth`  | `Authorization: Bearer <a token from POST /oauth/token, unexpired>` |
+//!
+//! A request without it gets a 401 with `WWW-Authenticate` and an OAuth-style JSON error.
+//! `POST /oauth/token` grants `client_credentials` to client `harvest-client` with the secret
+//! (HTTP Basic or form fields), for `token_lifetime`; it answers slowly (50 ms) so that
+//! concurrent token requests overlap if a client sends them, and counts them and the most in
+//! progress at once. `POST /oauth/revoke` revokes every token issued so far.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use base64::Engine;
+use serde_json::json;
+
+/// The username of `basic` and the client id of `oauth`.
+pub const USER: &str = "harvest";
+pub const CLIENT_ID: &str = "harvest-client";
+
+/// Issued tokens and what the token endpoint saw.
+#[derive(Debug, Default)]
+pub struct Tokens {
+    issued: Mutex<HashMap<String, Issued>>,
+    next: AtomicU64,
+    requests: AtomicU64,
+    in_progress: AtomicU64,
+    max_in_progress: AtomicU64,
+    /// 401s answered on `/auth/oauth`, by why: `expired`, `revoked`, `unknown`, `missing`.
+    refused: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Issued {
+    expires: Instant,
+    revoked: bool,
+}
+
+impl Tokens {
+    /// Token requests answered (granted or not).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// The most token requests in progress at once.
+    pub fn max_in_progress(&self) -> u64 {
+        self.max_in_progress.load(Ordering::SeqCst)
+    }
+
+    /// 401s on `/auth/oauth` for this reason.
+    pub fn refused(&self, reason: &str) -> u64 {
+        self.refused.lock().expect("refused lock").get(reason).copied().unwrap_or(0)
+    }
+
+    /// Every token issued so far, as the tests search for them.
+    pub fn issued(&self) -> Vec<String> {
+        self.issued.lock().expect("tokens lock").keys().cloned().collect()
+    }
+
+    fn refuse(&self, reason: &'static str) -> Response {
+        *self.refused.lock().expect("refused lock").entry(reason).or_default() += 1;
+        unauthorized("invalid_token", &format!("the access token is {reason}"))
+    }
+}
+
+/// Check the credential of `/auth/<kind>/...`.
+pub(super) fn check(
+    kind: &str,
+    secret: &str,
+    tokens: &Tokens,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+) -> Result<(), Response> {
+    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ok = match kind {
+        "bearer" => header(header::AUTHORIZATION) == format!("Bearer {secret}"),
+        "basic" => {
+            let expected = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{secret}"));
+            header(header::AUTHORIZATION) == format!("Basic {expected}")
+        }
+        "header" => headers.get("x-api-key").and_then(|v| v.to_str().ok()) == Some(secret),
+        "query" => query.iter().any(|(k, v)| k == "api_key" && v == secret),
+        "cookie" => headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .any(|pair| pair.trim() == format!("api_key={secret}")),
+        "oauth" => {
+            let Some(token) = header(header::AUTHORIZATION).strip_prefix("Bearer ") else {
+                return Err(tokens.refuse("missing"));
+            };
+            let issued = tokens.issued.lock().expect("tokens lock").get(token).copied();
+            return match issued {
+                None => Err(tokens.refuse("unknown")),
+                Some(t) if t.revoked => Err(tokens.refuse("revoked")),
+                Some(t) if t.expires <= Instant::now() => Err(tokens.refuse("expired")),
+                Some(_) => Ok(()),
+            };
+        }
+        other => return Err(super::routes::error(StatusCode::NOT_FOUND, &format!("no auth kind {other:?}"))),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(unauthorized("invalid_token", "missing or wrong credentials"))
+    }
+}
+
+/// `POST /oauth/token` and `POST /oauth/revoke`.
+pub(super) async fn endpoint(
+    path: &str,
+    secret: &str,
+    lifetime: Duration,
+    tokens: &Tokens,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    if path == "/oauth/revoke" {
+        for issued in tokens.issued.lock().expect("tokens lock").values_mut() {
+            issued.revoked = true;
+        }
+        return json_response(StatusCode::OK, json!({ "revoked": true }));
+    }
+    tokens.requests.fetch_add(1, Ordering::SeqCst);
+    let now = tokens.in_progress.fetch_add(1, Ordering::SeqCst) + 1;
+    tokens.max_in_progress.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let response = grant(secret, lifetime, tokens, headers, body);
+    tokens.in_progress.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+fn grant(secret: &str, lifetime: Duration, tokens: &Tokens, headers: &HeaderMap, body: &[u8]) -> Response {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only client_credentials");
+    }
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+    let (id, client_secret) = match basic.as_deref().and_then(|b| b.split_once(':')) {
+        Some((id, s)) => (decode(id), decode(s)),
+        None => {
+            (form.get("client_id").cloned().unwrap_or_default(), form.get("client_secret").cloned().unwrap_or_default())
+        }
+    };
+    if id != CLIENT_ID || client_secret != secret {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
+    }
+    let n = tokens.next.fetch_add(1, Ordering::SeqCst) + 1;
+    let token = format!("mock-access-{n}-{:016x}", rand::random::<u64>());
+    tokens
+        .issued
+        .lock()
+        .expect("tokens lock")
+        .insert(token.clone(), Issued { expires: Instant::now() + lifetime, revoked: false });
+    json_response(
+        StatusCode::OK,
+        json!({
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": lifetime.as_secs().max(1),
+            "scope": form.get("scope").cloned().unwrap_or_default(),
+        }),
+    )
+}
+
+fn unauthorized(error: &str, description: &str) -> Response {
+    let mut response = oauth_error(StatusCode::UNAUTHORIZED, error, description);
+    let challenge = format!("Bearer realm=\"mock\", error=\"{error}\"");
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge.parse().expect("a valid header"));
+    response
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    json_response(status, json!({ "error": error, "error_description": description }))
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from(body.to_string()))
+        .expect("a valid response")
+}

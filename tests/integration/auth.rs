@@ -1,0 +1,225 @@
+//! `[auth]` kinds against the mock's protected paths and its token endpoint: every id once
+//! with the right credential, a clear exit-1 error with a wrong one, credentials kept to the
+//! allowed origins, and one token renewal at a time for the whole job.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use harvest::mock::auth::USER;
+use harvest::mock::{MockConfig, MockServer};
+
+use crate::support::{one_to, Fixture};
+
+/// Characters that URL, form and header encodings each treat differently.
+const SECRET: &str = "k+y/v=l ue%2F";
+
+fn fixed_kinds() -> [(&'static str, &'static str); 5] {
+    [
+        ("bearer", "kind = \"bearer\"\ntoken = \"${SECRET}\""),
+        ("basic", "kind = \"basic\"\nusername = \"harvest\"\npassword = \"${SECRET}\""),
+        ("header", "kind = \"api_key\"\nname = \"X-Api-Key\"\nvalue = \"${SECRET}\""),
+        ("query", "kind = \"api_key\"\nname = \"api_key\"\nvalue = \"${SECRET}\"\nin = \"query\""),
+        ("cookie", "kind = \"api_key\"\nname = \"api_key\"\nvalue = \"${SECRET}\"\nin = \"cookie\""),
+    ]
+}
+
+fn job(path: &str, auth: &str, extra: &str) -> String {
+    format!(
+        "name = \"t\"\n[request]\nurl = \"{{base}}{path}\"\n[records]\npath = \"$.items[*]\"\n[pagination]\n\
+         kind = \"offset\"\npage_size = 50\ntotal = \"$.total\"\n[auth]\n{auth}\n{extra}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_fixed_kind_harvests_every_id_and_a_wrong_credential_fails_clearly() {
+    for (path, auth) in fixed_kinds() {
+        let f = Fixture::with(MockConfig { records: 230, secret: SECRET.into(), ..Default::default() }).await;
+        let job = job(&format!("/auth/{path}/offset"), auth, "");
+        f.run_with(&job, &[("SECRET", SECRET)]).await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(f.ids("t"), one_to(230), "{path}");
+        assert_eq!(f.server.stats.requests(), 5, "{path}: one request a page, none refused");
+
+        let wrong = "not-the-secret";
+        let error = f.run_with(&job, &[("SECRET", wrong)]).await.expect_err(path).to_string();
+        assert!(error.contains("returned 401") && error.contains("invalid_token"), "{path}: {error}");
+        assert!(error.contains("WWW-Authenticate: Bearer realm=\"mock\""), "{path}: {error}");
+        assert!(!error.contains(wrong) && !error.contains("not-the"), "{path}: the credential is masked: {error}");
+        let sent = f.server.stats.log().into_iter().filter(|s| s.uri.contains("/auth/")).count();
+        assert_eq!(sent, 6, "{path}: a refusal that renewal cannot cure is not retried");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fixed_credentials_stay_with_the_allowed_origins() {
+    for (kind, auth) in fixed_kinds() {
+        let other =
+            MockServer::start(MockConfig { records: 120, secret: SECRET.into(), ..Default::default() }).await.unwrap();
+        let f = Fixture::with(MockConfig { records: 120, secret: SECRET.into(), ..Default::default() }).await;
+        // Next links from the first page on point at the other origin's protected path.
+        let path = format!("/auth/{kind}/next-url?next_origin={}&per_page=50", other.url());
+        let next = "[pagination]\nkind = \"next_url\"\nnext = \"$.next\"";
+        let text = job(&path, auth, "")
+            .replace("[pagination]\nkind = \"offset\"\npage_size = 50\ntotal = \"$.total\"", next)
+            .replace("$.items[*]", "$.results[*]");
+        let error = f.run_with(&text, &[("SECRET", SECRET)]).await.expect_err(kind).to_string();
+        assert!(error.contains("returned 401"), "{kind}: the other origin got no credential: {error}");
+        let leaked = |server: &MockServer| {
+            server.stats.log().iter().any(|s| {
+                s.uri.contains("api_key=")
+                    || s.headers.iter().any(|(n, v)| {
+                        let n = n.to_ascii_lowercase();
+                        n == "authorization" || n == "x-api-key" || (n == "cookie" && v.contains("api_key"))
+                    })
+            })
+        };
+        assert!(leaked(&f.server), "{kind}: the job's origin got its credential");
+        assert!(!leaked(&other), "{kind}: another origin got a credential: {:?}", other.stats.log());
+
+        // Allowed, the other origin gets it too, and the harvest completes.
+        let allowed = text.replace("[auth]\n", &format!("[auth]\nallow_origins = [\"{}\"]\n", other.url()));
+        f.run_with(&allowed, &[("SECRET", SECRET)]).await.unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!(f.ids("t"), one_to(120), "{kind}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_credentials_renew_once_at_a_time_over_many_token_lifetimes() {
+    let lifetime = Duration::from_secs(2);
+    let config = MockConfig {
+        records: 33_000,
+        latency: Duration::from_millis(100),
+        secret: SECRET.into(),
+        token_lifetime: lifetime,
+        ..Default::default()
+    };
+    let f = Fixture::with(config).await;
+    let auth =
+        "kind = \"oauth2_client_credentials\"\ntoken_url = \"{base}/oauth/token\"\nclient_id = \"harvest-client\"\n\
+                client_secret = \"${SECRET}\"\nscopes = [\"read\", \"export\"]";
+    let text =
+        job("/auth/oauth/offset", auth, "[limits]\nconcurrency = 32\n").replace("page_size = 50", "page_size = 10");
+    let started = Instant::now();
+    f.run_with(&text, &[("SECRET", SECRET)]).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(f.ids("t"), one_to(33_000));
+    let tokens = &f.server.stats.tokens;
+    let lifetimes = took.as_secs_f64() / lifetime.as_secs_f64();
+    let bound = (took.as_secs_f64() / (0.75 * lifetime.as_secs_f64())) as u64 + 2;
+    eprintln!(
+        "{:.1} s ({lifetimes:.1} token lifetimes) at concurrency 32: {} token requests (bound {bound}), \
+         at most {} at once; 401s: {} expired, {} unknown",
+        took.as_secs_f64(),
+        tokens.requests(),
+        tokens.max_in_progress(),
+        tokens.refused("expired"),
+        tokens.refused("unknown")
+    );
+    assert!(lifetimes >= 5.0, "the run spans at least five token lifetimes: {lifetimes:.1}");
+    assert!(tokens.requests() <= bound, "{} token requests, at most {bound}", tokens.requests());
+    assert!(tokens.requests() >= lifetimes as u64, "renewed ahead of expiry: {}", tokens.requests());
+    assert_eq!(tokens.max_in_progress(), 1, "never two token requests at once");
+    assert_eq!(tokens.refused("expired") + tokens.refused("unknown") + tokens.refused("missing"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_revoked_mid_run_costs_one_renewal() {
+    let config =
+        MockConfig { records: 6000, latency: Duration::from_millis(20), secret: SECRET.into(), ..Default::default() };
+    let f = Fixture::with(config).await;
+    let auth =
+        "kind = \"oauth2_client_credentials\"\ntoken_url = \"{base}/oauth/token\"\nclient_id = \"harvest-client\"\n\
+                client_secret = \"${SECRET}\"\nclient_auth = \"body\"";
+    let text =
+        job("/auth/oauth/offset", auth, "[limits]\nconcurrency = 16\n").replace("page_size = 50", "page_size = 10");
+    let run = f.run_with(&text, &[("SECRET", SECRET)]);
+    let revoke = async {
+        crate::support::until_requests(&f.server, 200).await;
+        reqwest::Client::new().post(format!("{}/oauth/revoke", f.server.url())).send().await.unwrap();
+    };
+    let (summary, ()) = tokio::join!(run, revoke);
+    summary.unwrap();
+    assert_eq!(f.ids("t"), one_to(6000));
+    let tokens = &f.server.stats.tokens;
+    assert_eq!(tokens.requests(), 2, "the first token, and one renewal after the revocation");
+    // Refused: those in flight when it was revoked and those already past the wait for
+    // credentials; later ones wait for the new token.
+    let refused = tokens.refused("revoked");
+    assert!((1..=32).contains(&refused), "{refused} requests refused with the revoked token");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_client_is_a_clear_error_without_its_secret() {
+    let f = Fixture::with(MockConfig { records: 10, secret: SECRET.into(), ..Default::default() }).await;
+    let auth =
+        "kind = \"oauth2_client_credentials\"\ntoken_url = \"{base}/oauth/token\"\nclient_id = \"harvest-client\"\n\
+                client_secret = \"${SECRET}\"";
+    let text = job("/auth/oauth/offset", auth, "");
+    let error = f.run_with(&text, &[("SECRET", "wrong-client-secret")]).await.unwrap_err().to_string();
+    assert!(
+        error.contains(&format!("could not get credentials: the token endpoint {}/oauth/token", f.server.url()))
+            && error.contains("refused client harvest-client with 401: invalid_client"),
+        "{error}"
+    );
+    assert!(!error.contains("wrong-client-secret"), "{error}");
+    assert_eq!(f.server.stats.count_path("/auth/oauth/offset"), 0, "no API request without a token");
+}
+
+/// Every kind through the binary, with debug logs in text and JSON and a failing run: no
+/// secret, issued token or encoded credential in any output or file.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_credential_shows_in_any_log_or_file() {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{SECRET}"));
+    let encoded: String = url::form_urlencoded::byte_serialize(SECRET.as_bytes()).collect();
+    let oauth = ("oauth", "kind = \"oauth2_client_credentials\"\ntoken_url = \"{base}/oauth/token\"\nclient_id = \"harvest-client\"\nclient_secret = \"${SECRET}\"");
+    for (path, auth) in fixed_kinds().into_iter().chain([oauth]) {
+        let f = Fixture::with(MockConfig { records: 120, secret: SECRET.into(), ..Default::default() }).await;
+        let job_file = f.job(&job(&format!("/auth/{path}/offset"), auth, ""));
+        let out = f.out();
+        let mut printed = String::new();
+        for args in [
+            &["run", "-vv"][..],
+            &["run", "-vv", "--log-format", "json"],
+            &["check"],
+            &["check", "--probe"],
+            &["status"],
+        ] {
+            for secret in [SECRET, "wrong-secret-value"] {
+                let output = Command::new(env!("CARGO_BIN_EXE_harvest"))
+                    .args(args)
+                    .arg(&job_file)
+                    .args(["--output-dir", out.to_str().unwrap()])
+                    .env("SECRET", secret)
+                    .output()
+                    .unwrap();
+                printed.push_str(&String::from_utf8_lossy(&output.stdout));
+                printed.push_str(&String::from_utf8_lossy(&output.stderr));
+            }
+        }
+        assert!(printed.contains("returned 401") || path == "oauth", "{path}: the wrong secret failed: {printed}");
+        let mut forbidden = vec![SECRET.to_string(), encoded.clone(), basic.clone(), "wrong-secret-value".into()];
+        forbidden.extend(f.server.stats.tokens.issued());
+        let mut files = String::new();
+        for entry in walk(&out) {
+            files.push_str(&String::from_utf8_lossy(&std::fs::read(&entry).unwrap()));
+        }
+        for secret in &forbidden {
+            assert!(!printed.contains(secret.as_str()), "{path}: {secret:?} printed");
+            assert!(!files.contains(secret.as_str()), "{path}: {secret:?} in a file under the output folder");
+        }
+        assert_eq!(f.ids("t"), one_to(120), "{path}");
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
