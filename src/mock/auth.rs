@@ -113,7 +113,13 @@ pub(super) fn check(
                 Some(_) => Ok(()),
             };
         }
-        other => return Err(super::routes::error(StatusCode::NOT_FOUND, &format!("no auth kind {other:?}"))),
+        other => {
+            let kinds = "bearer, basic, header, query, cookie, oauth";
+            return Err(json_response(
+                StatusCode::NOT_FOUND,
+                json!({ "detail": format!("no auth kind {other:?}; the kinds are {kinds}") }),
+            ));
+        }
     };
     if ok {
         Ok(())

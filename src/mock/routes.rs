@@ -357,7 +357,7 @@ fn object(members: &[&str]) -> String {
     out
 }
 
-pub(super) fn error(status: StatusCode, detail: &str) -> Response {
+fn error(status: StatusCode, detail: &str) -> Response {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
