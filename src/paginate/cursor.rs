@@ -125,6 +125,7 @@ impl Cursor {
             NextCursor::Header(name) => response.header(name).map(str::to_string),
         };
         let Some(cursor) = cursor else { return Ok(Next::Done(StopReason::NoNext)) };
+        super::within_limit("next cursor", &cursor)?;
         if !self.seen.insert(&cursor, response.secrets) {
             return Err(PageError::Repeated { what: "cursor", value: cursor });
         }
@@ -163,6 +164,17 @@ mod tests {
             let next = with_response(last, &[], "http://x/", 1, |r| s.next(&c, r).unwrap());
             assert_eq!(next, Next::Done(StopReason::NoNext));
         }
+    }
+
+    #[test]
+    fn a_cursor_past_64_kib_is_an_error_and_one_at_it_is_followed() {
+        let c = config(NextCursor::Body(JsonPath::parse("$.next").unwrap()), None);
+        let at = "c".repeat(64 * 1024);
+        let body = format!(r#"{{"next": "{at}"}}"#);
+        assert!(with_response(&body, &[], "http://x/", 1, |r| Cursor::default().next(&c, r)).is_ok());
+        let body = format!(r#"{{"next": "{at}c"}}"#);
+        let error = with_response(&body, &[], "http://x/", 1, |r| Cursor::default().next(&c, r)).unwrap_err();
+        assert!(error.to_string().contains("65537 bytes long, more than the 64 KiB"), "{error}");
     }
 
     #[test]

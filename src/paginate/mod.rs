@@ -124,6 +124,22 @@ pub trait Spec: DeserializeOwned {
     fn build(self, page_size: Option<u64>, keys: &dyn KeyReader) -> Result<Style, JobError>;
 }
 
+/// The longest cursor or next link followed: past it a server is broken or hostile (a
+/// checkpoint and every request would carry it), and the partition stops with an error.
+pub const MAX_NEXT_BYTES: usize = 64 * 1024;
+
+/// Refuse a cursor or link past [`MAX_NEXT_BYTES`].
+pub fn within_limit(what: &str, value: &str) -> Result<(), PageError> {
+    match value.len() > MAX_NEXT_BYTES {
+        true => Err(PageError::Pagination(format!(
+            "the {what} is {} bytes long, more than the {} KiB harvest follows",
+            value.len(),
+            MAX_NEXT_BYTES / 1024
+        ))),
+        false => Ok(()),
+    }
+}
+
 /// Where parameters go: one of `allowed`, by name, or `default`.
 pub fn place(
     keys: &dyn KeyReader,

@@ -63,6 +63,7 @@ impl NextUrl {
 
 /// Resolve `link` against the response URL and ask for it, unless it was seen before.
 pub(super) fn follow(seen: &mut Seen, response: &PageResponse, link: &str) -> Result<Next, PageError> {
+    super::within_limit("next link", link)?;
     let url = response
         .url
         .join(link)
@@ -104,5 +105,14 @@ mod tests {
         let err = with_response(r#"{"next": "?page=0"}"#, &[], "http://h/x?page=0", 1, |r| state.next(&config, r))
             .unwrap_err();
         assert!(matches!(err, PageError::Repeated { .. }));
+    }
+
+    #[test]
+    fn a_next_link_past_64_kib_is_an_error() {
+        let config = Config { next: JsonPath::parse("$.next").unwrap(), limit_param: None, page_size: None };
+        let link = format!("/items?c={}", "x".repeat(64 * 1024));
+        let body = serde_json::json!({ "next": link }).to_string();
+        let err = with_response(&body, &[], "http://h/x", 1, |r| NextUrl::default().next(&config, r)).unwrap_err();
+        assert!(err.to_string().contains("next link is 65545 bytes long"), "{err}");
     }
 }

@@ -43,6 +43,24 @@ async fn a_body_over_max_body() {
     assert!(message.contains("larger than max_body (10240 bytes)"), "{message}");
 }
 
+/// A small compressed body that would decompress past `max_body` (a gzip bomb, declared or
+/// not) is refused while it is decompressed, never held whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compressed_body_over_max_body_after_decompression() {
+    for gzip in ["1", "hidden"] {
+        let f = Fixture::new(3000).await;
+        let job = format!(
+            "name = \"t\"\n[request]\nurl = \"{{base}}/offset?gzip={gzip}&limit=3000\"\nmax_body = \"256KiB\"\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"none\"\n{FAST_RETRY}"
+        );
+        let message = f.run(&job).await.expect_err("the run fails").to_string();
+        assert!(message.contains("larger than max_body (262144 bytes)"), "gzip={gzip}: {message}");
+        // The compressed body itself was under the limit: the check is on what it inflates to.
+        let raw = reqwest::get(format!("{}/offset?gzip=hidden&limit=3000", f.server.url())).await.unwrap();
+        let compressed = raw.bytes().await.unwrap().len();
+        assert!(compressed < 256 * 1024, "{compressed} bytes compressed");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_records_location_is_an_empty_page() {
     let f = Fixture::new(300).await;
