@@ -270,4 +270,26 @@ mod tests {
         assert_eq!(fill("http://h/{repo}/x", &p, Encoding::PathSegment), "http://h/a%20b%2F%C3%BC/x");
         assert_eq!(fill("{repo} { query }", &p, Encoding::Raw), "a b/ü { query }");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+            /// Any value fills a URL template into a URL that parses and gives the value back.
+            #[test]
+            fn any_value_fills_a_path_segment_and_decodes_back(value in ".{0,60}") {
+                let partition = Partition { values: vec![("v".into(), value.clone())], ..Partition::default() };
+                let filled = fill("http://h/a/{v}/b?x={v}", &partition, Encoding::PathSegment);
+                let url = Url::parse(&filled).expect("a filled template is a URL");
+                let segment = url.path_segments().unwrap().nth(1).unwrap().to_string();
+                let decoded = percent_encoding::percent_decode_str(&segment).decode_utf8().unwrap();
+                prop_assert_eq!(decoded, value.as_str());
+                prop_assert_eq!(url.path_segments().unwrap().count(), 3, "the value stays one segment");
+            }
+        }
+    }
 }

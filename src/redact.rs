@@ -511,4 +511,50 @@ mod tests {
         r.unseal_json(&mut value).unwrap();
         assert_eq!(value, original);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Secrets as real ones are: letters, digits and the punctuation keys and tokens
+        /// carry (no `*`, which a mask next to the text could spell again).
+        fn secret() -> impl Strategy<Value = String> {
+            proptest::collection::vec(
+                prop_oneof![
+                    proptest::char::range('a', 'z'),
+                    proptest::char::range('A', 'Z'),
+                    proptest::char::range('0', '9'),
+                    proptest::sample::select(vec!['+', '/', '=', ' ', '-', '_', '.', '%', '&', '?', ':', 'é', '€']),
+                ],
+                4..24,
+            )
+            .prop_map(|chars| chars.into_iter().collect())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn no_secret_survives_redaction_raw_or_percent_encoded(
+                value in secret(),
+                before in ".{0,40}",
+                after in ".{0,40}",
+                form in 0..4usize,
+            ) {
+                let redactor = Redactor::new([Secret::new("KEY", value.clone())]);
+                let encoded = utf8_percent_encode(&value, NON_ALPHANUMERIC).to_string();
+                let written = match form {
+                    0 => value.clone(),
+                    1 => encoded.clone(),
+                    2 => lowercase_escapes(&encoded),
+                    _ => url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
+                };
+                let text = format!("{before}{written}{after}");
+                let redacted = redactor.redact(&text);
+                prop_assert!(!redacted.contains(&value), "{value:?} in {redacted:?}");
+                prop_assert!(!redacted.contains(&written), "{written:?} in {redacted:?}");
+            }
+        }
+    }
 }

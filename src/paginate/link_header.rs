@@ -135,4 +135,32 @@ mod tests {
         let next = with_response("[1]", &[("link", "")], "http://h/x", 1, |r| state.next(r).unwrap());
         assert_eq!(next, Next::Done(StopReason::NoNext));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+            /// Any header value, however broken, parses to some links without a panic.
+            #[test]
+            fn any_link_header_parses_without_a_panic(value in ".{0,200}") {
+                let _ = parse_links(&value);
+            }
+
+            /// Link-header-shaped text (the characters that steer the parser, in any order).
+            #[test]
+            fn link_shaped_text_parses_and_keeps_whole_targets(parts in proptest::collection::vec(
+                prop_oneof![Just("<"), Just(">"), Just(","), Just(";"), Just("\""), Just("rel="), Just("next"), Just(" "), Just("é"), Just("http://a/x?p=1")],
+                0..40,
+            )) {
+                let value: String = parts.concat();
+                for (target, _) in parse_links(&value) {
+                    prop_assert!(!target.contains('>'), "{target:?} from {value:?}");
+                }
+            }
+        }
+    }
 }
