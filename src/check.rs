@@ -167,5 +167,9 @@ pub async fn probe(plan: &Plan) -> Result<String, Error> {
         };
         let _ = writeln!(out, "    {next}");
     }
+    if let Some(report) = fetcher.credentials_report() {
+        let origins: Vec<String> = plan.allowed_origins.iter().map(|o| o.ascii_serialization()).collect();
+        let _ = writeln!(out, "  auth: {report}; sent to {}", origins.join(", "));
+    }
     Ok(out)
 }

@@ -97,6 +97,11 @@ pub trait Credentials: Send + Sync + std::fmt::Debug {
     fn renew(&self, _used: u64, _status: u16) -> Pending<'_, bool> {
         Box::pin(async { Ok(false) })
     }
+
+    /// What the credentials obtained, for `check --probe`: never a value.
+    fn report(&self) -> Option<String> {
+        None
+    }
 }
 
 /// `[auth] kind = "none"`: the credentials are the job's own `${VAR}` headers, query

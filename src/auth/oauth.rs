@@ -94,6 +94,16 @@ struct Token {
     generation: u64,
     /// When to renew ahead of expiry; `None` without `expires_in`.
     renew_at: Option<Instant>,
+    lifetime: Option<Duration>,
+    /// The scopes the server says it granted.
+    scope: Option<String>,
+}
+
+/// What a token endpoint granted.
+struct Granted {
+    value: String,
+    lifetime: Option<Duration>,
+    scope: Option<String>,
 }
 
 /// The run's credentials for an OAuth kind.
@@ -136,7 +146,7 @@ impl OAuth {
         if self.token().map(|t| t.generation) != seen {
             return Ok(());
         }
-        let (value, lifetime) = self.request_token().await?;
+        let Granted { value, lifetime, scope } = self.request_token().await?;
         let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
         let renew_at = lifetime.map(|life| Instant::now() + life - (life / 4).min(Duration::from_secs(60)));
         tracing::info!(
@@ -148,12 +158,13 @@ impl OAuth {
                 None => ", without an expiry (kept until a 401)".to_string(),
             }
         );
-        *self.current.write().expect("token lock") = Some(Arc::new(Token { value, generation, renew_at }));
+        let token = Token { value, generation, renew_at, lifetime, scope };
+        *self.current.write().expect("token lock") = Some(Arc::new(token));
         Ok(())
     }
 
     /// Ask the token endpoint, with retries; the token (taught to the redactor) and its lifetime.
-    async fn request_token(&self) -> Result<(String, Option<Duration>), FetchErrorKind> {
+    async fn request_token(&self) -> Result<Granted, FetchErrorKind> {
         let mut attempt = 1;
         loop {
             let failure = match self.send_token_request().await {
@@ -172,7 +183,7 @@ impl OAuth {
     }
 
     /// One token request: granted, refused for good, or `Err` with what a retry may cure.
-    async fn send_token_request(&self) -> Result<Result<(String, Option<Duration>), FetchErrorKind>, String> {
+    async fn send_token_request(&self) -> Result<Result<Granted, FetchErrorKind>, String> {
         let grant = &self.grant;
         let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
         let scope = grant.scopes.join(" ");
@@ -223,7 +234,7 @@ impl OAuth {
         Ok(self.granted(json))
     }
 
-    fn granted(&self, json: Option<Value>) -> Result<(String, Option<Duration>), FetchErrorKind> {
+    fn granted(&self, json: Option<Value>) -> Result<Granted, FetchErrorKind> {
         let Some(json) = json else {
             return Err(self.refused("answered with a body that is not JSON".into()));
         };
@@ -245,7 +256,8 @@ impl OAuth {
             _ => None,
         };
         let lifetime = seconds.filter(|s| s.is_finite() && *s > 0.0).map(Duration::from_secs_f64);
-        Ok((token.to_string(), lifetime))
+        let scope = json.get("scope").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+        Ok(Granted { value: token.to_string(), lifetime, scope })
     }
 
     fn refused(&self, what: String) -> FetchErrorKind {
@@ -280,6 +292,19 @@ impl Credentials for OAuth {
         let token = self.token().ok_or_else(|| FetchErrorKind::Auth("no access token yet".into()))?;
         add(request.url, request.headers, Place::Header, "Authorization", &format!("Bearer {}", token.value));
         Ok(token.generation)
+    }
+
+    fn report(&self) -> Option<String> {
+        let token = self.token()?;
+        let lifetime = match token.lifetime {
+            Some(life) => format!("valid for {}", humantime::format_duration(Duration::from_secs(life.as_secs()))),
+            None => "without an expiry (kept until a 401)".into(),
+        };
+        let scope = match &token.scope {
+            Some(scope) => format!("scopes granted: {}", self.secrets.redact(scope)),
+            None => "no scopes named in the response".into(),
+        };
+        Some(format!("{}: a bearer token from {}, {lifetime}; {scope}", self.grant.kind, self.grant.token_url))
     }
 
     fn renew(&self, used: u64, status: u16) -> Pending<'_, bool> {

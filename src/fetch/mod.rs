@@ -215,6 +215,11 @@ impl Fetcher {
         }
     }
 
+    /// What the credentials obtained (a token's lifetime and scopes), for `check --probe`.
+    pub fn credentials_report(&self) -> Option<String> {
+        self.credentials.report()
+    }
+
     pub fn redactor(&self) -> &Redactor {
         &self.redactor
     }

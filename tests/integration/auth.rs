@@ -165,6 +165,39 @@ async fn a_refused_client_is_a_clear_error_without_its_secret() {
     assert_eq!(f.server.stats.count_path("/auth/oauth/offset"), 0, "no API request without a token");
 }
 
+#[test]
+fn check_probe_reports_the_token_and_never_its_value() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = MockConfig {
+        records: 10,
+        secret: SECRET.into(),
+        token_lifetime: Duration::from_secs(900),
+        ..Default::default()
+    };
+    let f = runtime.block_on(Fixture::with(config));
+    let auth =
+        "kind = \"oauth2_client_credentials\"\ntoken_url = \"{base}/oauth/token\"\nclient_id = \"harvest-client\"\n\
+                client_secret = \"${SECRET}\"\nscopes = [\"read\", \"export\"]";
+    let job_file = f.job(&job("/auth/oauth/offset", auth, ""));
+    let output = Command::new(env!("CARGO_BIN_EXE_harvest"))
+        .args(["check", "--probe"])
+        .arg(&job_file)
+        .env("SECRET", SECRET)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let expected = format!(
+        "auth: oauth2_client_credentials: a bearer token from {0}/oauth/token, valid for 15m; scopes granted: read export; sent to {0}",
+        f.server.url()
+    );
+    assert!(stdout.contains(&expected), "{stdout}");
+    for token in f.server.stats.tokens.issued() {
+        assert!(!stdout.contains(&token), "{stdout}");
+    }
+    assert!(stdout.contains("client harvest-client gets a token from"), "check names the client: {stdout}");
+}
+
 /// Every kind through the binary, with debug logs in text and JSON and a failing run: no
 /// secret, issued token or encoded credential in any output or file.
 #[tokio::test(flavor = "multi_thread")]
@@ -222,4 +255,22 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+#[test]
+fn check_warns_about_a_credential_written_in_the_job_file_and_masks_it() {
+    let text = "name = \"t\"\n[request]\nurl = \"http://127.0.0.1:9/items\"\n[records]\npath = \"$[*]\"\n\
+                [pagination]\nkind = \"none\"\n[auth]\nkind = \"bearer\"\ntoken = \"literal-token-123\"\n";
+    let plan = harvest::job::parse(
+        std::path::Path::new("t.toml"),
+        text,
+        &harvest::job::Env::default(),
+        &harvest::job::Overrides::default(),
+    )
+    .unwrap();
+    let described = harvest::check::describe(&plan);
+    assert!(described.contains("warning: auth.token is written in the job file"), "{described}");
+    assert!(described.contains("bearer: sent as the header Authorization to the allowed origins only"), "{described}");
+    assert!(!described.contains("literal-token-123"), "{described}");
+    assert!(plan.redactor.contains_secret("literal-token-123"), "masked like a ${{VAR}} value");
 }
