@@ -115,6 +115,9 @@ pub struct MockApiArgs {
     /// How long a token from /oauth/token lives.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
     pub token_lifetime: std::time::Duration,
+    /// The refresh token /oauth/token takes first (each use rotates it).
+    #[arg(long, env = "HARVEST_MOCK_REFRESH_TOKEN", default_value = "mock-refresh-token", hide_env_values = true)]
+    pub refresh_token: String,
 }
 
 #[derive(Debug, Args)]

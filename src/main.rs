@@ -107,6 +107,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 rate_limit: args.rate_limit,
                 secret: args.secret,
                 token_lifetime: args.token_lifetime,
+                refresh_token: args.refresh_token,
             };
             harvest::mock::serve(args.addr, config).await?;
             Ok(())

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::oauth::{ClientAuth, Grant};
+use super::oauth::{ClientAuth, Flow, Grant};
 use super::{AuthPlan, Spec};
 use crate::error::JobError;
 use crate::keys::KeyReader;
@@ -24,35 +24,50 @@ pub struct ClientCredentialsSpec {
     client_auth: Option<Spanned<String>>,
 }
 
+/// `client_auth`: `basic` (default) or `body`.
+pub(super) fn client_auth(keys: &dyn KeyReader, value: &Option<Spanned<String>>) -> Result<ClientAuth, JobError> {
+    Ok(match keys.choice(value, "client_auth", &["basic", "body"])? {
+        Some(1) => ClientAuth::Body,
+        _ => ClientAuth::Basic,
+    })
+}
+
+/// `params`: extra form fields of the token request.
+pub(super) fn params(
+    keys: &dyn KeyReader,
+    table: &Option<Spanned<toml::Table>>,
+) -> Result<Vec<(String, String)>, JobError> {
+    let mut params = Vec::new();
+    if let Some(table) = table {
+        for (name, value) in table.get_ref() {
+            let text = match value {
+                toml::Value::String(s) => keys.text(&Spanned::new(table.span(), s.clone()))?,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => return Err(keys.error(table.span(), format!("auth.params.{name} must be a string or number"))),
+            };
+            params.push((name.clone(), text));
+        }
+    }
+    Ok(params)
+}
+
 impl Spec for ClientCredentialsSpec {
     fn build(self, keys: &dyn KeyReader) -> Result<AuthPlan, JobError> {
-        let client_auth = match keys.choice(&self.client_auth, "client_auth", &["basic", "body"])? {
-            Some(1) => ClientAuth::Body,
-            _ => ClientAuth::Basic,
-        };
-        let mut params = Vec::new();
-        if let Some(table) = &self.params {
-            for (name, value) in table.get_ref() {
-                let text = match value {
-                    toml::Value::String(s) => keys.text(&Spanned::new(table.span(), s.clone()))?,
-                    toml::Value::Integer(i) => i.to_string(),
-                    toml::Value::Float(f) => f.to_string(),
-                    toml::Value::Boolean(b) => b.to_string(),
-                    _ => return Err(keys.error(table.span(), format!("auth.params.{name} must be a string or number"))),
-                };
-                params.push((name.clone(), text));
-            }
-        }
-        Ok(AuthPlan::OAuth(Grant {
+        let client_auth = client_auth(keys, &self.client_auth)?;
+        let params = params(keys, &self.params)?;
+        Ok(AuthPlan::OAuth(Box::new(Grant {
             kind: "oauth2_client_credentials",
             token_url: keys.url(&self.token_url, "token_url")?,
             // An identifier, shown in messages even when it came from ${VAR}.
             client_id: keys.identifier(&self.client_id)?,
-            client_secret: keys.secret(&self.client_secret, "auth.client_secret")?,
+            client_secret: Some(keys.secret(&self.client_secret, "auth.client_secret")?),
+            flow: Flow::ClientCredentials,
             scopes: self.scopes.iter().map(|s| keys.text(s)).collect::<Result<_, _>>()?,
             audience: self.audience.as_ref().map(|a| keys.text(a)).transpose()?,
             params,
             client_auth,
-        }))
+        })))
     }
 }

@@ -13,9 +13,11 @@
 pub mod api_key;
 pub mod basic;
 pub mod bearer;
+pub mod cache;
 pub mod client_credentials;
 pub mod fixed;
 pub mod oauth;
+pub mod refresh_token;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,7 +39,7 @@ pub enum AuthPlan {
     /// A credential fixed for the run: a header, a query parameter or a cookie.
     Fixed(fixed::Fixed),
     /// An OAuth2 access token from a token endpoint, renewed as it expires.
-    OAuth(oauth::Grant),
+    OAuth(Box<oauth::Grant>),
 }
 
 impl AuthPlan {

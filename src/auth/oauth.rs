@@ -32,12 +32,24 @@ pub struct Grant {
     pub kind: &'static str,
     pub token_url: Url,
     pub client_id: String,
-    pub client_secret: String,
+    /// `None` for a public client (a refresh token bought with PKCE).
+    pub client_secret: Option<String>,
+    pub flow: Flow,
     pub scopes: Vec<String>,
     pub audience: Option<String>,
     /// Extra form fields.
     pub params: Vec<(String, String)>,
     pub client_auth: ClientAuth,
+}
+
+/// What the client trades for a token.
+#[derive(Clone)]
+pub enum Flow {
+    /// Its own credentials (RFC 6749 4.4).
+    ClientCredentials,
+    /// A refresh token (RFC 6749 6), which the server may rotate on every use; `cache`
+    /// overrides where the rotated one is kept.
+    RefreshToken { configured: String, cache: Option<std::path::PathBuf> },
 }
 
 /// How the client proves itself to the token endpoint (RFC 6749 2.3.1).
@@ -106,10 +118,19 @@ struct Granted {
     scope: Option<String>,
 }
 
+/// A refresh token as the run holds it: the one to use next, and where it is kept.
+#[derive(Debug)]
+struct Refresh {
+    current: String,
+    configured: String,
+    cache: Option<std::path::PathBuf>,
+}
+
 /// The run's credentials for an OAuth kind.
 #[derive(Debug)]
 pub struct OAuth {
     grant: Grant,
+    refresh: std::sync::Mutex<Option<Refresh>>,
     client: reqwest::Client,
     retry: TokenRetry,
     max_body: u64,
@@ -121,10 +142,33 @@ pub struct OAuth {
 }
 
 impl OAuth {
-    /// `client` is the job's (its TLS settings and timeouts), used without the job's limits.
-    pub fn new(grant: Grant, client: reqwest::Client, retry: TokenRetry, max_body: u64, secrets: Redactor) -> Self {
+    /// `client` is the job's (its TLS settings and timeouts), used without the job's limits;
+    /// `job` names the refresh-token cache.
+    pub fn new(
+        grant: Grant,
+        client: reqwest::Client,
+        retry: TokenRetry,
+        max_body: u64,
+        secrets: Redactor,
+        job: &str,
+    ) -> Self {
+        let refresh = match &grant.flow {
+            Flow::ClientCredentials => None,
+            Flow::RefreshToken { configured, cache } => {
+                let cache =
+                    cache.clone().or_else(|| super::cache::default_path(job, &grant.token_url, &grant.client_id));
+                let cached = cache.as_deref().and_then(|path| super::cache::load(path, configured));
+                if let Some(path) = cached.as_ref().and(cache.as_ref()) {
+                    tracing::info!("{}: using the refresh token rotated into {}", grant.kind, path.display());
+                }
+                let current = cached.unwrap_or_else(|| configured.clone());
+                secrets.learn(Secret::new("oauth refresh token", current.clone()));
+                Some(Refresh { current, configured: configured.clone(), cache })
+            }
+        };
         OAuth {
             grant,
+            refresh: std::sync::Mutex::new(refresh),
             client,
             retry,
             max_body,
@@ -185,7 +229,11 @@ impl OAuth {
     /// One token request: granted, refused for good, or `Err` with what a retry may cure.
     async fn send_token_request(&self) -> Result<Result<Granted, FetchErrorKind>, String> {
         let grant = &self.grant;
-        let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+        let refresh_token = self.refresh.lock().expect("refresh lock").as_ref().map(|r| r.current.clone());
+        let mut form: Vec<(&str, &str)> = match &refresh_token {
+            Some(token) => vec![("grant_type", "refresh_token"), ("refresh_token", token)],
+            None => vec![("grant_type", "client_credentials")],
+        };
         let scope = grant.scopes.join(" ");
         if !scope.is_empty() {
             form.push(("scope", &scope));
@@ -195,17 +243,19 @@ impl OAuth {
         }
         form.extend(grant.params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut request = self.client.post(grant.token_url.clone()).header("Accept", "application/json");
-        match grant.client_auth {
-            ClientAuth::Basic => {
+        match (grant.client_auth, &grant.client_secret) {
+            (ClientAuth::Basic, Some(secret)) => {
                 let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-                let pair = format!("{}:{}", encode(&grant.client_id), encode(&grant.client_secret));
+                let pair = format!("{}:{}", encode(&grant.client_id), encode(secret));
                 let basic = base64::engine::general_purpose::STANDARD.encode(pair);
                 request = request.header("Authorization", format!("Basic {basic}"));
             }
-            ClientAuth::Body => {
+            (ClientAuth::Body, Some(secret)) => {
                 form.push(("client_id", &grant.client_id));
-                form.push(("client_secret", &grant.client_secret));
+                form.push(("client_secret", secret));
             }
+            // A public client names itself only.
+            (_, None) => form.push(("client_id", &grant.client_id)),
         }
         let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish();
         let request = request.header("Content-Type", "application/x-www-form-urlencoded").body(body);
@@ -220,6 +270,9 @@ impl OAuth {
             // The body is never quoted whole: a server may echo what it was sent.
             let field =
                 |name: &str| json.as_ref().and_then(|j| j.get(name)).and_then(Value::as_str).map(str::to_string);
+            if field("error").as_deref() == Some("invalid_grant") && refresh_token.is_some() {
+                return Ok(Err(self.refused(self.dead_refresh_token())));
+            }
             let said = match (field("error"), field("error_description")) {
                 (Some(e), Some(d)) => format!("{e} ({d})"),
                 (Some(e), None) => e,
@@ -257,7 +310,50 @@ impl OAuth {
         };
         let lifetime = seconds.filter(|s| s.is_finite() && *s > 0.0).map(Duration::from_secs_f64);
         let scope = json.get("scope").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+        if let Some(rotated) = json.get("refresh_token").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            self.rotated(rotated);
+        }
         Ok(Granted { value: token.to_string(), lifetime, scope })
+    }
+
+    /// The server rotated the refresh token: the old one is dead, so the new one is kept
+    /// before anything else happens.
+    fn rotated(&self, token: &str) {
+        self.secrets.learn(Secret::new("oauth refresh token", token));
+        let mut refresh = self.refresh.lock().expect("refresh lock");
+        let Some(refresh) = refresh.as_mut().filter(|r| r.current != token) else { return };
+        refresh.current = token.to_string();
+        match &refresh.cache {
+            Some(path) => match super::cache::save(path, &refresh.configured, token) {
+                Ok(()) => {
+                    tracing::debug!("{}: the rotated refresh token is kept in {}", self.grant.kind, path.display())
+                }
+                Err(e) => tracing::warn!(
+                    "{}: the server rotated the refresh token and it cannot be kept in {} ({e}); this run goes on, \
+                     the next one will need a new refresh token",
+                    self.grant.kind,
+                    path.display()
+                ),
+            },
+            None => tracing::warn!(
+                "{}: the server rotated the refresh token and there is no cache folder (set XDG_CACHE_HOME or \
+                 token_cache); the next run will need a new refresh token",
+                self.grant.kind
+            ),
+        }
+    }
+
+    /// `invalid_grant` to a refresh token: what it means and what to do.
+    fn dead_refresh_token(&self) -> String {
+        let cache = self.refresh.lock().expect("refresh lock").as_ref().and_then(|r| r.cache.clone());
+        let kept = match cache {
+            Some(path) => format!("harvest keeps the latest rotated one in {}", path.display()),
+            None => "there is no token cache".into(),
+        };
+        format!(
+            "answered invalid_grant: the refresh token was revoked or already used ({kept}); authorize again and \
+             configure the new refresh token"
+        )
     }
 
     fn refused(&self, what: String) -> FetchErrorKind {

@@ -123,7 +123,14 @@ fn credentials(plan: &Plan, client: &reqwest::Client) -> Arc<dyn Credentials> {
             let retry = plan.retry.clone();
             let delay = Arc::new(move |attempt| backoff(&retry, attempt, rand::rng().random::<f64>()));
             let retry = TokenRetry { max_attempts: plan.retry.max_attempts, delay };
-            Arc::new(OAuth::new(grant.clone(), client.clone(), retry, plan.request.max_body, secrets))
+            Arc::new(OAuth::new(
+                grant.as_ref().clone(),
+                client.clone(),
+                retry,
+                plan.request.max_body,
+                secrets,
+                &plan.name,
+            ))
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::auth::api_key::ApiKeySpec;
 use crate::auth::basic::BasicSpec;
 use crate::auth::bearer::BearerSpec;
 use crate::auth::client_credentials::ClientCredentialsSpec;
+use crate::auth::refresh_token::RefreshTokenSpec;
 use crate::auth::{AuthPlan, NoneSpec, Spec};
 
 /// The keys every auth kind takes.
@@ -34,18 +35,19 @@ impl Kind {
 }
 
 /// Every auth kind, in the order messages list them.
-fn kinds() -> [Kind; 5] {
+fn kinds() -> [Kind; 6] {
     [
         Kind::of::<NoneSpec>("none"),
         Kind::of::<BearerSpec>("bearer"),
         Kind::of::<BasicSpec>("basic"),
         Kind::of::<ApiKeySpec>("api_key"),
         Kind::of::<ClientCredentialsSpec>("oauth2_client_credentials"),
+        Kind::of::<RefreshTokenSpec>("oauth2_refresh_token"),
     ]
 }
 
 /// Kinds in the contract that this version does not build yet.
-const LATER: &[&str] = &["oauth2_refresh_token", "oauth2_jwt_bearer", "session"];
+const LATER: &[&str] = &["oauth2_jwt_bearer", "session"];
 
 impl Cx<'_> {
     /// `[auth]`: the plan of its kind and the origins credentials may go to besides

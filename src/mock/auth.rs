@@ -14,7 +14,9 @@
 //!
 //! A request without it gets a 401 with `WWW-Authenticate` and an OAuth-style JSON error.
 //! `POST /oauth/token` grants `client_credentials` to client `harvest-client` with the secret
-//! (HTTP Basic or form fields), for `token_lifetime`; it answers slowly (50 ms) so that
+//! (HTTP Basic or form fields), for `token_lifetime`, and `refresh_token` for the mock's
+//! refresh token: each use rotates it (the answer carries a new one, the old one is dead and
+//! answers `invalid_grant`, as Google, Xero and QuickBooks do). It answers slowly (50 ms) so that
 //! concurrent token requests overlap if a client sends them, and counts them and the most in
 //! progress at once. `POST /oauth/revoke` revokes every token issued so far.
 
@@ -43,6 +45,10 @@ pub struct Tokens {
     max_in_progress: AtomicU64,
     /// 401s answered on `/auth/oauth`, by why: `expired`, `revoked`, `unknown`, `missing`.
     refused: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// The refresh token that works now (`None`: the configured one, not used yet).
+    refresh: Mutex<Option<String>>,
+    /// Refresh tokens handed out, for the tests' leak searches.
+    refresh_issued: Mutex<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,9 +73,11 @@ impl Tokens {
         self.refused.lock().expect("refused lock").get(reason).copied().unwrap_or(0)
     }
 
-    /// Every token issued so far, as the tests search for them.
+    /// Every access and refresh token issued so far, as the tests search for them.
     pub fn issued(&self) -> Vec<String> {
-        self.issued.lock().expect("tokens lock").keys().cloned().collect()
+        let mut all: Vec<String> = self.issued.lock().expect("tokens lock").keys().cloned().collect();
+        all.extend(self.refresh_issued.lock().expect("refresh lock").iter().cloned());
+        all
     }
 
     fn refuse(&self, reason: &'static str) -> Response {
@@ -132,6 +140,7 @@ pub(super) fn check(
 pub(super) async fn endpoint(
     path: &str,
     secret: &str,
+    refresh_token: &str,
     lifetime: Duration,
     tokens: &Tokens,
     headers: &HeaderMap,
@@ -147,15 +156,23 @@ pub(super) async fn endpoint(
     let now = tokens.in_progress.fetch_add(1, Ordering::SeqCst) + 1;
     tokens.max_in_progress.fetch_max(now, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let response = grant(secret, lifetime, tokens, headers, body);
+    let response = grant(secret, refresh_token, lifetime, tokens, headers, body);
     tokens.in_progress.fetch_sub(1, Ordering::SeqCst);
     response
 }
 
-fn grant(secret: &str, lifetime: Duration, tokens: &Tokens, headers: &HeaderMap, body: &[u8]) -> Response {
+fn grant(
+    secret: &str,
+    refresh_token: &str,
+    lifetime: Duration,
+    tokens: &Tokens,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
-    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only client_credentials");
+    let grant_type = form.get("grant_type").map(String::as_str).unwrap_or("");
+    if !matches!(grant_type, "client_credentials" | "refresh_token") {
+        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "client_credentials or refresh_token");
     }
     let basic = headers
         .get(header::AUTHORIZATION)
@@ -174,21 +191,30 @@ fn grant(secret: &str, lifetime: Duration, tokens: &Tokens, headers: &HeaderMap,
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
     }
     let n = tokens.next.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut answer = json!({});
+    if grant_type == "refresh_token" {
+        let mut current = tokens.refresh.lock().expect("refresh lock");
+        let valid = current.clone().unwrap_or_else(|| refresh_token.to_string());
+        if form.get("refresh_token") != Some(&valid) {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the refresh token is invalid or was already used",
+            );
+        }
+        let rotated = format!("mock-refresh-{n}-{:016x}", rand::random::<u64>());
+        *current = Some(rotated.clone());
+        tokens.refresh_issued.lock().expect("refresh lock").push(rotated.clone());
+        answer["refresh_token"] = json!(rotated);
+    }
     let token = format!("mock-access-{n}-{:016x}", rand::random::<u64>());
-    tokens
-        .issued
-        .lock()
-        .expect("tokens lock")
-        .insert(token.clone(), Issued { expires: Instant::now() + lifetime, revoked: false });
-    json_response(
-        StatusCode::OK,
-        json!({
-            "access_token": token,
-            "token_type": "Bearer",
-            "expires_in": lifetime.as_secs().max(1),
-            "scope": form.get("scope").cloned().unwrap_or_default(),
-        }),
-    )
+    let issued = Issued { expires: Instant::now() + lifetime, revoked: false };
+    tokens.issued.lock().expect("tokens lock").insert(token.clone(), issued);
+    answer["access_token"] = json!(token);
+    answer["token_type"] = json!("Bearer");
+    answer["expires_in"] = json!(lifetime.as_secs().max(1));
+    answer["scope"] = json!(form.get("scope").cloned().unwrap_or_default());
+    json_response(StatusCode::OK, answer)
 }
 
 fn unauthorized(error: &str, description: &str) -> Response {

@@ -46,6 +46,8 @@ pub struct MockConfig {
     pub secret: String,
     /// How long a token from `/oauth/token` lives.
     pub token_lifetime: Duration,
+    /// The refresh token `/oauth/token` takes first (each use rotates it).
+    pub refresh_token: String,
 }
 
 impl Default for MockConfig {
@@ -60,6 +62,7 @@ impl Default for MockConfig {
             rate_limit: None,
             secret: "mock-secret".into(),
             token_lifetime: Duration::from_secs(3600),
+            refresh_token: "mock-refresh-token".into(),
         }
     }
 }

@@ -274,3 +274,73 @@ fn check_warns_about_a_credential_written_in_the_job_file_and_masks_it() {
     assert!(!described.contains("literal-token-123"), "{described}");
     assert!(plan.redactor.contains_secret("literal-token-123"), "masked like a ${{VAR}} value");
 }
+
+/// Rotating refresh tokens: each use kills the old one, so the second run can only work from
+/// the one the first run kept in the token cache (0600, outside the output folder).
+#[test]
+fn a_rotated_refresh_token_carries_over_to_the_next_run_through_the_cache() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = MockConfig {
+        records: 40,
+        secret: SECRET.into(),
+        refresh_token: "configured-refresh-1".into(),
+        ..Default::default()
+    };
+    let f = runtime.block_on(Fixture::with(config));
+    let auth = "kind = \"oauth2_refresh_token\"\ntoken_url = \"{base}/oauth/token\"\nclient_id = \"harvest-client\"\n\
+                client_secret = \"${SECRET}\"\nrefresh_token = \"${REFRESH}\"";
+    let job_file = f.job(&job("/auth/oauth/offset", auth, ""));
+    let cache_home = tempfile::tempdir().unwrap();
+    let run = || {
+        let output = Command::new(env!("CARGO_BIN_EXE_harvest"))
+            .args(["run", "-vv"])
+            .arg(&job_file)
+            .args(["--output-dir", f.out().to_str().unwrap()])
+            .env("SECRET", SECRET)
+            .env("REFRESH", "configured-refresh-1")
+            .env("XDG_CACHE_HOME", cache_home.path())
+            .output()
+            .unwrap();
+        let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        (output.status.code(), printed)
+    };
+    let (first, printed_1) = run();
+    assert_eq!(first, Some(0), "{printed_1}");
+    let (second, printed_2) = run();
+    assert_eq!(second, Some(0), "the second run used the rotated token: {printed_2}");
+    assert!(printed_2.contains("using the refresh token rotated into"), "{printed_2}");
+    assert_eq!(f.ids("t"), one_to(40));
+    assert_eq!(f.server.stats.tokens.requests(), 2);
+
+    let cached: Vec<_> = walk(&cache_home.path().join("harvest/tokens"));
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let name = cached[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("t-") && name.ends_with(".json"), "{name}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&cached[0]).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let issued = f.server.stats.tokens.issued();
+    let cache_text = std::fs::read_to_string(&cached[0]).unwrap();
+    assert!(issued.iter().any(|t| cache_text.contains(t.as_str())), "the cache holds the latest refresh token");
+    let mut files = String::new();
+    for file in walk(&f.out()) {
+        files.push_str(&String::from_utf8_lossy(&std::fs::read(&file).unwrap()));
+    }
+    for secret in issued.iter().map(String::as_str).chain(["configured-refresh-1", SECRET]) {
+        assert!(!files.contains(secret), "{secret} under the output folder");
+        assert!(!printed_1.contains(secret) && !printed_2.contains(secret), "{secret} printed");
+    }
+
+    // Without the cache the configured token is long dead: a clear message, exit 1.
+    std::fs::remove_file(&cached[0]).unwrap();
+    let (third, printed_3) = run();
+    assert_eq!(third, Some(1), "{printed_3}");
+    assert!(
+        printed_3.contains("answered invalid_grant: the refresh token was revoked or already used")
+            && printed_3.contains("authorize again"),
+        "{printed_3}"
+    );
+    assert!(printed_3.contains(&cached[0].display().to_string()), "names the cache file: {printed_3}");
+}
