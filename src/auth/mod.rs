@@ -18,6 +18,7 @@ pub mod client_credentials;
 pub mod fixed;
 pub mod oauth;
 pub mod refresh_token;
+pub mod renewal;
 
 use std::future::Future;
 use std::pin::Pin;

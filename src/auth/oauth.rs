@@ -1,7 +1,7 @@
 //! OAuth2 access tokens: one token for the whole job, fetched before the first request,
 //! renewed ahead of its expiry and once on a 401, one renewal at a time.
 //!
-//! Every request first waits in [`Credentials::ready`], holding neither a concurrency slot
+//! Every request first waits in [`Credentials::ready`] (see `renewal.rs`), holding neither a concurrency slot
 //! nor a rate-limit token, so a renewal never waits on the requests that wait on it. The
 //! renewal itself is single-flight: whoever takes the lock first asks the token endpoint;
 //! the others find a newer token when they get the lock and ask nothing. A token is renewed
@@ -12,8 +12,7 @@
 //! with the client's secret, never anywhere else, are retried on connection errors, 429 and
 //! 5xx with the job's backoff, and take no slot of the API's rate limit.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -21,6 +20,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::fixed::{add, Place};
+use super::renewal::Renewal;
 use super::{Credentials, JobCredentials, Outbound, Pending};
 use crate::error::FetchErrorKind;
 use crate::redact::{Redactor, Secret};
@@ -102,10 +102,6 @@ impl std::fmt::Debug for TokenRetry {
 #[derive(Debug)]
 struct Token {
     value: String,
-    /// 1 for the first token of the run, then one more each renewal.
-    generation: u64,
-    /// When to renew ahead of expiry; `None` without `expires_in`.
-    renew_at: Option<Instant>,
     lifetime: Option<Duration>,
     /// The scopes the server says it granted.
     scope: Option<String>,
@@ -136,9 +132,7 @@ pub struct OAuth {
     max_body: u64,
     secrets: Redactor,
     job: JobCredentials,
-    current: RwLock<Option<Arc<Token>>>,
-    renewing: tokio::sync::Mutex<()>,
-    generations: AtomicU64,
+    tokens: Renewal<Token>,
 }
 
 impl OAuth {
@@ -174,24 +168,14 @@ impl OAuth {
             max_body,
             job: JobCredentials::new(secrets.clone()),
             secrets,
-            current: RwLock::new(None),
-            renewing: tokio::sync::Mutex::new(()),
-            generations: AtomicU64::new(0),
+            tokens: Renewal::default(),
         }
     }
 
-    fn token(&self) -> Option<Arc<Token>> {
-        self.current.read().expect("token lock").clone()
-    }
-
-    /// Get a new token unless someone replaced generation `seen` while this one waited.
-    async fn renew_from(&self, seen: Option<u64>) -> Result<(), FetchErrorKind> {
-        let _one_at_a_time = self.renewing.lock().await;
-        if self.token().map(|t| t.generation) != seen {
-            return Ok(());
-        }
+    /// A new token, and when to renew it: when less than min(60 s, a quarter of its
+    /// lifetime) remains.
+    async fn obtain(&self) -> Result<(Token, Option<Instant>), FetchErrorKind> {
         let Granted { value, lifetime, scope } = self.request_token().await?;
-        let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
         let renew_at = lifetime.map(|life| Instant::now() + life - (life / 4).min(Duration::from_secs(60)));
         tracing::info!(
             "{}: got an access token from {}{}",
@@ -202,9 +186,7 @@ impl OAuth {
                 None => ", without an expiry (kept until a 401)".to_string(),
             }
         );
-        let token = Token { value, generation, renew_at, lifetime, scope };
-        *self.current.write().expect("token lock") = Some(Arc::new(token));
-        Ok(())
+        Ok((Token { value, lifetime, scope }, renew_at))
     }
 
     /// Ask the token endpoint, with retries; the token (taught to the redactor) and its lifetime.
@@ -363,35 +345,21 @@ impl OAuth {
 
 impl Credentials for OAuth {
     fn ready(&self) -> Pending<'_, ()> {
-        Box::pin(async move {
-            // A renewal in progress (a 401, a revocation): wait for its token rather than send
-            // one the server has just refused.
-            if self.renewing.try_lock().is_err() {
-                drop(self.renewing.lock().await);
-            }
-            let token = self.token();
-            let due = match &token {
-                None => true,
-                Some(t) => t.renew_at.is_some_and(|at| Instant::now() >= at),
-            };
-            if due {
-                self.renew_from(token.map(|t| t.generation)).await?;
-            }
-            Ok(())
-        })
+        Box::pin(self.tokens.ready(|| self.obtain()))
     }
 
     fn apply(&self, request: Outbound<'_>) -> Result<u64, FetchErrorKind> {
         if !request.trusted {
             return self.job.apply(request);
         }
-        let token = self.token().ok_or_else(|| FetchErrorKind::Auth("no access token yet".into()))?;
-        add(request.url, request.headers, Place::Header, "Authorization", &format!("Bearer {}", token.value));
+        let token = self.tokens.current().ok_or_else(|| FetchErrorKind::Auth("no access token yet".into()))?;
+        add(request.url, request.headers, Place::Header, "Authorization", &format!("Bearer {}", token.value.value));
         Ok(token.generation)
     }
 
     fn report(&self) -> Option<String> {
-        let token = self.token()?;
+        let held = self.tokens.current()?;
+        let token = &held.value;
         let lifetime = match token.lifetime {
             Some(life) => format!("valid for {}", humantime::format_duration(Duration::from_secs(life.as_secs()))),
             None => "without an expiry (kept until a 401)".into(),
@@ -408,12 +376,12 @@ impl Credentials for OAuth {
             if status != 401 {
                 return Ok(false);
             }
-            // A token replaced since this request left: just go again with the new one.
-            if self.token().is_some_and(|t| t.generation > used) {
-                return Ok(true);
-            }
-            tracing::info!("{}: the API answered 401 to the current token; renewing it", self.grant.kind);
-            self.renew_from(Some(used)).await?;
+            self.tokens
+                .renew_after(used, || async {
+                    tracing::info!("{}: the API answered 401 to the current token; renewing it", self.grant.kind);
+                    self.obtain().await
+                })
+                .await?;
             Ok(true)
         })
     }
