@@ -19,6 +19,9 @@ pub trait KeyReader {
     /// written in the file (which `check` warns about); `what` names it in sealed files.
     fn secret(&self, value: &Spanned<String>, what: &str) -> Result<String, JobError>;
 
+    /// A TOML value as JSON, `${VAR}` substituted in its strings (a login body).
+    fn json(&self, value: &Spanned<toml::Value>) -> Result<serde_json::Value, JobError>;
+
     /// Treat `text` as a secret from now on (a value built of secrets: `user:password`).
     fn learn(&self, text: &str, what: &str);
 

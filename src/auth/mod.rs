@@ -19,6 +19,7 @@ pub mod fixed;
 pub mod oauth;
 pub mod refresh_token;
 pub mod renewal;
+pub mod session;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -41,6 +42,8 @@ pub enum AuthPlan {
     Fixed(fixed::Fixed),
     /// An OAuth2 access token from a token endpoint, renewed as it expires.
     OAuth(Box<oauth::Grant>),
+    /// A login's cookies or token.
+    Session(Box<session::Login>),
 }
 
 impl AuthPlan {
@@ -50,6 +53,7 @@ impl AuthPlan {
             AuthPlan::None => "none (the job's own headers and parameters)".into(),
             AuthPlan::Fixed(f) => f.describe(),
             AuthPlan::OAuth(g) => g.describe(),
+            AuthPlan::Session(l) => l.describe(),
         }
     }
 }

@@ -12,7 +12,6 @@
 //! with the client's secret, never anywhere else, are retried on connection errors, 429 and
 //! 5xx with the job's backoff, and take no slot of the API's rate limit.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -20,7 +19,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::fixed::{add, Place};
-use super::renewal::Renewal;
+use super::renewal::{Renewal, Retry};
 use super::{Credentials, JobCredentials, Outbound, Pending};
 use crate::error::FetchErrorKind;
 use crate::redact::{Redactor, Secret};
@@ -85,19 +84,6 @@ impl Grant {
     }
 }
 
-/// How the token endpoint is retried: the job's attempts, and its backoff for attempt n.
-#[derive(Clone)]
-pub struct TokenRetry {
-    pub max_attempts: u32,
-    pub delay: Arc<dyn Fn(u32) -> Duration + Send + Sync>,
-}
-
-impl std::fmt::Debug for TokenRetry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenRetry").field("max_attempts", &self.max_attempts).finish()
-    }
-}
-
 /// A token as the run holds it.
 #[derive(Debug)]
 struct Token {
@@ -128,7 +114,7 @@ pub struct OAuth {
     grant: Grant,
     refresh: std::sync::Mutex<Option<Refresh>>,
     client: reqwest::Client,
-    retry: TokenRetry,
+    retry: Retry,
     max_body: u64,
     secrets: Redactor,
     job: JobCredentials,
@@ -141,7 +127,7 @@ impl OAuth {
     pub fn new(
         grant: Grant,
         client: reqwest::Client,
-        retry: TokenRetry,
+        retry: Retry,
         max_body: u64,
         secrets: Redactor,
         job: &str,
@@ -191,21 +177,8 @@ impl OAuth {
 
     /// Ask the token endpoint, with retries; the token (taught to the redactor) and its lifetime.
     async fn request_token(&self) -> Result<Granted, FetchErrorKind> {
-        let mut attempt = 1;
-        loop {
-            let failure = match self.send_token_request().await {
-                Ok(Ok(granted)) => return Ok(granted),
-                Ok(Err(refused)) => return Err(refused),
-                Err(retryable) => retryable,
-            };
-            if attempt >= self.retry.max_attempts {
-                return Err(self.refused(format!("{failure} after {attempt} attempts")));
-            }
-            let delay = (self.retry.delay)(attempt);
-            tracing::warn!("{}: the token endpoint {failure}; retrying in {delay:.1?}", self.grant.kind);
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
+        let what = format!("the token endpoint {}", self.grant.token_url);
+        self.retry.run(&what, || self.send_token_request()).await
     }
 
     /// One token request: granted, refused for good, or `Err` with what a retry may cure.
@@ -388,7 +361,7 @@ impl Credentials for OAuth {
 }
 
 /// A response body, refused past `limit` bytes (after decompression).
-async fn read_limited(mut response: reqwest::Response, limit: u64) -> Result<Vec<u8>, String> {
+pub(super) async fn read_limited(mut response: reqwest::Response, limit: u64) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
         body.extend_from_slice(&chunk);

@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::auth::fixed::FixedCredentials;
-use crate::auth::oauth::{OAuth, TokenRetry};
+use crate::auth::oauth::OAuth;
+use crate::auth::renewal::Retry;
+use crate::auth::session::SessionCredentials;
 use crate::auth::{AuthPlan, Credentials, JobCredentials, Outbound};
 use crate::error::{Error, FetchError, FetchErrorKind};
 use crate::plan::{Method, Plan, RetryPlan};
@@ -120,19 +122,21 @@ fn credentials(plan: &Plan, client: &reqwest::Client) -> Arc<dyn Credentials> {
         AuthPlan::None => Arc::new(JobCredentials::new(secrets)),
         AuthPlan::Fixed(fixed) => Arc::new(FixedCredentials::new(fixed.clone(), secrets)),
         AuthPlan::OAuth(grant) => {
-            let retry = plan.retry.clone();
-            let delay = Arc::new(move |attempt| backoff(&retry, attempt, rand::rng().random::<f64>()));
-            let retry = TokenRetry { max_attempts: plan.retry.max_attempts, delay };
-            Arc::new(OAuth::new(
-                grant.as_ref().clone(),
-                client.clone(),
-                retry,
-                plan.request.max_body,
-                secrets,
-                &plan.name,
-            ))
+            let grant = grant.as_ref().clone();
+            Arc::new(OAuth::new(grant, client.clone(), auth_retry(plan), plan.request.max_body, secrets, &plan.name))
+        }
+        AuthPlan::Session(login) => {
+            let login = login.as_ref().clone();
+            Arc::new(SessionCredentials::new(login, client.clone(), auth_retry(plan), plan.request.max_body, secrets))
         }
     }
+}
+
+/// Token and login requests: the job's attempts and backoff.
+fn auth_retry(plan: &Plan) -> Retry {
+    let retry = plan.retry.clone();
+    let delay = Arc::new(move |attempt| backoff(&retry, attempt, rand::rng().random::<f64>()));
+    Retry { max_attempts: plan.retry.max_attempts, delay }
 }
 
 /// How long a request in flight when the run is interrupted may still take: its page is kept

@@ -10,6 +10,7 @@ use crate::auth::basic::BasicSpec;
 use crate::auth::bearer::BearerSpec;
 use crate::auth::client_credentials::ClientCredentialsSpec;
 use crate::auth::refresh_token::RefreshTokenSpec;
+use crate::auth::session::SessionSpec;
 use crate::auth::{AuthPlan, NoneSpec, Spec};
 
 /// The keys every auth kind takes.
@@ -35,7 +36,7 @@ impl Kind {
 }
 
 /// Every auth kind, in the order messages list them.
-fn kinds() -> [Kind; 6] {
+fn kinds() -> [Kind; 7] {
     [
         Kind::of::<NoneSpec>("none"),
         Kind::of::<BearerSpec>("bearer"),
@@ -43,11 +44,12 @@ fn kinds() -> [Kind; 6] {
         Kind::of::<ApiKeySpec>("api_key"),
         Kind::of::<ClientCredentialsSpec>("oauth2_client_credentials"),
         Kind::of::<RefreshTokenSpec>("oauth2_refresh_token"),
+        Kind::of::<SessionSpec>("session"),
     ]
 }
 
 /// Kinds in the contract that this version does not build yet.
-const LATER: &[&str] = &["oauth2_jwt_bearer", "session"];
+const LATER: &[&str] = &["oauth2_jwt_bearer"];
 
 impl Cx<'_> {
     /// `[auth]`: the plan of its kind and the origins credentials may go to besides

@@ -40,6 +40,10 @@ impl KeyReader for Cx<'_> {
         Ok(text)
     }
 
+    fn json(&self, value: &Spanned<toml::Value>) -> R<serde_json::Value> {
+        Cx::json(self, value.get_ref(), &value.span())
+    }
+
     fn learn(&self, text: &str, what: &str) {
         self.secrets.borrow_mut().push(Secret::new(what, text));
     }

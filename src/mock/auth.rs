@@ -11,6 +11,7 @@
 //! | `query`  | `?api_key=<secret>`                                               |
 //! | `cookie` | `Cookie: api_key=<secret>`                                        |
 //! | `oauth`  | `Authorization: Bearer <a token from POST /oauth/token, unexpired>` |
+//! | `session`| `Cookie: session=<id from POST /login/cookie>` or `Authorization: Token <key from POST /login/token>` |
 //!
 //! A request without it gets a 401 with `WWW-Authenticate` and an OAuth-style JSON error.
 //! `POST /oauth/token` grants `client_credentials` to client `harvest-client` with the secret
@@ -18,7 +19,10 @@
 //! refresh token: each use rotates it (the answer carries a new one, the old one is dead and
 //! answers `invalid_grant`, as Google, Xero and QuickBooks do). It answers slowly (50 ms) so that
 //! concurrent token requests overlap if a client sends them, and counts them and the most in
-//! progress at once. `POST /oauth/revoke` revokes every token issued so far.
+//! progress at once. `POST /login/cookie` and `POST /login/token` take `username = "harvest"`
+//! and the secret as `password` (JSON or form) and answer with a session cookie or
+//! `{"key": ...}`, counted with the token requests. `POST /oauth/revoke` revokes every token
+//! and session issued so far.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -121,8 +125,25 @@ pub(super) fn check(
                 Some(_) => Ok(()),
             };
         }
+        "session" => {
+            let cookie = headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|pair| pair.trim().strip_prefix("session=").map(str::to_string));
+            let key = header(header::AUTHORIZATION).strip_prefix("Token ").map(str::to_string);
+            let Some(id) = cookie.or(key) else { return Err(tokens.refuse("missing")) };
+            let issued = tokens.issued.lock().expect("tokens lock").get(&id).copied();
+            return match issued {
+                None => Err(tokens.refuse("unknown")),
+                Some(t) if t.revoked => Err(tokens.refuse("revoked")),
+                Some(t) if t.expires <= Instant::now() => Err(tokens.refuse("expired")),
+                Some(_) => Ok(()),
+            };
+        }
         other => {
-            let kinds = "bearer, basic, header, query, cookie, oauth";
+            let kinds = "bearer, basic, header, query, cookie, oauth, session";
             return Err(json_response(
                 StatusCode::NOT_FOUND,
                 json!({ "detail": format!("no auth kind {other:?}; the kinds are {kinds}") }),
@@ -156,7 +177,10 @@ pub(super) async fn endpoint(
     let now = tokens.in_progress.fetch_add(1, Ordering::SeqCst) + 1;
     tokens.max_in_progress.fetch_max(now, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let response = grant(secret, refresh_token, lifetime, tokens, headers, body);
+    let response = match path.strip_prefix("/login/") {
+        Some(how) => login(how, secret, lifetime, tokens, headers, body),
+        None => grant(secret, refresh_token, lifetime, tokens, headers, body),
+    };
     tokens.in_progress.fetch_sub(1, Ordering::SeqCst);
     response
 }
@@ -215,6 +239,35 @@ fn grant(
     answer["expires_in"] = json!(lifetime.as_secs().max(1));
     answer["scope"] = json!(form.get("scope").cloned().unwrap_or_default());
     json_response(StatusCode::OK, answer)
+}
+
+/// `POST /login/cookie` or `/login/token`: a session for `harvest` with the secret.
+fn login(how: &str, secret: &str, lifetime: Duration, tokens: &Tokens, headers: &HeaderMap, body: &[u8]) -> Response {
+    let json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.contains("json"));
+    let fields: HashMap<String, String> = if json {
+        let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let text = |name: &str| value.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        HashMap::from([("username".into(), text("username")), ("password".into(), text("password"))])
+    } else {
+        url::form_urlencoded::parse(body).into_owned().collect()
+    };
+    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
+    if field("username") != USER || field("password") != secret {
+        return json_response(StatusCode::UNAUTHORIZED, json!({ "detail": "invalid username or password" }));
+    }
+    let n = tokens.next.fetch_add(1, Ordering::SeqCst) + 1;
+    let id = format!("mock-session-{n}-{:016x}", rand::random::<u64>());
+    let issued = Issued { expires: Instant::now() + lifetime, revoked: false };
+    tokens.issued.lock().expect("tokens lock").insert(id.clone(), issued);
+    match how {
+        "token" => json_response(StatusCode::OK, json!({ "key": id })),
+        _ => {
+            let mut response = json_response(StatusCode::OK, json!({ "ok": true }));
+            let cookie = format!("session={id}; Path=/; HttpOnly; SameSite=Lax");
+            response.headers_mut().insert(header::SET_COOKIE, cookie.parse().expect("a valid header"));
+            response
+        }
+    }
 }
 
 fn unauthorized(error: &str, description: &str) -> Response {

@@ -139,7 +139,7 @@ pub(super) async fn respond(api: &MockApi, request: Request, seq: u64) -> Respon
         url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
     let path = parts.uri.path().to_string();
     let config = &api.config;
-    if parts.method == Method::POST && path.starts_with("/oauth/") {
+    if parts.method == Method::POST && (path.starts_with("/oauth/") || path.starts_with("/login/")) {
         let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
         let tokens = &api.stats.tokens;
         let (secret, refresh, lifetime) = (&config.secret, &config.refresh_token, config.token_lifetime);

@@ -205,7 +205,9 @@ async fn no_credential_shows_in_any_log_or_file() {
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{SECRET}"));
     let encoded: String = url::form_urlencoded::byte_serialize(SECRET.as_bytes()).collect();
     let oauth = ("oauth", "kind = \"oauth2_client_credentials\"\ntoken_url = \"{base}/oauth/token\"\nclient_id = \"harvest-client\"\nclient_secret = \"${SECRET}\"");
-    for (path, auth) in fixed_kinds().into_iter().chain([oauth]) {
+    let cookie = ("session", SESSION_COOKIE);
+    let token = ("session", SESSION_TOKEN);
+    for (path, auth) in fixed_kinds().into_iter().chain([oauth, cookie, token]) {
         let f = Fixture::with(MockConfig { records: 120, secret: SECRET.into(), ..Default::default() }).await;
         let job_file = f.job(&job(&format!("/auth/{path}/offset"), auth, ""));
         let out = f.out();
@@ -229,7 +231,8 @@ async fn no_credential_shows_in_any_log_or_file() {
                 printed.push_str(&String::from_utf8_lossy(&output.stderr));
             }
         }
-        assert!(printed.contains("returned 401") || path == "oauth", "{path}: the wrong secret failed: {printed}");
+        let refused = printed.contains("returned 401") || printed.contains("could not get credentials");
+        assert!(refused, "{path}: the wrong secret failed: {printed}");
         let mut forbidden = vec![SECRET.to_string(), encoded.clone(), basic.clone(), "wrong-secret-value".into()];
         forbidden.extend(f.server.stats.tokens.issued());
         let mut files = String::new();
@@ -241,6 +244,69 @@ async fn no_credential_shows_in_any_log_or_file() {
             assert!(!files.contains(secret.as_str()), "{path}: {secret:?} in a file under the output folder");
         }
         assert_eq!(f.ids("t"), one_to(120), "{path}");
+    }
+}
+
+const SESSION_COOKIE: &str = "kind = \"session\"\nlogin_url = \"{base}/login/cookie\"\n\
+                              login_body = { username = \"harvest\", password = \"${SECRET}\" }";
+const SESSION_TOKEN: &str = "kind = \"session\"\nlogin_url = \"{base}/login/token\"\nlogin_format = \"form\"\n\
+                             login_body = { username = \"harvest\", password = \"${SECRET}\" }\ntoken = \"$.key\"";
+
+/// A login's cookie or token: one login for the whole job, sent only to the allowed origins,
+/// again once after the server drops the session, and a refused login says so without the
+/// password.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_logs_in_once_keeps_to_its_origins_and_logs_in_again_when_dropped() {
+    for auth in [SESSION_COOKIE, SESSION_TOKEN] {
+        let config = MockConfig {
+            records: 3000,
+            latency: Duration::from_millis(10),
+            secret: SECRET.into(),
+            ..Default::default()
+        };
+        let f = Fixture::with(config).await;
+        let text = job("/auth/session/offset", auth, "[limits]\nconcurrency = 8\n")
+            .replace("page_size = 50", "page_size = 10");
+        let run = f.run_with(&text, &[("SECRET", SECRET)]);
+        let drop_sessions = async {
+            crate::support::until_requests(&f.server, 100).await;
+            reqwest::Client::new().post(format!("{}/oauth/revoke", f.server.url())).send().await.unwrap();
+        };
+        let (summary, ()) = tokio::join!(run, drop_sessions);
+        summary.unwrap_or_else(|e| panic!("{auth}: {e}"));
+        assert_eq!(f.ids("t"), one_to(3000), "{auth}");
+        assert_eq!(f.server.stats.tokens.requests(), 2, "{auth}: one login, and one after the session was dropped");
+        assert!((1..=16).contains(&f.server.stats.tokens.refused("revoked")), "{auth}");
+        let logins = f.server.stats.log().into_iter().filter(|s| s.uri.starts_with("/login/")).count();
+        assert_eq!(logins, 2, "{auth}");
+
+        let error = f.run_with(&text, &[("SECRET", "wrong-password")]).await.unwrap_err().to_string();
+        assert!(
+            error.contains("could not get credentials: the login at")
+                && error.contains("answered 401: invalid username or password"),
+            "{error}"
+        );
+        assert!(!error.contains("wrong-password"), "{error}");
+
+        // Next links to another origin go without the session (a new job: the failed run's
+        // checkpoint is not its).
+        std::fs::remove_dir_all(f.out()).unwrap();
+        let other =
+            MockServer::start(MockConfig { records: 120, secret: SECRET.into(), ..Default::default() }).await.unwrap();
+        let path = format!("/auth/session/next-url?next_origin={}&per_page=50", other.url());
+        let next = job(&path, auth, "")
+            .replace(
+                "[pagination]\nkind = \"offset\"\npage_size = 50\ntotal = \"$.total\"",
+                "[pagination]\nkind = \"next_url\"",
+            )
+            .replace("$.items[*]", "$.results[*]");
+        let error = f.run_with(&next, &[("SECRET", SECRET)]).await.unwrap_err().to_string();
+        assert!(error.contains("returned 401"), "{error}");
+        let carried =
+            other.stats.log().iter().any(|s| {
+                s.headers.iter().any(|(n, v)| n == "authorization" || (n == "cookie" && v.contains("session=")))
+            });
+        assert!(!carried, "{auth}: another origin got the session: {:?}", other.stats.log());
     }
 }
 

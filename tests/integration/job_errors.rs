@@ -94,8 +94,8 @@ fn bad_job_files_are_reported_with_their_position() {
         ),
         (
             "a later feature: auth kinds",
-            format!("{HEAD}[pagination]\nkind = \"none\"\n[auth]\nkind = \"session\"\nlogin_url = \"http://h/login\"\n"),
-            "jobs/bad.toml:9:8: [auth] kind = \"session\" is not supported by this version of harvest yet",
+            format!("{HEAD}[pagination]\nkind = \"none\"\n[auth]\nkind = \"oauth2_jwt_bearer\"\ntoken_url = \"http://h/token\"\n"),
+            "jobs/bad.toml:9:8: [auth] kind = \"oauth2_jwt_bearer\" is not supported by this version of harvest yet",
         ),
         (
             "a Parquet key on NDJSON output",
