@@ -118,6 +118,9 @@ pub struct MockApiArgs {
     /// The refresh token /oauth/token takes first (each use rotates it).
     #[arg(long, env = "HARVEST_MOCK_REFRESH_TOKEN", default_value = "mock-refresh-token", hide_env_values = true)]
     pub refresh_token: String,
+    /// A public key (PEM file) that signs JWT assertions /oauth/token takes; repeatable.
+    #[arg(long)]
+    pub jwt_public_key: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -19,6 +19,10 @@ pub trait KeyReader {
     /// written in the file (which `check` warns about); `what` names it in sealed files.
     fn secret(&self, value: &Spanned<String>, what: &str) -> Result<String, JobError>;
 
+    /// The text of a file the job names (relative to the job file's folder): its path as
+    /// resolved, and its content.
+    fn file(&self, value: &Spanned<String>, key: &str) -> Result<(std::path::PathBuf, String), JobError>;
+
     /// A TOML value as JSON, `${VAR}` substituted in its strings (a login body).
     fn json(&self, value: &Spanned<toml::Value>) -> Result<serde_json::Value, JobError>;
 

@@ -108,6 +108,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 secret: args.secret,
                 token_lifetime: args.token_lifetime,
                 refresh_token: args.refresh_token,
+                jwt_public_keys: args
+                    .jwt_public_key
+                    .iter()
+                    .map(|path| std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())))
+                    .collect::<anyhow::Result<_>>()?,
             };
             harvest::mock::serve(args.addr, config).await?;
             Ok(())

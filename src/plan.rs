@@ -210,10 +210,26 @@ impl Plan {
 
     /// The job's URL for one partition, placeholders filled in and percent-encoded.
     pub fn url_for(&self, partition: &Partition) -> Result<Url, String> {
-        let filled = fill(&self.request.url, partition, Encoding::PathSegment);
-        Url::parse(&filled)
-            .map_err(|e| format!("request.url {} is not a valid URL: {e}", self.redactor.redact(&filled)))
+        fill_url(&self.request.url, partition).map_err(|e| self.redactor.redact(&e).into_owned())
     }
+}
+
+/// A URL template with a partition's values in it, each value one path segment whatever it
+/// holds. A value that is `.` or `..` where a whole segment is would be a dot segment, which
+/// every URL parser removes (`%2E` too): refused rather than sent to another path.
+pub fn fill_url(template: &str, partition: &Partition) -> Result<Url, String> {
+    let filled = fill(template, partition, Encoding::PathSegment);
+    let url = Url::parse(&filled).map_err(|e| format!("request.url {filled} is not a valid URL: {e}"))?;
+    let segments = |u: &Url| u.path_segments().map_or(0, |s| s.count());
+    if let Ok(unfilled) = Url::parse(template) {
+        if segments(&unfilled) != segments(&url) {
+            let label = partition.values.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join(", ");
+            return Err(format!(
+                "request.url {template} with {label} has a path segment `.` or `..`, which no URL can send as a value"
+            ));
+        }
+    }
+    Ok(url)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,16 +295,23 @@ mod tests {
         proptest! {
             #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
-            /// Any value fills a URL template into a URL that parses and gives the value back.
+            /// Any value fills a URL template as one path segment that decodes back to it, except
+            /// `.` and `..`, which would be dot segments and are refused.
             #[test]
-            fn any_value_fills_a_path_segment_and_decodes_back(value in ".{0,60}") {
+            fn any_value_fills_a_path_segment_and_decodes_back(value in prop_oneof![".{0,60}", "[./]{1,3}"]) {
                 let partition = Partition { values: vec![("v".into(), value.clone())], ..Partition::default() };
-                let filled = fill("http://h/a/{v}/b?x={v}", &partition, Encoding::PathSegment);
-                let url = Url::parse(&filled).expect("a filled template is a URL");
-                let segment = url.path_segments().unwrap().nth(1).unwrap().to_string();
-                let decoded = percent_encoding::percent_decode_str(&segment).decode_utf8().unwrap();
-                prop_assert_eq!(decoded, value.as_str());
-                prop_assert_eq!(url.path_segments().unwrap().count(), 3, "the value stays one segment");
+                match fill_url("http://h/a/{v}/b?x={v}", &partition) {
+                    Ok(url) => {
+                        prop_assert_eq!(url.path_segments().unwrap().count(), 3, "the value stays one segment");
+                        let segment = url.path_segments().unwrap().nth(1).unwrap().to_string();
+                        let decoded = percent_encoding::percent_decode_str(&segment).decode_utf8().unwrap();
+                        prop_assert_eq!(decoded, value.as_str());
+                    }
+                    Err(e) => {
+                        prop_assert!(value == "." || value == "..", "{value:?} refused: {e}");
+                        prop_assert!(e.contains("`.` or `..`"), "{e}");
+                    }
+                }
             }
         }
     }

@@ -11,11 +11,13 @@
 //! credentials of the run.
 
 pub mod api_key;
+pub mod assertion;
 pub mod basic;
 pub mod bearer;
 pub mod cache;
 pub mod client_credentials;
 pub mod fixed;
+pub mod jwt_bearer;
 pub mod oauth;
 pub mod refresh_token;
 pub mod renewal;

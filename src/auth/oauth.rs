@@ -49,6 +49,8 @@ pub enum Flow {
     /// A refresh token (RFC 6749 6), which the server may rotate on every use; `cache`
     /// overrides where the rotated one is kept.
     RefreshToken { configured: String, cache: Option<std::path::PathBuf> },
+    /// A signed assertion (RFC 7523): service accounts.
+    JwtBearer(super::assertion::Assertion),
 }
 
 /// How the client proves itself to the token endpoint (RFC 6749 2.3.1).
@@ -133,7 +135,7 @@ impl OAuth {
         job: &str,
     ) -> Self {
         let refresh = match &grant.flow {
-            Flow::ClientCredentials => None,
+            Flow::ClientCredentials | Flow::JwtBearer(_) => None,
             Flow::RefreshToken { configured, cache } => {
                 let cache =
                     cache.clone().or_else(|| super::cache::default_path(job, &grant.token_url, &grant.client_id));
@@ -185,12 +187,24 @@ impl OAuth {
     async fn send_token_request(&self) -> Result<Result<Granted, FetchErrorKind>, String> {
         let grant = &self.grant;
         let refresh_token = self.refresh.lock().expect("refresh lock").as_ref().map(|r| r.current.clone());
-        let mut form: Vec<(&str, &str)> = match &refresh_token {
-            Some(token) => vec![("grant_type", "refresh_token"), ("refresh_token", token)],
-            None => vec![("grant_type", "client_credentials")],
+        let assertion = match &grant.flow {
+            Flow::JwtBearer(assertion) => {
+                let signed = assertion.sign().map_err(|e| format!("could not sign the assertion: {e}"))?;
+                self.secrets.learn(Secret::new("jwt assertion", signed.clone()));
+                Some(signed)
+            }
+            _ => None,
+        };
+        let mut form: Vec<(&str, &str)> = match (&refresh_token, &assertion) {
+            (Some(token), _) => vec![("grant_type", "refresh_token"), ("refresh_token", token)],
+            (None, Some(assertion)) => {
+                vec![("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", assertion)]
+            }
+            (None, None) => vec![("grant_type", "client_credentials")],
         };
         let scope = grant.scopes.join(" ");
-        if !scope.is_empty() {
+        // A service account's scopes are claims of its assertion.
+        if !scope.is_empty() && assertion.is_none() {
             form.push(("scope", &scope));
         }
         if let Some(audience) = &grant.audience {
@@ -209,7 +223,8 @@ impl OAuth {
                 form.push(("client_id", &grant.client_id));
                 form.push(("client_secret", secret));
             }
-            // A public client names itself only.
+            // An assertion is the client's proof; a public client names itself only.
+            (_, None) if assertion.is_some() => {}
             (_, None) => form.push(("client_id", &grant.client_id)),
         }
         let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish();

@@ -9,6 +9,7 @@ use crate::auth::api_key::ApiKeySpec;
 use crate::auth::basic::BasicSpec;
 use crate::auth::bearer::BearerSpec;
 use crate::auth::client_credentials::ClientCredentialsSpec;
+use crate::auth::jwt_bearer::JwtBearerSpec;
 use crate::auth::refresh_token::RefreshTokenSpec;
 use crate::auth::session::SessionSpec;
 use crate::auth::{AuthPlan, NoneSpec, Spec};
@@ -36,7 +37,7 @@ impl Kind {
 }
 
 /// Every auth kind, in the order messages list them.
-fn kinds() -> [Kind; 7] {
+fn kinds() -> [Kind; 8] {
     [
         Kind::of::<NoneSpec>("none"),
         Kind::of::<BearerSpec>("bearer"),
@@ -44,12 +45,10 @@ fn kinds() -> [Kind; 7] {
         Kind::of::<ApiKeySpec>("api_key"),
         Kind::of::<ClientCredentialsSpec>("oauth2_client_credentials"),
         Kind::of::<RefreshTokenSpec>("oauth2_refresh_token"),
+        Kind::of::<JwtBearerSpec>("oauth2_jwt_bearer"),
         Kind::of::<SessionSpec>("session"),
     ]
 }
-
-/// Kinds in the contract that this version does not build yet.
-const LATER: &[&str] = &["oauth2_jwt_bearer"];
 
 impl Cx<'_> {
     /// `[auth]`: the plan of its kind and the origins credentials may go to besides
@@ -70,13 +69,7 @@ impl Cx<'_> {
         let name = shared.kind.as_ref().map_or("none", |k| k.get_ref().as_str());
         let kind_span = shared.kind.as_ref().map_or(span.clone(), |k| k.span());
         let Some(kind) = kinds.iter().find(|k| k.name == name) else {
-            if LATER.contains(&name) {
-                return Err(self.err(
-                    kind_span,
-                    format!("[auth] kind = {name:?} is not supported by this version of harvest yet"),
-                ));
-            }
-            let names: Vec<&str> = kinds.iter().map(|k| k.name).chain(LATER.iter().copied()).collect();
+            let names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
             return Err(self.err(
                 kind_span,
                 format!("auth kind {name:?} is not one of {}{}", names.join(", "), did_you_mean(name, &names)),

@@ -40,6 +40,17 @@ impl KeyReader for Cx<'_> {
         Ok(text)
     }
 
+    fn file(&self, value: &Spanned<String>, key: &str) -> R<(std::path::PathBuf, String)> {
+        let given = std::path::PathBuf::from(self.string(value)?);
+        let path = match self.file.parent() {
+            Some(dir) if given.is_relative() => dir.join(&given),
+            _ => given,
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| self.err(value.span(), format!("{key} {} cannot be read: {e}", path.display())))?;
+        Ok((path, text))
+    }
+
     fn json(&self, value: &Spanned<toml::Value>) -> R<serde_json::Value> {
         Cx::json(self, value.get_ref(), &value.span())
     }

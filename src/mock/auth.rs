@@ -160,9 +160,7 @@ pub(super) fn check(
 /// `POST /oauth/token` and `POST /oauth/revoke`.
 pub(super) async fn endpoint(
     path: &str,
-    secret: &str,
-    refresh_token: &str,
-    lifetime: Duration,
+    config: &super::MockConfig,
     tokens: &Tokens,
     headers: &HeaderMap,
     body: &[u8],
@@ -177,26 +175,33 @@ pub(super) async fn endpoint(
     let now = tokens.in_progress.fetch_add(1, Ordering::SeqCst) + 1;
     tokens.max_in_progress.fetch_max(now, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(50)).await;
+    let (secret, lifetime) = (&config.secret, config.token_lifetime);
     let response = match path.strip_prefix("/login/") {
         Some(how) => login(how, secret, lifetime, tokens, headers, body),
-        None => grant(secret, refresh_token, lifetime, tokens, headers, body),
+        None => grant(config, tokens, headers, body),
     };
     tokens.in_progress.fetch_sub(1, Ordering::SeqCst);
     response
 }
 
-fn grant(
-    secret: &str,
-    refresh_token: &str,
-    lifetime: Duration,
-    tokens: &Tokens,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Response {
+fn grant(config: &super::MockConfig, tokens: &Tokens, headers: &HeaderMap, body: &[u8]) -> Response {
+    let (secret, refresh_token, lifetime) = (&config.secret, &config.refresh_token, config.token_lifetime);
     let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
     let grant_type = form.get("grant_type").map(String::as_str).unwrap_or("");
+    if grant_type == JWT_BEARER {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let audience = format!("http://{host}/oauth/token");
+        if let Err(why) = verify_assertion(form.get("assertion").map(String::as_str).unwrap_or(""), &audience, config) {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", &why);
+        }
+        return issue(tokens, lifetime, form.get("scope").cloned(), json!({}));
+    }
     if !matches!(grant_type, "client_credentials" | "refresh_token") {
-        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "client_credentials or refresh_token");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "client_credentials, refresh_token or jwt-bearer",
+        );
     }
     let basic = headers
         .get(header::AUTHORIZATION)
@@ -211,12 +216,12 @@ fn grant(
             (form.get("client_id").cloned().unwrap_or_default(), form.get("client_secret").cloned().unwrap_or_default())
         }
     };
-    if id != CLIENT_ID || client_secret != secret {
+    if id != CLIENT_ID || client_secret != *secret {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
     }
-    let n = tokens.next.fetch_add(1, Ordering::SeqCst) + 1;
     let mut answer = json!({});
     if grant_type == "refresh_token" {
+        let n = tokens.next.fetch_add(1, Ordering::SeqCst) + 1;
         let mut current = tokens.refresh.lock().expect("refresh lock");
         let valid = current.clone().unwrap_or_else(|| refresh_token.to_string());
         if form.get("refresh_token") != Some(&valid) {
@@ -231,14 +236,47 @@ fn grant(
         tokens.refresh_issued.lock().expect("refresh lock").push(rotated.clone());
         answer["refresh_token"] = json!(rotated);
     }
+    issue(tokens, lifetime, form.get("scope").cloned(), answer)
+}
+
+/// The grant type of RFC 7523 assertions.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// The issuer the mock takes assertions from.
+pub const JWT_ISSUER: &str = "harvest@mock.iam.gserviceaccount.com";
+
+/// An access token, added to `answer`.
+fn issue(tokens: &Tokens, lifetime: Duration, scope: Option<String>, mut answer: serde_json::Value) -> Response {
+    let n = tokens.next.fetch_add(1, Ordering::SeqCst) + 1;
     let token = format!("mock-access-{n}-{:016x}", rand::random::<u64>());
     let issued = Issued { expires: Instant::now() + lifetime, revoked: false };
     tokens.issued.lock().expect("tokens lock").insert(token.clone(), issued);
     answer["access_token"] = json!(token);
     answer["token_type"] = json!("Bearer");
     answer["expires_in"] = json!(lifetime.as_secs().max(1));
-    answer["scope"] = json!(form.get("scope").cloned().unwrap_or_default());
+    answer["scope"] = json!(scope.unwrap_or_default());
     json_response(StatusCode::OK, answer)
+}
+
+/// An assertion signed by one of the mock's public keys, from `JWT_ISSUER`, for `audience`,
+/// unexpired.
+fn verify_assertion(assertion: &str, audience: &str, config: &super::MockConfig) -> Result<(), String> {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    let header = jsonwebtoken::decode_header(assertion).map_err(|e| format!("not a JWT: {e}"))?;
+    let mut validation = Validation::new(header.alg);
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&[JWT_ISSUER]);
+    for pem in &config.jwt_public_keys {
+        let key = match header.alg {
+            Algorithm::ES256 => DecodingKey::from_ec_pem(pem.as_bytes()),
+            _ => DecodingKey::from_rsa_pem(pem.as_bytes()),
+        };
+        let Ok(key) = key else { continue };
+        if jsonwebtoken::decode::<serde_json::Value>(assertion, &key, &validation).is_ok() {
+            return Ok(());
+        }
+    }
+    Err("the assertion is not signed by a known key, or its iss, aud or exp is wrong".into())
 }
 
 /// `POST /login/cookie` or `/login/token`: a session for `harvest` with the secret.

@@ -48,6 +48,8 @@ pub struct MockConfig {
     pub token_lifetime: Duration,
     /// The refresh token `/oauth/token` takes first (each use rotates it).
     pub refresh_token: String,
+    /// Public keys (PEM) that sign the JWT assertions `/oauth/token` takes (RS256 or ES256).
+    pub jwt_public_keys: Vec<String>,
 }
 
 impl Default for MockConfig {
@@ -63,6 +65,7 @@ impl Default for MockConfig {
             secret: "mock-secret".into(),
             token_lifetime: Duration::from_secs(3600),
             refresh_token: "mock-refresh-token".into(),
+            jwt_public_keys: Vec::new(),
         }
     }
 }

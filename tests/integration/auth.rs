@@ -410,3 +410,59 @@ fn a_rotated_refresh_token_carries_over_to_the_next_run_through_the_cache() {
     );
     assert!(printed_3.contains(&cached[0].display().to_string()), "names the cache file: {printed_3}");
 }
+
+/// RFC 7523 assertions, RS256 from a PEM in the environment, ES256 from a PEM file, and a
+/// Google service-account JSON key as downloaded (which names the issuer and the token URL).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_assertion_buys_a_token_with_either_algorithm_and_a_service_account_key() {
+    use harvest::mock::auth::JWT_ISSUER;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt");
+    let read = |name: &str| std::fs::read_to_string(fixtures.join(name)).unwrap();
+    let config = MockConfig {
+        records: 120,
+        jwt_public_keys: vec![read("rsa.pub.pem"), read("ec.pub.pem")],
+        ..Default::default()
+    };
+    let f = Fixture::with(config).await;
+    let account = serde_json::json!({
+        "type": "service_account",
+        "client_email": JWT_ISSUER,
+        "private_key": read("rsa.pem"),
+        "token_uri": format!("{}/oauth/token", f.server.url()),
+    });
+    let account_file = f.dir.path().join("service-account.json");
+    std::fs::write(&account_file, account.to_string()).unwrap();
+    let rsa_env = format!("kind = \"oauth2_jwt_bearer\"\ntoken_url = \"{{base}}/oauth/token\"\nissuer = \"{JWT_ISSUER}\"\nprivate_key = \"${{KEY}}\"\nscopes = [\"read\"]");
+    let ec_file = format!(
+        "kind = \"oauth2_jwt_bearer\"\ntoken_url = \"{{base}}/oauth/token\"\nissuer = \"{JWT_ISSUER}\"\nkey_file = \"{}\"\nalgorithm = \"ES256\"",
+        fixtures.join("ec.pem").display()
+    );
+    let google = "kind = \"oauth2_jwt_bearer\"\nkey_file = \"service-account.json\"\nscopes = [\"https://www.googleapis.com/auth/cloud-platform\"]".to_string();
+    for (what, auth) in [("RS256 from ${KEY}", rsa_env), ("ES256 key file", ec_file), ("service account", google)] {
+        let before = f.server.stats.tokens.requests();
+        std::fs::remove_dir_all(f.out()).ok();
+        f.run_with(&job("/auth/oauth/offset", &auth, ""), &[("KEY", &read("rsa.pem"))])
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(f.ids("t"), one_to(120), "{what}");
+        assert_eq!(f.server.stats.tokens.requests() - before, 1, "{what}: one token");
+    }
+
+    // A key the server does not know: refused, with the server's words and not the key.
+    let wrong = format!("kind = \"oauth2_jwt_bearer\"\ntoken_url = \"{{base}}/oauth/token\"\nissuer = \"{JWT_ISSUER}\"\nkey_file = \"{}\"\nalgorithm = \"ES256\"", fixtures.join("rsa.pem").display());
+    let error = f.run_with(&job("/auth/oauth/offset", &wrong, ""), &[]).await.unwrap_err().to_string();
+    assert!(error.contains("is not a ES256 PEM key"), "an RSA key read as ES256: {error}");
+    let other =
+        MockServer::start(MockConfig { records: 10, jwt_public_keys: vec![read("ec.pub.pem")], ..Default::default() })
+            .await
+            .unwrap();
+    let f2 = Fixture { server: other, dir: tempfile::tempdir().unwrap() };
+    let rsa_env = format!("kind = \"oauth2_jwt_bearer\"\ntoken_url = \"{{base}}/oauth/token\"\nissuer = \"{JWT_ISSUER}\"\nprivate_key = \"${{KEY}}\"");
+    let error = f2
+        .run_with(&job("/auth/oauth/offset", &rsa_env, ""), &[("KEY", &read("rsa.pem"))])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("refused client harvest@mock.iam.gserviceaccount.com with 400: invalid_grant"), "{error}");
+    assert!(!error.contains("PRIVATE KEY") && !error.contains("eyJ"), "no key or assertion: {error}");
+}

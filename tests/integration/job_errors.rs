@@ -93,9 +93,9 @@ fn bad_job_files_are_reported_with_their_position() {
             "jobs/bad.toml:11:12: \"soon\" is not a duration",
         ),
         (
-            "a later feature: auth kinds",
+            "an auth kind without its key",
             format!("{HEAD}[pagination]\nkind = \"none\"\n[auth]\nkind = \"oauth2_jwt_bearer\"\ntoken_url = \"http://h/token\"\n"),
-            "jobs/bad.toml:9:8: [auth] kind = \"oauth2_jwt_bearer\" is not supported by this version of harvest yet",
+            "jobs/bad.toml:10:13: oauth2_jwt_bearer needs private_key or key_file",
         ),
         (
             "a Parquet key on NDJSON output",
