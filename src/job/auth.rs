@@ -2,8 +2,9 @@
 //! (its `Spec`, in its file under `auth/`); `allow_origins` is read here for every kind. A
 //! key of another kind is an error at its line that names the kind it belongs to.
 
-use toml::de::{DeTable, DeValue};
+use toml::de::DeValue;
 
+use super::sections::KindKeys;
 use super::*;
 use crate::auth::api_key::ApiKeySpec;
 use crate::auth::basic::BasicSpec;
@@ -55,46 +56,14 @@ impl Cx<'_> {
     /// `request.url`'s.
     pub(super) fn auth(&self, section: Option<&Spanned<DeValue>>) -> R<(AuthPlan, Vec<url::Origin>)> {
         let Some(section) = section else { return Ok((AuthPlan::None, Vec::new())) };
-        let span = section.span();
-        let Some(table) = section.get_ref().as_table() else {
-            return Err(self.err(span, "[auth] must be a table"));
-        };
-        let shared_keys = keys_of::<Shared>();
-        let (shared, own): (DeTable, DeTable) = table
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .partition(|(k, _)| shared_keys.contains(&k.get_ref().as_ref()));
-        let shared: Shared = self.section(Spanned::new(span.clone(), DeValue::Table(shared)))?;
+        let (shared, own): (Shared, _) = self.split_section(section, "auth")?;
         let kinds = kinds();
+        let names: Vec<KindKeys> = kinds.iter().map(|k| (k.name, k.keys)).collect();
         let name = shared.kind.as_ref().map_or("none", |k| k.get_ref().as_str());
-        let kind_span = shared.kind.as_ref().map_or(span.clone(), |k| k.span());
-        let Some(kind) = kinds.iter().find(|k| k.name == name) else {
-            let names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
-            return Err(self.err(
-                kind_span,
-                format!("auth kind {name:?} is not one of {}{}", names.join(", "), did_you_mean(name, &names)),
-            ));
-        };
-        if let Some((key, value)) = own.iter().find(|(k, _)| !kind.keys.contains(&k.get_ref().as_ref())) {
-            let key_name = key.get_ref();
-            let owners: Vec<&str> =
-                kinds.iter().filter(|k| k.keys.contains(&key_name.as_ref())).map(|k| k.name).collect();
-            return Err(if owners.is_empty() {
-                // A misspelt key of any kind is worth naming; otherwise list this kind's.
-                let every: Vec<&str> = shared_keys.iter().chain(kinds.iter().flat_map(|k| k.keys)).copied().collect();
-                let allowed: Vec<&str> = shared_keys.iter().chain(kind.keys).copied().collect();
-                let hint = Some(did_you_mean(key_name, &every)).filter(|h| !h.is_empty());
-                let hint = hint.unwrap_or_else(|| key_hint(key_name, &allowed));
-                self.err(key.span(), format!("unknown key `{key_name}` in [auth]{hint}"))
-            } else {
-                let owners = owners.join(" or ");
-                self.err(
-                    value.span(),
-                    format!("`{key_name}` does not apply to auth kind {name:?} (it is for kind {owners})"),
-                )
-            });
-        }
-        let plan = (kind.build)(self, Spanned::new(span, DeValue::Table(own)))?;
+        let kind_span = shared.kind.as_ref().map_or(section.span(), |k| k.span());
+        let kind = self.kind_named("auth", name, kind_span, &names)?;
+        self.only_keys_of("auth", &own, kind, &names, keys_of::<Shared>())?;
+        let plan = (kinds[kind].build)(self, Spanned::new(section.span(), DeValue::Table(own)))?;
         let origins = shared
             .allow_origins
             .iter()

@@ -2,8 +2,9 @@
 //! in its file under `paginate/`); the keys every kind shares are read here. A key of another
 //! kind is an error at its line that names the kind it belongs to.
 
-use toml::de::{DeTable, DeValue};
+use toml::de::DeValue;
 
+use super::sections::KindKeys;
 use super::*;
 use crate::paginate::{SingleSpec, Spec};
 
@@ -44,51 +45,18 @@ fn kinds() -> [Kind; 6] {
 
 impl Cx<'_> {
     pub(super) fn pagination(&self, section: &Spanned<DeValue>) -> R<PaginationPlan> {
-        let span = section.span();
-        let Some(table) = section.get_ref().as_table() else {
-            return Err(self.err(span, "[pagination] must be a table"));
-        };
-        let shared_keys = keys_of::<Shared>();
-        let (shared, own): (DeTable, DeTable) = table
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .partition(|(k, _)| shared_keys.contains(&k.get_ref().as_ref()));
-        let shared: Shared = self.section(Spanned::new(span.clone(), DeValue::Table(shared)))?;
-
+        let (shared, own): (Shared, _) = self.split_section(section, "pagination")?;
         let kinds = kinds();
-        let name = shared.kind.get_ref().as_str();
-        let Some(kind) = kinds.iter().find(|k| k.name == name) else {
-            let names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
-            return Err(self.err(
-                shared.kind.span(),
-                format!("pagination kind {name:?} is not one of {}{}", names.join(", "), did_you_mean(name, &names)),
-            ));
-        };
-        if let Some((key, value)) = own.iter().find(|(k, _)| !kind.keys.contains(&k.get_ref().as_ref())) {
-            let owners: Vec<&str> =
-                kinds.iter().filter(|k| k.keys.contains(&key.get_ref().as_ref())).map(|k| k.name).collect();
-            let key_name = key.get_ref();
-            return Err(if owners.is_empty() {
-                let allowed: Vec<&str> = shared_keys.iter().chain(kind.keys).copied().collect();
-                self.err(
-                    key.span(),
-                    format!("unknown key `{key_name}` in [pagination]{}", key_hint(key_name, &allowed)),
-                )
-            } else {
-                let owners = owners.join(" or ");
-                self.err(
-                    value.span(),
-                    format!("`{key_name}` does not apply to pagination kind {name:?} (it is for kind {owners})"),
-                )
-            });
-        }
+        let names: Vec<KindKeys> = kinds.iter().map(|k| (k.name, k.keys)).collect();
+        let kind = self.kind_named("pagination", shared.kind.get_ref(), shared.kind.span(), &names)?;
+        self.only_keys_of("pagination", &own, kind, &names, keys_of::<Shared>())?;
         let page_size = match &shared.page_size {
             Some(s) if *s.get_ref() == 0 => return Err(self.err(s.span(), "page_size must be at least 1")),
             Some(s) => Some(*s.get_ref()),
             None => None,
         };
         Ok(PaginationPlan {
-            style: (kind.build)(self, Spanned::new(span, DeValue::Table(own)), page_size)?,
+            style: (kinds[kind].build)(self, Spanned::new(section.span(), DeValue::Table(own)), page_size)?,
             max_pages: shared.max_pages.map(Spanned::into_inner),
             max_records: shared.max_records.map(Spanned::into_inner),
         })

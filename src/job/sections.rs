@@ -3,12 +3,79 @@
 //! [`KeyReader`] through which a kind reads its values.
 
 use serde::de::DeserializeOwned;
-use toml::de::DeValue;
+use toml::de::{DeTable, DeValue};
 
 use super::*;
 use crate::keys::KeyReader;
 
+/// A kind as a section names it: its name and the keys it takes.
+pub(super) type KindKeys<'a> = (&'a str, &'a [&'a str]);
+
 impl Cx<'_> {
+    /// A section whose keys depend on its `kind`: the keys every kind takes (`S`), read now,
+    /// and the rest, still positioned, for the kind to read.
+    pub(super) fn split_section<'t, S: DeserializeOwned>(
+        &self,
+        section: &Spanned<DeValue<'t>>,
+        what: &str,
+    ) -> R<(S, DeTable<'t>)> {
+        let span = section.span();
+        let Some(table) = section.get_ref().as_table() else {
+            return Err(self.err(span, format!("[{what}] must be a table")));
+        };
+        let shared_keys = keys_of::<S>();
+        let (shared, own): (DeTable, DeTable) = table
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .partition(|(k, _)| shared_keys.contains(&k.get_ref().as_ref()));
+        Ok((self.section(Spanned::new(span, DeValue::Table(shared)))?, own))
+    }
+
+    /// The kind named `name` among `kinds`, else an error at `span` listing them.
+    pub(super) fn kind_named<'k>(
+        &self,
+        what: &str,
+        name: &str,
+        span: Range<usize>,
+        kinds: &[KindKeys<'k>],
+    ) -> R<usize> {
+        kinds.iter().position(|(k, _)| *k == name).ok_or_else(|| {
+            let names: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
+            self.err(
+                span,
+                format!("{what} kind {name:?} is not one of {}{}", names.join(", "), did_you_mean(name, &names)),
+            )
+        })
+    }
+
+    /// Every key of `own` is one of `kinds[kind]`'s: else an error at the key that names the
+    /// kind it is for, or the key it was probably meant to be, or the keys allowed.
+    pub(super) fn only_keys_of(
+        &self,
+        what: &str,
+        own: &DeTable,
+        kind: usize,
+        kinds: &[KindKeys],
+        shared: &[&str],
+    ) -> R<()> {
+        let (name, keys) = kinds[kind];
+        let Some((key, value)) = own.iter().find(|(k, _)| !keys.contains(&k.get_ref().as_ref())) else { return Ok(()) };
+        let key_name = key.get_ref();
+        let owners: Vec<&str> =
+            kinds.iter().filter(|(_, keys)| keys.contains(&key_name.as_ref())).map(|(k, _)| *k).collect();
+        if !owners.is_empty() {
+            let owners = owners.join(" or ");
+            let message = format!("`{key_name}` does not apply to {what} kind {name:?} (it is for kind {owners})");
+            return Err(self.err(value.span(), message));
+        }
+        // A misspelt key of any kind is worth naming; otherwise list this kind's.
+        let every: Vec<&str> = shared.iter().chain(kinds.iter().flat_map(|(_, keys)| keys.iter())).copied().collect();
+        let allowed: Vec<&str> = shared.iter().chain(keys).copied().collect();
+        let hint = Some(did_you_mean(key_name, &every)).filter(|h| !h.is_empty());
+        let hint = hint.unwrap_or_else(|| key_hint(key_name, &allowed));
+        Err(self.err(key.span(), format!("unknown key `{key_name}` in [{what}]{hint}")))
+    }
+
     /// Deserialize a section read with its positions; a key it does not take is reported
     /// with a did-you-mean hint.
     pub(super) fn section<T: DeserializeOwned>(&self, value: Spanned<DeValue>) -> R<T> {
