@@ -99,6 +99,10 @@ pub(super) fn check(
     query: &[(String, String)],
 ) -> Result<(), Response> {
     let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    // `refuse=1`: every credential is refused, as a path needing a scope the client lacks.
+    if query.iter().any(|(k, v)| k == "refuse" && v == "1") {
+        return Err(unauthorized("insufficient_scope", "the token lacks the scope this path needs"));
+    }
     let ok = match kind {
         "bearer" => header(header::AUTHORIZATION) == format!("Bearer {secret}"),
         "basic" => {
@@ -160,6 +164,7 @@ pub(super) fn check(
 /// `POST /oauth/token` and `POST /oauth/revoke`.
 pub(super) async fn endpoint(
     path: &str,
+    query: &[(String, String)],
     config: &super::MockConfig,
     tokens: &Tokens,
     headers: &HeaderMap,
@@ -171,14 +176,35 @@ pub(super) async fn endpoint(
         }
         return json_response(StatusCode::OK, json!({ "revoked": true }));
     }
-    tokens.requests.fetch_add(1, Ordering::SeqCst);
+    let seq = tokens.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let now = tokens.in_progress.fetch_add(1, Ordering::SeqCst) + 1;
     tokens.max_in_progress.fetch_max(now, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (secret, lifetime) = (&config.secret, config.token_lifetime);
+    let knob = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let response = match path.strip_prefix("/login/") {
+        // `fail=N`: the first N token or login requests answer 503.
+        _ if knob("fail").and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| seq <= n) => {
+            json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "temporarily_unavailable" }))
+        }
         Some(how) => login(how, secret, lifetime, tokens, headers, body),
-        None => grant(config, tokens, headers, body),
+        None => {
+            let mut response = grant(config, tokens, headers, body);
+            // `token_type=mac` or `no_token=1`: a grant a bearer client cannot use.
+            if knob("token_type").is_some() || knob("no_token").is_some() {
+                let bytes =
+                    axum::body::to_bytes(std::mem::take(response.body_mut()), 1 << 20).await.unwrap_or_default();
+                let mut answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                if let Some(kind) = knob("token_type") {
+                    answer["token_type"] = json!(kind);
+                }
+                if knob("no_token").is_some() {
+                    answer.as_object_mut().map(|o| o.remove("access_token"));
+                }
+                response = json_response(StatusCode::OK, answer);
+            }
+            response
+        }
     };
     tokens.in_progress.fetch_sub(1, Ordering::SeqCst);
     response

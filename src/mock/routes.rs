@@ -142,7 +142,7 @@ pub(super) async fn respond(api: &MockApi, request: Request, seq: u64) -> Respon
     if parts.method == Method::POST && (path.starts_with("/oauth/") || path.starts_with("/login/")) {
         let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
         let tokens = &api.stats.tokens;
-        return super::auth::endpoint(&path, config, tokens, &parts.headers, &body).await;
+        return super::auth::endpoint(&path, &query, config, tokens, &parts.headers, &body).await;
     }
     // `/auth/<kind>/<path>`: `<path>`, for a request with the kind's credential.
     let unprotected = match path.strip_prefix("/auth/").and_then(|rest| rest.split_once('/')) {

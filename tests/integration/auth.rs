@@ -207,8 +207,23 @@ async fn no_credential_shows_in_any_log_or_file() {
     let oauth = ("oauth", "kind = \"oauth2_client_credentials\"\ntoken_url = \"{base}/oauth/token\"\nclient_id = \"harvest-client\"\nclient_secret = \"${SECRET}\"");
     let cookie = ("session", SESSION_COOKIE);
     let token = ("session", SESSION_TOKEN);
-    for (path, auth) in fixed_kinds().into_iter().chain([oauth, cookie, token]) {
-        let f = Fixture::with(MockConfig { records: 120, secret: SECRET.into(), ..Default::default() }).await;
+    let refresh = ("oauth", "kind = \"oauth2_refresh_token\"\ntoken_url = \"{base}/oauth/token\"\nclient_id = \"harvest-client\"\nclient_secret = \"${SECRET}\"\nrefresh_token = \"${SECRET}\"");
+    let jwt_issuer = harvest::mock::auth::JWT_ISSUER;
+    let jwt = format!("kind = \"oauth2_jwt_bearer\"\ntoken_url = \"{{base}}/oauth/token\"\nissuer = \"{jwt_issuer}\"\nprivate_key = \"${{KEY}}\"");
+    let jwt = ("oauth", jwt.as_str());
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt");
+    let private_key = std::fs::read_to_string(fixtures.join("rsa.pem")).unwrap();
+    let public_key = std::fs::read_to_string(fixtures.join("rsa.pub.pem")).unwrap();
+    let cache_home = tempfile::tempdir().unwrap();
+    for (path, auth) in fixed_kinds().into_iter().chain([oauth, cookie, token, refresh, jwt]) {
+        let config = MockConfig {
+            records: 120,
+            secret: SECRET.into(),
+            refresh_token: SECRET.into(),
+            jwt_public_keys: vec![public_key.clone()],
+            ..Default::default()
+        };
+        let f = Fixture::with(config).await;
         let job_file = f.job(&job(&format!("/auth/{path}/offset"), auth, ""));
         let out = f.out();
         let mut printed = String::new();
@@ -225,15 +240,19 @@ async fn no_credential_shows_in_any_log_or_file() {
                     .arg(&job_file)
                     .args(["--output-dir", out.to_str().unwrap()])
                     .env("SECRET", secret)
+                    .env("KEY", &private_key)
+                    .env("XDG_CACHE_HOME", cache_home.path())
                     .output()
                     .unwrap();
                 printed.push_str(&String::from_utf8_lossy(&output.stdout));
                 printed.push_str(&String::from_utf8_lossy(&output.stderr));
             }
         }
+        // The signed kind has no secret in SECRET: only the others fail with the wrong one.
         let refused = printed.contains("returned 401") || printed.contains("could not get credentials");
-        assert!(refused, "{path}: the wrong secret failed: {printed}");
+        assert!(refused || auth.contains("jwt_bearer"), "{path}: the wrong secret failed: {printed}");
         let mut forbidden = vec![SECRET.to_string(), encoded.clone(), basic.clone(), "wrong-secret-value".into()];
+        forbidden.extend(private_key.lines().filter(|l| !l.starts_with("-----")).map(str::to_string));
         forbidden.extend(f.server.stats.tokens.issued());
         let mut files = String::new();
         for entry in walk(&out) {
@@ -465,4 +484,95 @@ async fn a_signed_assertion_buys_a_token_with_either_algorithm_and_a_service_acc
         .to_string();
     assert!(error.contains("refused client harvest@mock.iam.gserviceaccount.com with 400: invalid_grant"), "{error}");
     assert!(!error.contains("PRIVATE KEY") && !error.contains("eyJ"), "no key or assertion: {error}");
+}
+
+/// A refusal that a renewal cannot cure fails after exactly one renewal; token endpoints that
+/// stumble are retried; grants a bearer client cannot use are clear errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_endpoint_failures_and_a_second_401_are_clear() {
+    let auth = |query: &str| {
+        format!(
+            "kind = \"oauth2_client_credentials\"\ntoken_url = \"{{base}}/oauth/token{query}\"\nclient_id = \"harvest-client\"\n\
+             client_secret = \"${{SECRET}}\""
+        )
+    };
+    let fast = "[retry]\ninitial_backoff = \"10ms\"\nmax_backoff = \"20ms\"\n";
+    let fixture = || Fixture::with(MockConfig { records: 30, secret: SECRET.into(), ..Default::default() });
+
+    // Refused again right after a renewal: exit 1 with the server's words, one renewal only.
+    let f = fixture().await;
+    let error =
+        f.run_with(&job("/auth/oauth/offset?refuse=1", &auth(""), ""), &[("SECRET", SECRET)]).await.unwrap_err();
+    let error = error.to_string();
+    assert!(error.contains("returned 401") && error.contains("insufficient_scope"), "{error}");
+    assert!(error.contains("WWW-Authenticate: Bearer realm=\"mock\", error=\"insufficient_scope\""), "{error}");
+    assert_eq!(f.server.stats.tokens.requests(), 2, "the first token and one renewal");
+    assert_eq!(f.server.stats.count_path("/auth/oauth/offset"), 2, "the request and its one retry");
+    for token in f.server.stats.tokens.issued() {
+        assert!(!error.contains(&token), "{error}");
+    }
+
+    // A token endpoint answering 503 twice: retried with the job's backoff, then the harvest.
+    let f = fixture().await;
+    f.run_with(&job("/auth/oauth/offset", &auth("?fail=2"), fast), &[("SECRET", SECRET)]).await.unwrap();
+    assert_eq!(f.ids("t"), one_to(30));
+    assert_eq!(f.server.stats.tokens.requests(), 3);
+    // ...and always: an error after the job's attempts.
+    let f = fixture().await;
+    let text = job("/auth/oauth/offset", &auth("?fail=100"), &format!("{fast}max_attempts = 3\n"));
+    let error = f.run_with(&text, &[("SECRET", SECRET)]).await.unwrap_err().to_string();
+    assert!(error.contains("/oauth/token?fail=100 returned 503 after 3 attempts"), "{error}");
+
+    // Grants a bearer client cannot use.
+    for (query, says) in
+        [("?token_type=mac", "issued a token of type \"mac\""), ("?no_token=1", "answered without an access_token")]
+    {
+        let f = fixture().await;
+        let error = f.run_with(&job("/auth/oauth/offset", &auth(query), ""), &[("SECRET", SECRET)]).await.unwrap_err();
+        assert!(error.to_string().contains(says), "{error}");
+        assert_eq!(f.server.stats.count_path("/auth/oauth/offset"), 0, "nothing asked without a usable token");
+    }
+    // A token type in another case is still bearer.
+    let f = fixture().await;
+    f.run_with(&job("/auth/oauth/offset", &auth("?token_type=bEaReR"), ""), &[("SECRET", SECRET)]).await.unwrap();
+    assert_eq!(f.ids("t"), one_to(30));
+}
+
+/// An OAuth token goes with next links to the job's origin only.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oauth_token_stays_with_the_allowed_origins() {
+    let other =
+        MockServer::start(MockConfig { records: 120, secret: SECRET.into(), ..Default::default() }).await.unwrap();
+    let f = Fixture::with(MockConfig { records: 120, secret: SECRET.into(), ..Default::default() }).await;
+    let auth =
+        "kind = \"oauth2_client_credentials\"\ntoken_url = \"{base}/oauth/token\"\nclient_id = \"harvest-client\"\n\
+                client_secret = \"${SECRET}\"";
+    for (path, pagination) in [
+        (format!("/auth/oauth/next-url?next_origin={}&per_page=50", other.url()), "kind = \"next_url\""),
+        (format!("/auth/oauth/link?next_origin={}&per_page=50", other.url()), "kind = \"link_header\""),
+        (format!("/redirect?to={}/auth/oauth/offset", other.url()), "kind = \"none\""),
+    ] {
+        let text =
+            job(&path, auth, "").replace("kind = \"offset\"\npage_size = 50\ntotal = \"$.total\"", pagination).replace(
+                "$.items[*]",
+                if path.contains("next-url") {
+                    "$.results[*]"
+                } else if path.contains("link") {
+                    "$[*]"
+                } else {
+                    "$.items[*]"
+                },
+            );
+        std::fs::remove_dir_all(f.out()).ok();
+        let error = f.run_with(&text, &[("SECRET", SECRET)]).await.expect_err(&path).to_string();
+        assert!(error.contains("returned 401"), "{path}: {error}");
+    }
+    let carried = other.stats.log().iter().any(|s| s.headers.iter().any(|(n, _)| n == "authorization"));
+    assert!(!carried, "another origin got the token: {:?}", other.stats.log());
+    assert!(f
+        .server
+        .stats
+        .log()
+        .iter()
+        .any(|s| s.headers.iter().any(|(n, v)| n == "authorization" && v.starts_with("Bearer mock-access-"))));
 }
