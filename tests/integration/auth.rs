@@ -14,9 +14,11 @@ use crate::support::{one_to, Fixture};
 /// Characters that URL, form and header encodings each treat differently.
 const SECRET: &str = "k+y/v=l ue%2F";
 
-fn fixed_kinds() -> [(&'static str, &'static str); 5] {
+fn fixed_kinds() -> [(&'static str, &'static str); 6] {
     [
         ("bearer", "kind = \"bearer\"\ntoken = \"${SECRET}\""),
+        // Another header, and a prefix sent verbatim (here none).
+        ("header", "kind = \"bearer\"\ntoken = \"${SECRET}\"\nheader = \"X-Api-Key\"\nprefix = \"\""),
         ("basic", "kind = \"basic\"\nusername = \"harvest\"\npassword = \"${SECRET}\""),
         ("header", "kind = \"api_key\"\nname = \"X-Api-Key\"\nvalue = \"${SECRET}\""),
         ("query", "kind = \"api_key\"\nname = \"api_key\"\nvalue = \"${SECRET}\"\nin = \"query\""),
@@ -575,4 +577,90 @@ async fn an_oauth_token_stays_with_the_allowed_origins() {
         .log()
         .iter()
         .any(|s| s.headers.iter().any(|(n, v)| n == "authorization" && v.starts_with("Bearer mock-access-"))));
+}
+
+/// `check --probe` for the kinds that log in or sign: what was obtained, never a value.
+#[test]
+fn check_probe_reports_sessions_and_signed_tokens() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt");
+    let public_key = std::fs::read_to_string(fixtures.join("rsa.pub.pem")).unwrap();
+    let config =
+        MockConfig { records: 10, secret: SECRET.into(), jwt_public_keys: vec![public_key], ..Default::default() };
+    let f = runtime.block_on(Fixture::with(config));
+    let issuer = harvest::mock::auth::JWT_ISSUER;
+    let jwt = format!(
+        "kind = \"oauth2_jwt_bearer\"\ntoken_url = \"{{base}}/oauth/token\"\nissuer = \"{issuer}\"\nkey_file = \"{}\"",
+        fixtures.join("rsa.pem").display()
+    );
+    for (path, auth, expected) in [
+        (
+            "session",
+            SESSION_COOKIE.to_string(),
+            format!("auth: session: logged in at {}/login/cookie, 1 cookie(s) kept for the run", f.server.url()),
+        ),
+        (
+            "session",
+            SESSION_TOKEN.to_string(),
+            format!("auth: session: logged in at {}/login/token, a token kept for the run", f.server.url()),
+        ),
+        (
+            "oauth",
+            jwt,
+            format!("auth: oauth2_jwt_bearer: a bearer token from {}/oauth/token, valid for 1h", f.server.url()),
+        ),
+    ] {
+        let job_file = f.job(&job(&format!("/auth/{path}/offset"), &auth, ""));
+        let output = Command::new(env!("CARGO_BIN_EXE_harvest"))
+            .args(["check", "--probe"])
+            .arg(&job_file)
+            .env("SECRET", SECRET)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        assert!(stdout.contains(&expected), "{expected} in {stdout}");
+        for token in f.server.stats.tokens.issued() {
+            assert!(!stdout.contains(&token), "{stdout}");
+        }
+    }
+}
+
+/// Token requests take no slot of the API's rate limit: at one request a second with a
+/// burst of one, the first page follows its token at once, as the server saw them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_request_takes_no_rate_limit_token() {
+    let f = Fixture::with(MockConfig { records: 10, secret: SECRET.into(), ..Default::default() }).await;
+    let auth =
+        "kind = \"oauth2_client_credentials\"\ntoken_url = \"{base}/oauth/token\"\nclient_id = \"harvest-client\"\n\
+                client_secret = \"${SECRET}\"";
+    let limits = "[limits]\nrequests_per_second = 1.0\nburst = 1\n";
+    let text = job("/auth/oauth/offset", auth, limits)
+        .replace("kind = \"offset\"\npage_size = 50\ntotal = \"$.total\"", "kind = \"none\"");
+    f.run_with(&text, &[("SECRET", SECRET)]).await.unwrap();
+    let log = f.server.stats.log();
+    let at = |path: &str| log.iter().find(|s| s.uri.starts_with(path)).map(|s| s.at).unwrap();
+    let gap = at("/auth/oauth/offset").saturating_sub(at("/oauth/token"));
+    // The token endpoint holds its answer 50 ms; a limiter token spent on it would add 1 s.
+    assert!(gap < Duration::from_millis(500), "the page came {gap:?} after the token request");
+}
+
+/// `max_age` logs in again before that age, one login at a time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_logs_in_again_after_max_age() {
+    let config =
+        MockConfig { records: 3000, latency: Duration::from_millis(20), secret: SECRET.into(), ..Default::default() };
+    let f = Fixture::with(config).await;
+    let auth = format!("{SESSION_COOKIE}\nmax_age = \"250ms\"");
+    let text =
+        job("/auth/session/offset", &auth, "[limits]\nconcurrency = 8\n").replace("page_size = 50", "page_size = 10");
+    let started = Instant::now();
+    f.run_with(&text, &[("SECRET", SECRET)]).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(f.ids("t"), one_to(3000));
+    let logins = f.server.stats.tokens.requests();
+    let ages = (took.as_secs_f64() / 0.25) as u64;
+    assert!(logins >= 2 && logins <= ages + 2, "{logins} logins in {took:?}");
+    assert_eq!(f.server.stats.tokens.max_in_progress(), 1);
+    assert_eq!(f.server.stats.tokens.refused("expired") + f.server.stats.tokens.refused("unknown"), 0);
 }
