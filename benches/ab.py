@@ -8,36 +8,25 @@ new/old ratio per round and of the medians.
     cargo build --release
     python3 benches/ab.py /tmp/old-target/release/harvest [ROUNDS=7] [RECORDS=200000]
 """
-import os, socket, statistics, subprocess, sys, time, glob, shutil
+import os, statistics, sys
+
+from harness import scratch, start_mock, timed_run
 OLD = sys.argv[1]
 NEW = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "harvest")
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 7
 RECORDS = int(sys.argv[3]) if len(sys.argv) > 3 else 200_000
-s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
-mock = subprocess.Popen([NEW, "mock-api", "--addr", f"127.0.0.1:{port}", "--records", str(RECORDS)], stderr=subprocess.DEVNULL)
-while True:
-    try:
-        socket.create_connection(("127.0.0.1", port)).close(); break
-    except OSError:
-        time.sleep(0.05)
-base = "/dev/shm/ab" if os.path.isdir("/dev/shm") else "/tmp/ab/out"
-os.makedirs(base, exist_ok=True)
+mock, url = start_mock(NEW, "--records", str(RECORDS))
+base = scratch("ab")
 job = os.path.join(base, "job.toml")
-open(job, "w").write(f'name = "ab"\n[request]\nurl = "http://127.0.0.1:{port}/offset"\n[records]\npath = "$.items[*]"\n'
+open(job, "w").write(f'name = "ab"\n[request]\nurl = "{url}/offset"\n[records]\npath = "$.items[*]"\n'
                      f'[pagination]\nkind = "offset"\ntotal = "$.total"\npage_size = 100\n[limits]\nconcurrency = 8\n'
                      f'[output]\nformat = "ndjson"\nrows_per_file = 100000\n')
+
+
 def once(binary, i):
-    out = os.path.join(base, f"out-{'new' if binary == NEW else 'old'}-{i}")
-    shutil.rmtree(out, ignore_errors=True)
-    t = time.perf_counter()
-    p = subprocess.Popen([binary, "run", job, "--output-dir", out, "-q", "--progress", "never"], stdout=subprocess.DEVNULL)
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t
-    assert status == 0, status
-    n = sum(sum(1 for _ in open(f, "rb")) for f in glob.glob(os.path.join(out, "ab", "part-*.ndjson")))
-    assert n == RECORDS, n
-    shutil.rmtree(out, ignore_errors=True)
-    return RECORDS / wall, ru.ru_utime + ru.ru_stime
+    return timed_run(binary, job, os.path.join(base, f"out-{'new' if binary == NEW else 'old'}-{i}"), "ab", RECORDS)
+
+
 res = {"old": [], "new": []}
 once(NEW, -1); once(OLD, -1)  # warm up
 for i in range(ROUNDS):

@@ -7,24 +7,17 @@ each kind against none.
     cargo build --release
     python3 benches/auth_cost.py [ROUNDS=7] [RECORDS=200000]
 """
-import glob, os, shutil, socket, statistics, subprocess, sys, time
+import os, statistics, sys
+
+from harness import scratch, start_mock, timed_run
 
 BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "harvest")
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 7
 RECORDS = int(sys.argv[2]) if len(sys.argv) > 2 else 200_000
 SECRET = "bench-secret"
 
-s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
-base = f"http://127.0.0.1:{port}"
-mock = subprocess.Popen([BIN, "mock-api", "--addr", f"127.0.0.1:{port}", "--records", str(RECORDS), "--secret", SECRET],
-                        stderr=subprocess.DEVNULL)
-while True:
-    try:
-        socket.create_connection(("127.0.0.1", port)).close(); break
-    except OSError:
-        time.sleep(0.05)
-out_root = "/dev/shm/auth-cost" if os.path.isdir("/dev/shm") else "/tmp/auth-cost"
-os.makedirs(out_root, exist_ok=True)
+mock, base = start_mock(BIN, "--records", str(RECORDS), "--secret", SECRET)
+out_root = scratch("auth-cost")
 KINDS = {
     "none": ("/offset", ""),
     "bearer": ("/auth/bearer/offset", '[auth]\nkind = "bearer"\ntoken = "${BENCH_SECRET}"\n'),
@@ -40,19 +33,10 @@ for kind, (path, auth) in KINDS.items():
                                 f'[limits]\nconcurrency = 8\n[output]\nrows_per_file = 100000\n')
 
 def once(kind):
-    out = os.path.join(out_root, f"out-{kind}")
-    shutil.rmtree(out, ignore_errors=True)
-    t = time.perf_counter()
-    env = dict(os.environ, BENCH_SECRET=SECRET)
-    p = subprocess.Popen([BIN, "run", jobs[kind], "--output-dir", out, "-q", "--progress", "never"],
-                         stdout=subprocess.DEVNULL, env=env)
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t
-    assert status == 0, (kind, status)
-    n = sum(sum(1 for _ in open(f, "rb")) for f in glob.glob(os.path.join(out, "cost", "part-*.ndjson")))
-    assert n == RECORDS, (kind, n)
-    shutil.rmtree(out, ignore_errors=True)
-    return RECORDS / wall, (ru.ru_utime + ru.ru_stime) / RECORDS * 1e6
+    rate, cpu = timed_run(BIN, jobs[kind], os.path.join(out_root, f"out-{kind}"), "cost", RECORDS,
+                          env=dict(os.environ, BENCH_SECRET=SECRET))
+    return rate, cpu / RECORDS * 1e6
+
 
 results = {kind: [] for kind in KINDS}
 for kind in KINDS:

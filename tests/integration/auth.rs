@@ -180,15 +180,7 @@ fn check_probe_reports_the_token_and_never_its_value() {
     let auth =
         "kind = \"oauth2_client_credentials\"\ntoken_url = \"{base}/oauth/token\"\nclient_id = \"harvest-client\"\n\
                 client_secret = \"${SECRET}\"\nscopes = [\"read\", \"export\"]";
-    let job_file = f.job(&job("/auth/oauth/offset", auth, ""));
-    let output = Command::new(env!("CARGO_BIN_EXE_harvest"))
-        .args(["check", "--probe"])
-        .arg(&job_file)
-        .env("SECRET", SECRET)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = probe(&f.job(&job("/auth/oauth/offset", auth, "")));
     let expected = format!(
         "auth: oauth2_client_credentials: a bearer token from {0}/oauth/token, valid for 15m; scopes granted: read export; sent to {0}",
         f.server.url()
@@ -329,6 +321,19 @@ async fn a_session_logs_in_once_keeps_to_its_origins_and_logs_in_again_when_drop
             });
         assert!(!carried, "{auth}: another origin got the session: {:?}", other.stats.log());
     }
+}
+
+/// What `check --probe` prints for a job, with `SECRET` set; it must succeed.
+fn probe(job_file: &std::path::Path) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_harvest"))
+        .args(["check", "--probe"])
+        .arg(job_file)
+        .env("SECRET", SECRET)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    stdout
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -610,15 +615,7 @@ fn check_probe_reports_sessions_and_signed_tokens() {
             format!("auth: oauth2_jwt_bearer: a bearer token from {}/oauth/token, valid for 1h", f.server.url()),
         ),
     ] {
-        let job_file = f.job(&job(&format!("/auth/{path}/offset"), &auth, ""));
-        let output = Command::new(env!("CARGO_BIN_EXE_harvest"))
-            .args(["check", "--probe"])
-            .arg(&job_file)
-            .env("SECRET", SECRET)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        let stdout = probe(&f.job(&job(&format!("/auth/{path}/offset"), &auth, "")));
         assert!(stdout.contains(&expected), "{expected} in {stdout}");
         for token in f.server.stats.tokens.issued() {
             assert!(!stdout.contains(&token), "{stdout}");
