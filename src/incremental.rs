@@ -211,6 +211,7 @@ mod tests {
             param: "since".into(),
             start: Some("2020-01-01T00:00:00Z".into()),
             lookback: Some(std::time::Duration::from_secs(3600)),
+            placeholder: false,
         };
         assert_eq!(to_send(&plan, None).as_deref(), Some("2020-01-01T00:00:00Z"));
         assert_eq!(to_send(&plan, Some("2024-01-01T10:00:00Z")).as_deref(), Some("2024-01-01T09:00:00Z"));

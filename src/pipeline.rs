@@ -66,7 +66,7 @@ impl Shared {
         if let (Some(incremental), Some(mark)) = (&self.plan.incremental, self.marks.get(&label)) {
             // Among the values for a `{param}` placeholder, else as a query parameter.
             partition.values.push((incremental.param.clone(), mark.to_string()));
-            if !self.plan.request.uses_placeholder(&incremental.param) {
+            if !incremental.placeholder {
                 since = Some((incremental.param.clone(), mark.to_string()));
             }
         }

@@ -160,6 +160,8 @@ pub struct IncrementalPlan {
     pub start: Option<String>,
     /// A margin taken off time marks, for late updates.
     pub lookback: Option<Duration>,
+    /// The request has a `{param}` placeholder for the mark; else it goes as a query parameter.
+    pub placeholder: bool,
 }
 
 /// `[output]` keys that only Parquet reads.

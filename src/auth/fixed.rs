@@ -76,12 +76,17 @@ pub fn add(url: &mut url::Url, headers: &mut Vec<(String, String)>, place: Place
                 url.query_pairs().filter(|(k, _)| k != name).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
             url.query_pairs_mut().clear().extend_pairs(kept).append_pair(name, value);
         }
-        Place::Cookie => match headers.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case("cookie")) {
-            Some((_, cookies)) => {
-                cookies.push_str("; ");
-                cookies.push_str(&format!("{name}={value}"));
-            }
-            None => headers.push(("Cookie".to_string(), format!("{name}={value}"))),
-        },
+        Place::Cookie => add_cookies(headers, &format!("{name}={value}")),
+    }
+}
+
+/// Add `name=value` pairs (`a=1; b=2`) to the request's `Cookie` header, or make one.
+pub fn add_cookies(headers: &mut Vec<(String, String)>, pairs: &str) {
+    match headers.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case("cookie")) {
+        Some((_, cookies)) => {
+            cookies.push_str("; ");
+            cookies.push_str(pairs);
+        }
+        None => headers.push(("Cookie".to_string(), pairs.to_string())),
     }
 }

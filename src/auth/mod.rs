@@ -16,6 +16,7 @@ pub mod basic;
 pub mod bearer;
 pub mod cache;
 pub mod client_credentials;
+pub mod exchange;
 pub mod fixed;
 pub mod jwt_bearer;
 pub mod oauth;

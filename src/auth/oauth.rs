@@ -18,8 +18,9 @@ use base64::Engine;
 use serde_json::Value;
 use url::Url;
 
+use super::exchange::{read_answer, refusal, Retry};
 use super::fixed::{add, Place};
-use super::renewal::{Renewal, Retry};
+use super::renewal::Renewal;
 use super::{Credentials, JobCredentials, Outbound, Pending};
 use crate::error::FetchErrorKind;
 use crate::redact::{Redactor, Secret};
@@ -230,31 +231,20 @@ impl OAuth {
         let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish();
         let request = request.header("Content-Type", "application/x-www-form-urlencoded").body(body);
         let response = request.send().await.map_err(|e| format!("failed: {}", self.secrets.redact(&e.to_string())))?;
-        let status = response.status().as_u16();
-        let bytes = read_limited(response, self.max_body).await.map_err(|e| format!("failed mid-body: {e}"))?;
-        let json: Option<Value> = serde_json::from_slice(&bytes).ok();
-        if status == 429 || status >= 500 {
-            return Err(format!("returned {status}"));
-        }
+        let (status, bytes) = read_answer(response, self.max_body).await?;
         if !(200..300).contains(&status) {
-            // The body is never quoted whole: a server may echo what it was sent.
-            let field =
-                |name: &str| json.as_ref().and_then(|j| j.get(name)).and_then(Value::as_str).map(str::to_string);
-            if field("error").as_deref() == Some("invalid_grant") && refresh_token.is_some() {
+            let (code, words) = refusal(&bytes);
+            if code.as_deref() == Some("invalid_grant") && refresh_token.is_some() {
                 return Ok(Err(self.refused(self.dead_refresh_token())));
             }
-            let said = match (field("error"), field("error_description")) {
-                (Some(e), Some(d)) => format!("{e} ({d})"),
-                (Some(e), None) => e,
-                _ => format!("HTTP {status}"),
-            };
+            let said = words.unwrap_or_else(|| format!("HTTP {status}"));
             return Ok(Err(self.refused(format!(
                 "refused client {} with {status}: {}",
                 grant.client_id,
                 self.secrets.redact(&said)
             ))));
         }
-        Ok(self.granted(json))
+        Ok(self.granted(serde_json::from_slice(&bytes).ok()))
     }
 
     fn granted(&self, json: Option<Value>) -> Result<Granted, FetchErrorKind> {
@@ -373,16 +363,4 @@ impl Credentials for OAuth {
             Ok(true)
         })
     }
-}
-
-/// A response body, refused past `limit` bytes (after decompression).
-pub(super) async fn read_limited(mut response: reqwest::Response, limit: u64) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-        body.extend_from_slice(&chunk);
-        if body.len() as u64 > limit {
-            return Err(format!("the body is larger than max_body ({limit} bytes)"));
-        }
-    }
-    Ok(body)
 }

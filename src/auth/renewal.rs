@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::error::FetchErrorKind;
 
@@ -87,44 +87,5 @@ impl<T> Renewal<T> {
         let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
         *self.current.write().expect("credentials lock") = Some(Arc::new(Held { value, generation, renew_at }));
         Ok(())
-    }
-}
-
-/// How a token or login request is retried: the job's attempts, and its backoff for attempt n.
-#[derive(Clone)]
-pub struct Retry {
-    pub max_attempts: u32,
-    pub delay: Arc<dyn Fn(u32) -> Duration + Send + Sync>,
-}
-
-impl std::fmt::Debug for Retry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Retry").field("max_attempts", &self.max_attempts).finish()
-    }
-}
-
-impl Retry {
-    /// Run `attempt` until it succeeds, is refused for good (`Ok(Err(..))`, returned as it
-    /// is), or has failed in a way worth retrying (`Err(why)`) `max_attempts` times: then
-    /// "`what` why after n attempts". `what` names the endpoint (`the token endpoint <url>`).
-    pub async fn run<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, FetchErrorKind>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<Result<T, FetchErrorKind>, String>>,
-    {
-        let mut n = 1;
-        loop {
-            let failure = match attempt().await {
-                Ok(done) => return done,
-                Err(retryable) => retryable,
-            };
-            if n >= self.max_attempts {
-                return Err(FetchErrorKind::Auth(format!("{what} {failure} after {n} attempts")));
-            }
-            let delay = (self.delay)(n);
-            tracing::warn!("{what} {failure}; retrying in {delay:.1?}");
-            tokio::time::sleep(delay).await;
-            n += 1;
-        }
     }
 }

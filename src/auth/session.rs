@@ -12,8 +12,9 @@ use serde_json::Value;
 use toml::Spanned;
 use url::Url;
 
-use super::fixed::{add, Place};
-use super::renewal::{Renewal, Retry};
+use super::exchange::{read_answer, refusal, Retry};
+use super::fixed::{add, add_cookies, Place};
+use super::renewal::Renewal;
 use super::{AuthPlan, Credentials, JobCredentials, Outbound, Pending, Spec};
 use crate::error::{FetchErrorKind, JobError};
 use crate::jsonpath::{Document, JsonPath};
@@ -139,7 +140,6 @@ impl SessionCredentials {
             (None, _) => request,
         };
         let response = request.send().await.map_err(|e| format!("failed: {}", self.secrets.redact(&e.to_string())))?;
-        let status = response.status().as_u16();
         let cookies: Vec<String> = response
             .headers()
             .get_all(reqwest::header::SET_COOKIE)
@@ -149,17 +149,10 @@ impl SessionCredentials {
             .map(|pair| pair.trim().to_string())
             .filter(|pair| pair.contains('='))
             .collect();
-        let bytes =
-            super::oauth::read_limited(response, self.max_body).await.map_err(|e| format!("failed mid-body: {e}"))?;
-        if status == 429 || status >= 500 {
-            return Err(format!("returned {status}"));
-        }
+        let (status, bytes) = read_answer(response, self.max_body).await?;
         let refused = |why: String| Ok(Err(FetchErrorKind::Auth(format!("the login at {} {why}", login.login_url))));
         if !(200..300).contains(&status) {
-            let json: Option<Value> = serde_json::from_slice(&bytes).ok();
-            let field =
-                |name: &str| json.as_ref().and_then(|j| j.get(name)).and_then(Value::as_str).map(str::to_string);
-            let said = field("error").or_else(|| field("detail")).map(|e| format!(": {}", self.secrets.redact(&e)));
+            let said = refusal(&bytes).1.map(|e| format!(": {}", self.secrets.redact(&e)));
             return refused(format!("answered {status}{}", said.unwrap_or_default()));
         }
         match &login.token {
@@ -204,12 +197,7 @@ impl Credentials for SessionCredentials {
             (Session::Token(token), Some((_, header, prefix))) => {
                 add(request.url, request.headers, Place::Header, header, &format!("{prefix}{token}"))
             }
-            (Session::Cookies(cookies), _) => {
-                match request.headers.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case("cookie")) {
-                    Some((_, existing)) => existing.push_str(&format!("; {cookies}")),
-                    None => request.headers.push(("Cookie".into(), cookies.clone())),
-                }
-            }
+            (Session::Cookies(cookies), _) => add_cookies(request.headers, cookies),
             (Session::Token(_), None) => {}
         }
         Ok(held.generation)
@@ -233,14 +221,8 @@ impl Credentials for SessionCredentials {
     fn report(&self) -> Option<String> {
         let held = self.sessions.current()?;
         let what = match &held.value {
-            Session::Token(_) => "a token",
-            Session::Cookies(cookies) => {
-                return Some(format!(
-                    "session: logged in at {}, {} cookie(s) kept for the run",
-                    self.login.login_url,
-                    cookies.split("; ").count()
-                ))
-            }
+            Session::Token(_) => "a token".to_string(),
+            Session::Cookies(cookies) => format!("{} cookie(s)", cookies.split("; ").count()),
         };
         Some(format!("session: logged in at {}, {what} kept for the run", self.login.login_url))
     }

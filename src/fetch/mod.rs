@@ -22,9 +22,9 @@ use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::auth::exchange::Retry;
 use crate::auth::fixed::FixedCredentials;
 use crate::auth::oauth::OAuth;
-use crate::auth::renewal::Retry;
 use crate::auth::session::SessionCredentials;
 use crate::auth::{AuthPlan, Credentials, JobCredentials, Outbound};
 use crate::error::{Error, FetchError, FetchErrorKind};

@@ -27,6 +27,7 @@ impl Cx<'_> {
             Some(_) => Some(self.duration(&i.lookback, Duration::ZERO)?),
             None => None,
         };
-        Ok(IncrementalPlan { field, param, start, lookback })
+        // Whether the request places it is known once the request is read.
+        Ok(IncrementalPlan { field, param, start, lookback, placeholder: false })
     }
 }

@@ -294,13 +294,16 @@ impl Cx<'_> {
             return Err(self
                 .err(file.name.span(), format!("name {name:?} must match [a-z0-9_-]+ (it names the output folder)")));
         }
-        let incremental = file.incremental.as_ref().map(|i| self.incremental(i.get_ref())).transpose()?;
+        let mut incremental = file.incremental.as_ref().map(|i| self.incremental(i.get_ref())).transpose()?;
         let partitions = self.partitions(&file.partitions)?;
         let mut keys = partitions.placeholders();
         // The incremental parameter may be placed as a placeholder too.
         keys.extend(incremental.as_ref().map(|i: &IncrementalPlan| i.param.clone()));
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let request = self.request(file.request.get_ref(), &keys)?;
+        if let Some(incremental) = &mut incremental {
+            incremental.placeholder = request.uses_placeholder(&incremental.param);
+        }
         let records = self.records(file.records.get_ref())?;
         let mut pagination = self.pagination(pagination)?;
         if request.method == Method::Get && pagination.style.sends_in_body() {

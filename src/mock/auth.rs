@@ -84,6 +84,17 @@ impl Tokens {
         all
     }
 
+    /// A token or session id issued here, unrevoked and unexpired; else a counted 401.
+    fn valid(&self, id: &str) -> Result<(), Response> {
+        let issued = self.issued.lock().expect("tokens lock").get(id).copied();
+        match issued {
+            None => Err(self.refuse("unknown")),
+            Some(t) if t.revoked => Err(self.refuse("revoked")),
+            Some(t) if t.expires <= Instant::now() => Err(self.refuse("expired")),
+            Some(_) => Ok(()),
+        }
+    }
+
     fn refuse(&self, reason: &'static str) -> Response {
         *self.refused.lock().expect("refused lock").entry(reason).or_default() += 1;
         unauthorized("invalid_token", &format!("the access token is {reason}"))
@@ -121,13 +132,7 @@ pub(super) fn check(
             let Some(token) = header(header::AUTHORIZATION).strip_prefix("Bearer ") else {
                 return Err(tokens.refuse("missing"));
             };
-            let issued = tokens.issued.lock().expect("tokens lock").get(token).copied();
-            return match issued {
-                None => Err(tokens.refuse("unknown")),
-                Some(t) if t.revoked => Err(tokens.refuse("revoked")),
-                Some(t) if t.expires <= Instant::now() => Err(tokens.refuse("expired")),
-                Some(_) => Ok(()),
-            };
+            return tokens.valid(token);
         }
         "session" => {
             let cookie = headers
@@ -138,13 +143,7 @@ pub(super) fn check(
                 .find_map(|pair| pair.trim().strip_prefix("session=").map(str::to_string));
             let key = header(header::AUTHORIZATION).strip_prefix("Token ").map(str::to_string);
             let Some(id) = cookie.or(key) else { return Err(tokens.refuse("missing")) };
-            let issued = tokens.issued.lock().expect("tokens lock").get(&id).copied();
-            return match issued {
-                None => Err(tokens.refuse("unknown")),
-                Some(t) if t.revoked => Err(tokens.refuse("revoked")),
-                Some(t) if t.expires <= Instant::now() => Err(tokens.refuse("expired")),
-                Some(_) => Ok(()),
-            };
+            return tokens.valid(&id);
         }
         other => {
             let kinds = "bearer, basic, header, query, cookie, oauth, session";

@@ -300,12 +300,20 @@ impl Ledger {
         PartFile { name, path, rows: 0, slices: Vec::new() }
     }
 
+    /// The frontier of the partition with `key`; its key is copied only the first time.
+    fn frontier_mut(&mut self, key: &str) -> &mut Frontier {
+        if !self.active.contains_key(key) {
+            self.active.insert(key.to_string(), Frontier::default());
+        }
+        self.active.get_mut(key).expect("inserted above")
+    }
+
     /// Count `rows` records of `partition`'s page `page` as written to `part`.
     pub fn add_rows(&mut self, part: &mut PartFile, partition: &str, page: u64, rows: u64) {
         if rows == 0 {
             return;
         }
-        let frontier = self.active.entry(partition.to_string()).or_default();
+        let frontier = self.frontier_mut(partition);
         let first_record = frontier.records;
         frontier.records += rows;
         match part.slices.last_mut() {
@@ -326,7 +334,7 @@ impl Ledger {
 
     /// A whole page has been handed to the sink.
     pub fn page_done(&mut self, batch: &PageBatch) {
-        let frontier = self.active.entry(batch.partition.to_string()).or_default();
+        let frontier = self.frontier_mut(&batch.partition);
         frontier.pages = batch.page + 1;
         if batch.resume.is_some() {
             frontier.resume = batch.resume.clone();
