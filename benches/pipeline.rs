@@ -187,7 +187,7 @@ fn fetch_rows(base: &str, records: u64, page: u64, concurrency: usize, parse: bo
                 let url = format!("{base}/offset?offset={offset}&limit={page}").parse().unwrap();
                 tokio::spawn(async move {
                     let request = Outgoing { method: Method::Get, url, headers: vec![], body: None };
-                    let judged = fetcher.fetch_with(&request, |fetched: &Fetched| -> Result<u64, Reject<()>> {
+                    let judged = fetcher.fetch_with(&request, None, |fetched: &Fetched| -> Result<u64, Reject<()>> {
                         if !parse {
                             return Ok(page);
                         }

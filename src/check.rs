@@ -1,12 +1,15 @@
 //! `harvest check`: what a job will do, in words, with secrets redacted.
 
 use std::fmt::Write;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use crate::error::Error;
 use crate::fetch::Fetcher;
 use crate::page::{fetch_page, PageContext};
 use crate::paginate::{Next, Paginator};
 use crate::plan::{Compression, Format, Mode, Plan};
+use crate::progress::Progress;
 use crate::request::describe_request;
 
 /// The resolved plan, for people.
@@ -145,10 +148,21 @@ pub async fn probe(plan: &Plan) -> Result<String, Error> {
     let fetcher = Fetcher::new(plan)?;
     let style = &plan.pagination.style;
     let mut out = String::from("probe:\n");
+    let progress = Progress::off();
+    let hints = AtomicU64::new(u64::MAX);
     for partition in plan.partitions.iter() {
         let label = plan.redactor.redact(&partition.key).into_owned();
-        let cx =
-            PageContext { plan, fetcher: &fetcher, label: &label, partition: &partition, since: None, prepare: None };
+        let track = progress.track(partition.index, &Arc::from(label.as_str()), 0, 0);
+        let cx = PageContext {
+            plan,
+            fetcher: &fetcher,
+            label: &label,
+            partition: &partition,
+            since: None,
+            prepare: None,
+            track: &track,
+            hints: Some(&hints),
+        };
         let mut pager = Paginator::new(style);
         let request = pager.first(style);
         let page = fetch_page(&cx, &request, 0, Some(&mut pager)).await.map_err(|f| f.error)?;

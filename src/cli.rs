@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "harvest", version, about = "Pull every record out of a paginated JSON HTTP API into NDJSON files")]
+#[command(
+    name = "harvest",
+    version,
+    about = "Pull every record out of a paginated JSON HTTP API into NDJSON or Parquet files"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -61,6 +65,7 @@ pub struct RunArgs {
     /// Requests per second, whole job.
     #[arg(long)]
     pub rps: Option<f64>,
+    /// Live bars when stderr is a terminal (auto), a plain line every 10 s otherwise.
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
 }
@@ -131,6 +136,9 @@ pub struct DemoArgs {
     /// Output root instead of the job's.
     #[arg(long)]
     pub output_dir: Option<PathBuf>,
+    /// Live bars when stderr is a terminal (auto), a plain line every 10 s otherwise.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::job::{self, Env, Overrides};
 use crate::mock::{MockConfig, MockServer};
+use crate::progress::Display;
 use crate::run::{self, RunOptions};
 
 /// The demo job, for when `harvest demo` runs outside the repository.
@@ -15,7 +16,12 @@ const DEMO_JOB: &str = include_str!("../jobs/demo.toml");
 
 /// Start the mock API with `records` records, harvest the demo job from it, and say what
 /// was written.
-pub async fn run(records: u64, output_dir: Option<PathBuf>, cancel: CancellationToken) -> Result<String, Error> {
+pub async fn run(
+    records: u64,
+    output_dir: Option<PathBuf>,
+    progress: Display,
+    cancel: CancellationToken,
+) -> Result<String, Error> {
     let server = MockServer::start(MockConfig { records, ..Default::default() })
         .await
         .map_err(|e| Error::io("starting the mock API on 127.0.0.1", e))?;
@@ -26,7 +32,7 @@ pub async fn run(records: u64, output_dir: Option<PathBuf>, cancel: Cancellation
     let overrides = Overrides { output_dir, ..Default::default() };
     let plan = Arc::new(job::parse(path, &text, &env, &overrides)?);
     tracing::info!("mock API serving {records} records at {}", server.url());
-    let summary = run::run(plan, RunOptions { progress: false, cancel, fresh: false }).await?;
+    let summary = run::run(plan, RunOptions { progress, cancel, fresh: false }).await?;
     let files: Vec<String> = summary.parts.iter().map(|p| p.display().to_string()).collect();
     Ok(format!(
         "demo: harvested {} records ({} pages, {} requests) in {:.2}s\n  files: {}\n  manifest: {}",

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::Parser;
 use harvest::error::Error;
 use harvest::job::{self, Overrides};
+use harvest::progress::Display;
 use harvest::run::{self, RunOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -62,13 +63,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 requests_per_second: args.rps,
             };
             let plan = Arc::new(job::load(&args.job, &overrides)?);
-            let progress = match args.progress {
-                ProgressArg::Always => true,
-                ProgressArg::Never => false,
-                ProgressArg::Auto => std::io::stderr().is_terminal() && !cli.quiet,
-            };
+            let progress = display(args.progress, cli.quiet);
             let options = RunOptions { progress, cancel: interrupt_token(), fresh: args.fresh };
-            let summary = run::run(plan, options).await?;
+            let (result, report) = run::run_reported(plan, options).await;
+            if let (Some(report), false) = (&report, cli.quiet) {
+                eprint!("{}", report.text());
+            }
+            let summary = result?;
             println!(
                 "harvested {} records ({} pages, {} requests) in {:.1}s into {} ({} part file{}); manifest: {}",
                 summary.records,
@@ -118,10 +119,23 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => {
-            let summary = harvest::demo::run(args.records, args.output_dir, interrupt_token()).await?;
+            let summary =
+                harvest::demo::run(args.records, args.output_dir, display(args.progress, cli.quiet), interrupt_token())
+                    .await?;
             println!("{summary}");
             Ok(())
         }
+    }
+}
+
+/// Bars on a terminal, plain lines otherwise; `-q` keeps both off unless asked for.
+fn display(progress: ProgressArg, quiet: bool) -> Display {
+    match progress {
+        ProgressArg::Always => Display::Bars { forced: true },
+        ProgressArg::Never => Display::Off,
+        ProgressArg::Auto if quiet => Display::Off,
+        ProgressArg::Auto if std::io::stderr().is_terminal() => Display::Bars { forced: false },
+        ProgressArg::Auto => Display::Lines,
     }
 }
 
@@ -198,7 +212,10 @@ fn init_logging(cli: &Cli) {
     };
     let filter =
         EnvFilter::try_from_env("HARVEST_LOG").unwrap_or_else(|_| EnvFilter::new(format!("harvest={level},warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(harvest::progress::log::Stderr)
+        .with_target(false);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),

@@ -4,15 +4,19 @@
 //! response. What is sent is built by [`crate::request`]; what comes of the page goes to the
 //! pipeline, which takes pages in order.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde_json::Value;
 
+use crate::detect;
 use crate::error::{Error, FetchErrorKind, Location, PageError};
 use crate::fetch::{FetchFailure, Fetched, Fetcher, Reject};
 use crate::incremental;
 use crate::jsonpath::{Document, Kind, RecordsError};
 use crate::paginate::{Facts, Next, PageRequest, PageResponse, Paginator};
 use crate::partition::Partition;
-use crate::plan::{partition_suffix, Plan};
+use crate::plan::Plan;
+use crate::progress::Track;
 use crate::request::outgoing;
 use crate::sink::{Prepare, Prepared};
 
@@ -28,6 +32,11 @@ pub(crate) struct PageContext<'a> {
     pub(crate) since: Option<&'a (String, String)>,
     /// The sink's per-page work, done here rather than on the writer thread.
     pub(crate) prepare: Option<&'a dyn Prepare>,
+    /// The partition's line in the progress table.
+    pub(crate) track: &'a Track,
+    /// How many more first pages may be read for what they suggest (see
+    /// [`crate::detect::first_page_hint`]); a run reads a few, not one per partition.
+    pub(crate) hints: Option<&'a AtomicU64>,
 }
 
 /// A page fetched and cut into records.
@@ -45,6 +54,9 @@ pub(crate) struct PageOut {
     pub(crate) url: url::Url,
     /// Incremental syncs: the greatest mark on the page.
     pub(crate) mark: Option<String>,
+    /// A first page after which the partition stops, while the response suggests more: what
+    /// it suggests and the likely fix.
+    pub(crate) hint: Option<String>,
 }
 
 /// A page that could not be had, and its status if the server answered.
@@ -98,15 +110,6 @@ pub(crate) async fn fetch_page(
                 RecordsError::Invalid(message) => PageError::Pagination(message),
             })
         })?;
-        // An incremental sync with nothing new is no surprise.
-        if page == 0 && received == 0 && plan.incremental.is_none() {
-            tracing::warn!(
-                "the first page{} has no records at records.path {} ({})",
-                partition_suffix(label),
-                plan.records.path,
-                fetcher.redactor().url(&fetched.url)
-            );
-        }
         let response = PageResponse {
             status: fetched.status,
             headers: &fetched.headers,
@@ -119,9 +122,24 @@ pub(crate) async fn fetch_page(
             Some(pager) => (Some(pager.next(style, &response).map_err(page_error)?), None),
             None => (None, Paginator::facts(style, &response).map_err(page_error)?),
         };
-        Ok(Box::new(PageOut { lines, received, prepared: None, next, facts, url: fetched.url.clone(), mark: None }))
+        let hint = match &next {
+            // An incremental sync with nothing new is no surprise.
+            Some(Next::Done(stop)) if page == 0 && !(received == 0 && plan.incremental.is_some()) => {
+                let budget = cx.hints.is_some_and(|left| {
+                    left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok()
+                });
+                let path = plan.records.path.to_string();
+                budget
+                    .then(|| detect::first_page_hint(style, &path, received, stop, &fetched.headers, &fetched.body))
+                    .flatten()
+                    .map(|hint| plan.redactor.redact(&hint).into_owned())
+            }
+            _ => None,
+        };
+        let url = fetched.url.clone();
+        Ok(Box::new(PageOut { lines, received, prepared: None, next, facts, url, mark: None, hint }))
     };
-    let mut out = fetcher.fetch_with(&outgoing, judge).await.map_err(|failure| match failure {
+    let mut out = fetcher.fetch_with(&outgoing, Some(cx.track), judge).await.map_err(|failure| match failure {
         FetchFailure::Rejected(failure) => failure,
         FetchFailure::Fetch(e) => {
             let status = match e.kind {

@@ -13,6 +13,7 @@
 //! leaves a gap.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -23,12 +24,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::fetch::Fetcher;
+use crate::human;
 use crate::incremental::{self, Sent};
 use crate::page::{fetch_page, PageContext, PageFailure, PageOut};
 use crate::paginate::{Next, PageRequest, Paginator, StopReason};
 use crate::partition::{Partition, PartitionReport};
-use crate::plan::{partition_suffix, Plan};
-use crate::progress::Progress;
+use crate::plan::{partition_named, partition_suffix, Plan};
+use crate::progress::{Progress, Track};
 use crate::sink::{Finished, Frontier, Item, PageBatch, Prepare};
 
 /// What every partition's harvest shares.
@@ -38,14 +40,21 @@ pub(crate) struct Shared {
     pub(crate) tx: mpsc::Sender<Item>,
     /// The sink's per-page work, done by the fetching tasks.
     pub(crate) prepare: Option<Arc<dyn Prepare>>,
-    pub(crate) progress: Progress,
+    pub(crate) progress: Arc<Progress>,
     /// A resumed run's partitions under way, by key, where each goes on from.
     pub(crate) active: BTreeMap<String, Frontier>,
     /// A resumed run's partitions that ended: not harvested again.
     pub(crate) done: Finished,
     /// Incremental syncs: the mark each partition sends.
     pub(crate) marks: Sent,
+    /// First pages still to be read for what they suggest when a partition stops after one.
+    pub(crate) hints: AtomicU64,
 }
+
+/// First pages a run reads for what they suggest: enough to catch a wrong next or records
+/// path, which shows on every partition alike, without parsing every page twice in a job
+/// of single-page partitions.
+pub(crate) const HINTS: u64 = 100;
 
 /// One partition as its harvest sees it.
 struct Part {
@@ -55,6 +64,8 @@ struct Part {
     /// The incremental mark as a query parameter, when no placeholder takes it.
     since: Option<(String, String)>,
     start: Frontier,
+    /// Its line in the progress table.
+    track: Track,
 }
 
 impl Shared {
@@ -70,7 +81,8 @@ impl Shared {
                 since = Some((incremental.param.clone(), mark.to_string()));
             }
         }
-        Part { partition, label, since, start }
+        let track = self.progress.track(partition.index, &label, start.pages, start.records);
+        Part { partition, label, since, start, track }
     }
 
     /// What fetching a page of `part` needs.
@@ -82,6 +94,8 @@ impl Shared {
             partition: &part.partition,
             since: part.since.as_ref(),
             prepare: self.prepare.as_deref(),
+            track: &part.track,
+            hints: Some(&self.hints),
         }
     }
 }
@@ -158,6 +172,8 @@ struct Harvest<'a> {
 struct Tally {
     pages: u64,
     records: u64,
+    /// What its first page suggested, if it stopped after it.
+    warning: Option<String>,
 }
 
 impl Harvest<'_> {
@@ -185,7 +201,7 @@ impl Harvest<'_> {
                         partition_suffix(self.label())
                     ))
                 })?;
-                let tally = Tally { pages: start.pages, records: start.records };
+                let tally = Tally { pages: start.pages, records: start.records, warning: None };
                 if let Some(stop) = resume.done {
                     // It ended, but the checkpoint came before the writer heard so.
                     return self.end(&tally, stop).await;
@@ -204,7 +220,8 @@ impl Harvest<'_> {
             if tally.pages > 0 && self.window > 1 && pager.independent(style).is_some() {
                 break self.run_ahead(&mut pager, &mut tally, cancel).await?;
             }
-            let out = match fetch_page(&self.shared.page(&self.part), &request, tally.pages, Some(&mut pager)).await {
+            let mut out = match fetch_page(&self.shared.page(&self.part), &request, tally.pages, Some(&mut pager)).await
+            {
                 Ok(out) => out,
                 Err(failure) => match failure.end_status() {
                     Some(status) if pager.end_possible(style) => break StopReason::EndConfirmed { status },
@@ -212,6 +229,7 @@ impl Harvest<'_> {
                 },
             };
             let next = out.next.clone().expect("a sequential fetch says what comes next");
+            tally.warning = out.hint.take();
             if let Some(stop) = self.accept(*out, &next, &mut tally, &mut pager).await? {
                 break stop;
             }
@@ -225,20 +243,33 @@ impl Harvest<'_> {
     /// The partition has ended: say so, and tell the writer after its last page.
     async fn end(&self, tally: &Tally, stop: StopReason) -> Result<PartitionReport, Error> {
         tracing::info!(
-            "partition{} done: {} records in {} pages; {stop}",
-            partition_suffix(self.label()),
-            tally.records,
-            tally.pages
+            "{} ended: {} in {}; {stop}",
+            partition_named(self.label()),
+            human::plural(tally.records, "record", "records"),
+            human::plural(tally.pages, "page", "pages")
         );
         if let (Some(incremental), true) = (&self.plan().incremental, stop.cut_short()) {
             tracing::warn!(
-                "partition{} was cut short ({stop}): its mark for {} stays where it was",
-                partition_suffix(self.label()),
+                "{} was cut short ({stop}): its mark for {} stays where it was",
+                partition_named(self.label()),
                 incremental.field.as_str()
             );
         }
-        let report =
-            PartitionReport { partition: self.label().to_string(), records: tally.records, pages: tally.pages, stop };
+        if let Some(warning) = &tally.warning {
+            tracing::warn!(
+                "{} stopped after its first page ({}): {warning}",
+                partition_named(self.label()),
+                stop.words()
+            );
+        }
+        self.part.track.done(&stop);
+        let report = PartitionReport {
+            partition: self.label().to_string(),
+            records: tally.records,
+            pages: tally.pages,
+            stop,
+            warning: tally.warning.clone(),
+        };
         let end = Item::End { index: self.part.partition.index, report: report.clone() };
         self.shared.tx.send(end).await.map_err(|_| Error::Other("the writer stopped".into()))?;
         Ok(report)
@@ -353,6 +384,7 @@ impl Harvest<'_> {
         };
         let resume = ResumeOut { pager, next: request, done: stop.as_ref() };
         let resume = serde_json::to_value(&resume).expect("pagination state serializes");
+        let bytes = lines.len() as u64;
         let batch = PageBatch {
             partition: self.part.label.clone(),
             page: tally.pages,
@@ -368,7 +400,10 @@ impl Harvest<'_> {
         }
         tally.records = records;
         tally.pages = pages;
-        self.shared.progress.tick(count);
+        let expected = pager
+            .expected_records(&pagination.style)
+            .map(|total| total.min(pagination.max_records.unwrap_or(u64::MAX)));
+        self.part.track.page(count, bytes, (pages, records), expected);
         Ok(stop)
     }
 }

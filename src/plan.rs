@@ -101,6 +101,15 @@ pub fn partition_suffix(label: &str) -> String {
     }
 }
 
+/// `partition repo=rust` for a job with partitions, `the job` without: what a message that
+/// starts with its subject calls a partition.
+pub fn partition_named(label: &str) -> String {
+    match label.is_empty() {
+        true => "the job".to_string(),
+        false => format!("partition {label}"),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {

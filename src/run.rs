@@ -6,6 +6,7 @@
 //! interrupted keeps what it wrote, with a checkpoint the next run goes on from.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,9 @@ use crate::output::{fsync_dir, write_atomic, Layout};
 use crate::partition::PartitionReport;
 use crate::pipeline::{harvest_partitions, Shared};
 use crate::plan::{Compression, Format, Mode, Plan};
-use crate::progress::Progress;
+use crate::progress::{Before, Display, Progress};
 use crate::redact::Redactor;
+use crate::report::{Facts, Outcome, Report};
 use crate::sink::{Item, PartInfo, Position, Sink};
 
 /// Pages the writer may have queued before the fetchers wait.
@@ -30,8 +32,8 @@ const WRITER_QUEUE: usize = 16;
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Print a progress line every few seconds.
-    pub progress: bool,
+    /// How progress is shown while the run goes on.
+    pub progress: Display,
     pub cancel: CancellationToken,
     /// Discard an unfinished run instead of resuming it.
     pub fresh: bool,
@@ -73,6 +75,18 @@ impl Checkpointer {
 
 /// Harvest every partition of the plan.
 pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Error> {
+    run_reported(plan, options).await.0
+}
+
+/// Harvest every partition of the plan, and report on the run whether it completed or not
+/// (no report when it never started: a lock held by another run, a checkpoint refused).
+pub async fn run_reported(plan: Arc<Plan>, options: RunOptions) -> (Result<RunSummary, Error>, Option<Report>) {
+    let mut report = None;
+    let result = execute(plan, options, &mut report).await;
+    (result, report)
+}
+
+async fn execute(plan: Arc<Plan>, options: RunOptions, report: &mut Option<Report>) -> Result<RunSummary, Error> {
     let root = plan.output_root();
     let layout = Layout::create(root.clone()).map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
     let lock = layout.lock().map_err(|e| Error::io("taking the job lock", e))?;
@@ -92,8 +106,15 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         ),
     };
     let started = Instant::now();
-    let fetcher = Arc::new(Fetcher::new(&plan)?.with_cancel(options.cancel.clone()));
     let partitions = plan.partitions.count();
+    let position = resumed.as_ref().map(|saved| saved.position.clone()).unwrap_or_default();
+    let before = Before {
+        records: position.records(),
+        pages: position.done.pages + position.active.values().map(|f| f.pages).sum::<u64>(),
+        ended: position.done.count(),
+    };
+    let progress = Progress::new(options.progress, &plan.name, partitions, before);
+    let fetcher = Arc::new(Fetcher::new(&plan)?.with_cancel(options.cancel.clone()).with_progress(progress.clone()));
     tracing::info!(
         "harvesting job {} (run {run}, {partitions} partition{}) into {}",
         plan.name,
@@ -105,7 +126,6 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
     if let Some(saved) = &resumed {
         tracing::info!("resuming run {run} from its checkpoint of {}: {}", saved.written_at, describe(&saved.position));
     }
-    let position = resumed.as_ref().map(|saved| saved.position.clone()).unwrap_or_default();
     let sent = marks_to_send(&plan, &layout, resumed.as_ref())?;
     let (active, done) = (position.active.clone(), position.done.clone());
     let sink = crate::sink::open(&layout, &run, output, &position)?;
@@ -139,34 +159,56 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         fetcher: fetcher.clone(),
         tx,
         prepare,
-        progress: Progress::new(options.progress),
+        progress: progress.clone(),
         active,
         done,
         marks: sent.unwrap_or_default(),
+        hints: AtomicU64::new(crate::pipeline::HINTS),
     });
+    let showing = progress.show();
     let failure = harvest_partitions(&shared, &options.cancel).await;
     drop(shared);
+    drop(showing);
     let (sink, checkpointer, written) = writer.join().map_err(|_| Error::Other("the writer thread panicked".into()))?;
+    let stats = fetcher.stats();
 
     // A failing writer closes the queue, which the fetching side then reports: its own error
     // is the one that says what happened.
+    let facts = |outcome, error: Option<&Error>, manifest| Facts {
+        job: &plan.name,
+        run: &run,
+        outcome,
+        error: error.map(|e| plan.redactor.redact(&e.to_string()).into_owned()),
+        started_at: &started_at,
+        seconds: started.elapsed().as_secs_f64(),
+        partitions,
+        http: &stats,
+        output: root.clone(),
+        manifest,
+    };
     if let Some(error) = written.err().or(failure) {
         // Keep what was written durable for the resume; publish nothing more.
         let position = settle(sink, checkpointer, false).await?;
-        return Err(with_saved(error, &plan, &position, &layout));
+        let error = with_saved(error, &plan, &position, &layout);
+        let outcome = match error {
+            Error::Interrupted { .. } => Outcome::Interrupted,
+            _ => Outcome::Failed,
+        };
+        *report = Some(Report::new(facts(outcome, Some(&error), None), &position));
+        return Err(error);
     }
     // Every page is durable and checkpointed: a crash from here to the manifest asks nothing
     // again.
     let position = settle(sink, checkpointer, true).await?;
 
-    let stats = fetcher.stats();
+    let report = report.insert(Report::new(facts(Outcome::Complete, None, Some(layout.manifest(&run))), &position));
     let manifest = Manifest {
         version: 1,
         job: plan.name.clone(),
         run: run.clone(),
-        started_at,
-        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        seconds: started.elapsed().as_secs_f64(),
+        started_at: report.started_at.clone(),
+        finished_at: report.finished_at.clone(),
+        seconds: report.seconds,
         format: plan.output.format,
         compression: plan.output.compression,
         mode: plan.output.mode,
@@ -175,7 +217,8 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
         parts: position.parts.clone(),
         stops: position.done.stops.clone(),
         partitions: position.done.reports.values().cloned().collect(),
-        http: stats,
+        http: stats.clone(),
+        report: report.clone(),
     };
     let manifest_path = complete(&plan, &layout, &manifest, &position)?;
     Ok(RunSummary {
@@ -441,4 +484,6 @@ pub struct Manifest {
     /// Each partition by name, up to the first 1,000 to end.
     pub partitions: Vec<PartitionReport>,
     pub http: FetchStats,
+    /// What the run said when it ended.
+    pub report: Report,
 }

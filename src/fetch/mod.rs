@@ -29,6 +29,7 @@ use crate::auth::session::SessionCredentials;
 use crate::auth::{AuthPlan, Credentials, JobCredentials, Outbound};
 use crate::error::{Error, FetchError, FetchErrorKind};
 use crate::plan::{Method, Plan, RetryPlan};
+use crate::progress::{Progress, Track};
 use crate::redact::Redactor;
 
 mod body;
@@ -112,6 +113,8 @@ pub struct Fetcher {
     /// Once cancelled (an interrupt), no request is sent any more: one waiting for its slot,
     /// a token, a server pause or a backoff gives up at once.
     cancel: CancellationToken,
+    /// Where server-requested pauses are shown.
+    progress: Arc<Progress>,
 }
 
 /// The run's credentials for the job's `[auth]`; token requests use the job's client (its TLS
@@ -206,12 +209,19 @@ impl Fetcher {
             paused_until: Mutex::new(None),
             pauses: Mutex::new((BTreeMap::new(), 0.0)),
             cancel: CancellationToken::new(),
+            progress: Progress::off(),
         })
     }
 
     /// Send nothing more once `cancel` is cancelled.
     pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
         self.cancel = cancel;
+        self
+    }
+
+    /// Show server-requested pauses in `progress`.
+    pub fn with_progress(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = progress;
         self
     }
 
@@ -244,6 +254,7 @@ impl Fetcher {
     pub async fn fetch_with<T, E>(
         &self,
         request: &Outgoing,
+        track: Option<&Track>,
         mut judge: impl FnMut(&Fetched) -> Result<T, Reject<E>>,
     ) -> Result<T, FetchFailure<E>> {
         let mut attempt = 1;
@@ -331,6 +342,9 @@ impl Fetcher {
                         return Err(FetchFailure::Fetch(self.error(request, kind, attempt)));
                     }
                     let delay = backoff(&self.retry, attempt, rand::rng().random::<f64>());
+                    if let Some(track) = track {
+                        track.retrying(&cause, delay, attempt + 1, self.retry.max_attempts);
+                    }
                     *self.retries.lock().expect("stats lock").entry(cause).or_default() += 1;
                     tracing::warn!(
                         "{} {} {kind}; retrying in {delay:.1?} (attempt {} of {})",
@@ -342,6 +356,9 @@ impl Fetcher {
                     tokio::select! {
                         _ = self.cancel.cancelled() => return Err(FetchFailure::Interrupted),
                         _ = tokio::time::sleep(delay) => {}
+                    }
+                    if let Some(track) = track {
+                        track.sending();
                     }
                     attempt += 1;
                 }
@@ -388,6 +405,7 @@ impl Fetcher {
         let extension = until - current.unwrap_or(now);
         *paused = Some(until);
         drop(paused);
+        self.progress.paused(until, cause);
         let mut pauses = self.pauses.lock().expect("stats lock");
         pauses.1 += extension.as_secs_f64();
         if current.is_none() {

@@ -317,6 +317,35 @@ impl StopReason {
         }
     }
 
+    /// A few words for a report line: "no next link", "short page confirmed".
+    pub fn words(&self) -> &'static str {
+        match self {
+            StopReason::NoRecords => "empty page",
+            StopReason::TotalReached { .. } => "total reached",
+            StopReason::HasMoreFalse => "has_more false",
+            StopReason::NoNext => "no next link",
+            StopReason::EndConfirmed { .. } => "short page confirmed",
+            StopReason::MaxPages { .. } => "max_pages reached",
+            StopReason::MaxRecords { .. } => "max_records reached",
+            StopReason::SinglePage => "single page",
+        }
+    }
+
+    /// The words for a stop reason known by its manifest name (`end_confirmed`).
+    pub fn words_named(name: &str) -> &str {
+        let every = [
+            StopReason::NoRecords,
+            StopReason::TotalReached { total: 0 },
+            StopReason::HasMoreFalse,
+            StopReason::NoNext,
+            StopReason::EndConfirmed { status: 0 },
+            StopReason::MaxPages { pages: 0 },
+            StopReason::MaxRecords { records: 0 },
+            StopReason::SinglePage,
+        ];
+        every.iter().find(|stop| stop.name() == name).map_or(name, |stop| stop.words())
+    }
+
     /// Ended by a limit of the job's rather than by the API's own end: there may be more.
     pub fn cut_short(&self) -> bool {
         matches!(self, StopReason::MaxPages { .. } | StopReason::MaxRecords { .. })
@@ -407,6 +436,15 @@ impl Paginator {
             (Paginator::Offset(s), Style::Offset(c)) => s.end_possible(c),
             (Paginator::Page(s), Style::Page(c)) => s.end_possible(c),
             _ => false,
+        }
+    }
+
+    /// The records the server announced for the partition, once a response said so.
+    pub fn expected_records(&self, style: &Style) -> Option<u64> {
+        match (self, style) {
+            (Paginator::Offset(s), Style::Offset(_)) => s.total,
+            (Paginator::Page(s), Style::Page(_)) => s.total.or_else(|| Some(s.total_pages? * s.served?)),
+            _ => None,
         }
     }
 

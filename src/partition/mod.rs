@@ -142,6 +142,10 @@ pub struct PartitionReport {
     pub records: u64,
     pub pages: u64,
     pub stop: StopReason,
+    /// It stopped after its first page while the response suggested more: what it suggested
+    /// and the likely fix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 #[cfg(test)]

@@ -161,6 +161,12 @@ pub struct Finished {
     /// The first [`Finished::NAMED`] to end, by their place in the job's order: the
     /// manifest's per-partition list.
     pub reports: BTreeMap<u64, PartitionReport>,
+    /// Partitions that ended with a warning, past those in `reports` (at most
+    /// [`Finished::NAMED`] of them), and how many warned in all.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub warned: BTreeMap<u64, PartitionReport>,
+    #[serde(default)]
+    pub warnings: u64,
     /// Incremental syncs: the high-water mark of each partition that ended by the API's own
     /// end (one cut short by `max_pages` or `max_records` keeps the mark it had).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -203,8 +209,13 @@ impl Finished {
         if let Some(mark) = frontier.mark.filter(|_| !report.stop.cut_short()) {
             self.marks.insert(report.partition.clone(), mark);
         }
+        if report.warning.is_some() {
+            self.warnings += 1;
+        }
         if self.reports.len() < Self::NAMED {
             self.reports.insert(index, report);
+        } else if report.warning.is_some() && self.warned.len() < Self::NAMED {
+            self.warned.insert(index, report);
         }
     }
 }
@@ -396,8 +407,13 @@ mod tests {
     fn partitions_ending_out_of_order_merge_into_ranges() {
         let mut done = Finished::default();
         for index in [3, 0, 5, 1, 4, 9, 2] {
-            let report =
-                PartitionReport { partition: format!("n={index}"), records: 2, pages: 1, stop: StopReason::NoNext };
+            let report = PartitionReport {
+                partition: format!("n={index}"),
+                records: 2,
+                pages: 1,
+                stop: StopReason::NoNext,
+                warning: None,
+            };
             let frontier = Frontier { mark: Some(format!("m{index}")), ..Frontier::default() };
             done.add(index, report, frontier);
         }
@@ -405,19 +421,36 @@ mod tests {
         assert!(done.contains(5) && done.contains(9) && !done.contains(6) && !done.contains(10));
         assert_eq!((done.count(), done.records, done.stops["no_next"]), (7, 14, 7));
         assert_eq!(done.marks["n=2"], "m2");
-        let cut =
-            PartitionReport { partition: "n=7".into(), records: 1, pages: 1, stop: StopReason::MaxPages { pages: 1 } };
+        let cut = PartitionReport {
+            partition: "n=7".into(),
+            records: 1,
+            pages: 1,
+            stop: StopReason::MaxPages { pages: 1 },
+            warning: None,
+        };
         done.add(7, cut, Frontier { mark: Some("m7".into()), ..Frontier::default() });
         assert!(!done.marks.contains_key("n=7"), "a partition cut short keeps the mark it had");
         assert_eq!(done.ranges, vec![[0, 6], [7, 8], [9, 10]]);
         done.add(
             6,
-            PartitionReport { partition: "n=6".into(), records: 0, pages: 1, stop: StopReason::NoRecords },
+            PartitionReport {
+                partition: "n=6".into(),
+                records: 0,
+                pages: 1,
+                stop: StopReason::NoRecords,
+                warning: None,
+            },
             Frontier::default(),
         );
         done.add(
             8,
-            PartitionReport { partition: "n=8".into(), records: 0, pages: 1, stop: StopReason::NoRecords },
+            PartitionReport {
+                partition: "n=8".into(),
+                records: 0,
+                pages: 1,
+                stop: StopReason::NoRecords,
+                warning: None,
+            },
             Frontier::default(),
         );
         assert_eq!(done.ranges, vec![[0, 10]]);

@@ -180,7 +180,7 @@ async fn sigint_stops_cleanly_with_130_and_keeps_what_was_written() {
 }
 
 #[test]
-fn a_first_page_without_records_is_logged_with_the_path() {
+fn a_first_page_without_records_names_the_path_that_holds_them() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime
         .block_on(harvest::mock::MockServer::start(harvest::mock::MockConfig { records: 5, ..Default::default() }))
@@ -191,7 +191,13 @@ fn a_first_page_without_records_is_logged_with_the_path() {
     let output = harvest(&["run", job.to_str().unwrap(), "--output-dir", dir.path().to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("the first page has no records at records.path $.results[*]"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "WARN the job stopped after its first page (empty page): no records at records.path $.results[*], \
+             while $.items[*] holds 5 objects: should [records] path be \"$.items[*]\"?"
+        ),
+        "{stderr}"
+    );
     assert!(String::from_utf8_lossy(&output.stdout).contains("harvested 0 records"));
 }
 
