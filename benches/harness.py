@@ -22,12 +22,12 @@ def scratch(name):
     return root
 
 
-def timed_run(binary, job, out, job_name, records, env=None):
+def timed_run(binary, job, out, job_name, records, env=None, args=("-q", "--progress", "never"), stderr=None):
     """`binary run job` into `out`: (records/s, CPU seconds); checks every record was written."""
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    child = subprocess.Popen([binary, "run", job, "--output-dir", out, "-q", "--progress", "never"],
-                             stdout=subprocess.DEVNULL, env=env)
+    child = subprocess.Popen([binary, "run", job, "--output-dir", out, *args],
+                             stdout=subprocess.DEVNULL, stderr=stderr, env=env)
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
     assert status == 0, (job, status)

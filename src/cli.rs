@@ -38,6 +38,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Where a job stands: a run in progress, the unfinished run, the last completed run.
     Status(StatusArgs),
+    /// Print the JSON Schema of job files, for editors (Even Better TOML, taplo).
+    Schema,
+    /// Print shell completions: `harvest completions bash > /etc/bash_completion.d/harvest`.
+    Completions(CompletionsArgs),
     /// Serve the built-in paginated test API.
     MockApi(MockApiArgs),
     /// Start the mock API in-process and harvest jobs/demo.toml from it into output/demo/.
@@ -86,6 +90,11 @@ pub struct StatusArgs {
     /// Output root instead of [output] dir.
     #[arg(long)]
     pub output_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

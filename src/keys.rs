@@ -3,12 +3,53 @@
 //! `file:line:col`), and a pagination strategy or an auth kind builds its configuration
 //! through it, so the kinds need not know the job file's reader.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
-use toml::Spanned;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::Deserialize;
 
 use crate::error::JobError;
 use crate::jsonpath::JsonPath;
+
+/// A value of the job file and where it was written (toml's `Spanned`), which is also the JSON
+/// Schema of the value it holds: the structs a job is read into are the schema `harvest
+/// schema` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Spanned<T>(toml::Spanned<T>);
+
+impl<T> Spanned<T> {
+    pub fn new(span: Range<usize>, value: T) -> Self {
+        Spanned(toml::Spanned::new(span, value))
+    }
+
+    pub fn span(&self) -> Range<usize> {
+        self.0.span()
+    }
+
+    pub fn get_ref(&self) -> &T {
+        self.0.get_ref()
+    }
+
+    pub fn into_inner(self) -> T {
+        self.0.into_inner()
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Spanned<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        T::json_schema(generator)
+    }
+}
 
 pub trait KeyReader {
     fn text(&self, value: &Spanned<String>) -> Result<String, JobError>;
@@ -85,5 +126,60 @@ pub trait KeyReader {
             Ok(url) => Err(self.error(value.span(), format!("{key} must be http or https, not {}", url.scheme()))),
             Err(e) => Err(self.error(value.span(), format!("{key} {text:?} is not a URL: {e}"))),
         }
+    }
+}
+
+/// The JSON Schemas of values the job file reads as raw TOML (a table of parameters, a body),
+/// for `harvest schema`.
+pub mod shapes {
+    use std::collections::BTreeMap;
+
+    use schemars::JsonSchema;
+
+    /// A string, number or boolean.
+    #[derive(JsonSchema)]
+    #[schemars(untagged)]
+    pub enum Scalar {
+        Text(String),
+        Integer(i64),
+        Number(f64),
+        Bool(bool),
+    }
+
+    /// A query parameter: one value, or a list sent as the parameter repeated.
+    #[derive(JsonSchema)]
+    #[schemars(untagged)]
+    pub enum Param {
+        One(Scalar),
+        Many(Vec<Scalar>),
+    }
+
+    pub type Params = BTreeMap<String, Param>;
+    pub type Scalars = BTreeMap<String, Scalar>;
+
+    /// A size: `"64MiB"` or a number of bytes.
+    #[derive(JsonSchema)]
+    #[schemars(untagged)]
+    pub enum Size {
+        Text(String),
+        Bytes(u64),
+    }
+
+    /// A partition source: a list of values, or a date range cut into windows.
+    #[derive(JsonSchema)]
+    #[schemars(untagged)]
+    pub enum Source {
+        Values(#[schemars(length(min = 1))] Vec<Scalar>),
+        Dates(DateRange),
+    }
+
+    /// `{ start = "2024-01-01", end = "2024-02-01", step = "1d" }`: dates or RFC 3339
+    /// date-times; `end` excluded; `step` a duration, one day by default.
+    #[derive(JsonSchema)]
+    #[schemars(deny_unknown_fields)]
+    pub struct DateRange {
+        pub start: String,
+        pub end: String,
+        pub step: Option<String>,
     }
 }

@@ -97,6 +97,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             print!("{}", harvest::status::report(&plan)?);
             Ok(())
         }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&job::json_schema()).expect("a schema serializes"));
+            Ok(())
+        }
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            clap_complete::generate(args.shell, &mut Cli::command(), "harvest", &mut std::io::stdout());
+            Ok(())
+        }
         Command::MockApi(args) => {
             let config = harvest::mock::MockConfig {
                 records: args.records,

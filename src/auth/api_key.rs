@@ -1,15 +1,15 @@
 //! `kind = "api_key"`: a key sent as a header (`X-Api-Key`), a query parameter (`api_key`) or
 //! a cookie, by the name the API gives it.
 
+use crate::keys::Spanned;
 use serde::Deserialize;
-use toml::Spanned;
 
 use super::fixed::{Fixed, Place};
 use super::{AuthPlan, Spec};
 use crate::error::JobError;
 use crate::keys::KeyReader;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeySpec {
     name: Spanned<String>,

@@ -1,15 +1,15 @@
 //! `kind = "basic"`: HTTP Basic, `Authorization: Basic base64(username:password)` (RFC 7617).
 
+use crate::keys::Spanned;
 use base64::Engine;
 use serde::Deserialize;
-use toml::Spanned;
 
 use super::fixed::{Fixed, Place};
 use super::{AuthPlan, Spec};
 use crate::error::JobError;
 use crate::keys::KeyReader;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicSpec {
     username: Spanned<String>,

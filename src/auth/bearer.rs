@@ -1,15 +1,15 @@
 //! `kind = "bearer"`: `Authorization: Bearer <token>`, or another header or prefix for APIs
 //! that want `Authorization: token <token>` (GitHub's classic form) or `X-Auth-Token: <token>`.
 
+use crate::keys::Spanned;
 use serde::Deserialize;
-use toml::Spanned;
 
 use super::fixed::{Fixed, Place};
 use super::{AuthPlan, Spec};
 use crate::error::JobError;
 use crate::keys::KeyReader;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BearerSpec {
     token: Spanned<String>,

@@ -1,15 +1,15 @@
 //! `kind = "oauth2_client_credentials"` (RFC 6749 4.4): the client's id and secret buy an
 //! access token at `token_url` (HubSpot, Salesforce, Zoom, Microsoft Graph, Auth0).
 
+use crate::keys::Spanned;
 use serde::Deserialize;
-use toml::Spanned;
 
 use super::oauth::{ClientAuth, Flow, Grant};
 use super::{AuthPlan, Spec};
 use crate::error::JobError;
 use crate::keys::KeyReader;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientCredentialsSpec {
     token_url: Spanned<String>,
@@ -19,6 +19,7 @@ pub struct ClientCredentialsSpec {
     scopes: Vec<Spanned<String>>,
     audience: Option<Spanned<String>>,
     /// Extra form fields of the token request.
+    #[schemars(with = "Option<crate::keys::shapes::Scalars>")]
     params: Option<Spanned<toml::Table>>,
     /// `basic` (default, RFC 6749 2.3.1) or `body`.
     client_auth: Option<Spanned<String>>,

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
+use crate::keys::Spanned;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde::Deserialize;
-use toml::Spanned;
 
 use super::assertion::Assertion;
 use super::oauth::{ClientAuth, Flow, Grant};
@@ -16,7 +16,7 @@ use super::{AuthPlan, Spec};
 use crate::error::JobError;
 use crate::keys::KeyReader;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtBearerSpec {
     /// Optional with a service-account key file, which names it.

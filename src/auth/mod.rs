@@ -67,7 +67,7 @@ pub trait Spec: DeserializeOwned {
 }
 
 /// `kind = "none"`: no keys of its own.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoneSpec {}
 

@@ -3,8 +3,8 @@
 //! one and kill the old: the new one goes to the token cache at once (see `cache.rs`), and
 //! later runs start from it while the configured refresh token is still the one it grew from.
 
+use crate::keys::Spanned;
 use serde::Deserialize;
-use toml::Spanned;
 
 use super::client_credentials::{client_auth, params};
 use super::oauth::{Flow, Grant};
@@ -12,7 +12,7 @@ use super::{AuthPlan, Spec};
 use crate::error::JobError;
 use crate::keys::KeyReader;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshTokenSpec {
     token_url: Spanned<String>,
@@ -23,6 +23,7 @@ pub struct RefreshTokenSpec {
     #[serde(default)]
     scopes: Vec<Spanned<String>>,
     audience: Option<Spanned<String>>,
+    #[schemars(with = "Option<crate::keys::shapes::Scalars>")]
     params: Option<Spanned<toml::Table>>,
     client_auth: Option<Spanned<String>>,
     /// Where the rotated refresh token is kept, instead of the user's cache folder.

@@ -7,9 +7,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::keys::Spanned;
 use serde::Deserialize;
 use serde_json::Value;
-use toml::Spanned;
 use url::Url;
 
 use super::exchange::{read_answer, refusal, Retry};
@@ -21,10 +21,11 @@ use crate::jsonpath::{Document, JsonPath};
 use crate::keys::KeyReader;
 use crate::redact::{Redactor, Secret};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionSpec {
     login_url: Spanned<String>,
+    #[schemars(with = "Option<serde_json::Value>")]
     login_body: Option<Spanned<toml::Value>>,
     /// `json` (default) or `form`.
     login_format: Option<Spanned<String>>,

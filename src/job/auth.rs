@@ -4,6 +4,8 @@
 
 use toml::de::DeValue;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+
 use super::sections::KindKeys;
 use super::*;
 use crate::auth::api_key::ApiKeySpec;
@@ -16,7 +18,7 @@ use crate::auth::session::SessionSpec;
 use crate::auth::{AuthPlan, NoneSpec, Spec};
 
 /// The keys every auth kind takes.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Shared {
     kind: Option<Spanned<String>>,
@@ -28,12 +30,13 @@ struct Shared {
 struct Kind {
     name: &'static str,
     keys: &'static [&'static str],
-    build: fn(&Cx, Spanned<DeValue>) -> R<AuthPlan>,
+    schema: fn(&mut SchemaGenerator) -> Schema,
+    build: fn(&Cx, toml::Spanned<DeValue>) -> R<AuthPlan>,
 }
 
 impl Kind {
-    fn of<S: Spec>(name: &'static str) -> Kind {
-        Kind { name, keys: keys_of::<S>(), build: |cx, keys| cx.section::<S>(keys)?.build(cx) }
+    fn of<S: Spec + JsonSchema>(name: &'static str) -> Kind {
+        Kind { name, keys: keys_of::<S>(), schema: S::json_schema, build: |cx, keys| cx.section::<S>(keys)?.build(cx) }
     }
 }
 
@@ -51,10 +54,17 @@ fn kinds() -> [Kind; 8] {
     ]
 }
 
+/// The JSON Schema of the section: one shape per kind.
+pub(super) fn schema(generator: &mut SchemaGenerator) -> Schema {
+    let shared = Shared::json_schema(generator);
+    let own = kinds().iter().map(|kind| (kind.name, (kind.schema)(generator))).collect();
+    super::sections::kinds_schema(shared, own, Some("none"))
+}
+
 impl Cx<'_> {
     /// `[auth]`: the plan of its kind and the origins credentials may go to besides
     /// `request.url`'s.
-    pub(super) fn auth(&self, section: Option<&Spanned<DeValue>>) -> R<(AuthPlan, Vec<url::Origin>)> {
+    pub(super) fn auth(&self, section: Option<&toml::Spanned<DeValue>>) -> R<(AuthPlan, Vec<url::Origin>)> {
         let Some(section) = section else { return Ok((AuthPlan::None, Vec::new())) };
         let (shared, own): (Shared, _) = self.split_section(section, "auth")?;
         let kinds = kinds();
@@ -63,7 +73,7 @@ impl Cx<'_> {
         let kind_span = shared.kind.as_ref().map_or(section.span(), |k| k.span());
         let kind = self.kind_named("auth", name, kind_span, &names)?;
         self.only_keys_of("auth", &own, kind, &names, keys_of::<Shared>())?;
-        let plan = (kinds[kind].build)(self, Spanned::new(section.span(), DeValue::Table(own)))?;
+        let plan = (kinds[kind].build)(self, toml::Spanned::new(section.span(), DeValue::Table(own)))?;
         let origins = shared
             .allow_origins
             .iter()

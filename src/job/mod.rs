@@ -17,9 +17,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::keys::Spanned;
 use indexmap::IndexMap;
 use serde::Deserialize;
-use toml::Spanned;
 
 use crate::error::JobError;
 use crate::jsonpath::JsonPath;
@@ -50,23 +50,30 @@ use records::RecordsFile;
 use request::RequestFile;
 use retry::RetryFile;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "harvest job file", description = "A harvest job: see the README of harvest for every key.")]
 struct JobFile {
+    /// Names the output folder: letters a-z, digits, `_` and `-`.
+    #[schemars(regex(pattern = r"^[a-z0-9_-]+$"))]
     name: Spanned<String>,
     request: Spanned<RequestFile>,
     records: Spanned<RecordsFile>,
-    /// Read by `pagination.rs` from its positioned table, once `kind` is known.
+    // Read by `pagination.rs` from its positioned table, once `kind` is known.
+    #[schemars(schema_with = "pagination::schema")]
     pagination: Spanned<serde::de::IgnoredAny>,
-    /// Read by `auth.rs` from its positioned table, once `kind` is known (named here so that
-    /// `deny_unknown_fields` takes it).
+    // Read by `auth.rs` from its positioned table, once `kind` is known (named here so that
+    // `deny_unknown_fields` takes it).
     #[allow(dead_code)]
+    #[serde(default)]
+    #[schemars(schema_with = "auth::schema")]
     auth: Option<Spanned<serde::de::IgnoredAny>>,
     #[serde(default)]
     limits: LimitsFile,
     #[serde(default)]
     retry: RetryFile,
     #[serde(default)]
+    #[schemars(with = "IndexMap<String, crate::keys::shapes::Source>")]
     partitions: IndexMap<String, Spanned<toml::Value>>,
     incremental: Option<Spanned<IncrementalFile>>,
     #[serde(default)]
@@ -121,6 +128,36 @@ impl Env {
 
     fn get(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(String::as_str)
+    }
+}
+
+/// The JSON Schema of job files (draft-07, which editors read), made from the structs a job is
+/// read into: Even Better TOML and taplo validate and complete job files with it.
+pub fn json_schema() -> serde_json::Value {
+    let mut settings = schemars::generate::SchemaSettings::draft07();
+    settings.transforms.push(Box::new(schemars::transform::RecursiveTransform(without_null)));
+    settings.into_generator().into_root_schema_for::<JobFile>().to_value()
+}
+
+/// TOML has no null: an optional key is one that may be left out, not one that may be null.
+fn without_null(schema: &mut schemars::Schema) {
+    let Some(object) = schema.as_object_mut() else { return };
+    if let Some(serde_json::Value::Array(types)) = object.get_mut("type") {
+        types.retain(|t| t != "null");
+        if types.len() == 1 {
+            let only = types.remove(0);
+            object.insert("type".into(), only);
+        }
+    }
+    if let Some(serde_json::Value::Array(options)) = object.get_mut("anyOf") {
+        options.retain(|o| o.get("type").is_none_or(|t| t != "null"));
+        if options.len() == 1 {
+            let only = options.remove(0);
+            object.remove("anyOf");
+            if let serde_json::Value::Object(only) = only {
+                object.extend(only);
+            }
+        }
     }
 }
 
@@ -283,8 +320,8 @@ impl Cx<'_> {
     fn validate(
         &self,
         file: JobFile,
-        pagination: &Spanned<toml::de::DeValue>,
-        auth: Option<&Spanned<toml::de::DeValue>>,
+        pagination: &toml::Spanned<toml::de::DeValue>,
+        auth: Option<&toml::Spanned<toml::de::DeValue>>,
         overrides: &Overrides,
     ) -> R<Plan> {
         let name = file.name.get_ref();

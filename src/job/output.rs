@@ -2,7 +2,7 @@
 
 use super::*;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct OutputFile {
     format: Option<Spanned<String>>,

@@ -4,12 +4,14 @@
 
 use toml::de::DeValue;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+
 use super::sections::KindKeys;
 use super::*;
 use crate::paginate::{SingleSpec, Spec};
 
 /// The keys every pagination kind takes.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Shared {
     kind: Spanned<String>,
@@ -22,12 +24,18 @@ struct Shared {
 struct Kind {
     name: &'static str,
     keys: &'static [&'static str],
-    build: fn(&Cx, Spanned<DeValue>, Option<u64>) -> R<Style>,
+    schema: fn(&mut SchemaGenerator) -> Schema,
+    build: fn(&Cx, toml::Spanned<DeValue>, Option<u64>) -> R<Style>,
 }
 
 impl Kind {
-    fn of<S: Spec>(name: &'static str) -> Kind {
-        Kind { name, keys: keys_of::<S>(), build: |cx, keys, page_size| cx.section::<S>(keys)?.build(page_size, cx) }
+    fn of<S: Spec + JsonSchema>(name: &'static str) -> Kind {
+        Kind {
+            name,
+            keys: keys_of::<S>(),
+            schema: S::json_schema,
+            build: |cx, keys, page_size| cx.section::<S>(keys)?.build(page_size, cx),
+        }
     }
 }
 
@@ -43,8 +51,15 @@ fn kinds() -> [Kind; 6] {
     ]
 }
 
+/// The JSON Schema of the section: one shape per kind.
+pub(super) fn schema(generator: &mut SchemaGenerator) -> Schema {
+    let shared = Shared::json_schema(generator);
+    let own = kinds().iter().map(|kind| (kind.name, (kind.schema)(generator))).collect();
+    super::sections::kinds_schema(shared, own, None)
+}
+
 impl Cx<'_> {
-    pub(super) fn pagination(&self, section: &Spanned<DeValue>) -> R<PaginationPlan> {
+    pub(super) fn pagination(&self, section: &toml::Spanned<DeValue>) -> R<PaginationPlan> {
         let (shared, own): (Shared, _) = self.split_section(section, "pagination")?;
         let kinds = kinds();
         let names: Vec<KindKeys> = kinds.iter().map(|k| (k.name, k.keys)).collect();
@@ -56,7 +71,7 @@ impl Cx<'_> {
             None => None,
         };
         Ok(PaginationPlan {
-            style: (kinds[kind].build)(self, Spanned::new(section.span(), DeValue::Table(own)), page_size)?,
+            style: (kinds[kind].build)(self, toml::Spanned::new(section.span(), DeValue::Table(own)), page_size)?,
             max_pages: shared.max_pages.map(Spanned::into_inner),
             max_records: shared.max_records.map(Spanned::into_inner),
         })

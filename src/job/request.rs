@@ -2,16 +2,20 @@
 
 use super::*;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RequestFile {
     pub(super) url: Spanned<String>,
     method: Option<Spanned<String>>,
+    #[schemars(with = "Option<crate::keys::shapes::Params>")]
     params: Option<Spanned<toml::Table>>,
+    #[schemars(with = "Option<crate::keys::shapes::Scalars>")]
     headers: Option<Spanned<toml::Table>>,
+    #[schemars(with = "Option<serde_json::Value>")]
     body: Option<Spanned<toml::Value>>,
     timeout: Option<Spanned<String>>,
     connect_timeout: Option<Spanned<String>>,
+    #[schemars(with = "Option<crate::keys::shapes::Size>")]
     max_body: Option<Spanned<toml::Value>>,
     ca_cert: Option<Spanned<String>>,
     insecure_skip_verify: Option<bool>,

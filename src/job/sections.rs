@@ -5,6 +5,8 @@
 use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue};
 
+use schemars::Schema;
+
 use super::*;
 use crate::keys::KeyReader;
 
@@ -16,7 +18,7 @@ impl Cx<'_> {
     /// and the rest, still positioned, for the kind to read.
     pub(super) fn split_section<'t, S: DeserializeOwned>(
         &self,
-        section: &Spanned<DeValue<'t>>,
+        section: &toml::Spanned<DeValue<'t>>,
         what: &str,
     ) -> R<(S, DeTable<'t>)> {
         let span = section.span();
@@ -28,7 +30,7 @@ impl Cx<'_> {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .partition(|(k, _)| shared_keys.contains(&k.get_ref().as_ref()));
-        Ok((self.section(Spanned::new(span, DeValue::Table(shared)))?, own))
+        Ok((self.section(toml::Spanned::new(span, DeValue::Table(shared)))?, own))
     }
 
     /// The kind named `name` among `kinds`, else an error at `span` listing them.
@@ -78,7 +80,7 @@ impl Cx<'_> {
 
     /// Deserialize a section read with its positions; a key it does not take is reported
     /// with a did-you-mean hint.
-    pub(super) fn section<T: DeserializeOwned>(&self, value: Spanned<DeValue>) -> R<T> {
+    pub(super) fn section<T: DeserializeOwned>(&self, value: toml::Spanned<DeValue>) -> R<T> {
         T::deserialize(toml::de::ValueDeserializer::from(value)).map_err(|e| self.toml_error(&e))
     }
 }
@@ -192,4 +194,35 @@ pub(super) fn keys_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
         Err(Found(fields)) => fields,
         Ok(_) => &[],
     }
+}
+
+/// The JSON Schema of a section read by its kind: one shape per kind, each with `kind` set to
+/// its name, the keys every kind shares and its own (`own`, from its `Spec`), and no other.
+/// `default` is the kind a section without `kind` has.
+pub(super) fn kinds_schema(shared: Schema, own: Vec<(&str, Schema)>, default: Option<&str>) -> Schema {
+    let properties =
+        |schema: &Schema| schema.get("properties").and_then(|p| p.as_object()).cloned().unwrap_or_default();
+    let required = |schema: &Schema| schema.get("required").and_then(|r| r.as_array()).cloned().unwrap_or_default();
+    let mut shared_keys = properties(&shared);
+    shared_keys.remove("kind");
+    let shapes: Vec<serde_json::Value> = own
+        .into_iter()
+        .map(|(name, spec)| {
+            let mut keys = shared_keys.clone();
+            keys.extend(properties(&spec));
+            keys.insert("kind".into(), serde_json::json!({ "const": name }));
+            let mut needed = required(&spec);
+            if default != Some(name) {
+                needed.push("kind".into());
+            }
+            serde_json::json!({
+                "title": name,
+                "type": "object",
+                "properties": keys,
+                "required": needed,
+                "additionalProperties": false,
+            })
+        })
+        .collect();
+    schemars::json_schema!({ "type": "object", "oneOf": shapes })
 }

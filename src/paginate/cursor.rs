@@ -6,16 +6,16 @@
 //! received; a query parameter encodes it exactly once. The partition ends on an empty page,
 //! a false `has_more`, or a missing, null or empty cursor; a cursor seen before is an error.
 
+use crate::keys::Spanned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use toml::Spanned;
 
 use super::{optional_limit, place, KeyReader, Next, PageRequest, PageResponse, ParamsIn, Seen, StopReason, Style};
 use crate::error::{JobError, PageError};
 use crate::jsonpath::JsonPath;
 
 /// `kind = "cursor"` in the job file.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
     cursor_param: Option<Spanned<String>>,

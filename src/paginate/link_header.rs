@@ -6,15 +6,15 @@
 //! value, not only the first, and accept all of those forms. The next link resolves and
 //! repeats are caught as for next URLs.
 
+use crate::keys::Spanned;
 use serde::{Deserialize, Serialize};
-use toml::Spanned;
 
 use super::next_url::follow;
 use super::{optional_limit, KeyReader, Next, PageResponse, Seen, StopReason, Style};
 use crate::error::{JobError, PageError};
 
 /// `kind = "link_header"` in the job file.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
     limit_param: Option<Spanned<String>>,

@@ -20,11 +20,11 @@ pub mod page;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 
+use crate::keys::Spanned;
 use reqwest::header::HeaderMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use toml::Spanned;
 use url::Url;
 
 use crate::error::{JobError, PageError};
@@ -166,7 +166,7 @@ pub fn optional_limit(
 }
 
 /// `kind = "none"`: one request per partition, no keys of its own.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SingleSpec {}
 

@@ -4,15 +4,15 @@
 //! resolved against the URL that answered (RFC 3986) and requested exactly as given, so a
 //! cursor inside it is never encoded twice. A URL seen before in the partition is an error.
 
+use crate::keys::Spanned;
 use serde::{Deserialize, Serialize};
-use toml::Spanned;
 
 use super::{optional_limit, KeyReader, Next, PageRequest, PageResponse, Seen, StopReason, Style};
 use crate::error::{JobError, PageError};
 use crate::jsonpath::JsonPath;
 
 /// `kind = "next_url"` in the job file.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
     next: Option<Spanned<String>>,

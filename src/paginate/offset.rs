@@ -6,16 +6,16 @@
 //! short page may be the end or a cap, so one more request decides: an empty page (or a 404,
 //! 400 or 422, which the pipeline maps to the same end) confirms the end; records mean a cap.
 
+use crate::keys::Spanned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use toml::Spanned;
 
 use super::{place, Facts, KeyReader, Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason, Style};
 use crate::error::{JobError, PageError};
 use crate::jsonpath::JsonPath;
 
 /// `kind = "offset"` in the job file.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
     offset_param: Option<Spanned<String>>,

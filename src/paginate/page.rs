@@ -5,16 +5,16 @@
 //! either, a short page is confirmed by one more request. A capped server keeps numbering
 //! its pages by the size it serves, so page numbers simply go up by one.
 
+use crate::keys::Spanned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use toml::Spanned;
 
 use super::{place, Facts, KeyReader, Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason, Style};
 use crate::error::{JobError, PageError};
 use crate::jsonpath::JsonPath;
 
 /// `kind = "page"` in the job file.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
     page_param: Option<Spanned<String>>,

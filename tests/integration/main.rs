@@ -4,6 +4,7 @@
 mod auth;
 mod cli;
 mod concurrency;
+mod editor;
 mod http;
 mod incremental;
 mod interrupts;

@@ -7,7 +7,7 @@ use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
-use crate::support::{one_to, part_files, Fixture};
+use crate::support::{one_to, part_files, python_with, Fixture};
 
 fn job(name: &str, path: &str, output: &str) -> String {
     format!(
@@ -196,25 +196,6 @@ async fn a_record_that_does_not_fit_is_a_clear_error_and_what_was_written_stays(
     assert_eq!(rows[1]["_rejected"], Value::String(r#"{"nickname":"nick2"}"#.into()));
     assert_eq!(rows[2]["_rejected"], Value::String(r#"{"nickname":""}"#.into()));
     assert_eq!(rows[2]["id"], 3, "the rest of the record is kept");
-}
-
-/// A Python that can import `module`: `HARVEST_TEST_PYTHON` (set by .ci/run), else `python3`.
-/// `None` outside CI when there is none (the caller says it skipped); in CI, a failure.
-fn python_with(module: &str) -> Option<String> {
-    let candidates = std::env::var("HARVEST_TEST_PYTHON").into_iter().chain(["python3".to_string()]);
-    let found = candidates.into_iter().find(|python| {
-        std::process::Command::new(python)
-            .args(["-c", &format!("import {module}")])
-            .output()
-            .is_ok_and(|out| out.status.success())
-    });
-    if found.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "CI must have the {module} wheel (see .ci/run)");
-        // Straight to the process's stderr, past the test harness's capture: a skip is seen.
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "SKIPPED: no Python with {module} (pip install {module}; .ci/run does)");
-    }
-    found
 }
 
 /// Run a Python script; its stdout is JSON.

@@ -202,3 +202,22 @@ pub fn assert_keeps_to_bucket(arrivals: &[std::time::Duration], rate: f64, burst
         }
     }
 }
+
+/// A Python that can import `module`: `HARVEST_TEST_PYTHON` (set by .ci/run), else `python3`.
+/// `None` outside CI when there is none (the caller says it skipped); in CI, a failure.
+pub fn python_with(module: &str) -> Option<String> {
+    let candidates = std::env::var("HARVEST_TEST_PYTHON").into_iter().chain(["python3".to_string()]);
+    let found = candidates.into_iter().find(|python| {
+        std::process::Command::new(python)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    });
+    if found.is_none() {
+        assert!(std::env::var_os("CI").is_none(), "CI must have the {module} wheel (see .ci/run)");
+        // Straight to the process's stderr, past the test harness's capture: a skip is seen.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: no Python with {module} (pip install {module}; .ci/run does)");
+    }
+    found
+}
