@@ -38,6 +38,13 @@ pub enum Command {
     Check(CheckArgs),
     /// Where a job stands: a run in progress, the unfinished run, the last completed run.
     Status(StatusArgs),
+    /// Fetch one page of URL, find its records and pagination, and write a commented job.
+    ///
+    /// Pagination parameters in the URL (page=1, limit=50, cursor=...) move into
+    /// [pagination]; the rest stay in [request] params. A credential given with --header
+    /// (or as an api_key-like URL parameter) is written as ${API_TOKEN} or ${API_KEY}, never
+    /// as its value. The job is then tried on two pages to confirm what was found.
+    Init(InitArgs),
     /// Print the JSON Schema of job files, for editors (Even Better TOML, taplo).
     Schema,
     /// Print shell completions: `harvest completions bash > /etc/bash_completion.d/harvest`.
@@ -90,6 +97,30 @@ pub struct StatusArgs {
     /// Output root instead of [output] dir.
     #[arg(long)]
     pub output_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The first page's URL, as a browser or curl would fetch it.
+    pub url: String,
+    /// Write the job here instead of to stdout.
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+    /// Replace the --out file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// A request header, `Name: value` (repeatable); credentials become ${VAR}s in the job.
+    #[arg(short = 'H', long)]
+    pub header: Vec<String>,
+    /// GET, or POST for APIs that page through a JSON body (with --body).
+    #[arg(short = 'X', long, default_value = "GET")]
+    pub method: String,
+    /// The JSON body of a POST.
+    #[arg(short = 'd', long)]
+    pub body: Option<String>,
+    /// The job's name (default: from the URL's path).
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]

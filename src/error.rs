@@ -170,6 +170,9 @@ pub enum Error {
     Checkpoint(String),
     #[error("interrupted; {saved}")]
     Interrupted { saved: String },
+    /// The command line asks for something that cannot be (exit 2).
+    #[error("{0}")]
+    Usage(String),
     #[error("{0}")]
     Other(String),
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod fetch;
 pub mod human;
 pub mod incremental;
+pub mod init;
 pub mod job;
 pub mod jsonpath;
 pub mod keys;

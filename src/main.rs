@@ -97,6 +97,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             print!("{}", harvest::status::report(&plan)?);
             Ok(())
         }
+        Command::Init(args) => {
+            let options = harvest::init::InitOptions {
+                url: args.url,
+                method: args.method,
+                body: args.body,
+                headers: args.header,
+                name: args.name,
+                out: args.out.clone(),
+                force: args.force,
+            };
+            let written = harvest::init::init(&options).await?;
+            if args.out.is_none() {
+                print!("{}", written.job);
+            }
+            if !cli.quiet {
+                eprintln!("{}", written.summary);
+            }
+            Ok(())
+        }
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&job::json_schema()).expect("a schema serializes"));
             Ok(())
@@ -202,7 +221,7 @@ fn bound_allocator() {}
 
 fn exit_code(error: &anyhow::Error) -> u8 {
     match error.downcast_ref::<Error>() {
-        Some(Error::Job(_) | Error::Checkpoint(_)) => 2,
+        Some(Error::Job(_) | Error::Checkpoint(_) | Error::Usage(_)) => 2,
         Some(Error::Locked { .. }) => 3,
         Some(Error::Interrupted { .. }) => 130,
         Some(_) => 1,

@@ -33,7 +33,7 @@ pub(crate) fn outgoing(
                 .chain(request.query.iter().map(|(k, v)| (k.as_str(), v.clone())))
                 .collect();
             if !params.is_empty() {
-                url.query_pairs_mut().extend_pairs(params);
+                replace_query(&mut url, &params);
             }
             url
         }
@@ -54,6 +54,22 @@ pub(crate) fn outgoing(
         }
     }
     Ok(Outgoing { method: plan.request.method, url, headers, body })
+}
+
+/// Add `params` to `url`'s query, replacing (never repeating) a parameter the URL already
+/// carries: `?page=1&per_page=20` written in `request.url` gives way to the strategy's `page`.
+/// A URL without such a parameter keeps its query exactly as written.
+fn replace_query(url: &mut url::Url, params: &[(&str, String)]) {
+    let taken = |name: &str| params.iter().any(|(k, _)| *k == name);
+    if url.query_pairs().any(|(name, _)| taken(&name)) {
+        let kept: Vec<(String, String)> =
+            url.query_pairs().filter(|(name, _)| !taken(name)).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        url.set_query(None);
+        if !kept.is_empty() {
+            url.query_pairs_mut().extend_pairs(kept);
+        }
+    }
+    url.query_pairs_mut().extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
 }
 
 /// The next request of a partition in words, secrets masked.
@@ -88,6 +104,20 @@ pub(crate) fn set_dotted(target: &mut Value, path: &str, value: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameters_in_the_url_are_replaced_never_repeated() {
+        let mut url = url::Url::parse("http://h/items?page=1&per_page=20&q=a%20b").unwrap();
+        replace_query(&mut url, &[("page", "3".into()), ("per_page", "20".into())]);
+        assert_eq!(url.as_str(), "http://h/items?q=a+b&page=3&per_page=20");
+        let mut untouched = url::Url::parse("http://h/items?q=a%20b").unwrap();
+        replace_query(&mut untouched, &[("page", "2".into())]);
+        assert_eq!(
+            untouched.as_str(),
+            "http://h/items?q=a%20b&page=2",
+            "a query with nothing replaced stays as written"
+        );
+    }
 
     #[test]
     fn dotted_paths_create_objects() {

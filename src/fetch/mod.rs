@@ -33,7 +33,7 @@ use crate::progress::{Progress, Track};
 use crate::redact::Redactor;
 
 mod body;
-mod wait;
+pub mod wait;
 
 pub use wait::{backoff, retry_after, server_pause};
 

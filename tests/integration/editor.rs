@@ -111,7 +111,7 @@ fn completions_for_each_shell() {
         let output = harvest(&["completions", shell]);
         assert!(output.status.success(), "{shell}");
         let script = String::from_utf8(output.stdout).unwrap();
-        for word in ["run", "check", "status", "schema", "completions", "progress", "output-dir"] {
+        for word in ["run", "check", "status", "init", "schema", "completions", "progress", "output-dir"] {
             assert!(script.contains(word), "{shell} completions lack {word}");
         }
     }

@@ -7,6 +7,7 @@ mod concurrency;
 mod editor;
 mod http;
 mod incremental;
+mod init;
 mod interrupts;
 mod job_errors;
 mod pagination;
