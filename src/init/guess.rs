@@ -122,6 +122,8 @@ pub fn guess(asked: &Asked, answer: &Answer) -> Guess {
     let (records, count) = match answer.body {
         Value::Array(items) => ("$[*]".to_string(), items.len()),
         _ => match shape.records() {
+            // A Relay connection's edges: the records are their nodes.
+            Some((path, n)) if relay_edges(answer.body, path) => (format!("{path}.node"), *n),
             Some((path, n)) => (path.clone(), *n),
             None => {
                 g.doubts.push("no array of objects was found in the response: set [records] path".into());
@@ -253,6 +255,19 @@ fn cursor_header(headers: &reqwest::header::HeaderMap) -> Option<String> {
             .then(|| name.to_string())
     })
 }
+
+/// Whether the array at `path` (`$.a.edges[*]`) holds Relay edges: `{"cursor": .., "node": {..}}`.
+fn relay_edges(body: &Value, path: &str) -> bool {
+    let Some(inner) = path.strip_prefix("$.").and_then(|p| p.strip_suffix("[*]")) else { return false };
+    let array = inner.split('.').try_fold(body, |node, key| node.get(key));
+    array.and_then(Value::as_array).is_some_and(|edges| {
+        !edges.is_empty() && edges.iter().all(|edge| edge.get("node").is_some_and(Value::is_object))
+    })
+}
+
+/// Other names a cursor goes back in, tried in turn when the first guess brings page 1 again.
+pub const CURSOR_PARAMS: &[&str] =
+    &["cursor", "start_cursor", "after", "starting_after", "page_token", "pageToken", "next_cursor", "continuation"];
 
 /// Total pages, else total records, for offset and page pagination.
 fn totals(shape: &Shape, g: &mut Guess, pages: bool) {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::error::Error;
+use crate::error::{Error, PageError};
 use crate::fetch::Fetcher;
 use crate::job::{self, Env, Overrides};
 use crate::page::{fetch_page, PageContext};
@@ -38,6 +38,9 @@ pub struct Written {
     pub job: String,
     pub summary: String,
 }
+
+/// What a second page that brings the first again is called.
+const REPEATED: &str = "page 2 repeats a record of page 1";
 
 /// Tries of the first page: a 429, a 5xx or a failed connection is tried again.
 const ATTEMPTS: u32 = 4;
@@ -83,7 +86,26 @@ pub async fn init(options: &InitOptions) -> Result<Written, Error> {
         guess.name = name.clone();
     }
     let path = options.out.clone().unwrap_or_else(|| PathBuf::from(format!("{}.toml", guess.name)));
-    let confirmed = confirm(&path, &render(&guess, &asked), &guess).await;
+    let mut confirmed = confirm(&path, &render(&guess, &asked), &guess).await;
+    if confirmed.as_ref().is_err_and(|doubt| doubt.starts_with(REPEATED)) && guess.kind == "cursor" {
+        // The cursor went back in a parameter the API does not read: try the usual others.
+        for name in guess::CURSOR_PARAMS {
+            let mut other = guess.clone();
+            let Some(slot) = other.pagination.iter_mut().find(|(k, _)| k == "cursor_param") else { break };
+            if slot.1 == quoted(name) {
+                continue;
+            }
+            slot.1 = quoted(name);
+            if let Ok(said) = confirm(&path, &render(&other, &asked), &other).await {
+                other.reasons.push(format!(
+                    "  the cursor goes back as {name}: page 1's cursor in the first guess brought page 1 again"
+                ));
+                guess = other;
+                confirmed = Ok(said);
+                break;
+            }
+        }
+    }
     let summary = match confirmed {
         Ok(said) => said,
         Err(doubt) => {
@@ -213,14 +235,18 @@ async fn confirm(path: &Path, text: &str, guess: &Guess) -> Result<String, Strin
         }
         None => return Err("the strategy said nothing of a next page".into()),
     };
-    let second = fetch_page(&cx, &next, 1, Some(&mut pager)).await.map_err(|f| format!("page 2: {}", f.error))?;
+    let param = guess.pagination.iter().find(|(k, _)| k.ends_with("_param")).map_or("page", |(_, v)| v.as_str());
+    let repeated = || format!("{REPEATED}: the {param} parameter may not be the one the API reads");
+    let second = match fetch_page(&cx, &next, 1, Some(&mut pager)).await {
+        Ok(page) => page,
+        // The strategy's loop guard: page 2 named the same next page as page 1.
+        Err(f) if matches!(f.error, Error::Page { source: PageError::Repeated { .. }, .. }) => return Err(repeated()),
+        Err(f) => return Err(format!("page 2: {}", f.error)),
+    };
     let first_record = first.lines.split(|b| *b == b'\n').next().unwrap_or_default();
-    let repeated = second.lines.split(|b| *b == b'\n').any(|line| !line.is_empty() && line == first_record);
-    if repeated {
-        return Err(format!(
-            "page 2 repeats a record of page 1: the {} parameter may not be the one the API reads",
-            guess.pagination.iter().find(|(k, _)| k.ends_with("_param")).map_or("page", |(_, v)| v.as_str())
-        ));
+    let again = second.lines.split(|b| *b == b'\n').any(|line| !line.is_empty() && line == first_record);
+    if again {
+        return Err(repeated());
     }
     Ok(format!(
         "confirmed: page 1 holds {} records, page 2 holds {} others{}",

@@ -3,6 +3,8 @@
 //! Handlers return `Result<Response, Response>`: an error is just another response here.
 #![allow(clippy::result_large_err)]
 
+mod examples;
+
 use std::collections::HashMap;
 use std::io::Write;
 
@@ -139,10 +141,12 @@ pub(super) async fn respond(api: &MockApi, request: Request, seq: u64) -> Respon
         url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
     let path = parts.uri.path().to_string();
     let config = &api.config;
-    if parts.method == Method::POST && (path.starts_with("/oauth/") || path.starts_with("/login/")) {
+    // Salesforce's token URL is on the instance's host: the mock's own token URL there too.
+    let token_path = if path.ends_with("/services/oauth2/token") { "/oauth/token" } else { path.as_str() };
+    if parts.method == Method::POST && (token_path.starts_with("/oauth/") || token_path.starts_with("/login/")) {
         let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
         let tokens = &api.stats.tokens;
-        return super::auth::endpoint(&path, &query, config, tokens, &parts.headers, &body).await;
+        return super::auth::endpoint(token_path, &query, config, tokens, &parts.headers, &body).await;
     }
     // `/auth/<kind>/<path>`: `<path>`, for a request with the kind's credential.
     let unprotected = match path.strip_prefix("/auth/").and_then(|rest| rest.split_once('/')) {
@@ -317,6 +321,7 @@ impl Call<'_> {
             (Method::GET, "/has-more") => call.has_more(),
             (Method::POST, "/graphql") => call.graphql(body),
             (_, "/redirect") => call.redirect(),
+            (_, route) if route.starts_with("/examples/") => call.example(body),
             (Method::POST, "/_admin/touch") => {
                 let ids: Vec<u64> = call
                     .query

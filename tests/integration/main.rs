@@ -5,6 +5,7 @@ mod auth;
 mod cli;
 mod concurrency;
 mod editor;
+mod examples;
 mod http;
 mod incremental;
 mod init;

@@ -1,0 +1,341 @@
+//! `/examples/<api>/...`: the response shapes, pagination and credentials of real APIs, each
+//! as its documentation describes it, so that the jobs in `jobs/examples/` (and `harvest init`)
+//! are tested against them: GitHub's issues (Link header, bearer), Stripe's charges
+//! (`starting_after` + `has_more`, the secret key as the basic-auth user), Slack's
+//! `conversations.history` (`response_metadata.next_cursor`, `""` at the end), Notion's
+//! database query (POST, `start_cursor`), Shopify's orders (`page_info` in a Link header, no
+//! other filter beside it), HubSpot's contacts (`paging.next.after`, OAuth2), Salesforce's
+//! SOQL query (`nextRecordsUrl` relative to the host, OAuth2), a GraphQL Relay connection
+//! (edges and `pageInfo.endCursor`); and the shapes of the common frameworks: Django REST
+//! Framework's cursor pagination, FastAPI's fastapi-pagination (page and limit-offset) and
+//! json-server (`_page`, `_limit`, Link and X-Total-Count).
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use base64::Engine;
+use serde_json::{json, Value};
+
+use super::{error, Call};
+
+/// How an example API wants its credential.
+enum Credential {
+    /// `Authorization: Bearer <secret>`.
+    Bearer,
+    /// An access token from the mock's `/oauth/token`.
+    OAuth,
+    /// Stripe: the secret key as the basic-auth user, no password.
+    KeyAsUser,
+    /// Shopify: `X-Shopify-Access-Token: <secret>`.
+    ShopifyToken,
+    None,
+}
+
+impl Call<'_> {
+    pub(super) fn example(&self, body: &[u8]) -> Response {
+        let route = self.route.trim_start_matches("/examples/");
+        let (api, rest) = route.split_once('/').unwrap_or((route, ""));
+        let credential = match api {
+            "github" | "slack" | "notion" | "relay" => Credential::Bearer,
+            "hubspot" | "salesforce" => Credential::OAuth,
+            "stripe" => Credential::KeyAsUser,
+            "shopify" => Credential::ShopifyToken,
+            _ => Credential::None,
+        };
+        if let Err(refused) = self.credential(credential) {
+            return refused;
+        }
+        let segments: Vec<&str> = rest.split('/').collect();
+        let served = match (api, segments.as_slice()) {
+            ("github", ["repos", _, _, "issues"]) => self.github(),
+            ("stripe", ["v1", "charges"]) => self.stripe(),
+            ("slack", ["api", "conversations.history"]) => self.slack(),
+            ("notion", ["v1", "databases", _, "query"]) => self.notion(body),
+            ("shopify", ["admin", "api", _, "orders.json"]) => self.shopify(),
+            ("hubspot", ["crm", "v3", "objects", "contacts"]) => self.hubspot(),
+            ("salesforce", ["services", "data", _, "query"]) => self.salesforce(None),
+            ("salesforce", ["services", "data", _, "query", locator]) => self.salesforce(Some(locator)),
+            ("relay", ["graphql"]) => self.relay(body),
+            ("drf", ["cursor", "items", ""]) => self.drf_cursor(),
+            ("fastapi", ["items"]) => self.fastapi_page(),
+            ("fastapi", ["limit-offset", "items"]) => self.fastapi_limit_offset(),
+            ("json-server", ["posts"]) => self.json_server(),
+            _ => Err(error(StatusCode::NOT_FOUND, "no such example path; see the README")),
+        };
+        served.unwrap_or_else(|e| e)
+    }
+
+    fn credential(&self, wanted: Credential) -> Result<(), Response> {
+        let (secret, tokens) = (&self.api.config.secret, &self.api.stats.tokens);
+        let header = |name: &str| self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let ok = match wanted {
+            Credential::None => true,
+            Credential::Bearer => return super::super::auth::check("bearer", secret, tokens, &self.headers, &[]),
+            Credential::OAuth => return super::super::auth::check("oauth", secret, tokens, &self.headers, &[]),
+            Credential::KeyAsUser => {
+                let expected = base64::engine::general_purpose::STANDARD.encode(format!("{secret}:"));
+                header("authorization") == format!("Basic {expected}")
+            }
+            Credential::ShopifyToken => header("x-shopify-access-token") == secret,
+        };
+        match ok {
+            true => Ok(()),
+            false => Err(error(StatusCode::UNAUTHORIZED, "missing or wrong credentials")),
+        }
+    }
+
+    /// A number parameter, or `default`.
+    fn count(&self, name: &str, default: u64) -> Result<u64, Response> {
+        let n = self.number(name, default)?;
+        match n {
+            0 => Err(error(StatusCode::BAD_REQUEST, &format!("{name} must be at least 1"))),
+            n => Ok(n),
+        }
+    }
+
+    /// `Link` from `(rel, url)` pairs.
+    fn links(links: &[(&str, String)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let value: Vec<String> = links.iter().map(|(rel, url)| format!("<{url}>; rel=\"{rel}\"")).collect();
+        if !value.is_empty() {
+            headers.insert(header::LINK, HeaderValue::from_str(&value.join(", ")).expect("a valid header"));
+        }
+        headers
+    }
+
+    /// `GET /repos/{owner}/{repo}/issues?per_page=&page=`: an array, `Link` with next and last.
+    fn github(&self) -> Result<Response, Response> {
+        let size = self.count("per_page", 30)?.min(100);
+        let page = self.count("page", 1)?;
+        let (records, _) = self.records((page - 1) * size, size);
+        let last = self.len().div_ceil(size).max(1);
+        let mut links = Vec::new();
+        if page < last {
+            links.push(("next", self.url_with(&[("page", (page + 1).to_string())])));
+            links.push(("last", self.url_with(&[("page", last.to_string())])));
+        }
+        Ok(self.json(StatusCode::OK, records, Self::links(&links)))
+    }
+
+    /// `GET /v1/charges?limit=&starting_after=`: a list object with `has_more`.
+    fn stripe(&self) -> Result<Response, Response> {
+        let size = self.count("limit", 10)?.min(100);
+        let start = self.number("starting_after", 0)?.min(self.len());
+        let (records, count) = self.records(start, size);
+        let body = format!(
+            "{{\"object\":\"list\",\"url\":\"/v1/charges\",\"has_more\":{},\"data\":{records}}}",
+            start + count < self.len()
+        );
+        Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
+    }
+
+    /// `GET /api/conversations.history?channel=&limit=&cursor=`: `messages`, and
+    /// `response_metadata.next_cursor`, empty on the last page.
+    fn slack(&self) -> Result<Response, Response> {
+        if self.param("channel").is_none_or(str::is_empty) {
+            return Ok(self.json(
+                StatusCode::OK,
+                json!({"ok": false, "error": "channel_not_found"}).to_string(),
+                HeaderMap::new(),
+            ));
+        }
+        let size = self.count("limit", 100)?.min(999);
+        let start = self.decode_cursor(self.param("cursor"))?;
+        let (records, count) = self.records(start, size);
+        let next = self.next_cursor(start, count, size).unwrap_or_default();
+        let body = format!(
+            "{{\"ok\":true,\"messages\":{records},\"has_more\":{},\"pin_count\":0,\"response_metadata\":{{\"next_cursor\":{}}}}}",
+            !next.is_empty(),
+            Value::from(next)
+        );
+        Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
+    }
+
+    /// `POST /v1/databases/{id}/query` with `{"page_size": n, "start_cursor": c}`; wants a
+    /// `Notion-Version` header.
+    fn notion(&self, body: &[u8]) -> Result<Response, Response> {
+        if self.headers.get("notion-version").is_none() {
+            return Err(error(StatusCode::BAD_REQUEST, "Notion-Version header failed validation"));
+        }
+        let request: Value = serde_json::from_slice(if body.is_empty() { b"{}" } else { body })
+            .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("body failed validation: {e}")))?;
+        let size = request["page_size"].as_u64().unwrap_or(100).clamp(1, 100);
+        let start = self.decode_cursor(request["start_cursor"].as_str())?;
+        let (records, count) = self.records(start, size);
+        let next = self.next_cursor(start, count, size);
+        let body = format!(
+            "{{\"object\":\"list\",\"results\":{records},\"next_cursor\":{},\"has_more\":{},\"type\":\"page_or_database\",\"page_or_database\":{{}}}}",
+            next.as_ref().map_or(Value::Null, |c| Value::from(c.as_str())),
+            next.is_some()
+        );
+        Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
+    }
+
+    /// `GET /admin/api/{version}/orders.json?status=any&limit=` then `?limit=&page_info=`: the
+    /// next page only through the Link header, and a `page_info` request may carry nothing but
+    /// `limit` and `fields`.
+    fn shopify(&self) -> Result<Response, Response> {
+        let size = self.count("limit", 50)?.min(250);
+        let start = match self.param("page_info") {
+            Some(info) => {
+                if let Some((other, _)) =
+                    self.query.iter().find(|(k, _)| !matches!(k.as_str(), "page_info" | "limit" | "fields"))
+                {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("page_info - {other} cannot be combined with page_info"),
+                    ));
+                }
+                self.decode_cursor(Some(info))?
+            }
+            None => 0,
+        };
+        let (records, count) = self.records(start, size);
+        let mut links = Vec::new();
+        if let Some(next) = self.next_cursor(start, count, size) {
+            let url = self.url_with(&[("page_info", next)]);
+            // Only limit goes on with page_info: the first request's filters are in the cursor.
+            let mut url =
+                url::Url::parse(&url).map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+            let kept: Vec<(String, String)> = url
+                .query_pairs()
+                .filter(|(k, _)| matches!(k.as_ref(), "page_info" | "limit"))
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(kept);
+            links.push(("next", url.to_string()));
+        }
+        Ok(self.json(StatusCode::OK, format!("{{\"orders\":{records}}}"), Self::links(&links)))
+    }
+
+    /// `GET /crm/v3/objects/contacts?limit=&after=`: `paging.next.after` and `.link`, no
+    /// `paging` on the last page.
+    fn hubspot(&self) -> Result<Response, Response> {
+        let size = self.count("limit", 10)?.min(100);
+        let start = self.number("after", 0)?;
+        let (records, count) = self.records(start, size);
+        let paging = match start + count < self.len() {
+            true => {
+                let after = (start + count).to_string();
+                let link = self.url_with(&[("after", after.clone())]);
+                format!(",\"paging\":{{\"next\":{{\"after\":\"{after}\",\"link\":{}}}}}", Value::from(link))
+            }
+            false => String::new(),
+        };
+        Ok(self.json(StatusCode::OK, format!("{{\"results\":{records}{paging}}}"), HeaderMap::new()))
+    }
+
+    /// `GET /services/data/{v}/query?q=` then the `nextRecordsUrl` it gives, a path on the
+    /// same host: `{"totalSize":N,"done":b,"nextRecordsUrl":"...","records":[...]}`. The batch
+    /// size comes from `Sforce-Query-Options: batchSize=N` (2,000 by default).
+    fn salesforce(&self, locator: Option<&str>) -> Result<Response, Response> {
+        let start = match locator {
+            None => {
+                if self.param("q").is_none_or(|q| !q.to_ascii_uppercase().starts_with("SELECT")) {
+                    return Err(error(StatusCode::BAD_REQUEST, "MALFORMED_QUERY: q must be a SOQL SELECT"));
+                }
+                0
+            }
+            Some(locator) => locator
+                .rsplit_once('-')
+                .and_then(|(_, n)| n.parse().ok())
+                .ok_or_else(|| error(StatusCode::NOT_FOUND, "INVALID_QUERY_LOCATOR"))?,
+        };
+        let options = self.headers.get("sforce-query-options").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let size = options
+            .split(',')
+            .find_map(|o| o.trim().strip_prefix("batchSize=")?.parse::<u64>().ok())
+            .unwrap_or(2000)
+            .clamp(200, 2000);
+        let (records, count) = self.records(start, size);
+        let done = start + count >= self.len();
+        // The path this request came by, up to `/query`: the next URL is relative to the host.
+        let base = &self.path[..self.path.find("/query").map_or(self.path.len(), |i| i + "/query".len())];
+        let next = match done {
+            true => String::new(),
+            false => format!(",\"nextRecordsUrl\":\"{base}/01gD0000002HU6KIAW-{}\"", start + count),
+        };
+        let body = format!("{{\"totalSize\":{},\"done\":{done}{next},\"records\":{records}}}", self.len());
+        Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
+    }
+
+    /// `POST /graphql` with `variables.first` and `variables.after`: a Relay connection of
+    /// edges, each `{"cursor": c, "node": {...}}`, with `pageInfo`.
+    fn relay(&self, body: &[u8]) -> Result<Response, Response> {
+        let request: Value = serde_json::from_slice(body)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("the body must be JSON: {e}")))?;
+        let variables = &request["variables"];
+        let size = variables["first"].as_u64().unwrap_or(100).clamp(1, 100);
+        let start = self.decode_cursor(variables["after"].as_str())?;
+        let end = (start + size).min(self.len());
+        let edges: Vec<String> = (start..end)
+            .map(|i| {
+                let (one, _) = self.records(i, 1);
+                format!("{{\"cursor\":\"{}\",\"node\":{}}}", Self::encode_cursor(i + 1), &one[1..one.len() - 1])
+            })
+            .collect();
+        let end_cursor = if end > start { Value::from(Self::encode_cursor(end)) } else { Value::Null };
+        let body = format!(
+            "{{\"data\":{{\"repository\":{{\"issues\":{{\"totalCount\":{},\"pageInfo\":{{\"endCursor\":{end_cursor},\"hasNextPage\":{}}},\"edges\":[{}]}}}}}}}}",
+            self.len(),
+            end < self.len(),
+            edges.join(",")
+        );
+        Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
+    }
+
+    /// Django REST Framework's CursorPagination: `next` and `previous` URLs carrying
+    /// `cursor`, no count.
+    fn drf_cursor(&self) -> Result<Response, Response> {
+        let size = self.count("page_size", 100)?;
+        let start = self.decode_cursor(self.param("cursor"))?;
+        let (records, count) = self.records(start, size);
+        let next = self.next_cursor(start, count, size).map(|c| self.url_with(&[("cursor", c)]));
+        let previous =
+            (start > 0).then(|| self.url_with(&[("cursor", Self::encode_cursor(start.saturating_sub(size)))]));
+        let body = json!({"next": next, "previous": previous}).to_string();
+        Ok(self.json(
+            StatusCode::OK,
+            format!("{},\"results\":{records}}}", body.trim_end_matches('}')),
+            HeaderMap::new(),
+        ))
+    }
+
+    /// fastapi-pagination's `Page`: `{"items":[...],"total":N,"page":p,"size":s,"pages":P}`.
+    fn fastapi_page(&self) -> Result<Response, Response> {
+        let (page, size) = (self.count("page", 1)?, self.count("size", 50)?.min(100));
+        let (records, _) = self.records((page - 1) * size, size);
+        let body = format!(
+            "{{\"items\":{records},\"total\":{},\"page\":{page},\"size\":{size},\"pages\":{}}}",
+            self.len(),
+            self.len().div_ceil(size)
+        );
+        Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
+    }
+
+    /// fastapi-pagination's `LimitOffsetPage`: `{"items":[...],"total":N,"limit":l,"offset":o}`.
+    fn fastapi_limit_offset(&self) -> Result<Response, Response> {
+        let (limit, offset) = (self.count("limit", 50)?.min(100), self.number("offset", 0)?);
+        let (records, _) = self.records(offset, limit);
+        let body = format!("{{\"items\":{records},\"total\":{},\"limit\":{limit},\"offset\":{offset}}}", self.len());
+        Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
+    }
+
+    /// json-server (0.17): `?_page=&_limit=` gives an array, `Link` with first, prev, next and
+    /// last, and `X-Total-Count`.
+    fn json_server(&self) -> Result<Response, Response> {
+        let (page, size) = (self.count("_page", 1)?, self.count("_limit", 10)?);
+        let (records, _) = self.records((page - 1) * size, size);
+        let last = self.len().div_ceil(size).max(1);
+        let mut links = vec![("first", self.url_with(&[("_page", "1".into())]))];
+        if page > 1 {
+            links.push(("prev", self.url_with(&[("_page", (page - 1).to_string())])));
+        }
+        if page < last {
+            links.push(("next", self.url_with(&[("_page", (page + 1).to_string())])));
+        }
+        links.push(("last", self.url_with(&[("_page", last.to_string())])));
+        let mut headers = Self::links(&links);
+        headers.insert("x-total-count", HeaderValue::from(self.len()));
+        Ok(self.json(StatusCode::OK, records, headers))
+    }
+}
