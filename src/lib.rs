@@ -15,6 +15,7 @@ pub mod job;
 pub mod jsonpath;
 pub mod keys;
 pub mod mock;
+pub mod notify;
 pub mod output;
 pub mod page;
 pub mod paginate;

@@ -36,6 +36,17 @@ pub struct Plan {
     pub auth: AuthPlan,
     /// What `check` should say about the job file (a credential written in it).
     pub warnings: Vec<String>,
+    /// `[notify]`: the webhook told when a run ends.
+    pub notify: Option<NotifyPlan>,
+}
+
+/// `[notify]`: where the run report goes when a run ends, and how it is signed.
+#[derive(Debug, Clone)]
+pub struct NotifyPlan {
+    pub url: Url,
+    pub secret: Option<String>,
+    pub on_success: bool,
+    pub on_failure: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -79,10 +79,14 @@ pub async fn run(plan: Arc<Plan>, options: RunOptions) -> Result<RunSummary, Err
 }
 
 /// Harvest every partition of the plan, and report on the run whether it completed or not
-/// (no report when it never started: a lock held by another run, a checkpoint refused).
+/// (no report when it never started: a lock held by another run, a checkpoint refused); the
+/// `[notify]` webhook hears of it before this returns.
 pub async fn run_reported(plan: Arc<Plan>, options: RunOptions) -> (Result<RunSummary, Error>, Option<Report>) {
     let mut report = None;
-    let result = execute(plan, options, &mut report).await;
+    let result = execute(plan.clone(), options, &mut report).await;
+    if let (Some(notify), Some(report)) = (&plan.notify, &report) {
+        crate::notify::send(notify, report, &plan.redactor).await;
+    }
     (result, report)
 }
 

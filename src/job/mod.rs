@@ -33,6 +33,7 @@ use crate::redact::{Redactor, Secret};
 mod auth;
 mod incremental;
 mod limits;
+mod notify;
 mod output;
 mod pagination;
 mod partitions;
@@ -45,6 +46,7 @@ use sections::keys_of;
 
 use incremental::IncrementalFile;
 use limits::LimitsFile;
+use notify::NotifyFile;
 use output::OutputFile;
 use records::RecordsFile;
 use request::RequestFile;
@@ -78,6 +80,7 @@ struct JobFile {
     incremental: Option<Spanned<IncrementalFile>>,
     #[serde(default)]
     output: OutputFile,
+    notify: Option<Spanned<NotifyFile>>,
 }
 
 /// Command-line flags that override the job file.
@@ -353,6 +356,7 @@ impl Cx<'_> {
         let limits = self.limits(&file.limits)?;
         let retry = self.retry(&file.retry)?;
         let output = self.output(&file.output, overrides.format, incremental.is_some())?;
+        let notify = file.notify.as_ref().map(|n| self.notify(n.get_ref())).transpose()?;
 
         let redactor = Redactor::new(self.secrets.borrow().iter().cloned());
         let mut plan = Plan {
@@ -370,6 +374,7 @@ impl Cx<'_> {
             allowed_origins: Vec::new(),
             auth,
             warnings: Vec::new(),
+            notify,
         };
         std::mem::swap(&mut plan.pagination, &mut pagination);
         let url_span = file.request.get_ref().url.span();

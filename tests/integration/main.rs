@@ -11,6 +11,7 @@ mod incremental;
 mod init;
 mod interrupts;
 mod job_errors;
+mod notify;
 mod pagination;
 mod parquet;
 mod polite;
