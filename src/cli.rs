@@ -45,6 +45,9 @@ pub enum Command {
     /// (or as an api_key-like URL parameter) is written as ${API_TOKEN} or ${API_KEY}, never
     /// as its value. The job is then tried on two pages to confirm what was found.
     Init(InitArgs),
+    /// The response cache of `run --cache`.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Print the JSON Schema of job files, for editors (Even Better TOML, taplo).
     Schema,
     /// Print shell completions: `harvest completions bash > /etc/bash_completion.d/harvest`.
@@ -79,6 +82,10 @@ pub struct RunArgs {
     /// Live bars when stderr is a terminal (auto), a plain line every 10 s otherwise.
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
+    /// Keep each response this long ("10m") in the user's cache folder and answer from it:
+    /// re-running a job while writing it asks the API nothing again. Not with [incremental].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub cache: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +128,12 @@ pub struct InitArgs {
     /// The job's name (default: from the URL's path).
     #[arg(long)]
     pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Remove every cached response.
+    Clear,
 }
 
 #[derive(Debug, Args)]

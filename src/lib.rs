@@ -2,6 +2,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod auth;
+pub mod cache;
 pub mod check;
 pub mod checkpoint;
 pub mod demo;

@@ -13,7 +13,7 @@ use harvest::progress::Display;
 use harvest::run::{self, RunOptions};
 use tokio_util::sync::CancellationToken;
 
-use cli::{Cli, Command, FormatArg, LogFormat, ProgressArg};
+use cli::{CacheCommand, Cli, Command, FormatArg, LogFormat, ProgressArg};
 
 fn main() -> ExitCode {
     bound_allocator();
@@ -61,6 +61,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 max_pages: args.max_pages,
                 concurrency: args.concurrency,
                 requests_per_second: args.rps,
+                cache: args.cache,
             };
             let plan = Arc::new(job::load(&args.job, &overrides)?);
             let progress = display(args.progress, cli.quiet);
@@ -114,6 +115,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if !cli.quiet {
                 eprintln!("{}", written.summary);
             }
+            Ok(())
+        }
+        Command::Cache(CacheCommand::Clear) => {
+            let (dir, removed) = harvest::cache::clear().map_err(|e| Error::io("clearing the response cache", e))?;
+            println!("removed {removed} cached response{} from {}", if removed == 1 { "" } else { "s" }, dir.display());
             Ok(())
         }
         Command::Schema => {

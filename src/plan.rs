@@ -78,6 +78,16 @@ pub struct RequestPlan {
     pub max_body: u64,
     pub ca_cert: Option<PathBuf>,
     pub insecure_skip_verify: bool,
+    /// `[request] cache` or `run --cache`: responses kept while a job is being written.
+    pub cache: Option<CachePlan>,
+}
+
+/// The response cache of a run: how long an entry lasts, and a digest of the job's credential
+/// values that is part of every entry's key.
+#[derive(Debug, Clone)]
+pub struct CachePlan {
+    pub ttl: Duration,
+    pub account: String,
 }
 
 #[derive(Debug, Clone)]

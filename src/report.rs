@@ -49,6 +49,9 @@ pub struct Report {
     /// Pauses the server asked for, by cause (`retry_after`, `x_ratelimit`, ...).
     pub server_pauses: BTreeMap<String, u64>,
     pub server_wait_seconds: f64,
+    /// Pages answered from the response cache (`run --cache`) instead of the server.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cached: u64,
     pub partitions: Partitions,
     /// Where the data is.
     pub output: PathBuf,
@@ -137,6 +140,7 @@ impl Report {
             retries: facts.http.retries.clone(),
             server_pauses: facts.http.pauses.clone(),
             server_wait_seconds: facts.http.server_wait_seconds,
+            cached: facts.http.cached,
             partitions: Partitions {
                 total: facts.partitions,
                 ended: done.count(),
@@ -188,6 +192,9 @@ impl Report {
                     self.retries.iter().map(|(cause, n)| format!("{n} {}", cause.replace('_', " "))).collect();
                 requests.push_str(&format!(", {} ({})", human::plural(retries, "retry", "retries"), causes.join(", ")));
             }
+        }
+        if self.cached > 0 {
+            requests.push_str(&format!("; {} from the response cache", human::plural(self.cached, "page", "pages")));
         }
         let pauses: u64 = self.server_pauses.values().sum();
         if pauses > 0 {
@@ -263,4 +270,8 @@ fn pause_words(cause: &str) -> &str {
         "ratelimit" => "RateLimit",
         other => other,
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -6,11 +6,9 @@
 //! (a SHA-256, never the token) and is used only while that is still the one configured: a
 //! new configured token wins.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 #[derive(Serialize, Deserialize)]
 struct Cached {
@@ -23,12 +21,8 @@ struct Cached {
 /// The default cache file of a job's refresh token; `None` when there is no cache folder
 /// (neither `XDG_CACHE_HOME` nor `HOME` set).
 pub fn default_path(job: &str, token_url: &url::Url, client_id: &str) -> Option<PathBuf> {
-    let root = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".cache"),
-    };
     let which = sha256(&format!("{token_url}\n{client_id}"));
-    Some(root.join("harvest").join("tokens").join(format!("{job}-{}.json", &which[..12])))
+    Some(crate::cache::root()?.join("tokens").join(format!("{job}-{}.json", &which[..12])))
 }
 
 /// The cached refresh token, if the cache grew from `configured`.
@@ -41,27 +35,16 @@ pub fn load(path: &Path, configured: &str) -> Option<String> {
 /// Keep `token`, grown from `configured`: a temporary file of mode 0600 beside it, fsynced,
 /// renamed over it.
 pub fn save(path: &Path, configured: &str, token: &str) -> std::io::Result<()> {
-    let dir = path.parent().ok_or_else(|| std::io::Error::other("the cache file has no folder"))?;
-    std::fs::create_dir_all(dir)?;
     let cached = Cached { version: 1, configured: sha256(configured), refresh_token: token.to_string() };
-    let json = serde_json::to_vec_pretty(&cached).expect("the cache serializes");
-    let temp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("token")));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&temp)?;
-    file.write_all(&json)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)?;
-    if let Ok(folder) = std::fs::File::open(dir) {
+    crate::cache::write_private(path, &serde_json::to_vec_pretty(&cached).expect("the cache serializes"))?;
+    if let Some(folder) = path.parent().and_then(|dir| std::fs::File::open(dir).ok()) {
         let _ = folder.sync_all();
     }
     Ok(())
 }
 
 fn sha256(text: &str) -> String {
-    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    crate::cache::sha256_hex(text.as_bytes())
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use crate::auth::fixed::FixedCredentials;
 use crate::auth::oauth::OAuth;
 use crate::auth::session::SessionCredentials;
 use crate::auth::{AuthPlan, Credentials, JobCredentials, Outbound};
+use crate::cache::ResponseCache;
 use crate::error::{Error, FetchError, FetchErrorKind};
 use crate::plan::{Method, Plan, RetryPlan};
 use crate::progress::{Progress, Track};
@@ -88,6 +89,13 @@ pub struct FetchStats {
     pub pauses: BTreeMap<String, u64>,
     /// Seconds the job was paused because the server asked.
     pub server_wait_seconds: f64,
+    /// Responses taken from the response cache (`--cache`) instead of the server.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cached: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub struct Fetcher {
@@ -115,6 +123,9 @@ pub struct Fetcher {
     cancel: CancellationToken,
     /// Where server-requested pauses are shown.
     progress: Arc<Progress>,
+    /// `--cache`: responses kept while a job is being written.
+    cache: Option<ResponseCache>,
+    cached: AtomicU64,
 }
 
 /// The run's credentials for the job's `[auth]`; token requests use the job's client (its TLS
@@ -210,6 +221,8 @@ impl Fetcher {
             pauses: Mutex::new((BTreeMap::new(), 0.0)),
             cancel: CancellationToken::new(),
             progress: Progress::off(),
+            cache: plan.request.cache.as_ref().and_then(|c| ResponseCache::new(c.ttl, &c.account)),
+            cached: AtomicU64::new(0),
         })
     }
 
@@ -233,6 +246,7 @@ impl Fetcher {
             retries: self.retries.lock().expect("stats lock").clone(),
             pauses: pauses.0.clone(),
             server_wait_seconds: pauses.1,
+            cached: self.cached.load(Ordering::Relaxed),
         }
     }
 
@@ -257,6 +271,13 @@ impl Fetcher {
         track: Option<&Track>,
         mut judge: impl FnMut(&Fetched) -> Result<T, Reject<E>>,
     ) -> Result<T, FetchFailure<E>> {
+        if let Some(fetched) = self.cache.as_ref().and_then(|cache| cache.get(request)) {
+            // A body the judge turns down is fetched again.
+            if let Ok(value) = judge(&fetched) {
+                self.cached.fetch_add(1, Ordering::Relaxed);
+                return Ok(value);
+            }
+        }
         let mut attempt = 1;
         let mut waited = Duration::ZERO;
         let mut renewed = false;
@@ -288,7 +309,12 @@ impl Fetcher {
             };
             let outcome = match outcome {
                 Attempt::Done(fetched) => match judge(&fetched) {
-                    Ok(value) => return Ok(value),
+                    Ok(value) => {
+                        if let Some(cache) = &self.cache {
+                            cache.put(request, &fetched, &self.redactor);
+                        }
+                        return Ok(value);
+                    }
                     Err(Reject::Fail(e)) => return Err(FetchFailure::Rejected(e)),
                     Err(Reject::NotJson { reason, cut_short }) => {
                         let content_type = fetched

@@ -25,7 +25,7 @@ use crate::error::JobError;
 use crate::jsonpath::JsonPath;
 use crate::paginate::{cursor, link_header, next_url, offset, page, PaginationPlan, Style};
 use crate::plan::{
-    Compression, Format, IncrementalPlan, Limits, Method, Mode, OutputPlan, ParquetPlan, Plan, RecordsPlan,
+    CachePlan, Compression, Format, IncrementalPlan, Limits, Method, Mode, OutputPlan, ParquetPlan, Plan, RecordsPlan,
     RequestPlan, RetryPlan,
 };
 use crate::redact::{Redactor, Secret};
@@ -92,6 +92,8 @@ pub struct Overrides {
     pub max_pages: Option<u64>,
     pub concurrency: Option<usize>,
     pub requests_per_second: Option<f64>,
+    /// `run --cache`: keep responses this long.
+    pub cache: Option<Duration>,
 }
 
 /// Where `${VAR}` values come from: the process environment first, then `.env` next to the
@@ -358,6 +360,25 @@ impl Cx<'_> {
         let output = self.output(&file.output, overrides.format, incremental.is_some())?;
         let notify = file.notify.as_ref().map(|n| self.notify(n.get_ref())).transpose()?;
 
+        let mut request = request;
+        if let Some(ttl) = overrides.cache {
+            request.cache = Some(CachePlan { ttl, account: String::new() });
+        }
+        if let Some(cache) = &mut request.cache {
+            if incremental.is_some() {
+                let span = file.request.get_ref().cache.as_ref().map(|c| c.span());
+                let message = "a response cache (--cache or [request] cache) cannot go with [incremental]: \
+                               a sync must see what changed since the last";
+                return Err(match span {
+                    Some(span) => self.err(span, message),
+                    None => JobError::new(self.file, None, message),
+                });
+            }
+            // Two accounts never share an entry: the key holds a digest of every credential value.
+            let mut values: Vec<String> = self.secrets.borrow().iter().map(|s| s.value.clone()).collect();
+            values.sort();
+            cache.account = crate::cache::sha256_hex(values.join("\n").as_bytes());
+        }
         let redactor = Redactor::new(self.secrets.borrow().iter().cloned());
         let mut plan = Plan {
             name: name.clone(),

@@ -19,6 +19,8 @@ pub(super) struct RequestFile {
     max_body: Option<Spanned<toml::Value>>,
     ca_cert: Option<Spanned<String>>,
     insecure_skip_verify: Option<bool>,
+    /// Keep each response this long (`"10m"`) while a job is being written; see `run --cache`.
+    pub(super) cache: Option<Spanned<String>>,
 }
 
 impl Cx<'_> {
@@ -90,6 +92,11 @@ impl Cx<'_> {
             max_body,
             ca_cert,
             insecure_skip_verify: r.insecure_skip_verify.unwrap_or(false),
+            // The account it is kept for is known once every section is read.
+            cache: match &r.cache {
+                Some(_) => Some(CachePlan { ttl: self.duration(&r.cache, Duration::ZERO)?, account: String::new() }),
+                None => None,
+            },
         })
     }
 

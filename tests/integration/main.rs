@@ -2,6 +2,7 @@
 //! instance of it as "another origin"). One test binary, so linking stays fast.
 
 mod auth;
+mod cache;
 mod cli;
 mod concurrency;
 mod editor;
