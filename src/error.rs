@@ -60,12 +60,11 @@ impl FetchErrorKind {
         match self {
             FetchErrorKind::Status { status, .. } => format!("returned {status}"),
             FetchErrorKind::Transport(message) => format!("failed: {message}"),
-            FetchErrorKind::Timeout(after) => format!("timed out after {after:?}"),
-            FetchErrorKind::BodyTooLarge { limit } => {
-                format!(
-                    "returned a body larger than max_body ({limit} bytes); raise request.max_body if this is expected"
-                )
-            }
+            FetchErrorKind::Timeout(after) => format!("timed out after {}", crate::human::duration(*after)),
+            FetchErrorKind::BodyTooLarge { limit } => format!(
+                "returned a body larger than max_body ({}); raise request.max_body if this is expected",
+                crate::human::bytes(*limit)
+            ),
             FetchErrorKind::NotJson { reason, content_type, .. } => {
                 format!("returned a body that is not valid JSON ({reason}; content-type {content_type})")
             }

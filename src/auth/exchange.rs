@@ -58,7 +58,7 @@ pub async fn read_answer(mut response: reqwest::Response, limit: u64) -> Result<
     while let Some(chunk) = response.chunk().await.map_err(|e| format!("failed mid-body: {e}"))? {
         body.extend_from_slice(&chunk);
         if body.len() as u64 > limit {
-            return Err(format!("failed mid-body: the body is larger than max_body ({limit} bytes)"));
+            return Err(format!("failed mid-body: the body is larger than max_body ({})", crate::human::bytes(limit)));
         }
     }
     if status == 429 || status >= 500 {

@@ -504,12 +504,12 @@ impl Fetcher {
             };
             self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             tracing::debug!(
-                "{} {} -> {} ({} bytes, {:.0?}, attempt {attempt})",
+                "{} {} -> {} ({}, {} ms, attempt {attempt})",
                 method.as_str(),
                 self.redactor.url(&url),
                 status.as_u16(),
-                bytes.len(),
-                started.elapsed()
+                crate::human::bytes(bytes.len() as u64),
+                started.elapsed().as_millis()
             );
             if !status.is_success() {
                 let excerpt = self.excerpt(&bytes);

@@ -353,3 +353,51 @@ print(json.dumps({{
     assert_eq!(got["added"], 300, "null before the field existed");
     assert_eq!(got["lat"], fifth["address"]["geo"]["lat"]);
 }
+
+/// Polars 2 as a new user would read a run whose schema grew: `pl.scan_parquet(parts)` refuses
+/// the parts (an extra column outside the expected schema), so the README gives each part read
+/// on its own and concatenated with `how="diagonal_relaxed"`; for NDJSON parts,
+/// `infer_schema_length=None` so a column that turns float late is read as float.
+#[tokio::test(flavor = "multi_thread")]
+async fn polars_reads_a_grown_run_the_way_the_readme_says() {
+    let Some(python) = python_with("polars") else { return };
+    let f = grown_and_rotated("polars").await;
+    let ndjson = Fixture::new(1000).await;
+    ndjson.run(&job("grown", "offset?gain_field_after=300&float_after=700", "rows_per_file = 250")).await.unwrap();
+    let script = format!(
+        r#"
+import glob, json, polars as pl
+parts = sorted(glob.glob("{parquet}/*.parquet"))
+try:
+    pl.scan_parquet(parts).collect()
+    scan = "read"
+except Exception as e:
+    scan = "refused"
+table = pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
+lines = sorted(glob.glob("{ndjson}/*.ndjson"))
+rows = pl.concat([pl.read_ndjson(p, infer_schema_length=None) for p in lines], how="diagonal_relaxed")
+print(json.dumps({{
+  "scan": scan,
+  "rows": table.height,
+  "ids": table["id"].sort().to_list(),
+  "amount": str(table["amount"].dtype),
+  "amount_sum": table["amount"].sum(),
+  "added": table["added"].null_count(),
+  "ndjson_rows": rows.height,
+  "ndjson_amount": str(rows["amount"].dtype),
+  "ndjson_sum": rows["amount"].sum(),
+}}))
+"#,
+        parquet = f.out().join("polars").display(),
+        ndjson = ndjson.out().join("grown").display()
+    );
+    let got = python_json(&python, &script);
+    assert_eq!(got["scan"], "refused", "Polars now reads the parts with scan_parquet: the README can say so");
+    assert_eq!(got["rows"], 1000);
+    assert_eq!(got["ids"], serde_json::json!(one_to(1000)));
+    assert_eq!(got["amount"], "Float64");
+    assert_eq!(got["amount_sum"].as_f64(), Some(grown_amount_sum()));
+    assert_eq!(got["added"], 300, "null before the field existed");
+    assert_eq!((got["ndjson_rows"].as_u64(), got["ndjson_amount"].as_str()), (Some(1000), Some("Float64")));
+    assert_eq!(got["ndjson_sum"].as_f64(), Some(grown_amount_sum()));
+}

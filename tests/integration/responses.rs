@@ -40,7 +40,7 @@ async fn graphql_errors_on_a_200() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_over_max_body() {
     let message = failure("/offset", "$.items[*]", "max_body = \"10KiB\"").await;
-    assert!(message.contains("larger than max_body (10240 bytes)"), "{message}");
+    assert!(message.contains("larger than max_body (10 KiB)"), "{message}");
 }
 
 /// A small compressed body that would decompress past `max_body` (a gzip bomb, declared or
@@ -53,7 +53,7 @@ async fn a_compressed_body_over_max_body_after_decompression() {
             "name = \"t\"\n[request]\nurl = \"{{base}}/offset?gzip={gzip}&limit=3000\"\nmax_body = \"256KiB\"\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"none\"\n{FAST_RETRY}"
         );
         let message = f.run(&job).await.expect_err("the run fails").to_string();
-        assert!(message.contains("larger than max_body (262144 bytes)"), "gzip={gzip}: {message}");
+        assert!(message.contains("larger than max_body (256 KiB)"), "gzip={gzip}: {message}");
         // The compressed body itself was under the limit: the check is on what it inflates to.
         let raw = reqwest::get(format!("{}/offset?gzip=hidden&limit=3000", f.server.url())).await.unwrap();
         let compressed = raw.bytes().await.unwrap().len();
