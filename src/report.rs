@@ -198,8 +198,11 @@ impl Report {
         }
         let pauses: u64 = self.server_pauses.values().sum();
         if pauses > 0 {
-            let causes: Vec<String> =
-                self.server_pauses.iter().map(|(cause, n)| format!("{n} {}", pause_words(cause))).collect();
+            let causes: Vec<String> = self
+                .server_pauses
+                .iter()
+                .map(|(cause, n)| format!("{n} {}", crate::fetch::wait::cause_words(cause)))
+                .collect();
             requests.push_str(&format!(
                 "; waited {} on the server's limits ({})",
                 human::duration(Duration::from_secs_f64(self.server_wait_seconds)),
@@ -259,16 +262,6 @@ impl Report {
             let _ = writeln!(out, "  manifest: {}", manifest.display());
         }
         out
-    }
-}
-
-/// A pause's cause as the header that asked for it.
-fn pause_words(cause: &str) -> &str {
-    match cause {
-        "retry_after" => "Retry-After",
-        "x_ratelimit" => "X-RateLimit-Remaining",
-        "ratelimit" => "RateLimit",
-        other => other,
     }
 }
 

@@ -10,6 +10,16 @@ use crate::plan::RetryPlan;
 
 /// Exponential backoff with full jitter: `jitter` (uniform in [0, 1)) times
 /// min(max_backoff, initial_backoff * 2^(attempt - 1)).
+/// A pause's cause as the header that asked for it: `retry_after` is `Retry-After`.
+pub fn cause_words(cause: &str) -> &str {
+    match cause {
+        "retry_after" => "Retry-After",
+        "x_ratelimit" => "X-RateLimit-Remaining",
+        "ratelimit" => "RateLimit",
+        other => other,
+    }
+}
+
 pub fn backoff(retry: &RetryPlan, attempt: u32, jitter: f64) -> Duration {
     let ceiling =
         retry.initial_backoff.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1))).min(retry.max_backoff);

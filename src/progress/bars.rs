@@ -46,6 +46,7 @@ impl Bars {
             line.finish_and_clear();
             self.multi.remove(&line);
         }
+        let width = s.shown.iter().map(|(slot, _)| slot.label.chars().count()).max().unwrap_or(0);
         for (i, (slot, state)) in s.shown.iter().enumerate() {
             if i == self.lines.len() {
                 let line = ProgressBar::new_spinner().with_style(plain());
@@ -56,7 +57,7 @@ impl Bars {
                 self.lines.push(line);
             }
             self.lines[i].set_message(format!(
-                "  {}  {}  {}  {state}",
+                "  {:width$}  {:>11}  {:>15}  {state}",
                 slot.label,
                 human::plural(slot.pages, "page", "pages"),
                 human::plural(slot.records, "record", "records"),
@@ -94,19 +95,16 @@ impl Bars {
 }
 
 fn total_line(s: &Snapshot) -> String {
-    let mut parts = vec![
-        human::plural(s.records, "record", "records"),
-        human::plural(s.pages, "page", "pages"),
-        format!("{}/s", human::rate(s.rate)),
-        human::bytes(s.bytes),
-        human::duration(s.elapsed),
-    ];
+    let mut parts = vec![human::plural(s.records, "record", "records"), human::plural(s.pages, "page", "pages")];
+    if s.partitions > 1 {
+        parts.push(format!("{}/{} partitions done", human::count(s.ended), human::count(s.partitions)));
+    }
+    parts.push(format!("{}/s", human::rate(s.rate)));
     if let Some(eta) = s.eta {
         parts.push(format!("ETA {}", human::duration(eta)));
     }
-    if s.partitions > 1 {
-        parts.push(format!("{} of {} partitions done", human::count(s.ended), human::count(s.partitions)));
-    }
+    parts.push(human::bytes(s.bytes));
+    parts.push(human::duration(s.elapsed));
     parts.join(" · ")
 }
 

@@ -246,7 +246,8 @@ fn describe(slot: &Slot, pause: Option<&(Instant, String)>, now: Instant) -> Str
         }
         State::Fetching => match pause {
             Some((until, cause)) => format!(
-                "waiting: the server asked to slow down ({cause}), {} left",
+                "waiting: the server asked to slow down ({}), {} left",
+                crate::fetch::wait::cause_words(cause),
                 human::duration(until.saturating_duration_since(now))
             ),
             None => format!("fetching page {}", slot.pages + 1),
@@ -365,7 +366,7 @@ mod tests {
         progress.paused(Instant::now() + Duration::from_secs(3), "retry_after");
         let s = progress.snapshot();
         assert_eq!((s.shown.len(), s.more), (SHOWN, 8 - SHOWN));
-        assert!(s.shown[0].1.starts_with("waiting: the server asked to slow down (retry_after)"), "{}", s.shown[0].1);
+        assert!(s.shown[0].1.starts_with("waiting: the server asked to slow down (Retry-After)"), "{}", s.shown[0].1);
         assert!(s.shown[1].1.starts_with("retrying after status 503 (attempt 2 of 5)"), "{}", s.shown[1].1);
         drop(tracks);
         assert_eq!(progress.snapshot().shown.len(), 0, "partitions that stopped leave the table");
