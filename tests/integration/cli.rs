@@ -65,11 +65,15 @@ fn the_readme_reference_job_is_valid() {
     let end = readme.find("<!-- reference:end -->").expect("the reference block ends");
     let block = &readme[start..end];
     let toml = block.split("```toml").nth(1).and_then(|b| b.split("```").next()).expect("a toml block");
-    let env = harvest::job::Env::from_pairs([("API_TOKEN".to_string(), "t".to_string())]);
+    let env = harvest::job::Env::from_pairs(
+        [("API_TOKEN", "t"), ("WEBHOOK_URL", "https://hooks.example.com/x"), ("WEBHOOK_SECRET", "s")]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     let plan = harvest::job::parse(std::path::Path::new("README.md"), toml, &env, &Default::default())
         .unwrap_or_else(|e| panic!("the README's reference job: {e}"));
     assert_eq!(plan.partitions.count(), 14, "2 repos x 7 days");
     assert_eq!(plan.limits.concurrency, 8);
+    assert!(plan.notify.as_ref().is_some_and(|n| n.on_success && n.on_failure && n.secret.is_some()));
 }
 
 #[test]
