@@ -27,14 +27,16 @@ use crate::auth::fixed::FixedCredentials;
 use crate::auth::oauth::OAuth;
 use crate::auth::session::SessionCredentials;
 use crate::auth::{AuthPlan, Credentials, JobCredentials, Outbound};
-use crate::cache::ResponseCache;
 use crate::error::{Error, FetchError, FetchErrorKind};
 use crate::plan::{Method, Plan, RetryPlan};
 use crate::progress::{Progress, Track};
 use crate::redact::Redactor;
 
 mod body;
+mod cache;
 pub mod wait;
+
+use cache::ResponseCache;
 
 pub use wait::{backoff, retry_after, server_pause};
 
@@ -90,12 +92,7 @@ pub struct FetchStats {
     /// Seconds the job was paused because the server asked.
     pub server_wait_seconds: f64,
     /// Responses taken from the response cache (`--cache`) instead of the server.
-    #[serde(skip_serializing_if = "is_zero")]
     pub cached: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 pub struct Fetcher {
