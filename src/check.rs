@@ -153,16 +153,7 @@ pub async fn probe(plan: &Plan) -> Result<String, Error> {
     for partition in plan.partitions.iter() {
         let label = plan.redactor.redact(&partition.key).into_owned();
         let track = progress.track(partition.index, &Arc::from(label.as_str()), 0, 0);
-        let cx = PageContext {
-            plan,
-            fetcher: &fetcher,
-            label: &label,
-            partition: &partition,
-            since: None,
-            prepare: None,
-            track: &track,
-            hints: Some(&hints),
-        };
+        let cx = PageContext::standalone(plan, &fetcher, &label, &partition, &track, &hints);
         let mut pager = Paginator::new(style);
         let request = pager.first(style);
         let page = fetch_page(&cx, &request, 0, Some(&mut pager)).await.map_err(|f| f.error)?;

@@ -39,6 +39,21 @@ pub(crate) struct PageContext<'a> {
     pub(crate) hints: Option<&'a AtomicU64>,
 }
 
+impl<'a> PageContext<'a> {
+    /// A partition's pages fetched one by one outside a run (`check --probe`, `init`): no
+    /// writer, no incremental mark.
+    pub(crate) fn standalone(
+        plan: &'a Plan,
+        fetcher: &'a Fetcher,
+        label: &'a str,
+        partition: &'a Partition,
+        track: &'a Track,
+        hints: &'a AtomicU64,
+    ) -> Self {
+        PageContext { plan, fetcher, label, partition, since: None, prepare: None, track, hints: Some(hints) }
+    }
+}
+
 /// A page fetched and cut into records.
 pub(crate) struct PageOut {
     /// Records, one compact JSON line each.

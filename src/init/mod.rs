@@ -209,16 +209,7 @@ async fn confirm(path: &Path, text: &str, guess: &Guess) -> Result<String, Strin
     let progress = Progress::off();
     let track = progress.track(0, &Arc::from(""), 0, 0);
     let hints = AtomicU64::new(1);
-    let cx = PageContext {
-        plan: &plan,
-        fetcher: &fetcher,
-        label: "",
-        partition: &partition,
-        since: None,
-        prepare: None,
-        track: &track,
-        hints: Some(&hints),
-    };
+    let cx = PageContext::standalone(&plan, &fetcher, "", &partition, &track, &hints);
     let mut pager = Paginator::new(style);
     let request = pager.first(style);
     let first = fetch_page(&cx, &request, 0, Some(&mut pager)).await.map_err(|f| f.error.to_string())?;
