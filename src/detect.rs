@@ -289,4 +289,32 @@ mod tests {
         let empty = Shape::of(&json!({"items": []}));
         assert_eq!(empty.records(), None);
     }
+
+    fn hint(style: &Style, received: u64, stop: StopReason, link: Option<&str>, body: Value) -> Option<String> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(link) = link {
+            headers.insert(reqwest::header::LINK, link.parse().unwrap());
+        }
+        first_page_hint(style, "$.items[*]", received, &stop, &headers, body.to_string().as_bytes())
+    }
+
+    #[test]
+    fn a_first_page_that_suggests_more_names_the_evidence_and_the_fix() {
+        let none = Style::None;
+        let more = hint(&none, 3, StopReason::SinglePage, None, json!({"items": [{}, {}, {}], "has_more": true}));
+        assert_eq!(more.as_deref(), Some("the response says $.has_more is true: check [pagination]"));
+        let total = hint(&none, 3, StopReason::SinglePage, None, json!({"items": [{}, {}, {}], "total": 40}));
+        assert_eq!(
+            total.as_deref(),
+            Some("the response announces 40 at $.total, more than the 3 read: check [pagination]")
+        );
+        let link = hint(&none, 3, StopReason::SinglePage, Some("<http://h/x?page=2>; rel=\"next\""), json!([{}]));
+        assert!(link.unwrap().contains("pagination kind = \"link_header\" follows it"));
+        let next = hint(&none, 3, StopReason::SinglePage, None, json!({"items": [{}], "next": "http://h/x?page=2"}));
+        assert!(next.unwrap().contains("pagination kind = \"next_url\" with next = \"$.next\""));
+        // Nothing suggests more, or the server said so itself: nothing to say.
+        assert_eq!(hint(&none, 3, StopReason::SinglePage, None, json!({"items": [{}], "total": 3})), None);
+        assert_eq!(hint(&none, 3, StopReason::HasMoreFalse, None, json!({"items": [{}], "has_more": true})), None);
+        assert_eq!(hint(&none, 3, StopReason::MaxPages { pages: 1 }, None, json!({"items": [{}], "next": "x"})), None);
+    }
 }
