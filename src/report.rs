@@ -201,7 +201,7 @@ impl Report {
             let causes: Vec<String> = self
                 .server_pauses
                 .iter()
-                .map(|(cause, n)| format!("{n} {}", crate::fetch::wait::cause_words(cause)))
+                .map(|(cause, n)| format!("{n} {}", crate::progress::cause_words(cause)))
                 .collect();
             requests.push_str(&format!(
                 "; waited {} on the server's limits ({})",

@@ -98,6 +98,8 @@ pub struct FetchStats {
 pub struct Fetcher {
     client: reqwest::Client,
     limiter: Option<DefaultDirectRateLimiter>,
+    /// The job's own limit in words, for a partition waiting on it.
+    limit_words: String,
     /// Requests in flight, whole job.
     permits: tokio::sync::Semaphore,
     retry: RetryPlan,
@@ -203,6 +205,10 @@ impl Fetcher {
             credentials: credentials(plan, &client),
             client,
             limiter,
+            limit_words: plan
+                .limits
+                .requests_per_second
+                .map_or(String::new(), |rps| format!("requests_per_second = {rps}")),
             permits: tokio::sync::Semaphore::new(plan.limits.concurrency.max(1)),
             retry: plan.retry.clone(),
             max_body: r.max_body,
@@ -293,8 +299,11 @@ impl Fetcher {
                 let _permit = tokio::select! {
                     biased;
                     _ = self.cancel.cancelled() => return Err(FetchFailure::Interrupted),
-                    permit = self.slot() => permit,
+                    permit = self.slot(track) => permit,
                 };
+                if let Some(track) = track {
+                    track.sending();
+                }
                 // A request in flight when the run is interrupted gets a short grace to finish.
                 tokio::select! {
                     outcome = self.attempt(request, attempt) => outcome,
@@ -386,54 +395,6 @@ impl Fetcher {
                     attempt += 1;
                 }
             }
-        }
-    }
-
-    /// Wait for a moment when the job may send: no server pause, a free slot among
-    /// `concurrency`, a token from the bucket. The slot is taken first so that a request
-    /// leaves as soon as it has its token and send times keep to the bucket.
-    async fn slot(&self) -> tokio::sync::SemaphorePermit<'_> {
-        loop {
-            self.pause_passed().await;
-            let permit = self.permits.acquire().await.expect("the semaphore is never closed");
-            if let Some(limiter) = &self.limiter {
-                limiter.until_ready().await;
-            }
-            if self.pause_remaining().is_none() {
-                return permit;
-            }
-        }
-    }
-
-    fn pause_remaining(&self) -> Option<Duration> {
-        let until = (*self.paused_until.lock().expect("pause lock"))?;
-        until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
-    }
-
-    async fn pause_passed(&self) {
-        while let Some(remaining) = self.pause_remaining() {
-            tokio::time::sleep(remaining).await;
-        }
-    }
-
-    /// Hold every new request of the job for `wait`. Logged once per pause, with its cause.
-    fn pause(&self, wait: Duration, cause: &str, detail: &str) {
-        let now = Instant::now();
-        let until = now + wait;
-        let mut paused = self.paused_until.lock().expect("pause lock");
-        let current = paused.filter(|u| *u > now);
-        if current.is_some_and(|u| u >= until) {
-            return;
-        }
-        let extension = until - current.unwrap_or(now);
-        *paused = Some(until);
-        drop(paused);
-        self.progress.paused(until, cause);
-        let mut pauses = self.pauses.lock().expect("stats lock");
-        pauses.1 += extension.as_secs_f64();
-        if current.is_none() {
-            *pauses.0.entry(cause.to_string()).or_default() += 1;
-            tracing::warn!("the server asked to slow down ({detail}): pausing every request for {:.1?}", wait);
         }
     }
 

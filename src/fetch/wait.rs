@@ -1,25 +1,19 @@
 //! How long to wait before asking again: exponential backoff with full jitter between
-//! retries, and the pauses a server asks for in its headers (Retry-After, X-RateLimit-*, the
-//! IETF RateLimit fields), read here so that the client's loop only has to honour them.
+//! retries, the pauses a server asks for in its headers (Retry-After, X-RateLimit-*, the IETF
+//! RateLimit fields), read here so that the client's loop only has to honour them, and the
+//! wait for a moment the job may send (a slot, a token, no pause).
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use governor::clock::{Clock, DefaultClock};
 use reqwest::header::HeaderMap;
 
+use super::Fetcher;
 use crate::plan::RetryPlan;
+use crate::progress::Track;
 
 /// Exponential backoff with full jitter: `jitter` (uniform in [0, 1)) times
 /// min(max_backoff, initial_backoff * 2^(attempt - 1)).
-/// A pause's cause as the header that asked for it: `retry_after` is `Retry-After`.
-pub fn cause_words(cause: &str) -> &str {
-    match cause {
-        "retry_after" => "Retry-After",
-        "x_ratelimit" => "X-RateLimit-Remaining",
-        "ratelimit" => "RateLimit",
-        other => other,
-    }
-}
-
 pub fn backoff(retry: &RetryPlan, attempt: u32, jitter: f64) -> Duration {
     let ceiling =
         retry.initial_backoff.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1))).min(retry.max_backoff);
@@ -94,6 +88,62 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+impl Fetcher {
+    /// Wait for a moment when the job may send: no server pause, a free slot among
+    /// `concurrency`, a token from the bucket. The slot is taken first so that a request
+    /// leaves as soon as it has its token and send times keep to the bucket.
+    pub(super) async fn slot(&self, track: Option<&Track>) -> tokio::sync::SemaphorePermit<'_> {
+        loop {
+            self.pause_passed().await;
+            let permit = self.permits.acquire().await.expect("the semaphore is never closed");
+            if let Some(limiter) = &self.limiter {
+                // A token now, or a wait the partition's progress line shows.
+                if let Err(later) = limiter.check() {
+                    if let Some(track) = track {
+                        track.waiting(&self.limit_words, later.wait_time_from(DefaultClock::default().now()));
+                    }
+                    limiter.until_ready().await;
+                }
+            }
+            if self.pause_remaining().is_none() {
+                return permit;
+            }
+        }
+    }
+
+    fn pause_remaining(&self) -> Option<Duration> {
+        let until = (*self.paused_until.lock().expect("pause lock"))?;
+        until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+    }
+
+    async fn pause_passed(&self) {
+        while let Some(remaining) = self.pause_remaining() {
+            tokio::time::sleep(remaining).await;
+        }
+    }
+
+    /// Hold every new request of the job for `wait`. Logged once per pause, with its cause.
+    pub(super) fn pause(&self, wait: Duration, cause: &str, detail: &str) {
+        let now = Instant::now();
+        let until = now + wait;
+        let mut paused = self.paused_until.lock().expect("pause lock");
+        let current = paused.filter(|u| *u > now);
+        if current.is_some_and(|u| u >= until) {
+            return;
+        }
+        let extension = until - current.unwrap_or(now);
+        *paused = Some(until);
+        drop(paused);
+        self.progress.paused(until, cause);
+        let mut pauses = self.pauses.lock().expect("stats lock");
+        pauses.1 += extension.as_secs_f64();
+        if current.is_none() {
+            *pauses.0.entry(cause.to_string()).or_default() += 1;
+            tracing::warn!("the server asked to slow down ({detail}): pausing every request for {:.1?}", wait);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -78,8 +78,21 @@ pub struct Slot {
 #[derive(Debug, Clone, PartialEq)]
 pub enum State {
     Fetching,
-    Retrying { cause: String, until: Instant, attempt: u32, of: u32 },
-    Done { stop: &'static str, at: Instant },
+    /// Waiting for the job's own rate limit (the token bucket).
+    Waiting {
+        cause: String,
+        until: Instant,
+    },
+    Retrying {
+        cause: String,
+        until: Instant,
+        attempt: u32,
+        of: u32,
+    },
+    Done {
+        stop: &'static str,
+        at: Instant,
+    },
 }
 
 /// A moment's view of the run, as drawn.
@@ -236,6 +249,16 @@ pub fn line(s: &Snapshot) -> String {
     text
 }
 
+/// A pause's cause as the header that asked for it: `retry_after` is `Retry-After`.
+pub fn cause_words(cause: &str) -> &str {
+    match cause {
+        "retry_after" => "Retry-After",
+        "x_ratelimit" => "X-RateLimit-Remaining",
+        "ratelimit" => "RateLimit",
+        other => other,
+    }
+}
+
 /// What a partition is doing, in words.
 fn describe(slot: &Slot, pause: Option<&(Instant, String)>, now: Instant) -> String {
     match &slot.state {
@@ -244,10 +267,13 @@ fn describe(slot: &Slot, pause: Option<&(Instant, String)>, now: Instant) -> Str
             let left = until.saturating_duration_since(now);
             format!("retrying after {cause} (attempt {attempt} of {of}) in {}", human::duration(left))
         }
+        State::Waiting { cause, until } => {
+            format!("waiting: {cause}, {} left", human::duration(until.saturating_duration_since(now)))
+        }
         State::Fetching => match pause {
             Some((until, cause)) => format!(
                 "waiting: the server asked to slow down ({}), {} left",
-                crate::fetch::wait::cause_words(cause),
+                cause_words(cause),
                 human::duration(until.saturating_duration_since(now))
             ),
             None => format!("fetching page {}", slot.pages + 1),
@@ -311,6 +337,12 @@ impl Track {
         let until = Instant::now() + delay;
         self.slot.lock().expect("progress lock").state =
             State::Retrying { cause: cause.replace('_', " "), until, attempt, of };
+    }
+
+    /// A request waits `wait` for the job's own rate limit (`cause`).
+    pub fn waiting(&self, cause: &str, wait: Duration) {
+        let until = Instant::now() + wait;
+        self.slot.lock().expect("progress lock").state = State::Waiting { cause: cause.to_string(), until };
     }
 
     /// A request goes out (again).

@@ -65,7 +65,8 @@ fn bars_draw_update_and_leave_a_clean_screen_with_whole_log_lines() {
         runtime.block_on(MockServer::start(MockConfig { records: 500, latency, ..Default::default() })).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Six partitions side by side: five lines and "+1 more". Every URI fails once with a
-    // 503, so retry warnings are logged while the bars are up.
+    // 503, so retry warnings are logged while the bars are up; 40 requests a second is less
+    // than eight in flight would send, so partitions wait on the job's limit.
     let job = job_file(
         dir.path(),
         &format!(
@@ -83,6 +84,8 @@ total = "$.total"
 tenant = ["a", "b", "c", "d", "e", "f"]
 [retry]
 initial_backoff = "10ms"
+[limits]
+requests_per_second = 40
 "#,
             server.url()
         ),
@@ -98,6 +101,7 @@ initial_backoff = "10ms"
     assert!(text.contains("\x1b["), "no escape codes: bars were not drawn");
     assert!(text.contains("fetching page"), "no partition line drawn");
     assert!(text.contains("+1 more under way"), "no overflow line drawn");
+    assert!(text.contains("waiting: requests_per_second = 40, "), "no partition shown waiting on the limit");
     assert!(text.contains("] "), "no bar drawn once every total was known");
     // Updated: the total line shows a growing count of records.
     let counts: Vec<u64> = text
