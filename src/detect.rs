@@ -98,10 +98,15 @@ fn walk(value: &Value, path: &str, depth: usize, shape: &mut Shape) {
     }
 }
 
-/// Field names with case, `_`, `-` and `@odata.` taken away: `next_cursor`, `nextCursor`,
-/// `@odata.nextLink` read alike.
+/// A name with case, `_` and `-` taken away: `next_cursor`, `nextCursor` and `Next-Cursor` read
+/// alike (parameters, fields and headers are named all these ways).
+pub fn folded(name: &str) -> String {
+    name.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
+}
+
+/// A field's name folded, `@odata.` taken away too: `@odata.nextLink` is `nextlink`.
 fn normalize(key: &str) -> String {
-    key.trim_start_matches("@odata.").chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
+    folded(key.trim_start_matches("@odata."))
 }
 
 const NEXT: &[&str] = &[

@@ -104,7 +104,6 @@ pub struct Facts<'a> {
 impl Report {
     pub fn new(facts: Facts<'_>, position: &Position) -> Report {
         let done = &position.done;
-        let active_pages: u64 = position.active.values().map(|f| f.pages).sum();
         let records = position.records();
         let named = |r: &PartitionReport| Named {
             partition: r.partition.clone(),
@@ -132,7 +131,7 @@ impl Report {
             finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             seconds: facts.seconds,
             records,
-            pages: done.pages + active_pages,
+            pages: position.pages(),
             records_per_second: records as f64 / facts.seconds.max(1e-3),
             parts: position.parts.len() as u64 + u64::from(open.is_some()),
             bytes_written: position.parts.iter().map(|p| p.bytes).sum::<u64>() + open.map_or(0, |o| o.len),

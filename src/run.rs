@@ -112,11 +112,7 @@ async fn execute(plan: Arc<Plan>, options: RunOptions, report: &mut Option<Repor
     let started = Instant::now();
     let partitions = plan.partitions.count();
     let position = resumed.as_ref().map(|saved| saved.position.clone()).unwrap_or_default();
-    let before = Before {
-        records: position.records(),
-        pages: position.done.pages + position.active.values().map(|f| f.pages).sum::<u64>(),
-        ended: position.done.count(),
-    };
+    let before = Before { records: position.records(), pages: position.pages(), ended: position.done.count() };
     let progress = Progress::new(options.progress, &plan.name, partitions, before);
     let fetcher = Arc::new(Fetcher::new(&plan)?.with_cancel(options.cancel.clone()).with_progress(progress.clone()));
     tracing::info!(

@@ -59,8 +59,7 @@ enum Role {
 }
 
 fn role(name: &str) -> Option<Role> {
-    let key: String = name.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
-    Some(match key.as_str() {
+    Some(match detect::folded(name).as_str() {
         "page" | "p" | "pagenumber" | "pageno" | "pagenum" | "pageindex" => Role::Page,
         "limit" | "perpage" | "pagesize" | "size" | "maxresults" | "pagelimit" | "count" | "first" => Role::Size,
         "offset" | "start" | "skip" => Role::Offset,
@@ -140,15 +139,19 @@ pub fn guess(asked: &Asked, answer: &Answer) -> Guess {
 
     let size = param(Role::Size);
     let set = |g: &mut Guess, key: &str, value: String| g.pagination.push((key.to_string(), value));
-    let with_size = |g: &mut Guess, limit_key: &str| {
-        if let Some((name, value)) = &size {
-            g.pagination.push((limit_key.to_string(), quoted(name)));
-            if let Ok(n) = value.parse::<u64>() {
-                g.pagination.push(("page_size".into(), n.to_string()));
-            }
-        } else if let Some((name, value)) = body_field(Role::Size) {
+    // The page size: the URL's, else the request body's, else (offset and page, `echoed`) the
+    // one the response reports (`"size": 50`, `"limit": 50`).
+    let with_size = |g: &mut Guess, limit_key: &str, echoed: bool| {
+        let found = size
+            .as_ref()
+            .map(|(name, value)| (name.clone(), value.parse::<u64>().ok()))
+            .or_else(|| body_field(Role::Size).map(|(name, value)| (name, value.as_u64())))
+            .or_else(|| {
+                echoed.then(|| body_number(answer.body, Role::Size)).flatten().map(|(n, v)| (n, v.parse().ok()))
+            });
+        if let Some((name, n)) = found {
             g.pagination.push((limit_key.to_string(), quoted(&name)));
-            if let Some(n) = value.as_u64() {
+            if let Some(n) = n {
                 g.pagination.push(("page_size".into(), n.to_string()));
             }
         }
@@ -160,12 +163,12 @@ pub fn guess(asked: &Asked, answer: &Answer) -> Guess {
     if let Some(link) = detect::link_next(answer.headers) {
         g.kind = "link_header".into();
         g.reasons.push(format!("pagination: a Link header names the next page ({})", short(&link)));
-        with_size(&mut g, "limit_param");
+        with_size(&mut g, "limit_param", false);
     } else if let Some((path, NextValue::Url(_))) = &next {
         g.kind = "next_url".into();
         set(&mut g, "next", quoted(path));
         g.reasons.push(format!("pagination: the next page's URL is at {path}"));
-        with_size(&mut g, "limit_param");
+        with_size(&mut g, "limit_param", false);
     } else if let Some((path, NextValue::Cursor(_))) = &next {
         g.kind = "cursor".into();
         let cursor = cursor_param(&param(Role::Cursor).map(|p| p.0), body_field(Role::Cursor).map(|f| f.0), path);
@@ -179,14 +182,14 @@ pub fn guess(asked: &Asked, answer: &Answer) -> Guess {
             set(&mut g, "has_more", quoted(flag));
             g.reasons.push(format!("  until {flag} is false"));
         }
-        with_size(&mut g, "limit_param");
+        with_size(&mut g, "limit_param", false);
     } else if let Some(header) = cursor_header(answer.headers) {
         g.kind = "cursor".into();
         let cursor = param(Role::Cursor).map_or("cursor".to_string(), |p| p.0);
         set(&mut g, "cursor_param", quoted(&cursor));
         set(&mut g, "next_header", quoted(&header));
         g.reasons.push(format!("pagination: a cursor in the {header} header, sent back as {cursor}"));
-        with_size(&mut g, "limit_param");
+        with_size(&mut g, "limit_param", false);
     } else if let (Some((flag, _)), true) = (&more, records.ends_with("[*]")) {
         // Stripe: `has_more`, and the next page starts after the last record's id.
         g.kind = "cursor".into();
@@ -197,7 +200,7 @@ pub fn guess(asked: &Asked, answer: &Answer) -> Guess {
         set(&mut g, "has_more", quoted(flag));
         g.reasons.push(format!("pagination: {flag} says whether there is more; the next page starts after {last}"));
         g.doubts.push(format!("cursor_param ({cursor}) is a guess: it must be the parameter that takes the last id"));
-        with_size(&mut g, "limit_param");
+        with_size(&mut g, "limit_param", false);
     } else if let Some((name, value)) = param(Role::Offset).or_else(|| body_number(answer.body, Role::Offset)) {
         g.kind = "offset".into();
         set(&mut g, "offset_param", quoted(&name));
@@ -206,13 +209,7 @@ pub fn guess(asked: &Asked, answer: &Answer) -> Guess {
                 set(&mut g, "start", start.to_string());
             }
         }
-        with_size(&mut g, "limit_param");
-        if size.is_none() {
-            if let Some((limit, n)) = body_number(answer.body, Role::Size) {
-                set(&mut g, "limit_param", quoted(&limit));
-                set(&mut g, "page_size", n);
-            }
-        }
+        with_size(&mut g, "limit_param", true);
         g.reasons.push(format!("pagination: offsets in {name}"));
         totals(&shape, &mut g, false);
     } else if let Some((name, value)) =
@@ -222,13 +219,7 @@ pub fn guess(asked: &Asked, answer: &Answer) -> Guess {
         set(&mut g, "page_param", quoted(&name));
         let start = value.parse::<u64>().unwrap_or(1);
         set(&mut g, "start", start.to_string());
-        with_size(&mut g, "size_param");
-        if size.is_none() {
-            if let Some((size_name, n)) = body_number(answer.body, Role::Size) {
-                set(&mut g, "size_param", quoted(&size_name));
-                set(&mut g, "page_size", n);
-            }
-        }
+        with_size(&mut g, "size_param", true);
         g.reasons.push(format!("pagination: page numbers in {name}, from {start}"));
         totals(&shape, &mut g, true);
     } else {
@@ -250,9 +241,11 @@ pub fn guess(asked: &Asked, answer: &Answer) -> Guess {
 /// `X-Next-Page-Token`, `X-Continuation-Token`).
 fn cursor_header(headers: &reqwest::header::HeaderMap) -> Option<String> {
     headers.keys().map(|name| name.as_str()).find_map(|name| {
-        let key: String = name.trim_start_matches("x-").chars().filter(|c| c.is_alphanumeric()).collect();
-        matches!(key.as_str(), "nextcursor" | "nextpagetoken" | "continuationtoken" | "nexttoken" | "cursor")
-            .then(|| name.to_string())
+        matches!(
+            detect::folded(name.trim_start_matches("x-")).as_str(),
+            "nextcursor" | "nextpagetoken" | "continuationtoken" | "nexttoken" | "cursor"
+        )
+        .then(|| name.to_string())
     })
 }
 
@@ -303,8 +296,7 @@ fn cursor_param(in_url: &Option<String>, in_body: Option<String>, next: &str) ->
         return name;
     }
     let field = next.rsplit(['.', '[']).next().unwrap_or("").trim_matches(['\'', ']']);
-    let key: String = field.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
-    match key.as_str() {
+    match detect::folded(field).as_str() {
         "endcursor" => "variables.after".into(),
         "after" => "after".into(),
         "nextpagetoken" | "pagetoken" => "pageToken".into(),

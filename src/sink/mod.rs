@@ -130,6 +130,11 @@ impl Position {
     pub fn records(&self) -> u64 {
         self.done.records + self.active.values().map(|f| f.records).sum::<u64>()
     }
+
+    /// Pages made durable, in every partition.
+    pub fn pages(&self) -> u64 {
+        self.done.pages + self.active.values().map(|f| f.pages).sum::<u64>()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
