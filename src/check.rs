@@ -74,6 +74,15 @@ pub fn describe(plan: &Plan) -> String {
         if l.respect_server_limits { "respected" } else { "ignored" },
         human(l.max_wait)
     );
+    let _ = writeln!(
+        out,
+        "  shards: these limits are the whole job's; run as N shards (--shard I/N), each takes 1/N of the rate, \
+         the burst and the requests in flight; {}",
+        match crate::pipeline::pages_can_be_dealt(plan) {
+            Ok(()) => "with fewer partitions than shards, pages are dealt out: page p to shard (p - 1) mod N".into(),
+            Err(why) => format!("partitions go to shards by the hash of their key (pages are not dealt out: {why})"),
+        }
+    );
     let t = &plan.retry;
     let codes: Vec<String> = t.on_status.iter().map(u16::to_string).collect();
     let _ = writeln!(

@@ -34,6 +34,9 @@ pub struct Checkpoint {
     pub started_at: String,
     pub written_at: String,
     pub fingerprint: Fingerprint,
+    /// The shard whose checkpoint this is, for a sharded run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::Shard>,
     /// Incremental syncs: the marks the run sends; a resume sends the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent: Option<Sent>,
@@ -85,7 +88,7 @@ impl Fingerprint {
 }
 
 fn path(layout: &Layout) -> std::path::PathBuf {
-    layout.harvest_dir().join("checkpoint.json")
+    layout.checkpoint_path()
 }
 
 /// The unfinished run's checkpoint, if there is one, with its sealed secrets filled again

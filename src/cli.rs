@@ -36,8 +36,12 @@ pub enum Command {
     Run(RunArgs),
     /// Validate a job and print what it will do, secrets redacted.
     Check(CheckArgs),
-    /// Where a job stands: a run in progress, the unfinished run, the last completed run.
+    /// Where a job stands: a run in progress, the unfinished run, the last completed run,
+    /// each shard of a sharded run.
     Status(StatusArgs),
+    /// Finish a sharded run whose shards all completed: in replace mode, remove the parts of
+    /// earlier runs (the last shard to finish does this itself).
+    Finalize(StatusArgs),
     /// Fetch one page of URL, find its records and pagination, and write a commented job.
     ///
     /// Pagination parameters in the URL (page=1, limit=50, cursor=...) move into
@@ -86,6 +90,19 @@ pub struct RunArgs {
     /// re-running a job while writing it asks the API nothing again. Not with [incremental].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub cache: Option<std::time::Duration>,
+    /// Harvest shard I of N (0-based) of a run split among N workers; also HARVEST_SHARD.
+    /// The job's concurrency and rate are shared among the shards.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// The run has N shards; this worker's index comes from the scheduler:
+    /// JOB_COMPLETION_INDEX (Kubernetes), AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch),
+    /// SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN (Slurm).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u32>,
+    /// The id every shard of a run shares (default: HARVEST_RUN_ID, AWS_BATCH_JOB_ID,
+    /// SLURM_ARRAY_JOB_ID, GITHUB_RUN_ID-GITHUB_RUN_ATTEMPT).
+    #[arg(long)]
+    pub run_id: Option<String>,
 }
 
 #[derive(Debug, Args)]

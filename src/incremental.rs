@@ -30,10 +30,29 @@ pub struct State {
 }
 
 impl State {
-    /// The marks, with sealed secrets filled again from the job's current values.
+    /// The marks, with sealed secrets filled again from the job's current values: those of
+    /// `state.json` and of every shard's `state-<I>of<N>.json`, the highest of each partition
+    /// (each shard keeps the marks of the partitions it harvested).
     pub fn load(layout: &Layout, secrets: &Redactor) -> Result<State, Error> {
-        let path = layout.harvest_dir().join("state.json");
-        match std::fs::read(&path) {
+        let mut state = Self::load_file(&layout.harvest_dir().join("state.json"), secrets)?;
+        let shards = std::fs::read_dir(layout.harvest_dir())
+            .map_err(|e| Error::io(format!("listing {}", layout.harvest_dir().display()), e))?
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                name.starts_with("state-") && name.ends_with(".json")
+            });
+        for path in shards {
+            for (key, mark) in Self::load_file(&path, secrets)?.marks {
+                state.raise(&key, &mark);
+            }
+        }
+        Ok(state)
+    }
+
+    fn load_file(path: &std::path::Path, secrets: &Redactor) -> Result<State, Error> {
+        match std::fs::read(path) {
             Ok(bytes) => {
                 let corrupt = |e: &dyn std::fmt::Display| {
                     Error::Checkpoint(format!("{} is corrupt ({e}); fix or remove it", path.display()))
@@ -62,7 +81,7 @@ impl State {
 
     /// Write the marks atomically, every secret in them sealed (see [`Redactor::seal`]).
     pub fn save(&self, layout: &Layout, secrets: &Redactor) -> Result<(), Error> {
-        let path = layout.harvest_dir().join("state.json");
+        let path = layout.state_path();
         let mut value = serde_json::to_value(self).expect("state serializes");
         secrets.seal_json(&mut value);
         let json = serde_json::to_vec_pretty(&value).expect("state serializes");

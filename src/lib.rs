@@ -30,5 +30,6 @@ pub mod request;
 pub mod run;
 pub mod scan;
 pub mod schema;
+pub mod shard;
 pub mod sink;
 pub mod status;

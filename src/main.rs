@@ -52,6 +52,8 @@ fn message(error: &anyhow::Error) -> String {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => {
+            let asked = harvest::shard::Asked { shard: args.shard, shards: args.shards, run_id: args.run_id };
+            let shard = harvest::shard::resolve(&asked, &|name| std::env::var(name).ok()).map_err(Error::Usage)?;
             let overrides = Overrides {
                 output_dir: args.output_dir,
                 format: args.format.map(|f| match f {
@@ -62,6 +64,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 concurrency: args.concurrency,
                 requests_per_second: args.rps,
                 cache: args.cache,
+                shard,
             };
             let plan = Arc::new(job::load(&args.job, &overrides)?);
             let progress = display(args.progress, cli.quiet);
@@ -71,6 +74,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 eprint!("{}", report.text());
             }
             let summary = result?;
+            if summary.already_complete {
+                println!(
+                    "nothing to do: this shard of run {} is complete ({} records); manifest: {}",
+                    summary.run,
+                    summary.records,
+                    summary.manifest.display()
+                );
+                return Ok(());
+            }
             println!(
                 "harvested {} records ({} pages, {} requests) in {:.1}s into {} ({} part file{}); manifest: {}",
                 summary.records,
@@ -96,6 +108,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let overrides = Overrides { output_dir: args.output_dir, ..Overrides::default() };
             let plan = job::load(&args.job, &overrides)?;
             print!("{}", harvest::status::report(&plan)?);
+            Ok(())
+        }
+        Command::Finalize(args) => {
+            let overrides = Overrides { output_dir: args.output_dir, ..Overrides::default() };
+            let plan = job::load(&args.job, &overrides)?;
+            println!("{}", harvest::status::finalize(&plan)?);
             Ok(())
         }
         Command::Init(args) => {

@@ -38,6 +38,8 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// `[notify]`: the webhook told when a run ends.
     pub notify: Option<NotifyPlan>,
+    /// `--shard I/N`: this worker's share of a run split among several.
+    pub shard: Option<crate::shard::ShardPlan>,
 }
 
 /// `[notify]`: where the run report goes when a run ends, and how it is signed.

@@ -18,8 +18,9 @@ use crate::checkpoint::{self, Checkpoint, Fingerprint};
 use crate::error::Error;
 use crate::fetch::{FetchStats, Fetcher};
 use crate::incremental::{Sent, State};
-use crate::output::{fsync_dir, write_atomic, Layout};
+use crate::output::{complete_runs, fsync_dir, write_atomic, Layout, PartName};
 use crate::partition::PartitionReport;
+use crate::pipeline::Deal;
 use crate::pipeline::{harvest_partitions, Shared};
 use crate::plan::{Compression, Format, Mode, Plan};
 use crate::progress::{Before, Display, Progress};
@@ -51,6 +52,8 @@ pub struct RunSummary {
     pub requests: u64,
     pub seconds: f64,
     pub partitions: Vec<PartitionReport>,
+    /// A shard whose share of the run was already complete: nothing was done.
+    pub already_complete: bool,
 }
 
 /// The writer thread's checkpoints: at least every `interval`, at a page boundary.
@@ -92,25 +95,43 @@ pub async fn run_reported(plan: Arc<Plan>, options: RunOptions) -> (Result<RunSu
 
 async fn execute(plan: Arc<Plan>, options: RunOptions, report: &mut Option<Report>) -> Result<RunSummary, Error> {
     let root = plan.output_root();
-    let layout = Layout::create(root.clone()).map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
+    let sharded = plan.shard.as_ref();
+    let layout = Layout::create_shard(root.clone(), sharded.map(|s| s.shard))
+        .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
     let lock = layout.lock().map_err(|e| Error::io("taking the job lock", e))?;
     let _lock = match lock {
         Ok(lock) => lock,
-        Err(holder) => {
-            return Err(Error::Locked { name: plan.name.clone(), lock: layout.harvest_dir().join("lock"), holder })
-        }
+        Err(holder) => return Err(Error::Locked { name: plan.name.clone(), lock: layout.lock_path(), holder }),
     };
+    // The shards of a run share its name, given by the first of them to start.
+    let claimed = match sharded.and_then(|s| Some((s.run_id.as_deref()?, s.shard.count))) {
+        Some((id, count)) => Some(crate::output::claim_run(&layout, id, count)?),
+        None => None,
+    };
+    if let Some(run) = claimed.as_deref().filter(|run| layout.manifest(run).exists()) {
+        return already_complete(&plan, &layout, run);
+    }
     let fingerprint = Fingerprint::of(&plan);
-    let resumed = resume_or_start(&plan, &layout, &fingerprint, options.fresh)?;
-    let (run, started_at) = match &resumed {
-        Some(saved) => (saved.run.clone(), saved.started_at.clone()),
-        None => (
-            layout.new_run_id().map_err(|e| Error::io(format!("reading {}", root.display()), e))?,
+    let resumed = resume_or_start(&plan, &layout, &fingerprint, options.fresh, claimed.as_deref())?;
+    let (run, started_at) = match (&resumed, claimed) {
+        (Some(saved), _) => (saved.run.clone(), saved.started_at.clone()),
+        (None, claimed) => (
+            match claimed {
+                Some(run) => run,
+                None => layout.new_run_id().map_err(|e| Error::io(format!("reading {}", root.display()), e))?,
+            },
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         ),
     };
     let started = Instant::now();
-    let partitions = plan.partitions.count();
+    let deal = Deal::of(&plan);
+    let partitions = match deal {
+        Some(deal) => plan.partitions.iter().filter(|p| deal.takes(&p.key)).count() as u64,
+        None => plan.partitions.count(),
+    };
+    if let Some(deal) = deal {
+        tracing::info!("{}", deal.describe(&plan));
+    }
     let position = resumed.as_ref().map(|saved| saved.position.clone()).unwrap_or_default();
     let before = Before { records: position.records(), pages: position.pages(), ended: position.done.count() };
     let progress = Progress::new(options.progress, &plan.name, partitions, before);
@@ -138,6 +159,7 @@ async fn execute(plan: Arc<Plan>, options: RunOptions, report: &mut Option<Repor
             started_at: started_at.clone(),
             written_at: String::new(),
             fingerprint,
+            shard: layout.shard,
             sent: sent.clone(),
             position: Position::default(),
         },
@@ -164,6 +186,7 @@ async fn execute(plan: Arc<Plan>, options: RunOptions, report: &mut Option<Repor
         done,
         marks: sent.unwrap_or_default(),
         hints: AtomicU64::new(crate::pipeline::HINTS),
+        deal,
     });
     let showing = progress.show();
     let failure = harvest_partitions(&shared, &options.cancel).await;
@@ -231,7 +254,63 @@ async fn execute(plan: Arc<Plan>, options: RunOptions, report: &mut Option<Repor
         requests: manifest.http.requests,
         seconds: manifest.seconds,
         partitions: manifest.partitions,
+        already_complete: false,
     })
+}
+
+/// A shard whose manifest for this run exists has nothing to do: its share is complete. If
+/// the run is complete too, replace mode's removal of earlier runs' parts is finished (the
+/// shard may have died before it).
+fn already_complete(plan: &Plan, layout: &Layout, run: &str) -> Result<RunSummary, Error> {
+    let path = layout.manifest(run);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Other(format!("{} is not valid JSON: {e}", path.display())))?;
+    tracing::info!("{} of run {run} is already complete ({}): nothing to do", shard_words(layout), path.display());
+    finish_run(plan, layout, run)?;
+    let count = |key: &str| manifest[key].as_u64().unwrap_or(0);
+    let parts = manifest["parts"].as_array().cloned().unwrap_or_default();
+    Ok(RunSummary {
+        run: run.to_string(),
+        parts: parts.iter().filter_map(|p| p["file"].as_str()).map(|f| layout.root.join(f)).collect(),
+        root: layout.root.clone(),
+        manifest: path,
+        records: count("records"),
+        pages: count("pages"),
+        requests: 0,
+        seconds: 0.0,
+        partitions: Vec::new(),
+        already_complete: true,
+    })
+}
+
+/// `shard 2 of 7`, or `the run`.
+fn shard_words(layout: &Layout) -> String {
+    match layout.shard {
+        Some(shard) => format!("shard {} of {}", shard.index, shard.count),
+        None => "the run".into(),
+    }
+}
+
+/// Replace mode: once `run` is complete (for a sharded run, every shard's manifest written,
+/// whichever shard is last), remove the parts of earlier runs.
+fn finish_run(plan: &Plan, layout: &Layout, run: &str) -> Result<(), Error> {
+    if let Some(shard) = layout.shard {
+        let left = crate::output::unfinished(layout, run, shard.count);
+        if !left.is_empty() {
+            let left: Vec<String> = left.iter().map(u32::to_string).collect();
+            tracing::info!("run {run}: waiting for shard(s) {} of {} to complete", left.join(", "), shard.count);
+            return Ok(());
+        }
+        tracing::info!("run {run} is complete: all {} shards' manifests are written", shard.count);
+    }
+    if plan.output.mode == Mode::Replace {
+        let removed = layout.remove_other_runs(run).map_err(|e| Error::io("removing the parts of earlier runs", e))?;
+        if removed > 0 {
+            tracing::info!("removed {removed} part file(s) of earlier runs (mode = \"replace\")");
+        }
+    }
+    Ok(())
 }
 
 /// Before a run: `--fresh` discards an unfinished run; a checkpoint of a run that completed
@@ -243,6 +322,7 @@ fn resume_or_start(
     layout: &Layout,
     fingerprint: &Fingerprint,
     fresh: bool,
+    claimed: Option<&str>,
 ) -> Result<Option<Checkpoint>, Error> {
     if fresh {
         discard_unfinished(layout)?;
@@ -252,6 +332,28 @@ fn resume_or_start(
         // That run completed (its manifest is durable) and died before tidying up.
         checkpoint::remove(layout)?;
         resumed = None;
+    }
+    if let (Some(saved), Some(run)) = (&resumed, claimed) {
+        if saved.run != run {
+            // This shard's place in an earlier run that never completed: the new run id
+            // starts over, and what that run wrote here goes.
+            tracing::warn!(
+                "{} of run {} stopped unfinished; run {run} starts over without it",
+                shard_words(layout),
+                saved.run
+            );
+            discard_unfinished(layout)?;
+            resumed = None;
+        }
+    }
+    if let Some(saved) = resumed.as_ref().filter(|saved| saved.shard != layout.shard) {
+        return Err(Error::Checkpoint(format!(
+            "{} belongs to {}, not to {}; `harvest run {} --fresh` discards it",
+            layout.checkpoint_path().display(),
+            saved.shard.map_or("an unsharded run".into(), |s| format!("shard {} of {}", s.index, s.count)),
+            shard_words(layout),
+            plan.job_file.display()
+        )));
     }
     match &resumed {
         Some(saved) => {
@@ -271,7 +373,7 @@ fn resume_or_start(
         None => {
             // A run that died before its first checkpoint left nothing to go on from.
             discard_unfinished(layout)?;
-            if plan.output.mode == Mode::Replace {
+            if plan.output.mode == Mode::Replace && layout.shard.is_none() {
                 finish_replacing(layout)?;
             }
         }
@@ -308,13 +410,7 @@ fn complete(plan: &Plan, layout: &Layout, manifest: &Manifest, position: &Positi
     write_atomic(&path, &json, "manifest-write").map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     crate::output::failpoint("after-manifest");
     checkpoint::remove(layout)?;
-    if plan.output.mode == Mode::Replace {
-        let removed =
-            layout.remove_other_runs(&manifest.run).map_err(|e| Error::io("removing the parts of earlier runs", e))?;
-        if removed > 0 {
-            tracing::info!("removed {removed} part file(s) of earlier runs (mode = \"replace\")");
-        }
-    }
+    finish_run(plan, layout, &manifest.run)?;
     Ok(path)
 }
 
@@ -390,7 +486,7 @@ fn tidy_for_resume(layout: &Layout, saved: &Checkpoint) -> Result<(), Error> {
         file.set_len(open.len).map_err(|e| io("truncating the open part", e))?;
         file.sync_all().map_err(|e| io("syncing the open part", e))?;
     }
-    let prefix = format!("part-{}-", saved.run);
+    let prefix = format!("part-{}-", layout.unit(&saved.run));
     let listed =
         |name: &str| saved.position.parts.iter().any(|p| p.file == name) || open.is_some_and(|o| o.file == name);
     for (dir, keep_listed) in [(layout.open_dir(), false), (layout.root.clone(), true)] {
@@ -399,8 +495,11 @@ fn tidy_for_resume(layout: &Layout, saved: &Checkpoint) -> Result<(), Error> {
             let stray = match keep_listed {
                 // In the dataset folder: this run's parts the checkpoint does not list.
                 true => name.starts_with(&prefix) && !listed(&name),
-                // Temporary parts: all but the open one.
-                false => open.is_none_or(|o| o.file != name),
+                // Temporary parts of this run (or shard): all but the open one.
+                false => {
+                    PartName::parse(&name).is_some_and(|part| layout.is_own(&part))
+                        && open.is_none_or(|o| o.file != name)
+                }
             };
             if stray && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
                 tracing::debug!("removing {} (written after the checkpoint)", entry.path().display());
@@ -413,15 +512,16 @@ fn tidy_for_resume(layout: &Layout, saved: &Checkpoint) -> Result<(), Error> {
 }
 
 /// Remove the checkpoint and every part of a run that has no manifest: an unfinished run
-/// (`--fresh`), or one that died before its first checkpoint.
+/// (`--fresh`), or one that died before its first checkpoint. A shard removes only its own.
 fn discard_unfinished(layout: &Layout) -> Result<(), Error> {
     let io = |e| Error::io("discarding the unfinished run", e);
     checkpoint::remove(layout)?;
     for dir in [layout.open_dir(), layout.root.clone()] {
         for entry in std::fs::read_dir(&dir).map_err(io)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(run) = name.strip_prefix("part-").and_then(|rest| rest.split('-').next()) else { continue };
-            if !layout.manifest(run).exists() && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            let Some(part) = PartName::parse(&name).filter(|part| layout.is_own(part)) else { continue };
+            let manifest = layout.runs_dir().join(format!("{}.json", part.unit()));
+            if !manifest.exists() && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
                 tracing::info!("removing {} (its run never completed)", entry.path().display());
                 std::fs::remove_file(entry.path()).map_err(io)?;
             }
@@ -434,13 +534,9 @@ fn discard_unfinished(layout: &Layout) -> Result<(), Error> {
 /// Replace mode: a run that completed but died before removing the parts it replaces; its
 /// manifest is durable, so the removal is finished now.
 fn finish_replacing(layout: &Layout) -> Result<(), Error> {
-    let newest = std::fs::read_dir(layout.runs_dir())
-        .map_err(|e| Error::io("listing the run manifests", e))?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_string))
-        .max();
-    if let Some(newest) = newest {
-        let removed = layout.remove_other_runs(&newest).map_err(|e| Error::io("removing replaced parts", e))?;
+    let complete = complete_runs(&layout.runs_dir()).map_err(|e| Error::io("listing the run manifests", e))?;
+    if let Some(newest) = complete.last() {
+        let removed = layout.remove_other_runs(newest).map_err(|e| Error::io("removing replaced parts", e))?;
         if removed > 0 {
             tracing::info!("removed {removed} part file(s) that run {newest} replaced");
         }

@@ -10,6 +10,7 @@ use crate::checkpoint;
 use crate::error::Error;
 use crate::output::Layout;
 use crate::plan::Plan;
+use crate::shard::Shard;
 
 /// The report, as printed.
 pub fn report(plan: &Plan) -> Result<String, Error> {
@@ -20,7 +21,7 @@ pub fn report(plan: &Plan) -> Result<String, Error> {
         let _ = writeln!(out, "no run yet");
         return Ok(out);
     }
-    let layout = Layout { root };
+    let layout = Layout { root, shard: None };
     match layout.holder().map_err(|e| Error::io("reading the job lock", e))? {
         Some(holder) => {
             let _ = writeln!(out, "running now: {holder}");
@@ -98,6 +99,7 @@ pub fn report(plan: &Plan) -> Result<String, Error> {
             let _ = writeln!(out, "last completed run: none");
         }
     }
+    shards(plan, &layout, &mut out)?;
     match &plan.incremental {
         None => {
             let _ = writeln!(out, "incremental marks: none (the job has no [incremental])");
@@ -120,6 +122,72 @@ pub fn report(plan: &Plan) -> Result<String, Error> {
         }
     }
     Ok(out)
+}
+
+/// `harvest finalize`: the newest sharded run, once all its shards completed; in replace mode
+/// the parts of earlier runs are removed (if the last shard to finish has not done so).
+pub fn finalize(plan: &Plan) -> Result<String, Error> {
+    let layout = Layout { root: plan.output_root(), shard: None };
+    let Some(newest) = crate::output::newest_run(&layout) else {
+        return Err(Error::Usage(format!("no sharded run under {}", layout.root.display())));
+    };
+    let left = crate::output::unfinished(&layout, &newest.run, newest.shards);
+    if !left.is_empty() {
+        let left: Vec<String> = left.iter().map(u32::to_string).collect();
+        return Err(Error::Other(format!(
+            "run {} (run id {}) is not complete: shard(s) {} of {} have no manifest yet; run them, then finalize",
+            newest.run,
+            newest.run_id,
+            left.join(", "),
+            newest.shards
+        )));
+    }
+    let done = format!("run {} (run id {}) is complete: all {} shards", newest.run, newest.run_id, newest.shards);
+    match plan.output.mode {
+        crate::plan::Mode::Replace => {
+            let removed = layout
+                .remove_other_runs(&newest.run)
+                .map_err(|e| Error::io("removing the parts of earlier runs", e))?;
+            Ok(format!("{done}; removed {removed} part file(s) of earlier runs (mode = \"replace\")"))
+        }
+        crate::plan::Mode::Append => Ok(format!("{done}; earlier runs' parts are kept (mode = \"append\")")),
+    }
+}
+
+/// Sharded runs: the newest run id's shards, each done, running or unfinished, and the
+/// unfinished checkpoints of any shard.
+fn shards(plan: &Plan, layout: &Layout, out: &mut String) -> Result<(), Error> {
+    let Some(newest) = crate::output::newest_run(layout) else { return Ok(()) };
+    let left = crate::output::unfinished(layout, &newest.run, newest.shards);
+    let _ = writeln!(
+        out,
+        "sharded run {} (run id {}, {} shards): {}",
+        newest.run,
+        newest.run_id,
+        newest.shards,
+        match left.len() {
+            0 => "complete".to_string(),
+            n => format!("{} of {} shards complete", newest.shards as usize - n, newest.shards),
+        }
+    );
+    for index in 0..newest.shards {
+        let shard = Shard { index, count: newest.shards };
+        let own = Layout { root: layout.root.clone(), shard: Some(shard) };
+        let state = match (left.contains(&index), own.holder().map_err(|e| Error::io("reading a shard's lock", e))?) {
+            (false, _) => "complete".to_string(),
+            (true, Some(holder)) => format!("running now ({holder})"),
+            (true, None) => match checkpoint::load(&own, &plan.job_file, &plan.redactor)? {
+                Some(saved) if saved.run == newest.run => format!(
+                    "unfinished: {} records written, last checkpoint {}",
+                    saved.position.records(),
+                    saved.written_at
+                ),
+                _ => "not started".to_string(),
+            },
+        };
+        let _ = writeln!(out, "  shard {index} of {}: {state}", newest.shards);
+    }
+    Ok(())
 }
 
 /// The newest run manifest (run ids sort by time).

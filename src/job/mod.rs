@@ -94,6 +94,8 @@ pub struct Overrides {
     pub requests_per_second: Option<f64>,
     /// `run --cache`: keep responses this long.
     pub cache: Option<Duration>,
+    /// `--shard I/N` (or the scheduler's variables): this worker's share of the run.
+    pub shard: Option<crate::shard::ShardPlan>,
 }
 
 /// Where `${VAR}` values come from: the process environment first, then `.env` next to the
@@ -396,6 +398,7 @@ impl Cx<'_> {
             auth,
             warnings: Vec::new(),
             notify,
+            shard: None,
         };
         std::mem::swap(&mut plan.pagination, &mut pagination);
         let url_span = file.request.get_ref().url.span();
@@ -462,6 +465,30 @@ fn apply(plan: &mut Plan, o: &Overrides) -> Result<(), String> {
         }
         plan.limits.requests_per_second = Some(rps);
     }
+    if let Some(sharded) = &o.shard {
+        share_among_shards(plan, sharded)?;
+    }
+    Ok(())
+}
+
+/// A job's limits are the API's for the whole job: each of `count` shards takes its share of
+/// the concurrency, the rate and the burst. One rotating refresh token cannot be shared: the
+/// first worker to use it kills it for the others.
+fn share_among_shards(plan: &mut Plan, sharded: &crate::shard::ShardPlan) -> Result<(), String> {
+    let count = sharded.shard.count;
+    let rotating = matches!(&plan.auth, crate::auth::AuthPlan::OAuth(grant)
+        if matches!(grant.flow, crate::auth::oauth::Flow::RefreshToken { .. }));
+    if rotating && count > 1 {
+        return Err(format!(
+            "kind = \"oauth2_refresh_token\" cannot run as {count} shards: the server may rotate the refresh \
+             token on every use, and the first worker to use it would leave the others a dead one"
+        ));
+    }
+    let limits = &mut plan.limits;
+    limits.concurrency = (limits.concurrency / count as usize).max(1);
+    limits.requests_per_second = limits.requests_per_second.map(|rps| rps / f64::from(count));
+    limits.burst = (limits.burst / count).max(1);
+    plan.shard = Some(sharded.clone());
     Ok(())
 }
 

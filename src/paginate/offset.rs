@@ -90,9 +90,15 @@ impl Offset {
 
     /// The request for the page at `offset`, whatever the state.
     pub fn request_at(config: &Config, offset: u64) -> PageRequest {
+        Self::request_span(config, offset, config.page_size)
+    }
+
+    /// The request for `limit` records from `offset`: the rest of a page a capped server
+    /// served in part.
+    pub fn request_span(config: &Config, offset: u64, limit: u64) -> PageRequest {
         let mut request = PageRequest::default();
         request.set(config.params_in, &config.offset_param, Value::from(offset));
-        request.set(config.params_in, &config.limit_param, Value::from(config.page_size));
+        request.set(config.params_in, &config.limit_param, Value::from(limit));
         request
     }
 

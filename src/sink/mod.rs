@@ -310,7 +310,7 @@ impl Ledger {
 
     /// Name the next part, `part-<run>-<seq><extension>`, placed in the open folder.
     pub fn next_part(&mut self, extension: &str) -> PartFile {
-        let name = format!("part-{}-{:06}{extension}", self.run, self.next_seq);
+        let name = format!("part-{}-{:06}{extension}", self.layout.unit(&self.run), self.next_seq);
         self.next_seq += 1;
         let path = self.layout.open_dir().join(&name);
         PartFile { name, path, rows: 0, slices: Vec::new() }

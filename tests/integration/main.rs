@@ -23,5 +23,6 @@ mod responses;
 mod resume;
 mod retries;
 mod secrets;
+mod shards;
 mod support;
 mod tls;

@@ -11,6 +11,14 @@
 //! order (the window is the reorder buffer), so records reach the sink in API order. A page
 //! that comes back short re-plans the rest from where it ended, so a capped page size never
 //! leaves a gap.
+//!
+//! A shard of a sharded run harvests only its share ([`crate::shard::Deal`]): the partitions
+//! whose keys hash to it, or, with fewer partitions than shards, every partition's pages that
+//! are dealt to it (`dealt.rs`).
+
+mod dealt;
+
+pub use dealt::{pages_can_be_dealt, Deal};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::AtomicU64;
@@ -49,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) marks: Sent,
     /// First pages still to be read for what they suggest when a partition stops after one.
     pub(crate) hints: AtomicU64,
+    /// A shard's share of the run; `None` harvests everything.
+    pub(crate) deal: Option<Deal>,
 }
 
 /// First pages a run reads for what they suggest: enough to catch a wrong next or records
@@ -121,6 +131,7 @@ struct Resume {
 /// partition's end goes to the writer after its last page.
 pub(crate) async fn harvest_partitions(shared: &Arc<Shared>, cancel: &CancellationToken) -> Option<Error> {
     let plan = &shared.plan;
+    let deal = shared.deal;
     let active = (plan.limits.concurrency as u64).min(plan.partitions.count()).max(1) as usize;
     // Pages fetched ahead per partition. The requests in flight are bounded by the fetcher's
     // semaphore; the window is twice a partition's share of it, so that a page waiting for an
@@ -131,7 +142,8 @@ pub(crate) async fn harvest_partitions(shared: &Arc<Shared>, cancel: &Cancellati
     let share = (plan.limits.concurrency / active).max(1);
     let window = if share == 1 { 1 } else { 2 * share };
     let stop = cancel.child_token();
-    let todo = plan.partitions.iter().filter(|p| !shared.done.contains(p.index));
+    let todo =
+        plan.partitions.iter().filter(|p| !shared.done.contains(p.index) && deal.is_none_or(|d| d.takes(&p.key)));
     let mut tasks = futures::stream::iter(todo)
         .map(|partition| {
             let part = Arc::new(shared.part(partition));
@@ -186,6 +198,9 @@ impl Harvest<'_> {
     }
 
     async fn run(&self, cancel: &CancellationToken) -> Result<PartitionReport, Error> {
+        if let Some(Deal::ByPage(shard)) = self.shared.deal {
+            return self.run_dealt(shard, cancel).await;
+        }
         let style = &self.plan().pagination.style;
         let start = &self.part.start;
         let (mut pager, mut request, mut tally) = match &start.resume {
