@@ -5,6 +5,7 @@ mod auth;
 mod cache;
 mod cli;
 mod concurrency;
+mod deploy;
 mod editor;
 mod examples;
 mod http;

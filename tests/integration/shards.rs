@@ -37,8 +37,17 @@ async fn run_shards(f: &Fixture, toml: &str, count: u32, run_id: &str) -> Vec<Ru
 /// Each partition's ids over every manifest in the job's folder, in each part's row order
 /// (shards in name order), read through the row ranges the manifests give.
 fn ids_by_partition(root: &Path) -> BTreeMap<String, Vec<u64>> {
-    let mut manifests: Vec<_> =
-        std::fs::read_dir(root.join("_harvest/runs")).unwrap().flatten().map(|e| e.path()).collect();
+    ids_of_run(root, "")
+}
+
+/// [`ids_by_partition`] over the manifests of one run (those whose names start with `run`).
+fn ids_of_run(root: &Path, run: &str) -> BTreeMap<String, Vec<u64>> {
+    let mut manifests: Vec<_> = std::fs::read_dir(root.join("_harvest/runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(run))
+        .collect();
     manifests.sort();
     let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for manifest in manifests {
@@ -308,4 +317,28 @@ async fn a_shard_killed_and_started_again_finishes_its_share_exactly() {
     assert!(requests <= pages + 10, "{requests} requests for {pages} pages");
     let status = text(&harvest(&["status", &job, "--output-dir", &out], &[]));
     assert!(status.contains("3 shards): complete"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn incremental_marks_of_every_shard_are_kept_and_sent_by_the_next_run() {
+    let f = Fixture::new(400).await;
+    let toml = "name = \"inc\"\n[request]\nurl = \"{base}/t/{tenant}/offset\"\n[records]\npath = \"$.items[*]\"\n\
+                [pagination]\nkind = \"offset\"\npage_size = 50\ntotal = \"$.total\"\n\
+                [partitions]\ntenant = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\"]\n\
+                [incremental]\nfield = \"$.updated_at\"\nparam = \"updated_since\"\nstart = \"2024-01-01T00:00:00Z\"\n";
+    let first = run_shards(&f, toml, 2, "sync-1").await;
+    let root = f.out().join("inc");
+    let all = ids_of_run(&root, &first[0].run);
+    assert_eq!(all.len(), 6);
+    assert!(all.values().all(|ids| exact(ids, 400).is_ok()));
+    for tag in ["0of2", "1of2"] {
+        assert!(root.join(format!("_harvest/state-{tag}.json")).exists(), "shard {tag} keeps its partitions' marks");
+    }
+    let touched = reqwest::Client::new().post(format!("{}/_admin/touch?ids=5,17", f.server.url())).send().await;
+    assert!(touched.unwrap().status().is_success());
+    // The next run, as 3 shards: each partition sends the mark its owner kept last time.
+    let second = run_shards(&f, toml, 3, "sync-2").await;
+    let changed = ids_of_run(&root, &second[0].run);
+    let expected: BTreeMap<String, Vec<u64>> = all.keys().map(|k| (k.clone(), vec![5, 17])).collect();
+    assert_eq!(changed, expected, "every partition fetched only what changed");
 }
