@@ -190,17 +190,41 @@ fn shards(plan: &Plan, layout: &Layout, out: &mut String) -> Result<(), Error> {
     Ok(())
 }
 
-/// The newest run manifest (run ids sort by time).
+/// The newest complete run's manifest (run ids sort by time); for a sharded run, its shards'
+/// manifests summed: records, pages and parts added up, the last to finish, the longest.
 fn last_manifest(layout: &Layout) -> Result<Option<Value>, Error> {
-    let newest = std::fs::read_dir(layout.runs_dir())
+    let runs = layout.runs_dir();
+    let complete = crate::output::complete_runs(&runs).map_err(|e| Error::io("listing the run manifests", e))?;
+    let Some(run) = complete.last() else { return Ok(None) };
+    let read = |path: &std::path::Path| -> Result<Value, Error> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Other(format!("{} is not valid JSON: {e}", path.display())))
+    };
+    let whole = runs.join(format!("{run}.json"));
+    if whole.exists() {
+        return read(&whole).map(Some);
+    }
+    let mut shards: Vec<_> = std::fs::read_dir(&runs)
         .map_err(|e| Error::io("listing the run manifests", e))?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .max();
-    let Some(path) = newest else { return Ok(None) };
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::Other(format!("{} is not valid JSON: {e}", path.display())))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{run}-"))))
+        .collect();
+    shards.sort();
+    let mut sum =
+        serde_json::json!({"run": run, "records": 0, "pages": 0, "parts": [], "seconds": 0.0, "finished_at": ""});
+    for path in shards {
+        let shard = read(&path)?;
+        for key in ["records", "pages"] {
+            sum[key] = (sum[key].as_u64().unwrap_or(0) + shard[key].as_u64().unwrap_or(0)).into();
+        }
+        if let (Some(all), Some(parts)) = (sum["parts"].as_array_mut(), shard["parts"].as_array()) {
+            all.extend(parts.iter().cloned());
+        }
+        sum["seconds"] = sum["seconds"].as_f64().unwrap_or(0.0).max(shard["seconds"].as_f64().unwrap_or(0.0)).into();
+        if shard["finished_at"].as_str() > sum["finished_at"].as_str() {
+            sum["finished_at"] = shard["finished_at"].clone();
+        }
+    }
+    Ok(Some(sum))
 }
