@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::incremental::Sent;
-use crate::output::{write_atomic, Layout};
+use crate::output::Layout;
 use crate::plan::Plan;
 use crate::redact::Redactor;
 use crate::sink::Position;
@@ -87,38 +87,32 @@ impl Fingerprint {
     }
 }
 
-fn path(layout: &Layout) -> std::path::PathBuf {
-    layout.checkpoint_path()
-}
-
 /// The unfinished run's checkpoint, if there is one, with its sealed secrets filled again
 /// from the job's current values. A file that cannot be read, or was written by a newer
 /// harvest, is an error: starting over silently would duplicate records.
 pub fn load(layout: &Layout, job_file: &std::path::Path, secrets: &Redactor) -> Result<Option<Checkpoint>, Error> {
-    let path = path(layout);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    let rel = layout.checkpoint_rel();
+    let path = layout.display(&rel);
+    let bytes = match layout.read(&rel) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(Error::io(format!("reading {path}"), e)),
     };
     let fresh = format!("`harvest run {} --fresh` discards the unfinished run", job_file.display());
-    let corrupt =
-        |e: &dyn std::fmt::Display| Error::Checkpoint(format!("{} is corrupt ({e}); {fresh}", path.display()));
+    let corrupt = |e: &dyn std::fmt::Display| Error::Checkpoint(format!("{path} is corrupt ({e}); {fresh}"));
     let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(&e))?;
     let version = value.get("version").and_then(serde_json::Value::as_u64).unwrap_or(0);
     if version != u64::from(VERSION) {
         let which = if version > u64::from(VERSION) { "a newer" } else { "an older" };
         return Err(Error::Checkpoint(format!(
-            "{} was written by {which} harvest (checkpoint version {version}, this one reads {VERSION}); \
+            "{path} was written by {which} harvest (checkpoint version {version}, this one reads {VERSION}); \
              run that version to finish the run, or {fresh}",
-            path.display(),
         )));
     }
     secrets.unseal_json(&mut value).map_err(|name| {
         Error::Checkpoint(format!(
-            "{} goes on with a request that holds ${{{name}}}, which the job no longer takes from the \
-             environment; set it again to resume, or {fresh}",
-            path.display()
+            "{path} goes on with a request that holds ${{{name}}}, which the job no longer takes from the \
+             environment; set it again to resume, or {fresh}"
         ))
     })?;
     serde_json::from_value(value).map(Some).map_err(|e| corrupt(&e))
@@ -126,21 +120,16 @@ pub fn load(layout: &Layout, job_file: &std::path::Path, secrets: &Redactor) -> 
 
 /// Write the checkpoint atomically, every secret in it sealed: the next request a server
 /// built may carry a key it copied into its links, and an output folder is what people share.
+/// In object storage it is written only over the version this worker read or wrote last.
 pub fn save(layout: &Layout, checkpoint: &Checkpoint, secrets: &Redactor) -> Result<(), Error> {
-    let path = path(layout);
     let mut value = serde_json::to_value(checkpoint).expect("a checkpoint serializes");
     secrets.seal_json(&mut value);
     let json = serde_json::to_vec_pretty(&value).expect("a checkpoint serializes");
-    write_atomic(&path, &json, "checkpoint-write").map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    layout.write(&layout.checkpoint_rel(), &json, "checkpoint-write")
 }
 
 /// The run is complete (its manifest is durable), or discarded.
 pub fn remove(layout: &Layout) -> Result<(), Error> {
-    let path = path(layout);
-    match std::fs::remove_file(&path) {
-        Ok(()) => crate::output::fsync_dir(&layout.harvest_dir())
-            .map_err(|e| Error::io(format!("syncing {}", layout.harvest_dir().display()), e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
-    }
+    let rel = layout.checkpoint_rel();
+    layout.remove(&rel).map_err(|e| Error::io(format!("removing {}", layout.display(&rel)), e))
 }

@@ -163,7 +163,10 @@ pub enum Error {
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
     #[error("another harvest of job {name} is running ({holder}; it holds {lock})")]
-    Locked { name: String, lock: PathBuf, holder: String },
+    Locked { name: String, lock: String, holder: String },
+    /// Object storage: this worker's lease on the job was taken over by another (exit 3).
+    #[error("{0}")]
+    LeaseLost(String),
     /// The unfinished run's checkpoint cannot be used as it is.
     #[error("{0}")]
     Checkpoint(String),

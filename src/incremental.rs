@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::jsonpath::{Document, JsonPath};
-use crate::output::{write_atomic, Layout};
+use crate::output::Layout;
 use crate::plan::IncrementalPlan;
 use crate::redact::Redactor;
 
@@ -34,58 +34,64 @@ impl State {
     /// `state.json` and of every shard's `state-<I>of<N>.json`, the highest of each partition
     /// (each shard keeps the marks of the partitions it harvested).
     pub fn load(layout: &Layout, secrets: &Redactor) -> Result<State, Error> {
-        let mut state = Self::load_file(&layout.harvest_dir().join("state.json"), secrets)?;
-        let shards = std::fs::read_dir(layout.harvest_dir())
-            .map_err(|e| Error::io(format!("listing {}", layout.harvest_dir().display()), e))?
-            .flatten()
-            .map(|entry| entry.path())
-            .filter(|path| {
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-                name.starts_with("state-") && name.ends_with(".json")
-            });
-        for path in shards {
-            for (key, mark) in Self::load_file(&path, secrets)?.marks {
+        let listed = layout
+            .list(crate::output::HARVEST)
+            .map_err(|e| Error::io(format!("listing {}", layout.display(crate::output::HARVEST)), e))?;
+        let mut state = State { version: VERSION, ..State::default() };
+        let own = layout.state_rel();
+        let mut files: Vec<String> = listed
+            .into_iter()
+            .filter(|e| e.name == "state.json" || (e.name.starts_with("state-") && e.name.ends_with(".json")))
+            .map(|e| format!("{}/{}", crate::output::HARVEST, e.name))
+            .collect();
+        // This run's own file is read through the layout, which remembers its version.
+        if !files.contains(&own) {
+            files.push(own.clone());
+        }
+        for rel in files {
+            for (key, mark) in Self::load_file(layout, &rel, secrets, rel == own)?.marks {
                 state.raise(&key, &mark);
             }
         }
         Ok(state)
     }
 
-    fn load_file(path: &std::path::Path, secrets: &Redactor) -> Result<State, Error> {
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                let corrupt = |e: &dyn std::fmt::Display| {
-                    Error::Checkpoint(format!("{} is corrupt ({e}); fix or remove it", path.display()))
-                };
+    fn load_file(layout: &Layout, rel: &str, secrets: &Redactor, own: bool) -> Result<State, Error> {
+        let path = layout.display(rel);
+        let read = match own {
+            true => layout.read(rel),
+            false => layout.store.get(rel).map(|got| got.map(|(bytes, _)| bytes)),
+        };
+        match read {
+            Ok(Some(bytes)) => {
+                let corrupt =
+                    |e: &dyn std::fmt::Display| Error::Checkpoint(format!("{path} is corrupt ({e}); fix or remove it"));
                 let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(&e))?;
                 secrets.unseal_json(&mut value).map_err(|name| {
                     Error::Checkpoint(format!(
-                        "{} holds a mark made with ${{{name}}}, which the job no longer takes from the environment",
-                        path.display()
+                        "{path} holds a mark made with ${{{name}}}, which the job no longer takes from the environment"
                     ))
                 })?;
                 let state: State = serde_json::from_value(value).map_err(|e| corrupt(&e))?;
                 match state.version > VERSION {
                     true => Err(Error::Checkpoint(format!(
-                        "{} was written by a newer harvest (version {})",
-                        path.display(),
+                        "{path} was written by a newer harvest (version {})",
                         state.version
                     ))),
                     false => Ok(state),
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State { version: VERSION, ..State::default() }),
-            Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+            Ok(None) => Ok(State { version: VERSION, ..State::default() }),
+            Err(e) => Err(Error::io(format!("reading {path}"), e)),
         }
     }
 
     /// Write the marks atomically, every secret in them sealed (see [`Redactor::seal`]).
     pub fn save(&self, layout: &Layout, secrets: &Redactor) -> Result<(), Error> {
-        let path = layout.state_path();
         let mut value = serde_json::to_value(self).expect("state serializes");
         secrets.seal_json(&mut value);
         let json = serde_json::to_vec_pretty(&value).expect("state serializes");
-        write_atomic(&path, &json, "state-write").map_err(|e| Error::io(format!("writing {}", path.display()), e))
+        layout.write(&layout.state_rel(), &json, "state-write")
     }
 
     /// Raise a partition's mark to `mark` (never lowers it).

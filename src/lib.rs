@@ -33,3 +33,4 @@ pub mod schema;
 pub mod shard;
 pub mod sink;
 pub mod status;
+pub mod store;

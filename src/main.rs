@@ -246,7 +246,7 @@ fn bound_allocator() {}
 fn exit_code(error: &anyhow::Error) -> u8 {
     match error.downcast_ref::<Error>() {
         Some(Error::Job(_) | Error::Checkpoint(_) | Error::Usage(_)) => 2,
-        Some(Error::Locked { .. }) => 3,
+        Some(Error::Locked { .. } | Error::LeaseLost(_)) => 3,
         Some(Error::Interrupted { .. }) => 130,
         Some(_) => 1,
         None if error.downcast_ref::<harvest::error::JobError>().is_some() => 2,

@@ -179,6 +179,25 @@ pub struct OutputPlan {
     /// A checkpoint at least this often (at a page boundary).
     pub checkpoint_interval: Duration,
     pub parquet: ParquetPlan,
+    /// Object storage: how to reach it and how long a lease lasts.
+    pub store: StorePlan,
+}
+
+/// `[output]` keys for object storage (`dir = "s3://bucket/prefix"`).
+#[derive(Debug, Clone)]
+pub struct StorePlan {
+    /// An S3-compatible store's URL (else `AWS_ENDPOINT_URL`, else AWS).
+    pub endpoint: Option<String>,
+    /// Plain HTTP to the endpoint (else `AWS_ALLOW_HTTP`).
+    pub allow_http: bool,
+    /// A lease not renewed for this long may be taken over by another worker.
+    pub lease_ttl: Duration,
+}
+
+impl Default for StorePlan {
+    fn default() -> Self {
+        StorePlan { endpoint: None, allow_http: false, lease_ttl: Duration::from_secs(120) }
+    }
 }
 
 /// `[incremental]`: each run asks only for what changed since the last complete one.
@@ -240,6 +259,11 @@ impl Plan {
     /// `<dir>/<name>`.
     pub fn output_root(&self) -> PathBuf {
         self.output.dir.join(&self.name)
+    }
+
+    /// True when `[output] dir` is object storage (`s3://`, `gs://`, `az://`).
+    pub fn in_object_storage(&self) -> bool {
+        crate::store::object::is_url(&self.output.dir.to_string_lossy())
     }
 
     /// The job's URL for one partition, placeholders filled in and percent-encoded.

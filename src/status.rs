@@ -14,15 +14,17 @@ use crate::shard::Shard;
 
 /// The report, as printed.
 pub fn report(plan: &Plan) -> Result<String, Error> {
-    let root = plan.output_root();
+    let layout = Layout::for_reading(plan)?;
+    let ttl = plan.output.store.lease_ttl;
     let mut out = String::new();
-    let _ = writeln!(out, "job {} ({})", plan.name, root.display());
-    if !root.join("_harvest").is_dir() {
+    let _ = writeln!(out, "job {} ({})", plan.name, layout.display(""));
+    let listed = layout.list(crate::output::HARVEST).map_err(|e| Error::io("reading the output", e))?;
+    let runs = layout.list(crate::output::RUNS).map_err(|e| Error::io("reading the output", e))?;
+    if listed.is_empty() && runs.is_empty() {
         let _ = writeln!(out, "no run yet");
         return Ok(out);
     }
-    let layout = Layout { root, shard: None };
-    match layout.holder().map_err(|e| Error::io("reading the job lock", e))? {
+    match layout.holder(ttl)? {
         Some(holder) => {
             let _ = writeln!(out, "running now: {holder}");
         }
@@ -127,11 +129,11 @@ pub fn report(plan: &Plan) -> Result<String, Error> {
 /// `harvest finalize`: the newest sharded run, once all its shards completed; in replace mode
 /// the parts of earlier runs are removed (if the last shard to finish has not done so).
 pub fn finalize(plan: &Plan) -> Result<String, Error> {
-    let layout = Layout { root: plan.output_root(), shard: None };
+    let layout = Layout::for_reading(plan)?;
     let Some(newest) = crate::output::newest_run(&layout) else {
         return Err(Error::Usage(format!("no sharded run under {}", layout.root.display())));
     };
-    let left = crate::output::unfinished(&layout, &newest.run, newest.shards);
+    let left = crate::output::unfinished(&layout, &newest.run, newest.shards)?;
     if !left.is_empty() {
         let left: Vec<String> = left.iter().map(u32::to_string).collect();
         return Err(Error::Other(format!(
@@ -158,7 +160,7 @@ pub fn finalize(plan: &Plan) -> Result<String, Error> {
 /// unfinished checkpoints of any shard.
 fn shards(plan: &Plan, layout: &Layout, out: &mut String) -> Result<(), Error> {
     let Some(newest) = crate::output::newest_run(layout) else { return Ok(()) };
-    let left = crate::output::unfinished(layout, &newest.run, newest.shards);
+    let left = crate::output::unfinished(layout, &newest.run, newest.shards)?;
     let _ = writeln!(
         out,
         "sharded run {} (run id {}, {} shards): {}",
@@ -172,8 +174,8 @@ fn shards(plan: &Plan, layout: &Layout, out: &mut String) -> Result<(), Error> {
     );
     for index in 0..newest.shards {
         let shard = Shard { index, count: newest.shards };
-        let own = Layout { root: layout.root.clone(), shard: Some(shard) };
-        let state = match (left.contains(&index), own.holder().map_err(|e| Error::io("reading a shard's lock", e))?) {
+        let own = Layout::of(layout.store.clone(), layout.root.clone(), Some(shard));
+        let state = match (left.contains(&index), own.holder(plan.output.store.lease_ttl)?) {
             (false, _) => "complete".to_string(),
             (true, Some(holder)) => format!("running now ({holder})"),
             (true, None) => match checkpoint::load(&own, &plan.job_file, &plan.redactor)? {
@@ -193,28 +195,34 @@ fn shards(plan: &Plan, layout: &Layout, out: &mut String) -> Result<(), Error> {
 /// The newest complete run's manifest (run ids sort by time); for a sharded run, its shards'
 /// manifests summed: records, pages and parts added up, the last to finish, the longest.
 fn last_manifest(layout: &Layout) -> Result<Option<Value>, Error> {
-    let runs = layout.runs_dir();
-    let complete = crate::output::complete_runs(&runs).map_err(|e| Error::io("listing the run manifests", e))?;
+    let complete = crate::output::complete_runs(layout).map_err(|e| Error::io("listing the run manifests", e))?;
     let Some(run) = complete.last() else { return Ok(None) };
-    let read = |path: &std::path::Path| -> Result<Value, Error> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Other(format!("{} is not valid JSON: {e}", path.display())))
+    let read = |rel: &str| -> Result<Value, Error> {
+        let path = layout.display(rel);
+        let bytes = layout
+            .store
+            .get(rel)
+            .map_err(|e| Error::io(format!("reading {path}"), e))?
+            .ok_or_else(|| Error::Other(format!("{path} vanished")))?
+            .0;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Other(format!("{path} is not valid JSON: {e}")))
     };
-    let whole = runs.join(format!("{run}.json"));
-    if whole.exists() {
+    let whole = crate::output::manifest_of(run);
+    if layout.exists(&whole).map_err(|e| Error::io("reading the run manifests", e))? {
         return read(&whole).map(Some);
     }
-    let mut shards: Vec<_> = std::fs::read_dir(&runs)
+    let mut shards: Vec<String> = layout
+        .list(crate::output::RUNS)
         .map_err(|e| Error::io("listing the run manifests", e))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{run}-"))))
+        .into_iter()
+        .filter(|e| e.name.starts_with(&format!("{run}-")))
+        .map(|e| format!("{}/{}", crate::output::RUNS, e.name))
         .collect();
     shards.sort();
     let mut sum =
         serde_json::json!({"run": run, "records": 0, "pages": 0, "parts": [], "seconds": 0.0, "finished_at": ""});
-    for path in shards {
-        let shard = read(&path)?;
+    for rel in shards {
+        let shard = read(&rel)?;
         for key in ["records", "pages"] {
             sum[key] = (sum[key].as_u64().unwrap_or(0) + shard[key].as_u64().unwrap_or(0)).into();
         }

@@ -16,6 +16,9 @@ pub(super) struct OutputFile {
     timestamps: Option<Spanned<String>>,
     on_mismatch: Option<Spanned<String>>,
     infer_sample: Option<Spanned<u64>>,
+    endpoint: Option<Spanned<String>>,
+    allow_http: Option<Spanned<bool>>,
+    lease_ttl: Option<Spanned<String>>,
 }
 
 impl Cx<'_> {
@@ -51,6 +54,29 @@ impl Cx<'_> {
             None => PathBuf::from("output"),
         };
         let parquet = self.parquet(o)?;
+        let object = crate::store::object::is_url(&dir.to_string_lossy());
+        let endpoint = o.endpoint.as_ref().map(|e| self.string(e)).transpose()?;
+        for (key, span) in [
+            o.endpoint.as_ref().map(|v| ("endpoint", v.span())),
+            o.allow_http.as_ref().map(|v| ("allow_http", v.span())),
+            o.lease_ttl.as_ref().map(|v| ("lease_ttl", v.span())),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !object {
+                return Err(self.err(span, format!("{key} applies to object storage (dir = \"s3://bucket/prefix\")")));
+            }
+        }
+        let lease_ttl = self.duration(&o.lease_ttl, Duration::from_secs(120))?;
+        if lease_ttl < Duration::from_secs(1) {
+            return Err(self.err(o.lease_ttl.as_ref().expect("set").span(), "lease_ttl must be at least 1s"));
+        }
+        let store = crate::plan::StorePlan {
+            endpoint,
+            allow_http: o.allow_http.as_ref().is_some_and(|b| *b.get_ref()),
+            lease_ttl,
+        };
         if format == Format::Ndjson && format_flag != Some(Format::Parquet) {
             let parquet_only = [
                 o.schema.as_ref().map(|v| ("schema", v.span())),
@@ -63,7 +89,7 @@ impl Cx<'_> {
                 return Err(self.err(span, format!("{key} applies to format = \"parquet\" only")));
             }
         }
-        Ok(OutputPlan { format, dir, compression, mode, rows_per_file, checkpoint_interval, parquet })
+        Ok(OutputPlan { format, dir, compression, mode, rows_per_file, checkpoint_interval, parquet, store })
     }
 
     pub(super) fn at_least_one(&self, value: &Option<Spanned<u64>>, key: &str) -> R<Option<u64>> {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::output::{fsync_dir, Layout};
+use crate::output::Layout;
 use crate::partition::PartitionReport;
 use crate::plan::{Format, OutputPlan};
 
@@ -361,14 +361,12 @@ impl Ledger {
         }
     }
 
-    /// Move a complete, fsynced part into the dataset folder.
+    /// Publish a complete, fsynced part: renamed into the dataset folder, or uploaded whole.
     pub fn publish(&mut self, part: PartFile, bytes: u64, schema: Option<serde_json::Value>) -> Result<(), Error> {
-        let root = &self.layout.root;
-        let target = root.join(&part.name);
-        std::fs::rename(&part.path, &target).map_err(|e| Error::io(format!("publishing {}", target.display()), e))?;
-        crate::output::failpoint("publish");
-        fsync_dir(root).map_err(|e| Error::io(format!("syncing {}", root.display()), e))?;
-        tracing::debug!("published {} ({} rows)", target.display(), part.rows);
+        self.layout
+            .publish(&part.path, &part.name)
+            .map_err(|e| Error::io(format!("publishing {}", self.layout.display(&part.name)), e))?;
+        tracing::debug!("published {} ({} rows)", self.layout.display(&part.name), part.rows);
         self.parts.push(PartInfo { file: part.name, rows: part.rows, bytes, partitions: part.slices, schema });
         Ok(())
     }

@@ -156,6 +156,11 @@ impl Sink for NdjsonSink {
     }
 
     fn commit(&mut self) -> Result<Position, Error> {
+        if !self.ledger.layout.store.is_local() {
+            // In object storage a part is never appended to: a checkpoint closes it.
+            self.publish()?;
+            return Ok(self.ledger.position(None));
+        }
         let compression = self.compression;
         let open = match self.open.as_mut() {
             Some(open) => {

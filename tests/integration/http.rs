@@ -108,7 +108,7 @@ fn http_proxy_from_the_environment_is_used() {
 async fn a_second_run_of_a_running_job_is_refused() {
     let f = Fixture::new(10).await;
     let layout = Layout::create(f.out().join("t")).unwrap();
-    let _held = layout.lock().unwrap().expect("the lock is free");
+    let _held = layout.lock(std::time::Duration::from_secs(120)).unwrap().expect("the lock is free");
     let job = "name = \"t\"\n[request]\nurl = \"{base}/offset\"\n[records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"none\"\n";
     let err = f.run(job).await.unwrap_err();
     assert!(matches!(err, Error::Locked { .. }), "{err}");

@@ -476,7 +476,7 @@ async fn a_second_run_is_refused_while_the_first_holds_the_lock_and_not_after_it
     let second = harvest(&job, &out).output().unwrap();
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains(&format!("pid {} started 20", first.id())), "{stderr}");
+    assert!(stderr.contains(&format!("pid {} on ", first.id())) && stderr.contains(" started 20"), "{stderr}");
     first.kill().unwrap();
     first.wait().unwrap();
     let third = harvest(&job, &out).stdout(Stdio::null()).output().unwrap();

@@ -5,6 +5,8 @@
 //! manifest, and in replace mode the removal of earlier runs' parts. A run that fails or is
 //! interrupted keeps what it wrote, with a checkpoint the next run goes on from.
 
+mod start;
+
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use crate::checkpoint::{self, Checkpoint, Fingerprint};
 use crate::error::Error;
 use crate::fetch::{FetchStats, Fetcher};
 use crate::incremental::{Sent, State};
-use crate::output::{complete_runs, fsync_dir, write_atomic, Layout, PartName};
+use crate::output::Layout;
 use crate::partition::PartitionReport;
 use crate::pipeline::Deal;
 use crate::pipeline::{harvest_partitions, Shared};
@@ -94,25 +96,51 @@ pub async fn run_reported(plan: Arc<Plan>, options: RunOptions) -> (Result<RunSu
 }
 
 async fn execute(plan: Arc<Plan>, options: RunOptions, report: &mut Option<Report>) -> Result<RunSummary, Error> {
-    let root = plan.output_root();
+    let layout = Layout::for_plan(&plan)?;
+    let result = execute_in(plan, options, report, &layout).await;
+    if !layout.store.is_local() {
+        // The staging folder of this process's parts: each was uploaded or is not wanted.
+        let _ = std::fs::remove_dir_all(&layout.root);
+    }
+    result
+}
+
+async fn execute_in(
+    plan: Arc<Plan>,
+    mut options: RunOptions,
+    report: &mut Option<Report>,
+    layout: &Layout,
+) -> Result<RunSummary, Error> {
+    let root = PathBuf::from(layout.display(""));
     let sharded = plan.shard.as_ref();
-    let layout = Layout::create_shard(root.clone(), sharded.map(|s| s.shard))
-        .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
-    let lock = layout.lock().map_err(|e| Error::io("taking the job lock", e))?;
-    let _lock = match lock {
+    let lock = match layout.lock(plan.output.store.lease_ttl)? {
         Ok(lock) => lock,
-        Err(holder) => return Err(Error::Locked { name: plan.name.clone(), lock: layout.lock_path(), holder }),
+        Err(holder) => {
+            return Err(Error::Locked { name: plan.name.clone(), lock: layout.display(&layout.lock_rel()), holder })
+        }
     };
+    // A worker whose lease is taken over stops as an interrupted one does, and says why.
+    let lease_lost = lock.lost();
+    if let Some(lost) = lease_lost.clone() {
+        let cancel = options.cancel.child_token();
+        options.cancel = cancel.clone();
+        tokio::spawn(async move {
+            lost.cancelled().await;
+            cancel.cancel();
+        });
+    }
     // The shards of a run share its name, given by the first of them to start.
     let claimed = match sharded.and_then(|s| Some((s.run_id.as_deref()?, s.shard.count))) {
-        Some((id, count)) => Some(crate::output::claim_run(&layout, id, count)?),
+        Some((id, count)) => Some(crate::output::claim_run(layout, id, count)?),
         None => None,
     };
-    if let Some(run) = claimed.as_deref().filter(|run| layout.manifest(run).exists()) {
-        return already_complete(&plan, &layout, run);
+    if let Some(run) = claimed.as_deref() {
+        if layout.exists(&layout.manifest(run)).map_err(|e| Error::io("reading the manifests", e))? {
+            return already_complete(&plan, layout, run);
+        }
     }
     let fingerprint = Fingerprint::of(&plan);
-    let resumed = resume_or_start(&plan, &layout, &fingerprint, options.fresh, claimed.as_deref())?;
+    let resumed = start::resume_or_start(&plan, layout, &fingerprint, options.fresh, claimed.as_deref())?;
     let (run, started_at) = match (&resumed, claimed) {
         (Some(saved), _) => (saved.run.clone(), saved.started_at.clone()),
         (None, claimed) => (
@@ -147,9 +175,9 @@ async fn execute(plan: Arc<Plan>, options: RunOptions, report: &mut Option<Repor
     if let Some(saved) = &resumed {
         tracing::info!("resuming run {run} from its checkpoint of {}: {}", saved.written_at, describe(&saved.position));
     }
-    let sent = marks_to_send(&plan, &layout, resumed.as_ref())?;
+    let sent = marks_to_send(&plan, layout, resumed.as_ref())?;
     let (active, done) = (position.active.clone(), position.done.clone());
-    let sink = crate::sink::open(&layout, &run, output, &position)?;
+    let sink = crate::sink::open(layout, &run, output, &position)?;
     let mut checkpointer = Checkpointer {
         layout: layout.clone(),
         saved: Checkpoint {
@@ -212,7 +240,14 @@ async fn execute(plan: Arc<Plan>, options: RunOptions, report: &mut Option<Repor
     if let Some(error) = written.err().or(failure) {
         // Keep what was written durable for the resume; publish nothing more.
         let position = settle(sink, checkpointer, false).await?;
-        let error = with_saved(error, &plan, &position, &layout);
+        let mut error = with_saved(error, &plan, &position, layout);
+        if lease_lost.as_ref().is_some_and(|lost| lost.is_cancelled()) {
+            error = Error::LeaseLost(format!(
+                "another worker took over the lease on {} while this one ran: it stopped, and the new holder \
+                 goes on from the checkpoint",
+                layout.display(&layout.lock_rel())
+            ));
+        }
         let outcome = match error {
             Error::Interrupted { .. } => Outcome::Interrupted,
             _ => Outcome::Failed,
@@ -224,7 +259,8 @@ async fn execute(plan: Arc<Plan>, options: RunOptions, report: &mut Option<Repor
     // again.
     let position = settle(sink, checkpointer, true).await?;
 
-    let report = report.insert(Report::new(facts(Outcome::Complete, None, Some(layout.manifest(&run))), &position));
+    let manifest_at = PathBuf::from(layout.display(&layout.manifest(&run)));
+    let report = report.insert(Report::new(facts(Outcome::Complete, None, Some(manifest_at)), &position));
     let manifest = Manifest {
         version: 1,
         job: plan.name.clone(),
@@ -243,7 +279,7 @@ async fn execute(plan: Arc<Plan>, options: RunOptions, report: &mut Option<Repor
         http: stats.clone(),
         report: report.clone(),
     };
-    let manifest_path = complete(&plan, &layout, &manifest, &position)?;
+    let manifest_path = complete(&plan, layout, &manifest, &position)?;
     Ok(RunSummary {
         run,
         parts: position.parts.iter().map(|p| root.join(&p.file)).collect(),
@@ -262,19 +298,23 @@ async fn execute(plan: Arc<Plan>, options: RunOptions, report: &mut Option<Repor
 /// the run is complete too, replace mode's removal of earlier runs' parts is finished (the
 /// shard may have died before it).
 fn already_complete(plan: &Plan, layout: &Layout, run: &str) -> Result<RunSummary, Error> {
-    let path = layout.manifest(run);
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let manifest: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Other(format!("{} is not valid JSON: {e}", path.display())))?;
-    tracing::info!("{} of run {run} is already complete ({}): nothing to do", shard_words(layout), path.display());
+    let rel = layout.manifest(run);
+    let path = layout.display(&rel);
+    let bytes = layout
+        .read(&rel)
+        .map_err(|e| Error::io(format!("reading {path}"), e))?
+        .ok_or_else(|| Error::Other(format!("{path} vanished")))?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| Error::Other(format!("{path} is not valid JSON: {e}")))?;
+    tracing::info!("{} of run {run} is already complete ({path}): nothing to do", shard_words(layout));
     finish_run(plan, layout, run)?;
     let count = |key: &str| manifest[key].as_u64().unwrap_or(0);
     let parts = manifest["parts"].as_array().cloned().unwrap_or_default();
     Ok(RunSummary {
         run: run.to_string(),
-        parts: parts.iter().filter_map(|p| p["file"].as_str()).map(|f| layout.root.join(f)).collect(),
-        root: layout.root.clone(),
-        manifest: path,
+        parts: parts.iter().filter_map(|p| p["file"].as_str()).map(|f| PathBuf::from(layout.display(f))).collect(),
+        root: PathBuf::from(layout.display("")),
+        manifest: PathBuf::from(path),
         records: count("records"),
         pages: count("pages"),
         requests: 0,
@@ -296,7 +336,7 @@ fn shard_words(layout: &Layout) -> String {
 /// whichever shard is last), remove the parts of earlier runs.
 fn finish_run(plan: &Plan, layout: &Layout, run: &str) -> Result<(), Error> {
     if let Some(shard) = layout.shard {
-        let left = crate::output::unfinished(layout, run, shard.count);
+        let left = crate::output::unfinished(layout, run, shard.count)?;
         if !left.is_empty() {
             let left: Vec<String> = left.iter().map(u32::to_string).collect();
             tracing::info!("run {run}: waiting for shard(s) {} of {} to complete", left.join(", "), shard.count);
@@ -311,74 +351,6 @@ fn finish_run(plan: &Plan, layout: &Layout, run: &str) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-/// Before a run: `--fresh` discards an unfinished run; a checkpoint of a run that completed
-/// but died before tidying up is dropped; a usable checkpoint (the same job) is returned, with
-/// what its process wrote past it cut away; without one, parts no manifest lists are removed
-/// and, in replace mode, a replacement that died half way is finished.
-fn resume_or_start(
-    plan: &Plan,
-    layout: &Layout,
-    fingerprint: &Fingerprint,
-    fresh: bool,
-    claimed: Option<&str>,
-) -> Result<Option<Checkpoint>, Error> {
-    if fresh {
-        discard_unfinished(layout)?;
-    }
-    let mut resumed = checkpoint::load(layout, &plan.job_file, &plan.redactor)?;
-    if resumed.as_ref().is_some_and(|saved| layout.manifest(&saved.run).exists()) {
-        // That run completed (its manifest is durable) and died before tidying up.
-        checkpoint::remove(layout)?;
-        resumed = None;
-    }
-    if let (Some(saved), Some(run)) = (&resumed, claimed) {
-        if saved.run != run {
-            // This shard's place in an earlier run that never completed: the new run id
-            // starts over, and what that run wrote here goes.
-            tracing::warn!(
-                "{} of run {} stopped unfinished; run {run} starts over without it",
-                shard_words(layout),
-                saved.run
-            );
-            discard_unfinished(layout)?;
-            resumed = None;
-        }
-    }
-    if let Some(saved) = resumed.as_ref().filter(|saved| saved.shard != layout.shard) {
-        return Err(Error::Checkpoint(format!(
-            "{} belongs to {}, not to {}; `harvest run {} --fresh` discards it",
-            layout.checkpoint_path().display(),
-            saved.shard.map_or("an unsharded run".into(), |s| format!("shard {} of {}", s.index, s.count)),
-            shard_words(layout),
-            plan.job_file.display()
-        )));
-    }
-    match &resumed {
-        Some(saved) => {
-            let changes = saved.fingerprint.changes(fingerprint);
-            if !changes.is_empty() {
-                return Err(Error::Checkpoint(format!(
-                    "the job changed since its run {} stopped unfinished ({} differ{}); \
-                     `harvest run {} --fresh` discards that run and starts over",
-                    saved.run,
-                    changes.join(", "),
-                    if changes.len() == 1 { "s" } else { "" },
-                    plan.job_file.display()
-                )));
-            }
-            tidy_for_resume(layout, saved)?;
-        }
-        None => {
-            // A run that died before its first checkpoint left nothing to go on from.
-            discard_unfinished(layout)?;
-            if plan.output.mode == Mode::Replace && layout.shard.is_none() {
-                finish_replacing(layout)?;
-            }
-        }
-    }
-    Ok(resumed)
 }
 
 /// Incremental syncs: the marks the partitions send (a resume sends what its run sent).
@@ -402,16 +374,16 @@ fn complete(plan: &Plan, layout: &Layout, manifest: &Manifest, position: &Positi
         }
         state.save(layout, &plan.redactor)?;
     }
-    let path = layout.manifest(&manifest.run);
+    let rel = layout.manifest(&manifest.run);
     // Labels and schemas are free text: a secret learned during the run may be in them.
     let mut json = serde_json::to_value(manifest).expect("a manifest serializes");
     plan.redactor.redact_json(&mut json);
     let json = serde_json::to_vec_pretty(&json).expect("a manifest serializes");
-    write_atomic(&path, &json, "manifest-write").map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    layout.write(&rel, &json, "manifest-write")?;
     crate::output::failpoint("after-manifest");
     checkpoint::remove(layout)?;
     finish_run(plan, layout, &manifest.run)?;
-    Ok(path)
+    Ok(PathBuf::from(layout.display(&rel)))
 }
 
 /// Make what the sink was given durable (with `finish`, the open part closed and published
@@ -471,84 +443,11 @@ fn describe(position: &Position) -> String {
     }
 }
 
-/// Before a resume: whatever the crashed process wrote past its checkpoint goes. The open part
-/// is cut back to its checkpointed length (moved back first if it was already published);
-/// other temporary parts, and parts of the run that the checkpoint does not list, are removed.
-fn tidy_for_resume(layout: &Layout, saved: &Checkpoint) -> Result<(), Error> {
-    let io = |what: &str, e| Error::io(format!("{what} before resuming"), e);
-    let open = saved.position.open.as_ref();
-    if let Some(open) = open {
-        let (temp, published) = (layout.open_dir().join(&open.file), layout.root.join(&open.file));
-        if !temp.exists() && published.exists() {
-            std::fs::rename(&published, &temp).map_err(|e| io("taking back the open part", e))?;
-        }
-        let file = std::fs::OpenOptions::new().write(true).open(&temp).map_err(|e| io("opening the open part", e))?;
-        file.set_len(open.len).map_err(|e| io("truncating the open part", e))?;
-        file.sync_all().map_err(|e| io("syncing the open part", e))?;
-    }
-    let prefix = format!("part-{}-", layout.unit(&saved.run));
-    let listed =
-        |name: &str| saved.position.parts.iter().any(|p| p.file == name) || open.is_some_and(|o| o.file == name);
-    for (dir, keep_listed) in [(layout.open_dir(), false), (layout.root.clone(), true)] {
-        for entry in std::fs::read_dir(&dir).map_err(|e| io("listing the output", e))?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let stray = match keep_listed {
-                // In the dataset folder: this run's parts the checkpoint does not list.
-                true => name.starts_with(&prefix) && !listed(&name),
-                // Temporary parts of this run (or shard): all but the open one.
-                false => {
-                    PartName::parse(&name).is_some_and(|part| layout.is_own(&part))
-                        && open.is_none_or(|o| o.file != name)
-                }
-            };
-            if stray && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
-                tracing::debug!("removing {} (written after the checkpoint)", entry.path().display());
-                std::fs::remove_file(entry.path()).map_err(|e| io("removing a stray part", e))?;
-            }
-        }
-        fsync_dir(&dir).map_err(|e| io("syncing the output", e))?;
-    }
-    Ok(())
-}
-
-/// Remove the checkpoint and every part of a run that has no manifest: an unfinished run
-/// (`--fresh`), or one that died before its first checkpoint. A shard removes only its own.
-fn discard_unfinished(layout: &Layout) -> Result<(), Error> {
-    let io = |e| Error::io("discarding the unfinished run", e);
-    checkpoint::remove(layout)?;
-    for dir in [layout.open_dir(), layout.root.clone()] {
-        for entry in std::fs::read_dir(&dir).map_err(io)?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(part) = PartName::parse(&name).filter(|part| layout.is_own(part)) else { continue };
-            let manifest = layout.runs_dir().join(format!("{}.json", part.unit()));
-            if !manifest.exists() && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
-                tracing::info!("removing {} (its run never completed)", entry.path().display());
-                std::fs::remove_file(entry.path()).map_err(io)?;
-            }
-        }
-        fsync_dir(&dir).map_err(io)?;
-    }
-    Ok(())
-}
-
-/// Replace mode: a run that completed but died before removing the parts it replaces; its
-/// manifest is durable, so the removal is finished now.
-fn finish_replacing(layout: &Layout) -> Result<(), Error> {
-    let complete = complete_runs(&layout.runs_dir()).map_err(|e| Error::io("listing the run manifests", e))?;
-    if let Some(newest) = complete.last() {
-        let removed = layout.remove_other_runs(newest).map_err(|e| Error::io("removing replaced parts", e))?;
-        if removed > 0 {
-            tracing::info!("removed {removed} part file(s) that run {newest} replaced");
-        }
-    }
-    Ok(())
-}
-
 fn with_saved(error: Error, plan: &Plan, position: &Position, layout: &Layout) -> Error {
     let records = position.records();
     let saved = format!(
         "{records} record(s) written so far are kept under {} with a checkpoint; `harvest run {}` resumes from there",
-        layout.root.display(),
+        layout.display(""),
         plan.job_file.display()
     );
     match error {

@@ -1,0 +1,188 @@
+//! The job's lock in object storage: a lease object (`_harvest/lock`, or `lock-<I>of<N>` for a
+//! shard) created only if absent, and renewed by a conditional write every quarter of
+//! `lease_ttl` while the run lives. A lease not renewed for `lease_ttl` (its holder was killed)
+//! may be taken over, by one worker only: the takeover writes over the version it read. A
+//! lease's age is judged on the store's clock (the object's modification time against an object
+//! written now), never on a worker's. A worker that finds its lease taken over stops, and its
+//! checkpoint writes, made over the version it wrote last, are refused after the takeover.
+//!
+//! Before the first lease a store is probed: an object written twice "only if absent" must be
+//! refused the second time, else the store cannot keep two workers apart and harvest refuses it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{holder_words, Layout, HARVEST};
+use crate::error::Error;
+use crate::store::{Put, PutError, Version};
+
+/// A lease held by this process, renewed on a thread of its own until dropped.
+#[derive(Debug)]
+pub struct Lease {
+    layout: Layout,
+    rel: String,
+    lost: CancellationToken,
+    stop: CancellationToken,
+    renewer: Option<std::thread::JoinHandle<()>>,
+}
+
+static PROBED: AtomicBool = AtomicBool::new(false);
+
+impl Lease {
+    /// Take the lease, or take over one older than `ttl`; `Err(holder)` while another worker
+    /// holds it.
+    pub fn take(layout: &Layout, ttl: Duration) -> Result<Result<Lease, String>, Error> {
+        probe(layout)?;
+        let rel = layout.lock_rel();
+        let io = |e| Error::io(format!("taking the lease {}", layout.display(&rel)), e);
+        let body = serde_json::json!({ "holder": holder_words(), "ttl_ms": ttl.as_millis() as u64 }).to_string();
+        let version = match layout.store.put(&rel, body.as_bytes(), Put::Create, "") {
+            Ok(version) => version,
+            Err(PutError::Exists) => {
+                let Some((held, version)) = layout.store.get(&rel).map_err(io)? else {
+                    // Released between the two calls: try once more from the start.
+                    return Self::take(layout, ttl);
+                };
+                let holder = serde_json::from_slice::<serde_json::Value>(&held)
+                    .ok()
+                    .and_then(|v| v["holder"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "another worker".into());
+                let renewed = layout.store.stat(&rel).map_err(io)?.map(|(_, at)| at).unwrap_or_default();
+                let age = (layout.store.now().map_err(io)? - renewed).to_std().unwrap_or_default();
+                if age < ttl {
+                    return Ok(Err(format!(
+                        "{holder}; its lease was renewed {} ago and is taken over only after lease_ttl = {}",
+                        crate::human::duration(age),
+                        crate::human::duration(ttl)
+                    )));
+                }
+                match layout.store.put(&rel, body.as_bytes(), Put::Update(version), "") {
+                    Ok(version) => {
+                        tracing::warn!(
+                            "took over the lease of {holder}: not renewed for {} (lease_ttl = {})",
+                            crate::human::duration(age),
+                            crate::human::duration(ttl)
+                        );
+                        version
+                    }
+                    Err(PutError::Io(e)) => return Err(io(e)),
+                    Err(_) => return Ok(Err(format!("{holder}; another worker took its expired lease first"))),
+                }
+            }
+            Err(PutError::Changed) => return Ok(Err("another worker".into())),
+            Err(PutError::Io(e)) => return Err(io(e)),
+        };
+        let (lost, stop) = (CancellationToken::new(), CancellationToken::new());
+        let renewer = {
+            let (layout, rel, lost, stop, body) = (layout.clone(), rel.clone(), lost.clone(), stop.clone(), body);
+            std::thread::Builder::new()
+                .name("harvest-lease".into())
+                .spawn(move || renew(&layout, &rel, body.as_bytes(), version, ttl, &lost, &stop))
+                .map_err(|e| Error::io("starting the lease's renewal", e))?
+        };
+        Ok(Ok(Lease { layout: layout.clone(), rel, lost, stop, renewer: Some(renewer) }))
+    }
+
+    /// Cancelled when the lease is found taken over.
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    /// Who holds the lease now, if it is younger than `ttl`.
+    pub fn holder(layout: &Layout, ttl: Duration) -> Result<Option<String>, Error> {
+        let rel = layout.lock_rel();
+        let io = |e| Error::io(format!("reading the lease {}", layout.display(&rel)), e);
+        let Some((held, _)) = layout.store.get(&rel).map_err(io)? else { return Ok(None) };
+        let renewed = layout.store.stat(&rel).map_err(io)?.map(|(_, at)| at).unwrap_or_default();
+        let age = (layout.store.now().map_err(io)? - renewed).to_std().unwrap_or_default();
+        let holder = serde_json::from_slice::<serde_json::Value>(&held)
+            .ok()
+            .and_then(|v| v["holder"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "another worker".into());
+        Ok((age < ttl).then(|| format!("{holder} (lease renewed {} ago)", crate::human::duration(age))))
+    }
+}
+
+/// Renew every quarter of `ttl`, each time over the version written last; a refusal means
+/// another worker took the lease over.
+fn renew(
+    layout: &Layout,
+    rel: &str,
+    body: &[u8],
+    mut version: Version,
+    ttl: Duration,
+    lost: &CancellationToken,
+    stop: &CancellationToken,
+) {
+    let every = ttl / 4;
+    loop {
+        let deadline = std::time::Instant::now() + every;
+        while std::time::Instant::now() < deadline {
+            if stop.is_cancelled() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20).min(every));
+        }
+        match layout.store.put(rel, body, Put::Update(version.clone()), "") {
+            Ok(next) => version = next,
+            Err(PutError::Io(e)) => tracing::warn!("renewing the lease {}: {e}", layout.display(rel)),
+            Err(_) => {
+                tracing::error!("the lease {} was taken over by another worker: stopping", layout.display(rel));
+                lost.cancel();
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(renewer) = self.renewer.take() {
+            let _ = renewer.join();
+        }
+        if !self.lost.is_cancelled() {
+            if let Err(e) = self.layout.store.delete(&self.rel) {
+                tracing::warn!("releasing the lease {}: {e}", self.layout.display(&self.rel));
+            }
+        }
+    }
+}
+
+/// Refuse a store that does not keep an object written "only if absent" from being written
+/// again: it could not keep two workers apart, nor a stale worker from a newer checkpoint.
+fn probe(layout: &Layout) -> Result<(), Error> {
+    if PROBED.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    let rel = format!("{HARVEST}/probe-{:016x}", rand::random::<u64>());
+    let io = |e| Error::io(format!("probing {}", layout.display("")), e);
+    let refuse = |why: &str| {
+        Err(Error::Usage(format!(
+            "{} cannot be the output: {why}. harvest needs conditional writes (an object created only if \
+             absent, replaced only if unchanged) to keep workers from overwriting each other's checkpoints",
+            layout.display("")
+        )))
+    };
+    match layout.store.put(&rel, b"1", Put::Create, "") {
+        Ok(_) => {}
+        Err(PutError::Io(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+            return refuse("the store does not support conditional writes")
+        }
+        Err(PutError::Io(e)) => return Err(io(e)),
+        Err(_) => return refuse("a new object was refused as if it existed"),
+    }
+    let second = layout.store.put(&rel, b"2", Put::Create, "");
+    layout.store.delete(&rel).map_err(io)?;
+    match second {
+        Err(PutError::Exists) => {
+            PROBED.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+        Ok(_) => refuse("it let an object written \"only if absent\" be written over"),
+        Err(PutError::Changed) => refuse("it answered a create with a version mismatch"),
+        Err(PutError::Io(e)) => Err(io(e)),
+    }
+}

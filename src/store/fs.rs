@@ -1,0 +1,72 @@
+//! Files on the local disk written whole: atomic writes, create-if-absent, folder syncs, and
+//! the failpoints the crash tests stop the process at.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Create `path` with `bytes` only if it does not exist, whole or not at all: written under a
+/// name of its own, then linked to `path` (which fails if another process got there first).
+/// `Ok(false)` when it existed.
+pub fn create_new(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{}.{:016x}.{name}.tmp", std::process::id(), rand::random::<u64>()));
+    {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    let linked = std::fs::hard_link(&tmp, path);
+    std::fs::remove_file(&tmp)?;
+    fsync_dir(dir)?;
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Write a file so that it is either absent, old, or whole: tmp file, fsync, rename, fsync
+/// the folder. `point` names the moment between the fsync and the rename for [`failpoint`].
+pub fn write_atomic(path: &Path, bytes: &[u8], point: &str) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    failpoint(point);
+    std::fs::rename(&tmp, path)?;
+    fsync_dir(dir)
+}
+
+/// A test aid: with `HARVEST_FAILPOINT=<name>:<n>` in the environment, the process aborts the
+/// `n`th time it reaches the point `name`, as a crash would stop it there. The points:
+/// `checkpoint-write`, `manifest-write` and `state-write` (that file written whole under its
+/// temporary name, not yet renamed),
+/// `publish` (a part renamed to its final name, the folder not yet synced, the ledger not
+/// yet told), `after-manifest` (a run's manifest durable, its checkpoint and the parts it
+/// replaces not yet removed).
+pub fn failpoint(name: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static POINT: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let point = POINT.get_or_init(|| {
+        let spec = std::env::var("HARVEST_FAILPOINT").ok()?;
+        let (name, n) = spec.rsplit_once(':')?;
+        Some((name.to_string(), n.parse().ok()?))
+    });
+    if let Some((point, n)) = point {
+        if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            eprintln!("failpoint {name}:{n}: aborting");
+            std::process::abort();
+        }
+    }
+}
+
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
