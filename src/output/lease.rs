@@ -28,6 +28,16 @@ pub struct Lease {
     renewer: Option<std::thread::JoinHandle<()>>,
 }
 
+/// What renewing the lease needs, shared by the renewal thread and the writer (which renews
+/// it before each part it publishes).
+#[derive(Debug)]
+pub(super) struct Held {
+    rel: String,
+    body: Vec<u8>,
+    version: Version,
+    lost: CancellationToken,
+}
+
 static PROBED: AtomicBool = AtomicBool::new(false);
 
 impl Lease {
@@ -75,11 +85,13 @@ impl Lease {
             Err(PutError::Io(e)) => return Err(io(e)),
         };
         let (lost, stop) = (CancellationToken::new(), CancellationToken::new());
+        let held = Held { rel: rel.clone(), body: body.into_bytes(), version, lost: lost.clone() };
+        *layout.held.lock().expect("lease lock") = Some(held);
         let renewer = {
-            let (layout, rel, lost, stop, body) = (layout.clone(), rel.clone(), lost.clone(), stop.clone(), body);
+            let (layout, stop) = (layout.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("harvest-lease".into())
-                .spawn(move || renew(&layout, &rel, body.as_bytes(), version, ttl, &lost, &stop))
+                .spawn(move || renew_every(&layout, ttl / 4, &stop))
                 .map_err(|e| Error::io("starting the lease's renewal", e))?
         };
         Ok(Ok(Lease { layout: layout.clone(), rel, lost, stop, renewer: Some(renewer) }))
@@ -105,18 +117,8 @@ impl Lease {
     }
 }
 
-/// Renew every quarter of `ttl`, each time over the version written last; a refusal means
-/// another worker took the lease over.
-fn renew(
-    layout: &Layout,
-    rel: &str,
-    body: &[u8],
-    mut version: Version,
-    ttl: Duration,
-    lost: &CancellationToken,
-    stop: &CancellationToken,
-) {
-    let every = ttl / 4;
+/// Renew the lease every `every` until stopped or lost.
+fn renew_every(layout: &Layout, every: Duration, stop: &CancellationToken) {
     loop {
         let deadline = std::time::Instant::now() + every;
         while std::time::Instant::now() < deadline {
@@ -125,16 +127,53 @@ fn renew(
             }
             std::thread::sleep(Duration::from_millis(20).min(every));
         }
-        match layout.store.put(rel, body, Put::Update(version.clone()), "") {
-            Ok(next) => version = next,
-            Err(PutError::Io(e)) => tracing::warn!("renewing the lease {}: {e}", layout.display(rel)),
-            Err(_) => {
-                tracing::error!("the lease {} was taken over by another worker: stopping", layout.display(rel));
-                lost.cancel();
+        match renew(layout) {
+            Ok(()) => {}
+            Err(Error::LeaseLost(message)) => {
+                tracing::error!("{message}");
                 return;
             }
+            Err(e) => tracing::warn!("renewing the lease {}: {e}", layout.display(&layout.lock_rel())),
         }
     }
+}
+
+/// Renew the lease now, over the version written last. Refused means another worker took it
+/// over: the lease is lost (and stays so) and the run must stop.
+fn renew(layout: &Layout) -> Result<(), Error> {
+    let mut held = layout.held.lock().expect("lease lock");
+    let Some(held) = held.as_mut() else { return Ok(()) };
+    if held.lost.is_cancelled() {
+        return Err(lost(layout, &held.rel));
+    }
+    match layout.store.put(&held.rel, &held.body, Put::Update(held.version.clone()), "") {
+        Ok(next) => {
+            held.version = next;
+            Ok(())
+        }
+        Err(PutError::Io(e)) => Err(Error::io(format!("renewing the lease {}", layout.display(&held.rel)), e)),
+        Err(_) => {
+            held.lost.cancel();
+            Err(lost(layout, &held.rel))
+        }
+    }
+}
+
+fn lost(layout: &Layout, rel: &str) -> Error {
+    Error::LeaseLost(format!(
+        "the lease {} was taken over by another worker (this one was stopped or cut off for longer than \
+         lease_ttl): this worker stops, and the one that holds it goes on from the checkpoint",
+        layout.display(rel)
+    ))
+}
+
+/// Before a part is published: the lease is still this worker's (renewed now), or nothing more
+/// is published. Nothing to do on the local filesystem.
+pub(super) fn confirm(layout: &Layout) -> Result<(), Error> {
+    if layout.store.is_local() {
+        return Ok(());
+    }
+    renew(layout)
 }
 
 impl Drop for Lease {
@@ -143,6 +182,7 @@ impl Drop for Lease {
         if let Some(renewer) = self.renewer.take() {
             let _ = renewer.join();
         }
+        *self.layout.held.lock().expect("lease lock") = None;
         if !self.lost.is_cancelled() {
             if let Err(e) = self.layout.store.delete(&self.rel) {
                 tracing::warn!("releasing the lease {}: {e}", self.layout.display(&self.rel));

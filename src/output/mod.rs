@@ -45,6 +45,10 @@ pub struct Layout {
     /// The version of each file this process read or wrote last: object storage writes the
     /// checkpoint, state and manifests only over the version this worker knows.
     versions: Arc<Mutex<HashMap<String, Version>>>,
+    /// The lease this process holds, in object storage: renewed before each part is published.
+    held: Arc<Mutex<Option<lease::Held>>>,
+    /// Parts published since the last checkpoint was written: no checkpoint lists them yet.
+    unsaved: Arc<Mutex<Vec<String>>>,
 }
 
 /// `_harvest`, where everything but data goes.
@@ -99,7 +103,14 @@ impl Layout {
     /// The layout of one shard's files in the output folder `root` (all of them without a
     /// shard).
     pub fn create_shard(root: PathBuf, shard: Option<Shard>) -> io::Result<Self> {
-        let layout = Layout { store: Store::Local(root.clone()), root, shard, versions: Default::default() };
+        let layout = Layout {
+            store: Store::Local(root.clone()),
+            root,
+            shard,
+            versions: Default::default(),
+            held: Default::default(),
+            unsaved: Default::default(),
+        };
         std::fs::create_dir_all(layout.open_dir())?;
         std::fs::create_dir_all(layout.root.join(RUNS))?;
         Ok(layout)
@@ -107,13 +118,27 @@ impl Layout {
 
     /// The layout of `store` as it stands, for reading it: nothing created.
     pub fn of(store: Store, root: PathBuf, shard: Option<Shard>) -> Self {
-        Layout { store, root, shard, versions: Default::default() }
+        Layout {
+            store,
+            root,
+            shard,
+            versions: Default::default(),
+            held: Default::default(),
+            unsaved: Default::default(),
+        }
     }
 
     /// A layout whose parts are staged in a folder of their own under `staging` and published
     /// to `store`.
     pub fn staged(store: Store, staging: PathBuf, shard: Option<Shard>) -> io::Result<Self> {
-        let layout = Layout { store, root: staging, shard, versions: Default::default() };
+        let layout = Layout {
+            store,
+            root: staging,
+            shard,
+            versions: Default::default(),
+            held: Default::default(),
+            unsaved: Default::default(),
+        };
         std::fs::create_dir_all(layout.open_dir())?;
         Ok(layout)
     }
@@ -238,6 +263,9 @@ impl Layout {
         match self.store.put(rel, bytes, mode, point) {
             Ok(version) => {
                 self.versions.lock().expect("versions lock").insert(rel.to_string(), version);
+                if rel == self.checkpoint_rel() {
+                    self.unsaved.lock().expect("unsaved lock").clear();
+                }
                 Ok(())
             }
             Err(PutError::Io(e)) => Err(Error::io(format!("writing {}", self.display(rel)), e)),
@@ -277,9 +305,27 @@ impl Layout {
         self.store.list(dir)
     }
 
-    /// Publish the complete part at `local` under `name`.
-    pub fn publish(&self, local: &Path, name: &str) -> io::Result<()> {
-        self.store.publish(local, name)
+    /// Publish the complete part at `local` under `name`. In object storage the lease is
+    /// renewed first: a worker that lost it publishes nothing more.
+    pub fn publish(&self, local: &Path, name: &str) -> Result<(), Error> {
+        lease::confirm(self)?;
+        self.store.publish(local, name).map_err(|e| Error::io(format!("publishing {}", self.display(name)), e))?;
+        self.unsaved.lock().expect("unsaved lock").push(name.to_string());
+        Ok(())
+    }
+
+    /// A worker that lost its lease removes the parts it published after its last checkpoint:
+    /// the worker that took over went on from that checkpoint (or an earlier one), so no
+    /// manifest will list them, and their names are this worker's alone (a resume numbers its
+    /// parts far past the checkpoint's).
+    pub fn discard_unsaved(&self) {
+        let unsaved = std::mem::take(&mut *self.unsaved.lock().expect("unsaved lock"));
+        for name in unsaved {
+            match self.store.delete(&name) {
+                Ok(()) => tracing::info!("removed {}: published after the last checkpoint", self.display(&name)),
+                Err(e) => tracing::warn!("could not remove {}: {e}", self.display(&name)),
+            }
+        }
     }
 
     /// Part files of the folder, and the local parts being written: (name, in `open/`).
@@ -330,7 +376,7 @@ impl Layout {
     /// when another process holds it, with what it wrote there: its PID, host and start time.
     pub fn lock(&self, lease_ttl: std::time::Duration) -> Result<Result<Lock, String>, Error> {
         if let Store::Object(_) = &self.store {
-            return Ok(Lease::take(self, lease_ttl)?.map(Lock::Lease));
+            return Ok(Lease::take(self, lease_ttl)?.map(|lease| Lock::Lease(Box::new(lease))));
         }
         let path = self.root.join(self.lock_rel());
         let io = |e| Error::io(format!("taking the job lock {}", path.display()), e);
@@ -412,7 +458,7 @@ pub fn holder_words() -> String {
 #[derive(Debug)]
 pub enum Lock {
     File(File),
-    Lease(Lease),
+    Lease(Box<Lease>),
 }
 
 impl Lock {

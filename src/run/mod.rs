@@ -30,6 +30,9 @@ use crate::redact::Redactor;
 use crate::report::{Facts, Outcome, Report};
 use crate::sink::{Item, PartInfo, Position, Sink};
 
+/// In object storage, how far a resumed run's part numbers jump past the checkpoint's.
+const RESUME_GAP: u32 = 1000;
+
 /// Pages the writer may have queued before the fetchers wait.
 const WRITER_QUEUE: usize = 16;
 
@@ -98,6 +101,9 @@ pub async fn run_reported(plan: Arc<Plan>, options: RunOptions) -> (Result<RunSu
 async fn execute(plan: Arc<Plan>, options: RunOptions, report: &mut Option<Report>) -> Result<RunSummary, Error> {
     let layout = Layout::for_plan(&plan)?;
     let result = execute_in(plan, options, report, &layout).await;
+    if let Err(Error::LeaseLost(_)) = &result {
+        layout.discard_unsaved();
+    }
     if !layout.store.is_local() {
         // The staging folder of this process's parts: each was uploaded or is not wanted.
         let _ = std::fs::remove_dir_all(&layout.root);
@@ -160,7 +166,12 @@ async fn execute_in(
     if let Some(deal) = deal {
         tracing::info!("{}", deal.describe(&plan));
     }
-    let position = resumed.as_ref().map(|saved| saved.position.clone()).unwrap_or_default();
+    let mut position = resumed.as_ref().map(|saved| saved.position.clone()).unwrap_or_default();
+    if resumed.is_some() && !layout.store.is_local() {
+        // The worker that wrote the checkpoint may be alive (stopped, cut off) and upload a part
+        // it had under way; this worker's parts are numbered far past any such one.
+        position.next_seq += RESUME_GAP;
+    }
     let before = Before { records: position.records(), pages: position.pages(), ended: position.done.count() };
     let progress = Progress::new(options.progress, &plan.name, partitions, before);
     let fetcher = Arc::new(Fetcher::new(&plan)?.with_cancel(options.cancel.clone()).with_progress(progress.clone()));

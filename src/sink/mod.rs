@@ -363,9 +363,7 @@ impl Ledger {
 
     /// Publish a complete, fsynced part: renamed into the dataset folder, or uploaded whole.
     pub fn publish(&mut self, part: PartFile, bytes: u64, schema: Option<serde_json::Value>) -> Result<(), Error> {
-        self.layout
-            .publish(&part.path, &part.name)
-            .map_err(|e| Error::io(format!("publishing {}", self.layout.display(&part.name)), e))?;
+        self.layout.publish(&part.path, &part.name)?;
         tracing::debug!("published {} ({} rows)", self.layout.display(&part.name), part.rows);
         self.parts.push(PartInfo { file: part.name, rows: part.rows, bytes, partitions: part.slices, schema });
         Ok(())

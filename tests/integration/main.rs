@@ -14,6 +14,7 @@ mod init;
 mod interrupts;
 mod job_errors;
 mod notify;
+mod object_store;
 mod pagination;
 mod parquet;
 mod polite;

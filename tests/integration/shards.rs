@@ -36,7 +36,7 @@ async fn run_shards(f: &Fixture, toml: &str, count: u32, run_id: &str) -> Vec<Ru
 
 /// Each partition's ids over every manifest in the job's folder, in each part's row order
 /// (shards in name order), read through the row ranges the manifests give.
-fn ids_by_partition(root: &Path) -> BTreeMap<String, Vec<u64>> {
+pub(crate) fn ids_by_partition(root: &Path) -> BTreeMap<String, Vec<u64>> {
     ids_of_run(root, "")
 }
 
@@ -68,7 +68,7 @@ fn ids_of_run(root: &Path, run: &str) -> BTreeMap<String, Vec<u64>> {
 }
 
 /// `ids` is exactly 1..=n in order, or a short account of how it is not.
-fn exact(ids: &[u64], n: u64) -> Result<(), String> {
+pub(crate) fn exact(ids: &[u64], n: u64) -> Result<(), String> {
     if ids == one_to(n).as_slice() {
         return Ok(());
     }
@@ -79,7 +79,7 @@ fn exact(ids: &[u64], n: u64) -> Result<(), String> {
 }
 
 /// The mock's requests under `prefix`, each URI with how often it was asked.
-fn asked_twice(f: &Fixture, prefix: &str) -> Vec<(String, usize)> {
+pub(crate) fn asked_twice(f: &Fixture, prefix: &str) -> Vec<(String, usize)> {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for request in f.server.stats.log().iter().filter(|s| s.uri.starts_with(prefix)) {
         *seen.entry(request.uri.clone()).or_default() += 1;
@@ -152,7 +152,7 @@ async fn page_numbers_are_dealt_out_and_a_shard_past_the_end_finishes_empty() {
     assert_eq!(manifests, 7, "a shard with no records still writes its manifest");
 }
 
-fn harvest(args: &[&str], vars: &[(&str, &str)]) -> Output {
+pub(crate) fn harvest(args: &[&str], vars: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_harvest"));
     command.args(args).stdin(Stdio::null());
     for name in ["HARVEST_SHARD", "HARVEST_RUN_ID", "AWS_BATCH_JOB_ID", "SLURM_ARRAY_JOB_ID", "GITHUB_RUN_ID"] {
@@ -161,7 +161,7 @@ fn harvest(args: &[&str], vars: &[(&str, &str)]) -> Output {
     command.envs(vars.iter().copied()).output().expect("harvest runs")
 }
 
-fn text(output: &Output) -> String {
+pub(crate) fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 

@@ -1,0 +1,425 @@
+//! Output in object storage: a real S3-compatible server (moto's, from PyPI, started here on
+//! 127.0.0.1 by each test) and harvest's binary with credentials in the environment, as a
+//! worker on a scheduler has them. What the store holds is read back with boto3 (or pyarrow)
+//! and checked as the local tests check a folder: every id once, parts whole under their final
+//! keys, no lease or checkpoint left behind, replace mode only once every shard completed, a
+//! killed worker's lease taken over after its TTL and its run resumed exactly, a stale worker
+//! kept from overwriting a newer checkpoint, and the credentials in no output.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::shards::{asked_twice, exact, ids_by_partition, text};
+use crate::support::{python_with, Fixture};
+
+const BUCKET: &str = "harvest-test";
+const KEY_ID: &str = "AKIAHARVESTTESTKEY01";
+const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYhArVeStSeCrEt";
+
+/// A moto S3 server on a free port, killed when dropped.
+struct S3 {
+    child: Child,
+    port: u16,
+    python: String,
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl S3 {
+    /// `None` (skipped) without a Python that has moto, outside CI.
+    async fn start() -> Option<S3> {
+        let python = python_with("moto.server")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(&python)
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto starts");
+        let s3 = S3 { child, port, python };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(r) = client.put(format!("{}/{BUCKET}", s3.endpoint())).send().await {
+                assert!(r.status().is_success(), "creating the bucket: {}", r.status());
+                return Some(s3);
+            }
+            assert!(Instant::now() < deadline, "moto did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The `[output]` keys of a job writing under `s3://harvest-test/<prefix>`, and `more`.
+    fn output(&self, prefix: &str, more: &str) -> String {
+        format!(
+            "[output]\ndir = \"s3://{BUCKET}/{prefix}\"\nendpoint = \"{}\"\nallow_http = true\n{more}",
+            self.endpoint()
+        )
+    }
+
+    /// Every key under `prefix`, with its size.
+    fn keys(&self, prefix: &str) -> Vec<(String, u64)> {
+        let script = format!(
+            "import boto3, json, sys\n\
+             s3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='k', aws_secret_access_key='s', \
+             region_name='us-east-1')\n\
+             keys = []\n\
+             for page in s3.get_paginator('list_objects_v2').paginate(Bucket='{BUCKET}', Prefix=sys.argv[1]):\n\
+             \x20   keys += [[o['Key'], o['Size']] for o in page.get('Contents', [])]\n\
+             print(json.dumps(keys))\n",
+            self.endpoint()
+        );
+        let out = Command::new(&self.python).args(["-c", &script, prefix]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Vec<(String, u64)>>(&out.stdout).unwrap()
+    }
+
+    /// Copy every object under `prefix` into `into`, keeping the paths below `prefix`.
+    fn download(&self, prefix: &str, into: &Path) {
+        let script = format!(
+            "import boto3, os, sys\n\
+             s3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='k', aws_secret_access_key='s', \
+             region_name='us-east-1')\n\
+             prefix, into = sys.argv[1], sys.argv[2]\n\
+             for page in s3.get_paginator('list_objects_v2').paginate(Bucket='{BUCKET}', Prefix=prefix):\n\
+             \x20   for o in page.get('Contents', []):\n\
+             \x20       path = os.path.join(into, o['Key'][len(prefix):].lstrip('/'))\n\
+             \x20       os.makedirs(os.path.dirname(path), exist_ok=True)\n\
+             \x20       s3.download_file('{BUCKET}', o['Key'], path)\n",
+            self.endpoint()
+        );
+        let _ = std::fs::remove_dir_all(into);
+        let out = Command::new(&self.python).args(["-c", &script, prefix, into.to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// `harvest ARGS` with the store's credentials in the environment, as a scheduler gives them.
+fn harvest_s3(args: &[&str], vars: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_harvest"));
+    command.args(args).stdin(Stdio::null());
+    for name in ["HARVEST_SHARD", "HARVEST_RUN_ID", "AWS_BATCH_JOB_ID", "SLURM_ARRAY_JOB_ID", "GITHUB_RUN_ID"] {
+        command.env_remove(name);
+    }
+    command
+        .env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .envs(vars.iter().copied());
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    harvest_s3(args, &[]).output().expect("harvest runs")
+}
+
+/// A job file `<name>.toml` over the mock's `/t/{tenant}/offset`, writing to the store.
+fn job(f: &Fixture, s3: &S3, name: &str, sections: &str, output: &str) -> String {
+    let path = f.job(&format!(
+        "name = \"{name}\"\n[request]\nurl = \"{{base}}/t/{{tenant}}/offset\"\n[records]\npath = \"$.items[*]\"\n\
+         [pagination]\nkind = \"offset\"\npage_size = 100\ntotal = \"$.total\"\n{sections}{}",
+        s3.output("exports", output)
+    ));
+    let named = path.with_file_name(format!("{name}.toml"));
+    std::fs::rename(&path, &named).unwrap();
+    named.to_str().unwrap().to_string()
+}
+
+/// Nothing but data and manifests is left: no lease, checkpoint, probe or clock object.
+fn only_data_and_manifests(keys: &[(String, u64)]) {
+    for (key, _) in keys {
+        let name = key.rsplit('/').next().unwrap();
+        let fine = name.starts_with("part-")
+            || key.contains("/_harvest/runs/")
+            || key.contains("/_harvest/run-ids/")
+            || name.starts_with("state");
+        assert!(fine, "{key} left behind");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_shards_write_every_id_once_into_s3_and_replace_only_when_all_completed() {
+    let Some(s3) = S3::start().await else { return };
+    let f = Fixture::new(1_500).await;
+    let tenants: Vec<String> = (0..9).map(|t| format!("\"s{t}\"")).collect();
+    let job = job(
+        &f,
+        &s3,
+        "many",
+        &format!("[partitions]\ntenant = [{}]\n[limits]\nconcurrency = 6\n", tenants.join(", ")),
+        "rows_per_file = 2000\n",
+    );
+    let shard = |index: u32, run_id: &str| {
+        harvest_s3(&["run", &job, "--shard", &format!("{index}/3"), "--run-id", run_id, "-q"], &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let workers: Vec<Child> = (0..3).map(|i| shard(i, "first")).collect();
+    for worker in workers {
+        let out = worker.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let local = f.dir.path().join("copy");
+    s3.download("exports/many/", &local);
+    let by_partition = ids_by_partition(&local);
+    assert_eq!(by_partition.len(), 9);
+    for (partition, ids) in &by_partition {
+        assert_eq!(exact(ids, 1_500), Ok(()), "partition {partition}");
+    }
+    assert_eq!(asked_twice(&f, "/t/s"), vec![], "no request made twice");
+    let keys = s3.keys("exports/many/");
+    only_data_and_manifests(&keys);
+    let first: Vec<String> = keys.iter().map(|(k, _)| k.clone()).filter(|k| k.contains("/part-")).collect();
+    assert!(first.iter().all(|k| k.contains("of3-")), "{first:?}");
+    let status = text(&run(&["status", &job]));
+    assert!(status.contains("3 shards): complete") && status.contains("13500 records"), "{status}");
+
+    // A second run replaces the first only once its last shard completed.
+    std::thread::sleep(Duration::from_millis(1100));
+    for index in [0, 1] {
+        let out = shard(index, "second").wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let now: Vec<String> = s3.keys("exports/many/").into_iter().map(|(k, _)| k).collect();
+        assert!(first.iter().all(|k| now.contains(k)), "the first run's parts stay while the second is unfinished");
+    }
+    let out = shard(2, "second").wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let now: Vec<String> = s3.keys("exports/many/").into_iter().map(|(k, _)| k).collect();
+    assert!(first.iter().all(|k| !now.contains(k)), "the last shard removed the first run's parts");
+    s3.download("exports/many/", &local);
+    let newest: Vec<String> = std::fs::read_dir(local.join("_harvest/runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(newest.len(), 6, "both runs' manifests are kept: {newest:?}");
+}
+
+/// Every part file under `root` reads whole: each line a JSON record.
+fn parts_are_whole(root: &Path) -> usize {
+    let mut parts = 0;
+    for file in crate::support::part_files(root) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.ends_with('\n'), "{} is cut short", file.display());
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{}: a line that is not a record ({e})", file.display()));
+        }
+        parts += 1;
+    }
+    parts
+}
+
+/// Wait until the store holds `name`'s checkpoint and at least `parts` parts.
+async fn until_checkpointed(s3: &S3, name: &str, parts: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let keys = s3.keys(&format!("exports/{name}/"));
+        let published = keys.iter().filter(|(k, _)| k.contains("/part-")).count();
+        if published >= parts && keys.iter().any(|(k, _)| k.ends_with("/_harvest/checkpoint.json")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint and {parts} parts in time: {keys:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_lease_is_taken_over_after_its_ttl_and_the_run_resumes_exactly() {
+    let Some(s3) = S3::start().await else { return };
+    let f = Fixture::with(harvest::mock::MockConfig {
+        records: 3_000,
+        latency: Duration::from_millis(5),
+        ..Default::default()
+    })
+    .await;
+    let job = job(
+        &f,
+        &s3,
+        "killed",
+        "[partitions]\ntenant = [\"a\", \"b\", \"c\", \"d\"]\n[limits]\nconcurrency = 2\n",
+        "rows_per_file = 400\ncheckpoint_interval = \"20ms\"\nlease_ttl = \"2s\"\n",
+    );
+    let start = || harvest_s3(&["run", &job, "-q"], &[]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first = start();
+    until_checkpointed(&s3, "killed", 4).await;
+    // While it runs, a second worker is refused: the lease is held.
+    let second = run(&["run", &job]);
+    assert_eq!(second.status.code(), Some(3), "{}", text(&second));
+    assert!(text(&second).contains("lease was renewed"), "{}", text(&second));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let killed_at = Instant::now();
+    // What the store holds after the kill: parts only whole, under their final keys.
+    let local = f.dir.path().join("copy");
+    s3.download("exports/killed/", &local);
+    assert!(parts_are_whole(&local) >= 4);
+    // Its lease stands until it is lease_ttl old, whoever asks.
+    let early = run(&["run", &job]);
+    assert_eq!(early.status.code(), Some(3), "{}", text(&early));
+    // Past the TTL the next worker takes it over and resumes from the checkpoint.
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(killed_at.elapsed()) + Duration::from_millis(300)).await;
+    let resumed = harvest_s3(&["run", &job], &[]).output().unwrap();
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert!(text(&resumed).contains("took over the lease"), "{}", text(&resumed));
+    assert!(text(&resumed).contains("resuming run"), "{}", text(&resumed));
+    s3.download("exports/killed/", &local);
+    parts_are_whole(&local);
+    let by_partition = ids_by_partition(&local);
+    assert_eq!(by_partition.len(), 4);
+    for (partition, ids) in &by_partition {
+        assert_eq!(exact(ids, 3_000), Ok(()), "partition {partition}");
+    }
+    assert_eq!(crate::support::read_records(&local).len(), 12_000, "the store holds only the manifest's parts");
+    only_data_and_manifests(&s3.keys("exports/killed/"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_worker_cannot_overwrite_the_checkpoint_of_the_worker_that_took_over() {
+    let Some(s3) = S3::start().await else { return };
+    // Slow enough that the stale worker is far from done when it is stopped.
+    let f = Fixture::with(harvest::mock::MockConfig {
+        records: 2_000,
+        latency: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await;
+    let job = job(
+        &f,
+        &s3,
+        "stale",
+        "[partitions]\ntenant = [\"a\", \"b\", \"c\"]\n[limits]\nconcurrency = 1\n",
+        "rows_per_file = 300\ncheckpoint_interval = \"20ms\"\nlease_ttl = \"1s\"\n",
+    );
+    let stale = harvest_s3(&["run", &job], &[]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    until_checkpointed(&s3, "stale", 2).await;
+    // The worker stops answering (a long pause, a partition) past its lease's TTL...
+    unsafe { libc::kill(stale.id() as i32, libc::SIGSTOP) };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // ...and another takes the lease over and goes on from its checkpoint, to the end.
+    let successor = harvest_s3(&["run", &job], &[]).output().unwrap();
+    assert!(successor.status.success(), "{}", text(&successor));
+    assert!(text(&successor).contains("took over the lease"), "{}", text(&successor));
+    // Woken up, the stale worker writes nothing over its successor's work: exit 3, saying why.
+    unsafe { libc::kill(stale.id() as i32, libc::SIGCONT) };
+    let out = stale.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(said.contains("taken over by another worker") || said.contains("took over the lease"), "{said}");
+    let local = f.dir.path().join("copy");
+    s3.download("exports/stale/", &local);
+    let by_partition = ids_by_partition(&local);
+    assert_eq!(by_partition.len(), 3);
+    for (partition, ids) in &by_partition {
+        assert_eq!(exact(ids, 2_000), Ok(()), "partition {partition}");
+    }
+    assert_eq!(crate::support::read_records(&local).len(), 6_000, "no part of the stale worker's in the store");
+    only_data_and_manifests(&s3.keys("exports/stale/"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyarrow_and_polars_read_every_shard_s_parquet_parts_from_s3_as_one_dataset() {
+    let Some(s3) = S3::start().await else { return };
+    let Some(python) = python_with("pyarrow") else { return };
+    let f = Fixture::new(1_200).await;
+    let job = job(&f, &s3, "pq", "[partitions]\ntenant = [\"a\", \"b\", \"c\"]\n", "format = \"parquet\"\n");
+    for index in 0..2 {
+        let out = run(&["run", &job, "--shard", &format!("{index}/2"), "--run-id", "pq-1", "-q"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let script = format!(
+        "import pyarrow.dataset as ds, pyarrow.fs as fs\n\
+         s3 = fs.S3FileSystem(endpoint_override='{}', scheme='http', access_key='{KEY_ID}', secret_key='{SECRET}', \
+         region='us-east-1')\n\
+         t = ds.dataset('{BUCKET}/exports/pq', filesystem=s3, format='parquet').to_table()\n\
+         ids = t.column('id').to_pylist()\n\
+         print(t.num_rows, len(set(ids)), min(ids), max(ids))\n\
+         try:\n\
+         \x20   import polars as pl\n\
+         \x20   options = {{'aws_endpoint_url': '{}', 'aws_allow_http': 'true', 'aws_access_key_id': '{KEY_ID}', \
+         'aws_secret_access_key': '{SECRET}', 'aws_region': 'us-east-1'}}\n\
+         \x20   df = pl.read_parquet('s3://{BUCKET}/exports/pq/*.parquet', storage_options=options)\n\
+         \x20   print(df.height, df['id'].n_unique())\n\
+         except ImportError:\n\
+         \x20   print('no polars')\n",
+        s3.endpoint(),
+        s3.endpoint()
+    );
+    let out = Command::new(python).args(["-c", &script]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    let mut lines = said.lines();
+    // Three partitions of ids 1..=1200 each: 3,600 rows, 1,200 distinct ids.
+    assert_eq!(lines.next(), Some("3600 1200 1 1200"), "pyarrow: {said}");
+    match lines.next() {
+        Some("no polars") => assert!(std::env::var_os("CI").is_none(), "CI must have Polars"),
+        other => assert_eq!(other, Some("3600 1200"), "Polars: {said}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_s_credentials_appear_in_no_log_error_manifest_or_checkpoint() {
+    let Some(s3) = S3::start().await else { return };
+    let f = Fixture::new(500).await;
+    let job = job(&f, &s3, "quiet", "[partitions]\ntenant = [\"a\"]\n", "rows_per_file = 100\n");
+    let ok = run(&["-vv", "run", &job]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    // An unfinished run leaves its checkpoint in the store.
+    let cut = run(&["-vv", "run", &job, "--max-pages", "2"]);
+    assert!(cut.status.success(), "{}", text(&cut));
+    let local = f.dir.path().join("copy");
+    s3.download("exports/quiet/", &local);
+    // A store that cannot be reached fails with a message that names it, not the credentials.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let unreachable =
+        std::fs::read_to_string(&job).unwrap().replace(&s3.endpoint(), &format!("http://127.0.0.1:{closed}"));
+    std::fs::write(&job, unreachable).unwrap();
+    let failed = run(&["-vv", "run", &job]);
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    assert!(text(&failed).contains(&format!("s3://{BUCKET}/exports/quiet")), "{}", text(&failed));
+    let mut seen = vec![text(&ok), text(&cut), text(&failed)];
+    for entry in walk(&local) {
+        seen.push(String::from_utf8_lossy(&std::fs::read(entry).unwrap()).into_owned());
+    }
+    assert!(seen.len() > 5, "the store's files were read");
+    for (i, text) in seen.iter().enumerate() {
+        for secret in [SECRET, KEY_ID] {
+            assert!(!text.contains(secret), "output {i} holds a credential");
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        match entry.file_type().unwrap().is_dir() {
+            true => out.extend(walk(&entry.path())),
+            false => out.push(entry.path()),
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_conditional_writes_is_refused_before_anything_is_written() {
+    let Some(s3) = S3::start().await else { return };
+    let f = Fixture::new(100).await;
+    let job = job(&f, &s3, "unsafe", "[partitions]\ntenant = [\"a\"]\n", "");
+    let out = harvest_s3(&["run", &job], &[("AWS_CONDITIONAL_PUT", "disabled")]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("needs conditional writes"), "{}", text(&out));
+    assert_eq!(f.server.stats.requests(), 0, "nothing asked of the API");
+    assert!(s3.keys("exports/unsafe/").iter().all(|(k, _)| !k.contains("part-")), "nothing written");
+}
