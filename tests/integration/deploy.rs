@@ -30,6 +30,8 @@ fn the_kubernetes_indexed_job_runs_one_shard_per_index() {
     let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     let count = shards.to_string();
     assert!(args.windows(2).any(|w| w == ["--shards", count.as_str()]), "--shards {shards} in {args:?}");
+    let output = args.windows(2).find(|w| w[0] == "--output-dir").map(|w| w[1]);
+    assert!(output.is_some_and(|dir| dir.starts_with("s3://")), "output to S3: {args:?}");
     let env = container["env"].as_array().unwrap();
     let var = |name: &str| env.iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("{name} is set"));
     assert_eq!(
