@@ -207,19 +207,12 @@ async fn three_shards_write_every_id_once_into_s3_and_replace_only_when_all_comp
     assert_eq!(newest.len(), 6, "both runs' manifests are kept: {newest:?}");
 }
 
-/// Every part file under `root` reads whole: each line a JSON record.
-fn parts_are_whole(root: &Path) -> usize {
-    let mut parts = 0;
-    for file in crate::support::part_files(root) {
-        let text = std::fs::read_to_string(&file).unwrap();
-        assert!(text.ends_with('\n'), "{} is cut short", file.display());
-        for line in text.lines() {
-            serde_json::from_str::<serde_json::Value>(line)
-                .unwrap_or_else(|e| panic!("{}: a line that is not a record ({e})", file.display()));
-        }
-        parts += 1;
-    }
-    parts
+/// Every part file under `root` reads whole (NDJSON: each line a record; Parquet: a readable
+/// file), and how many records they hold.
+fn parts_are_whole(root: &Path) -> (usize, usize) {
+    let files = crate::support::part_files(root);
+    let records = files.iter().map(|file| crate::resume::part_ids(file).len()).sum();
+    (files.len(), records)
 }
 
 /// Wait until the store holds `name`'s checkpoint and at least `parts` parts.
@@ -238,10 +231,20 @@ async fn until_checkpointed(s3: &S3, name: &str, parts: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_s_lease_is_taken_over_after_its_ttl_and_the_run_resumes_exactly() {
+    killed_and_taken_over("ndjson").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_in_s3_is_exact_after_a_kill_and_a_takeover() {
+    killed_and_taken_over("parquet").await;
+}
+
+async fn killed_and_taken_over(format: &str) {
     let Some(s3) = S3::start().await else { return };
+    // Slow enough that the first worker is far from done when it is killed.
     let f = Fixture::with(harvest::mock::MockConfig {
         records: 3_000,
-        latency: Duration::from_millis(5),
+        latency: Duration::from_millis(40),
         ..Default::default()
     })
     .await;
@@ -250,7 +253,7 @@ async fn a_killed_worker_s_lease_is_taken_over_after_its_ttl_and_the_run_resumes
         &s3,
         "killed",
         "[partitions]\ntenant = [\"a\", \"b\", \"c\", \"d\"]\n[limits]\nconcurrency = 2\n",
-        "rows_per_file = 400\ncheckpoint_interval = \"20ms\"\nlease_ttl = \"2s\"\n",
+        &format!("rows_per_file = 400\ncheckpoint_interval = \"20ms\"\nlease_ttl = \"4s\"\nformat = \"{format}\"\n"),
     );
     let start = || harvest_s3(&["run", &job, "-q"], &[]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut first = start();
@@ -259,18 +262,20 @@ async fn a_killed_worker_s_lease_is_taken_over_after_its_ttl_and_the_run_resumes
     let second = run(&["run", &job]);
     assert_eq!(second.status.code(), Some(3), "{}", text(&second));
     assert!(text(&second).contains("lease was renewed"), "{}", text(&second));
+    assert!(first.try_wait().unwrap().is_none(), "the first worker ended before the kill");
     first.kill().unwrap();
     first.wait().unwrap();
     let killed_at = Instant::now();
-    // What the store holds after the kill: parts only whole, under their final keys.
-    let local = f.dir.path().join("copy");
-    s3.download("exports/killed/", &local);
-    assert!(parts_are_whole(&local) >= 4);
     // Its lease stands until it is lease_ttl old, whoever asks.
     let early = run(&["run", &job]);
     assert_eq!(early.status.code(), Some(3), "{}", text(&early));
+    assert!(killed_at.elapsed() < Duration::from_secs(4), "the early restart came too late to show it");
+    // What the store holds after the kill: parts only whole, under their final keys.
+    let local = f.dir.path().join("copy");
+    s3.download("exports/killed/", &local);
+    assert!(parts_are_whole(&local).0 >= 4);
     // Past the TTL the next worker takes it over and resumes from the checkpoint.
-    tokio::time::sleep(Duration::from_secs(2).saturating_sub(killed_at.elapsed()) + Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(killed_at.elapsed()) + Duration::from_millis(300)).await;
     let resumed = harvest_s3(&["run", &job], &[]).output().unwrap();
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert!(text(&resumed).contains("took over the lease"), "{}", text(&resumed));
@@ -282,7 +287,7 @@ async fn a_killed_worker_s_lease_is_taken_over_after_its_ttl_and_the_run_resumes
     for (partition, ids) in &by_partition {
         assert_eq!(exact(ids, 3_000), Ok(()), "partition {partition}");
     }
-    assert_eq!(crate::support::read_records(&local).len(), 12_000, "the store holds only the manifest's parts");
+    assert_eq!(parts_are_whole(&local).1, 12_000, "the store holds only the manifest's parts");
     only_data_and_manifests(&s3.keys("exports/killed/"));
 }
 
@@ -422,4 +427,44 @@ async fn a_store_without_conditional_writes_is_refused_before_anything_is_writte
     assert!(text(&out).contains("needs conditional writes"), "{}", text(&out));
     assert_eq!(f.server.stats.requests(), 0, "nothing asked of the API");
     assert!(s3.keys("exports/unsafe/").iter().all(|(k, _)| !k.contains("part-")), "nothing written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_saves_the_checkpoint_in_the_store_within_its_grace_and_the_run_resumes() {
+    let Some(s3) = S3::start().await else { return };
+    let f = Fixture::with(harvest::mock::MockConfig {
+        records: 2_000,
+        latency: Duration::from_millis(30),
+        ..Default::default()
+    })
+    .await;
+    let job = job(
+        &f,
+        &s3,
+        "termed",
+        "[partitions]\ntenant = [\"a\", \"b\"]\n[limits]\nconcurrency = 2\n",
+        "checkpoint_interval = \"10s\"\n",
+    );
+    let worker = harvest_s3(&["run", &job], &[]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    crate::support::until_requests(&f.server, 6).await;
+    // As Kubernetes stops a pod: SIGTERM, then 30 s of grace.
+    let sent = Instant::now();
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    let out = worker.wait_with_output().unwrap();
+    let took = sent.elapsed();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(took < Duration::from_secs(3), "stopped in {took:?}");
+    let keys = s3.keys("exports/termed/");
+    assert!(keys.iter().any(|(k, _)| k.ends_with("/_harvest/checkpoint.json")), "{keys:?}");
+    assert!(!keys.iter().any(|(k, _)| k.contains("/_harvest/lock")), "the lease is released: {keys:?}");
+    let resumed = run(&["run", &job]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert!(text(&resumed).contains("resuming run"), "{}", text(&resumed));
+    let local = f.dir.path().join("copy");
+    s3.download("exports/termed/", &local);
+    let by_partition = ids_by_partition(&local);
+    assert_eq!(by_partition.len(), 2);
+    for (partition, ids) in &by_partition {
+        assert_eq!(exact(ids, 2_000), Ok(()), "partition {partition}");
+    }
 }

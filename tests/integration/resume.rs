@@ -115,7 +115,7 @@ fn harvest(job: &Path, out: &Path) -> Command {
 }
 
 /// The ids of one part, in row order (Parquet, or NDJSON plain, gzip or zstd).
-fn part_ids(path: &Path) -> Vec<u64> {
+pub(crate) fn part_ids(path: &Path) -> Vec<u64> {
     let name = path.to_string_lossy();
     if name.ends_with(".parquet") {
         let file = std::fs::File::open(path).unwrap();

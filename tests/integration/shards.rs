@@ -53,14 +53,11 @@ fn ids_of_run(root: &Path, run: &str) -> BTreeMap<String, Vec<u64>> {
     for manifest in manifests {
         let manifest: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
         for part in manifest["parts"].as_array().unwrap() {
-            let text = std::fs::read_to_string(root.join(part["file"].as_str().unwrap())).unwrap();
-            let lines: Vec<&str> = text.lines().collect();
+            let ids_in_part = crate::resume::part_ids(&root.join(part["file"].as_str().unwrap()));
             for slice in part["partitions"].as_array().unwrap() {
                 let rows = |i: usize| slice["rows"][i].as_u64().unwrap() as usize;
                 let ids = out.entry(slice["partition"].as_str().unwrap().to_string()).or_default();
-                for line in &lines[rows(0)..rows(1)] {
-                    ids.push(serde_json::from_str::<Value>(line).unwrap()["id"].as_u64().unwrap());
-                }
+                ids.extend_from_slice(&ids_in_part[rows(0)..rows(1)]);
             }
         }
     }
