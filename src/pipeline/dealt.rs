@@ -23,7 +23,6 @@ use crate::paginate::offset::Offset;
 use crate::paginate::page::Page;
 use crate::paginate::{Facts, PageRequest, StopReason, Style};
 use crate::partition::PartitionReport;
-use crate::plan::partition_suffix;
 use crate::plan::Plan;
 use crate::shard::Shard;
 use crate::sink::{Item, PageBatch};
@@ -188,12 +187,7 @@ impl Harvest<'_> {
         let mut at = match &start.resume {
             None => Dealt { slot: first, ..Dealt::default() },
             Some(saved) => {
-                let resume: Resume = serde_json::from_value(saved.clone()).map_err(|e| {
-                    Error::Checkpoint(format!(
-                        "the checkpoint's state of partition{} cannot be read ({e}); run with --fresh to start over",
-                        partition_suffix(self.label())
-                    ))
-                })?;
+                let resume: Resume = self.saved(saved)?;
                 if let Some(stop) = resume.done {
                     return self.end(&tally, stop).await;
                 }

@@ -210,12 +210,7 @@ impl Harvest<'_> {
                 (pager, request, Tally::default())
             }
             Some(saved) => {
-                let resume: Resume = serde_json::from_value(saved.clone()).map_err(|e| {
-                    Error::Checkpoint(format!(
-                        "the checkpoint's state of partition{} cannot be read ({e}); run with --fresh to start over",
-                        partition_suffix(self.label())
-                    ))
-                })?;
+                let resume: Resume = self.saved(saved)?;
                 let tally = Tally { pages: start.pages, records: start.records, warning: None };
                 if let Some(stop) = resume.done {
                     // It ended, but the checkpoint came before the writer heard so.
@@ -253,6 +248,16 @@ impl Harvest<'_> {
             }
         };
         self.end(&tally, stop).await
+    }
+
+    /// Where a checkpoint says the partition goes on from, in the form its harvest keeps it.
+    fn saved<T: serde::de::DeserializeOwned>(&self, saved: &serde_json::Value) -> Result<T, Error> {
+        serde_json::from_value(saved.clone()).map_err(|e| {
+            Error::Checkpoint(format!(
+                "the checkpoint's state of partition{} cannot be read ({e}); run with --fresh to start over",
+                partition_suffix(self.label())
+            ))
+        })
     }
 
     /// The partition has ended: say so, and tell the writer after its last page.

@@ -171,13 +171,7 @@ async fn three_shards_write_every_id_once_into_s3_and_replace_only_when_all_comp
         let out = worker.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
-    let local = f.dir.path().join("copy");
-    s3.download("exports/many/", &local);
-    let by_partition = ids_by_partition(&local);
-    assert_eq!(by_partition.len(), 9);
-    for (partition, ids) in &by_partition {
-        assert_eq!(exact(ids, 1_500), Ok(()), "partition {partition}");
-    }
+    let local = every_id_once(&s3, &f, "many", 9, 1_500);
     assert_eq!(asked_twice(&f, "/t/s"), vec![], "no request made twice");
     let keys = s3.keys("exports/many/");
     only_data_and_manifests(&keys);
@@ -215,6 +209,30 @@ fn parts_are_whole(root: &Path) -> (usize, usize) {
     (files.len(), records)
 }
 
+/// A mock API serving `records` records `latency_ms` late: slow enough that a worker is far
+/// from done when a test stops it.
+async fn slow_api(records: u64, latency_ms: u64) -> Fixture {
+    Fixture::with(harvest::mock::MockConfig {
+        records,
+        latency: Duration::from_millis(latency_ms),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Read job `name` back from the store into a local copy and check that each of its
+/// `partitions` holds ids 1..=`n` once, in order; the copy's folder.
+fn every_id_once(s3: &S3, f: &Fixture, name: &str, partitions: usize, n: u64) -> std::path::PathBuf {
+    let local = f.dir.path().join("copy");
+    s3.download(&format!("exports/{name}/"), &local);
+    let by_partition = ids_by_partition(&local);
+    assert_eq!(by_partition.len(), partitions);
+    for (partition, ids) in &by_partition {
+        assert_eq!(exact(ids, n), Ok(()), "partition {partition}");
+    }
+    local
+}
+
 /// Wait until the store holds `name`'s checkpoint and at least `parts` parts.
 async fn until_checkpointed(s3: &S3, name: &str, parts: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -242,12 +260,7 @@ async fn parquet_in_s3_is_exact_after_a_kill_and_a_takeover() {
 async fn killed_and_taken_over(format: &str) {
     let Some(s3) = S3::start().await else { return };
     // Slow enough that the first worker is far from done when it is killed.
-    let f = Fixture::with(harvest::mock::MockConfig {
-        records: 3_000,
-        latency: Duration::from_millis(40),
-        ..Default::default()
-    })
-    .await;
+    let f = slow_api(3_000, 40).await;
     let job = job(
         &f,
         &s3,
@@ -280,13 +293,7 @@ async fn killed_and_taken_over(format: &str) {
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert!(text(&resumed).contains("took over the lease"), "{}", text(&resumed));
     assert!(text(&resumed).contains("resuming run"), "{}", text(&resumed));
-    s3.download("exports/killed/", &local);
-    parts_are_whole(&local);
-    let by_partition = ids_by_partition(&local);
-    assert_eq!(by_partition.len(), 4);
-    for (partition, ids) in &by_partition {
-        assert_eq!(exact(ids, 3_000), Ok(()), "partition {partition}");
-    }
+    let local = every_id_once(&s3, &f, "killed", 4, 3_000);
     assert_eq!(parts_are_whole(&local).1, 12_000, "the store holds only the manifest's parts");
     only_data_and_manifests(&s3.keys("exports/killed/"));
 }
@@ -295,12 +302,7 @@ async fn killed_and_taken_over(format: &str) {
 async fn a_stale_worker_cannot_overwrite_the_checkpoint_of_the_worker_that_took_over() {
     let Some(s3) = S3::start().await else { return };
     // Slow enough that the stale worker is far from done when it is stopped.
-    let f = Fixture::with(harvest::mock::MockConfig {
-        records: 2_000,
-        latency: Duration::from_millis(50),
-        ..Default::default()
-    })
-    .await;
+    let f = slow_api(2_000, 50).await;
     let job = job(
         &f,
         &s3,
@@ -323,13 +325,7 @@ async fn a_stale_worker_cannot_overwrite_the_checkpoint_of_the_worker_that_took_
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{said}");
     assert!(said.contains("taken over by another worker") || said.contains("took over the lease"), "{said}");
-    let local = f.dir.path().join("copy");
-    s3.download("exports/stale/", &local);
-    let by_partition = ids_by_partition(&local);
-    assert_eq!(by_partition.len(), 3);
-    for (partition, ids) in &by_partition {
-        assert_eq!(exact(ids, 2_000), Ok(()), "partition {partition}");
-    }
+    let local = every_id_once(&s3, &f, "stale", 3, 2_000);
     assert_eq!(crate::support::read_records(&local).len(), 6_000, "no part of the stale worker's in the store");
     only_data_and_manifests(&s3.keys("exports/stale/"));
 }
@@ -432,12 +428,7 @@ async fn a_store_without_conditional_writes_is_refused_before_anything_is_writte
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_saves_the_checkpoint_in_the_store_within_its_grace_and_the_run_resumes() {
     let Some(s3) = S3::start().await else { return };
-    let f = Fixture::with(harvest::mock::MockConfig {
-        records: 2_000,
-        latency: Duration::from_millis(30),
-        ..Default::default()
-    })
-    .await;
+    let f = slow_api(2_000, 30).await;
     let job = job(
         &f,
         &s3,
@@ -460,11 +451,5 @@ async fn sigterm_saves_the_checkpoint_in_the_store_within_its_grace_and_the_run_
     let resumed = run(&["run", &job]);
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert!(text(&resumed).contains("resuming run"), "{}", text(&resumed));
-    let local = f.dir.path().join("copy");
-    s3.download("exports/termed/", &local);
-    let by_partition = ids_by_partition(&local);
-    assert_eq!(by_partition.len(), 2);
-    for (partition, ids) in &by_partition {
-        assert_eq!(exact(ids, 2_000), Ok(()), "partition {partition}");
-    }
+    every_id_once(&s3, &f, "termed", 2, 2_000);
 }
