@@ -124,6 +124,18 @@ pub fn describe(plan: &Plan) -> String {
         let _ = writeln!(out, "  schema: {schema}; row groups of {} rows at most", p.row_group_size);
     }
     let _ = writeln!(out, "  checkpoints: at least every {}", humantime::format_duration(o.checkpoint_interval));
+    if plan.in_object_storage() {
+        let store = &o.store;
+        let _ = writeln!(
+            out,
+            "  object storage: credentials from the environment{}{}; parts uploaded whole, each checkpoint closes \
+             one; a lease renewed every {}, taken over after {} without renewal; conditional writes required",
+            store.endpoint.as_ref().map(|e| format!(", endpoint {}", plan.redactor.redact(e))).unwrap_or_default(),
+            if store.allow_http { ", plain HTTP allowed" } else { "" },
+            human(store.lease_ttl / 4),
+            human(store.lease_ttl)
+        );
+    }
     if let Some(i) = &plan.incremental {
         let _ = writeln!(
             out,

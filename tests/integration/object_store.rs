@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::shards::{asked_twice, exact, ids_by_partition, text};
+use crate::shards::{asked_twice, exact, text};
 use crate::support::{python_with, Fixture};
 
 const BUCKET: &str = "harvest-test";
@@ -221,11 +221,17 @@ async fn slow_api(records: u64, latency_ms: u64) -> Fixture {
 }
 
 /// Read job `name` back from the store into a local copy and check that each of its
-/// `partitions` holds ids 1..=`n` once, in order; the copy's folder.
+/// `partitions` holds ids 1..=`n` once, in order, in the newest run; the copy's folder.
 fn every_id_once(s3: &S3, f: &Fixture, name: &str, partitions: usize, n: u64) -> std::path::PathBuf {
     let local = f.dir.path().join("copy");
     s3.download(&format!("exports/{name}/"), &local);
-    let by_partition = ids_by_partition(&local);
+    let newest = std::fs::read_dir(local.join("_harvest/runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().split(['-', '.']).next().unwrap().to_string())
+        .max()
+        .expect("a manifest");
+    let by_partition = crate::shards::ids_of_run(&local, &newest);
     assert_eq!(by_partition.len(), partitions);
     for (partition, ids) in &by_partition {
         assert_eq!(exact(ids, n), Ok(()), "partition {partition}");
@@ -377,6 +383,8 @@ async fn the_store_s_credentials_appear_in_no_log_error_manifest_or_checkpoint()
     let job = job(&f, &s3, "quiet", "[partitions]\ntenant = [\"a\"]\n", "rows_per_file = 100\n");
     let ok = run(&["-vv", "run", &job]);
     assert!(ok.status.success(), "{}", text(&ok));
+    let checked = run(&["check", &job]);
+    assert!(text(&checked).contains("object storage: credentials from the environment"), "{}", text(&checked));
     // An unfinished run leaves its checkpoint in the store.
     let cut = run(&["-vv", "run", &job, "--max-pages", "2"]);
     assert!(cut.status.success(), "{}", text(&cut));
@@ -390,7 +398,7 @@ async fn the_store_s_credentials_appear_in_no_log_error_manifest_or_checkpoint()
     let failed = run(&["-vv", "run", &job]);
     assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
     assert!(text(&failed).contains(&format!("s3://{BUCKET}/exports/quiet")), "{}", text(&failed));
-    let mut seen = vec![text(&ok), text(&cut), text(&failed)];
+    let mut seen = vec![text(&ok), text(&checked), text(&cut), text(&failed)];
     for entry in walk(&local) {
         seen.push(String::from_utf8_lossy(&std::fs::read(entry).unwrap()).into_owned());
     }
@@ -452,4 +460,31 @@ async fn sigterm_saves_the_checkpoint_in_the_store_within_its_grace_and_the_run_
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert!(text(&resumed).contains("resuming run"), "{}", text(&resumed));
     every_id_once(&s3, &f, "termed", 2, 2_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_inside_each_durable_step_in_s3_is_finished_exactly_by_the_next_run() {
+    let Some(s3) = S3::start().await else { return };
+    let f = Fixture::new(1_000).await;
+    let job = job(
+        &f,
+        &s3,
+        "crashes",
+        "[partitions]\ntenant = [\"a\", \"b\"]\n[limits]\nconcurrency = 2\n",
+        "rows_per_file = 150\ncheckpoint_interval = \"1ms\"\nlease_ttl = \"1s\"\n",
+    );
+    // Aborted as a crash would stop it: writing a checkpoint, after a part's upload, writing
+    // the manifest, and with the manifest written but the checkpoint not yet removed.
+    for point in ["checkpoint-write:3", "publish:2", "manifest-write:1", "after-manifest:1"] {
+        let crashed = harvest_s3(&["run", &job, "--fresh", "-q"], &[("HARVEST_FAILPOINT", point)]).output().unwrap();
+        assert!(!crashed.status.success(), "{point}: the run did not stop at the failpoint");
+        // The dead worker's lease expires; the next run takes it over and finishes the run.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let next = harvest_s3(&["run", &job, "-q"], &[]).output().unwrap();
+        assert!(next.status.success(), "{point}: {}", text(&next));
+        every_id_once(&s3, &f, "crashes", 2, 1_000);
+        let local = f.dir.path().join("copy");
+        assert_eq!(parts_are_whole(&local).1, 2_000, "{point}: the store holds only the manifest's parts");
+        only_data_and_manifests(&s3.keys("exports/crashes/"));
+    }
 }

@@ -41,7 +41,7 @@ pub(crate) fn ids_by_partition(root: &Path) -> BTreeMap<String, Vec<u64>> {
 }
 
 /// [`ids_by_partition`] over the manifests of one run (those whose names start with `run`).
-fn ids_of_run(root: &Path, run: &str) -> BTreeMap<String, Vec<u64>> {
+pub(crate) fn ids_of_run(root: &Path, run: &str) -> BTreeMap<String, Vec<u64>> {
     let mut manifests: Vec<_> = std::fs::read_dir(root.join("_harvest/runs"))
         .unwrap()
         .flatten()
