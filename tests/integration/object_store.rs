@@ -488,3 +488,22 @@ async fn a_crash_inside_each_durable_step_in_s3_is_finished_exactly_by_the_next_
         only_data_and_manifests(&s3.keys("exports/crashes/"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standard_variables_reach_an_s3_compatible_store_and_status_reads_it() {
+    let Some(s3) = S3::start().await else { return };
+    let f = Fixture::new(300).await;
+    // No endpoint in the job: AWS_ENDPOINT_URL and AWS_ALLOW_HTTP, as object_store reads them.
+    let path = f.job(&format!(
+        "name = \"plain\"\n[request]\nurl = \"{{base}}/offset\"\n[records]\npath = \"$.items[*]\"\n\
+         [pagination]\nkind = \"offset\"\npage_size = 100\ntotal = \"$.total\"\n[output]\ndir = \"s3://{BUCKET}/exports\"\n"
+    ));
+    let job = path.to_str().unwrap();
+    let env = [("AWS_ENDPOINT_URL", s3.endpoint()), ("AWS_ALLOW_HTTP", "true".to_string())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = harvest_s3(&["run", job], &env).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let status = harvest_s3(&["status", job], &env).output().unwrap();
+    assert!(text(&status).contains("300 records in 3 pages"), "{}", text(&status));
+    every_id_once(&s3, &f, "plain", 1, 300);
+}

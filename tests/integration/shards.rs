@@ -341,3 +341,41 @@ async fn incremental_marks_of_every_shard_are_kept_and_sent_by_the_next_run() {
     let expected: BTreeMap<String, Vec<u64>> = all.keys().map(|k| (k.clone(), vec![5, 17])).collect();
     assert_eq!(changed, expected, "every partition fetched only what changed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_job_s_concurrency_is_shared_among_its_shards() {
+    let f = Fixture::with(harvest::mock::MockConfig {
+        records: 600,
+        latency: Duration::from_millis(20),
+        ..Default::default()
+    })
+    .await;
+    // 4 requests in flight for the whole job: 2 shards take 2 each, never 4 each.
+    let toml = "name = \"shared\"\n[request]\nurl = \"{base}/t/{tenant}/offset\"\n[records]\npath = \"$.items[*]\"\n\
+                [pagination]\nkind = \"offset\"\npage_size = 50\ntotal = \"$.total\"\n\
+                [partitions]\ntenant = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\", \"g\", \"h\"]\n\
+                [limits]\nconcurrency = 4\n";
+    run_shards(&f, toml, 2, "shared").await;
+    let most = f.server.stats.max_in_flight();
+    assert!(most <= 4, "{most} requests in flight at once over 2 shards of a job with concurrency = 4");
+    assert!(most >= 3, "both shards ran side by side ({most} at most in flight)");
+}
+
+#[test]
+fn a_rotating_refresh_token_cannot_be_shared_by_several_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        "name = \"rotating\"\n[request]\nurl = \"http://127.0.0.1:9/items\"\n[records]\npath = \"$.items[*]\"\n\
+         [pagination]\nkind = \"none\"\n[auth]\nkind = \"oauth2_refresh_token\"\ntoken_url = \"http://127.0.0.1:9/token\"\n\
+         client_id = \"c\"\nrefresh_token = \"${REFRESH}\"\n",
+    )
+    .unwrap();
+    let job = job.to_str().unwrap();
+    let vars = [("REFRESH", "r-1")];
+    let two = harvest(&["run", job, "--shard", "0/2", "--run-id", "x"], &vars);
+    assert_eq!(two.status.code(), Some(2), "{}", text(&two));
+    assert!(text(&two).contains("cannot run as 2 shards"), "{}", text(&two));
+    assert!(!text(&two).contains("r-1"), "{}", text(&two));
+}
