@@ -22,16 +22,16 @@ pub(super) fn resume_or_start(
         discard_unfinished(layout)?;
     }
     let mut resumed = checkpoint::load(layout, &plan.job_file, &plan.redactor)?;
-    let manifest_exists =
-        |run: &str| layout.exists(&layout.manifest(run)).map_err(|e| Error::io("reading the manifests", e));
-    if let Some(saved) = &resumed {
-        if !manifest_exists(&saved.run)? {
-            // Still unfinished: resumed below.
-        } else {
-            // That run completed (its manifest is durable) and died before tidying up.
-            checkpoint::remove(layout)?;
-            resumed = None;
+    let completed = match &resumed {
+        Some(saved) => {
+            layout.exists(&layout.manifest(&saved.run)).map_err(|e| Error::io("reading the manifests", e))?
         }
+        None => false,
+    };
+    if completed {
+        // That run completed (its manifest is durable) and died before tidying up.
+        checkpoint::remove(layout)?;
+        resumed = None;
     }
     if let (Some(saved), Some(run)) = (&resumed, claimed) {
         if saved.run != run {

@@ -11,7 +11,6 @@
 pub mod fs;
 pub mod object;
 
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -216,9 +215,4 @@ impl Store {
             Store::Object(bucket) => bucket.now(),
         }
     }
-}
-
-/// The size of the file at `path` on the local disk.
-pub fn local_len(path: &Path) -> io::Result<u64> {
-    File::open(path)?.metadata().map(|m| m.len())
 }
