@@ -1,6 +1,7 @@
-//! `harvest status`: where a job stands, from its output folder alone: a run in progress (who
-//! holds the lock), the unfinished run's checkpoint with each partition's progress, and the
-//! last completed run from its manifest.
+//! `harvest status`: where a job stands, from its output alone (a folder or object storage): a
+//! run in progress (who holds the lock or lease), the unfinished run's checkpoint with each
+//! partition's progress, the last completed run from its manifest(s), and each shard of the
+//! newest sharded run; `harvest finalize`.
 
 use std::fmt::Write;
 
