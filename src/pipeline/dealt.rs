@@ -268,6 +268,12 @@ impl Harvest<'_> {
             }
             next = Dealt { end: at.end, total: at.total, ..next };
             if span_left {
+                if cancel.is_cancelled() {
+                    // Nothing is asked after an interrupt, and the pages after this span may not
+                    // be taken before its rest: the checkpoint goes on from inside the span.
+                    abort(&mut inflight);
+                    return Err(Error::Interrupted { saved: String::new() });
+                }
                 inflight.push_front((at, spawn(at)));
             }
         };

@@ -379,3 +379,39 @@ fn a_rotating_refresh_token_cannot_be_shared_by_several_shards() {
     assert!(text(&two).contains("cannot run as 2 shards"), "{}", text(&two));
     assert!(!text(&two).contains("r-1"), "{}", text(&two));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interrupted_shard_of_dealt_pages_resumes_exactly_from_inside_a_capped_span() {
+    let f = Fixture::with(harvest::mock::MockConfig {
+        records: 3_000,
+        latency: Duration::from_millis(10),
+        ..Default::default()
+    })
+    .await;
+    // One partition dealt out among 2 shards; the server serves 70 of the 100 asked, so each
+    // span takes two requests, and an interrupt may land between them.
+    let toml =
+        "name = \"cut\"\n[request]\nurl = \"{base}/offset?max_page_size=70\"\n[records]\npath = \"$.items[*]\"\n\
+                [pagination]\nkind = \"offset\"\npage_size = 100\ntotal = \"$.total\"\n[limits]\nconcurrency = 4\n\
+                [output]\ncheckpoint_interval = \"5ms\"\n";
+    let path = f.job(toml);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let plan = |index: u32| {
+        let shard = ShardPlan { shard: Shard { index, count: 2 }, run_id: Some("cut".into()) };
+        let overrides = Overrides { output_dir: Some(f.out()), shard: Some(shard), ..Default::default() };
+        Arc::new(job::parse(&path, &text, &Env::default(), &overrides).unwrap())
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let options = RunOptions { cancel: cancel.clone(), ..RunOptions::default() };
+    let first = tokio::spawn(run::run(plan(0), options));
+    crate::support::until_requests(&f.server, 9).await;
+    cancel.cancel();
+    let stopped = first.await.unwrap();
+    assert!(matches!(stopped, Err(harvest::error::Error::Interrupted { .. })), "{stopped:?}");
+    for index in [0, 1] {
+        run::run(plan(index), RunOptions::default()).await.unwrap();
+    }
+    let mut ids = ids_by_partition(&f.out().join("cut")).remove("").unwrap();
+    ids.sort_unstable();
+    assert_eq!(exact(&ids, 3_000), Ok(()));
+}
