@@ -125,7 +125,9 @@ pub fn save(layout: &Layout, checkpoint: &Checkpoint, secrets: &Redactor) -> Res
     let mut value = serde_json::to_value(checkpoint).expect("a checkpoint serializes");
     secrets.seal_json(&mut value);
     let json = serde_json::to_vec_pretty(&value).expect("a checkpoint serializes");
-    layout.write(&layout.checkpoint_rel(), &json, "checkpoint-write")
+    layout.write(&layout.checkpoint_rel(), &json, "checkpoint-write")?;
+    layout.checkpointed();
+    Ok(())
 }
 
 /// The run is complete (its manifest is durable), or discarded.

@@ -26,6 +26,12 @@ impl Shard {
         format!("{}of{}", self.index, self.count)
     }
 
+    /// The shard a tag names (`2of7`), the inverse of [`Shard::tag`].
+    pub fn from_tag(tag: &str) -> Option<Shard> {
+        let (index, count) = tag.split_once("of")?;
+        Some(Shard { index: index.parse().ok()?, count: count.parse().ok()? })
+    }
+
     /// True when the partition with `key` is this shard's (whole partitions, by hash).
     pub fn owns(self, key: &str) -> bool {
         xxhash_rust::xxh64::xxh64(key.as_bytes(), 0) % u64::from(self.count) == u64::from(self.index)

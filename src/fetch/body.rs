@@ -35,7 +35,7 @@ impl Fetcher {
     pub(super) fn transport_error(&self, e: &reqwest::Error, reading_body: bool) -> Attempt {
         // reqwest's messages name the URL; show it redacted like every other.
         let chain = |e: &reqwest::Error| {
-            let text = error_chain(e);
+            let text = crate::error::chain(e);
             let text = match e.url() {
                 Some(url) => text.replace(url.as_str(), &self.redactor.url(url)),
                 None => text,
@@ -81,18 +81,4 @@ impl Fetcher {
         let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
         self.redactor.redact(&text).into_owned()
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let message = s.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        source = s.source();
-    }
-    text
 }

@@ -160,10 +160,16 @@ fn renew(layout: &Layout) -> Result<(), Error> {
 }
 
 fn lost(layout: &Layout, rel: &str) -> Error {
+    lost_because(layout, &format!("the lease {} could not be renewed", layout.display(rel)))
+}
+
+/// The error of a worker whose lease was taken over, after `what` it found: one wording
+/// whichever write noticed it first (a renewal, a checkpoint, a manifest).
+pub(crate) fn lost_because(layout: &Layout, what: &str) -> Error {
     Error::LeaseLost(format!(
-        "the lease {} was taken over by another worker (this one was stopped or cut off for longer than \
-         lease_ttl): this worker stops, and the one that holds it goes on from the checkpoint",
-        layout.display(rel)
+        "{what}: the lease {} was taken over by another worker (this one was stopped or cut off for longer \
+         than lease_ttl); this worker stops, and the one that holds the lease goes on from the checkpoint",
+        layout.display(&layout.lock_rel())
     ))
 }
 

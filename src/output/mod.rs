@@ -30,6 +30,7 @@ use crate::shard::Shard;
 use crate::store::{Entry, Put, PutError, Store, Version};
 
 pub use crate::store::fs::{create_new, failpoint, fsync_dir, write_atomic};
+pub(crate) use lease::lost_because as lease_lost;
 pub use lease::Lease;
 
 /// The job's output: its store (the output folder, or a prefix in object storage), the names
@@ -69,10 +70,7 @@ impl<'a> PartName<'a> {
     pub fn parse(name: &'a str) -> Option<PartName<'a>> {
         let mut pieces = name.strip_prefix("part-")?.split('-');
         let run = pieces.next().filter(|run| !run.is_empty())?;
-        let next = pieces.next()?;
-        let shard = next
-            .split_once("of")
-            .and_then(|(index, count)| Some(Shard { index: index.parse().ok()?, count: count.parse().ok()? }));
+        let shard = Shard::from_tag(pieces.next()?);
         Some(PartName { run, shard })
     }
 
@@ -263,17 +261,12 @@ impl Layout {
         match self.store.put(rel, bytes, mode, point) {
             Ok(version) => {
                 self.versions.lock().expect("versions lock").insert(rel.to_string(), version);
-                if rel == self.checkpoint_rel() {
-                    self.unsaved.lock().expect("unsaved lock").clear();
-                }
                 Ok(())
             }
             Err(PutError::Io(e)) => Err(Error::io(format!("writing {}", self.display(rel)), e)),
-            Err(refused) => Err(Error::LeaseLost(format!(
-                "{} was not written: {refused}; this worker's lease on the job was taken over, and the worker \
-                 that holds it now goes on",
-                self.display(rel)
-            ))),
+            Err(refused) => {
+                Err(lease::lost_because(self, &format!("{} was not written: {refused}", self.display(rel))))
+            }
         }
     }
 
@@ -312,6 +305,11 @@ impl Layout {
         self.store.publish(local, name).map_err(|e| Error::io(format!("publishing {}", self.display(name)), e))?;
         self.unsaved.lock().expect("unsaved lock").push(name.to_string());
         Ok(())
+    }
+
+    /// A checkpoint was written: it lists every part published so far.
+    pub fn checkpointed(&self) {
+        self.unsaved.lock().expect("unsaved lock").clear();
     }
 
     /// A worker that lost its lease removes the parts it published after its last checkpoint:

@@ -5,7 +5,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-use super::{manifest_of, Layout, RUNS, RUN_IDS};
+use super::{Layout, RUNS, RUN_IDS};
 use crate::error::Error;
 use crate::shard::Shard;
 
@@ -16,10 +16,10 @@ pub fn complete_runs(layout: &Layout) -> io::Result<Vec<String>> {
     let mut shards: BTreeMap<(String, u32), BTreeSet<u32>> = BTreeMap::new();
     for entry in layout.list(RUNS)? {
         let Some(unit) = entry.name.strip_suffix(".json") else { continue };
-        match unit.split_once('-').and_then(|(run, tag)| Some((run, tag.split_once("of")?))) {
-            Some((run, (index, count))) => {
-                if let (Ok(index), Ok(count)) = (index.parse(), count.parse()) {
-                    shards.entry((run.to_string(), count)).or_default().insert(index);
+        match unit.split_once('-') {
+            Some((run, tag)) => {
+                if let Some(shard) = Shard::from_tag(tag) {
+                    shards.entry((run.to_string(), shard.count)).or_default().insert(shard.index);
                 }
             }
             None => {
@@ -122,10 +122,6 @@ pub fn unfinished(layout: &Layout, run: &str, shards: u32) -> Result<Vec<u32>, E
         .map(|e| e.name)
         .collect();
     Ok((0..shards)
-        .filter(|&index| {
-            let unit = format!("{run}-{}", Shard { index, count: shards }.tag());
-            let manifest = manifest_of(&unit);
-            !written.contains(manifest.rsplit('/').next().unwrap_or_default())
-        })
+        .filter(|&index| !written.contains(&format!("{run}-{}.json", Shard { index, count: shards }.tag())))
         .collect())
 }

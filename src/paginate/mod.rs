@@ -503,17 +503,7 @@ mod tests {
 
     #[test]
     fn a_stop_reason_is_named_as_the_manifest_writes_it() {
-        let reasons = [
-            StopReason::NoRecords,
-            StopReason::TotalReached { total: 1 },
-            StopReason::HasMoreFalse,
-            StopReason::NoNext,
-            StopReason::EndConfirmed { status: 404 },
-            StopReason::MaxPages { pages: 1 },
-            StopReason::MaxRecords { records: 1 },
-            StopReason::SinglePage,
-        ];
-        for reason in reasons {
+        for reason in StopReason::EVERY {
             assert_eq!(serde_json::to_value(&reason).unwrap()["reason"], reason.name());
         }
     }

@@ -59,19 +59,21 @@ impl StopReason {
         }
     }
 
+    /// One of each reason (their numbers are placeholders).
+    pub const EVERY: [StopReason; 8] = [
+        StopReason::NoRecords,
+        StopReason::TotalReached { total: 0 },
+        StopReason::HasMoreFalse,
+        StopReason::NoNext,
+        StopReason::EndConfirmed { status: 0 },
+        StopReason::MaxPages { pages: 0 },
+        StopReason::MaxRecords { records: 0 },
+        StopReason::SinglePage,
+    ];
+
     /// The words for a stop reason known by its manifest name (`end_confirmed`).
     pub fn words_named(name: &str) -> &str {
-        let every = [
-            StopReason::NoRecords,
-            StopReason::TotalReached { total: 0 },
-            StopReason::HasMoreFalse,
-            StopReason::NoNext,
-            StopReason::EndConfirmed { status: 0 },
-            StopReason::MaxPages { pages: 0 },
-            StopReason::MaxRecords { records: 0 },
-            StopReason::SinglePage,
-        ];
-        every.iter().find(|stop| stop.name() == name).map_or(name, |stop| stop.words())
+        Self::EVERY.iter().find(|stop| stop.name() == name).map_or(name, |stop| stop.words())
     }
 
     /// Ended by a limit of the job's rather than by the API's own end: there may be more.

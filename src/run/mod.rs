@@ -253,11 +253,7 @@ async fn execute_in(
         let position = settle(sink, checkpointer, false).await?;
         let mut error = with_saved(error, &plan, &position, layout);
         if lease_lost.as_ref().is_some_and(|lost| lost.is_cancelled()) {
-            error = Error::LeaseLost(format!(
-                "another worker took over the lease on {} while this one ran: it stopped, and the new holder \
-                 goes on from the checkpoint",
-                layout.display(&layout.lock_rel())
-            ));
+            error = crate::output::lease_lost(layout, "the run was stopped");
         }
         let outcome = match error {
             Error::Interrupted { .. } => Outcome::Interrupted,

@@ -110,13 +110,15 @@ impl Bucket {
         }
     }
 
+    /// The store's error as an I/O error naming the URL, its sources' words included (never
+    /// credentials: the store's errors name paths and statuses).
     fn io(&self, rel: &str, e: object_store::Error) -> io::Error {
         let kind = match e {
             object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
             object_store::Error::NotImplemented => io::ErrorKind::Unsupported,
             _ => io::ErrorKind::Other,
         };
-        io::Error::new(kind, format!("{}: {}", self.url(rel), summary(&e)))
+        io::Error::new(kind, format!("{}: {}", self.url(rel), crate::error::chain(&e)))
     }
 
     pub fn get(&self, rel: &str) -> io::Result<Option<(Vec<u8>, Version)>> {
@@ -218,20 +220,4 @@ impl Bucket {
         self.delete(&rel)?;
         Ok(meta.last_modified)
     }
-}
-
-/// An `object_store` error in one line, its source's words included (never credentials: the
-/// store's errors name paths and statuses).
-fn summary(e: &object_store::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let words = cause.to_string();
-        if !text.contains(&words) {
-            text.push_str(": ");
-            text.push_str(&words);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -209,17 +209,6 @@ fn parts_are_whole(root: &Path) -> (usize, usize) {
     (files.len(), records)
 }
 
-/// A mock API serving `records` records `latency_ms` late: slow enough that a worker is far
-/// from done when a test stops it.
-async fn slow_api(records: u64, latency_ms: u64) -> Fixture {
-    Fixture::with(harvest::mock::MockConfig {
-        records,
-        latency: Duration::from_millis(latency_ms),
-        ..Default::default()
-    })
-    .await
-}
-
 /// Read job `name` back from the store into a local copy and check that each of its
 /// `partitions` holds ids 1..=`n` once, in order, in the newest run; the copy's folder.
 fn every_id_once(s3: &S3, f: &Fixture, name: &str, partitions: usize, n: u64) -> std::path::PathBuf {
@@ -266,7 +255,7 @@ async fn parquet_in_s3_is_exact_after_a_kill_and_a_takeover() {
 async fn killed_and_taken_over(format: &str) {
     let Some(s3) = S3::start().await else { return };
     // Slow enough that the first worker is far from done when it is killed.
-    let f = slow_api(3_000, 40).await;
+    let f = Fixture::slow(3_000, 40).await;
     let job = job(
         &f,
         &s3,
@@ -308,7 +297,7 @@ async fn killed_and_taken_over(format: &str) {
 async fn a_stale_worker_cannot_overwrite_the_checkpoint_of_the_worker_that_took_over() {
     let Some(s3) = S3::start().await else { return };
     // Slow enough that the stale worker is far from done when it is stopped.
-    let f = slow_api(2_000, 50).await;
+    let f = Fixture::slow(2_000, 50).await;
     let job = job(
         &f,
         &s3,
@@ -436,7 +425,7 @@ async fn a_store_without_conditional_writes_is_refused_before_anything_is_writte
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_saves_the_checkpoint_in_the_store_within_its_grace_and_the_run_resumes() {
     let Some(s3) = S3::start().await else { return };
-    let f = slow_api(2_000, 30).await;
+    let f = Fixture::slow(2_000, 30).await;
     let job = job(
         &f,
         &s3,

@@ -248,12 +248,7 @@ async fn shards_from_scheduler_variables_and_the_rules_of_a_run_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_killed_and_started_again_finishes_its_share_exactly() {
-    let f = Fixture::with(harvest::mock::MockConfig {
-        records: 3_000,
-        latency: Duration::from_millis(5),
-        ..Default::default()
-    })
-    .await;
+    let f = Fixture::slow(3_000, 5).await;
     let job = f.job(
         "name = \"killed\"\n[request]\nurl = \"{base}/t/{tenant}/offset\"\n[records]\npath = \"$.items[*]\"\n\
          [pagination]\nkind = \"offset\"\npage_size = 50\ntotal = \"$.total\"\n\
@@ -344,12 +339,7 @@ async fn incremental_marks_of_every_shard_are_kept_and_sent_by_the_next_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_job_s_concurrency_is_shared_among_its_shards() {
-    let f = Fixture::with(harvest::mock::MockConfig {
-        records: 600,
-        latency: Duration::from_millis(20),
-        ..Default::default()
-    })
-    .await;
+    let f = Fixture::slow(600, 20).await;
     // 4 requests in flight for the whole job: 2 shards take 2 each, never 4 each.
     let toml = "name = \"shared\"\n[request]\nurl = \"{base}/t/{tenant}/offset\"\n[records]\npath = \"$.items[*]\"\n\
                 [pagination]\nkind = \"offset\"\npage_size = 50\ntotal = \"$.total\"\n\
@@ -382,12 +372,7 @@ fn a_rotating_refresh_token_cannot_be_shared_by_several_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_interrupted_shard_of_dealt_pages_resumes_exactly_from_inside_a_capped_span() {
-    let f = Fixture::with(harvest::mock::MockConfig {
-        records: 3_000,
-        latency: Duration::from_millis(10),
-        ..Default::default()
-    })
-    .await;
+    let f = Fixture::slow(3_000, 10).await;
     // One partition dealt out among 2 shards; the server serves 70 of the 100 asked, so each
     // span takes two requests, and an interrupt may land between them.
     let toml =

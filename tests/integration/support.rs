@@ -25,6 +25,13 @@ impl Fixture {
         Fixture { server, dir: tempfile::tempdir().expect("a temp dir") }
     }
 
+    /// A mock serving `records` records `latency_ms` late each response: slow enough that a
+    /// test can stop a worker while it runs.
+    pub async fn slow(records: u64, latency_ms: u64) -> Self {
+        Self::with(MockConfig { records, latency: std::time::Duration::from_millis(latency_ms), ..Default::default() })
+            .await
+    }
+
     /// Write `toml` (with `{base}` replaced by the mock's URL) to a job file.
     pub fn job(&self, toml: &str) -> PathBuf {
         let path = self.dir.path().join("job.toml");
