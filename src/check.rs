@@ -17,6 +17,8 @@ pub fn describe(plan: &Plan) -> String {
     let r = &plan.redactor;
     let mut out = String::new();
     let _ = writeln!(out, "job {} ({})", plan.name, plan.job_file.display());
+    // Values from a file or another job's output are read now; a job's output may not be there yet.
+    let unlisted = plan.partitions.open().err();
     let first = plan.partitions.iter().next().unwrap_or_default();
     let url = plan.url_for(&first).map(|u| r.url(&u)).unwrap_or_else(|e| e);
     let _ = writeln!(out, "  request: {} {url}", plan.request.method.as_str());
@@ -37,7 +39,9 @@ pub fn describe(plan: &Plan) -> String {
         human(plan.request.connect_timeout),
         plan.request.max_body
     );
-    if !plan.partitions.is_single() {
+    if let Some(e) = &unlisted {
+        let _ = writeln!(out, "  partitions: not listed yet: {}", r.redact(&e.to_string()));
+    } else if !plan.partitions.is_single() {
         let _ = writeln!(out, "  partitions: {} combinations, harvested side by side", plan.partitions.count());
         for p in plan.partitions.iter().take(5) {
             let _ = writeln!(out, "    {}", r.redact(&p.key));

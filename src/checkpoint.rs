@@ -124,7 +124,8 @@ pub fn load(layout: &Layout, job_file: &std::path::Path, secrets: &Redactor) -> 
 pub fn save(layout: &Layout, checkpoint: &Checkpoint, secrets: &Redactor) -> Result<(), Error> {
     let mut value = serde_json::to_value(checkpoint).expect("a checkpoint serializes");
     secrets.seal_json(&mut value);
-    let json = serde_json::to_vec_pretty(&value).expect("a checkpoint serializes");
+    // Compact: a checkpoint is written at every interval and stays small.
+    let json = serde_json::to_vec(&value).expect("a checkpoint serializes");
     layout.write(&layout.checkpoint_rel(), &json, "checkpoint-write")?;
     layout.checkpointed();
     Ok(())

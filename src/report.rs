@@ -53,6 +53,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "is_zero")]
     pub cached: u64,
     pub partitions: Partitions,
+    /// Values asked for and not returned: how many, and the first [`MISSING_SHOWN`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing: Option<Missing>,
     /// Where the data is.
     pub output: PathBuf,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,6 +77,29 @@ pub struct Partitions {
     /// Partitions a run that did not complete left under way.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unfinished: Vec<String>,
+}
+
+/// Values the run asked for that no record answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct Missing {
+    pub count: u64,
+    /// The placeholder they filled (`id`).
+    pub of: String,
+    pub first: Vec<String>,
+}
+
+/// Missing values a report shows; the manifest lists them all.
+pub const MISSING_SHOWN: usize = 100;
+
+impl Missing {
+    /// `3 ids asked but not returned: 7, 9, 12`.
+    pub fn words(&self) -> String {
+        let more = match self.count as usize > self.first.len() {
+            true => format!(" and {} more (the manifest lists them all)", self.count as usize - self.first.len()),
+            false => String::new(),
+        };
+        format!("{} {}s asked but not returned: {}{more}", self.count, self.of, self.first.join(", "))
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +125,8 @@ pub struct Facts<'a> {
     pub http: &'a FetchStats,
     pub output: PathBuf,
     pub manifest: Option<PathBuf>,
+    /// The placeholder a listed source fills, for the words about missing values.
+    pub asked_as: String,
 }
 
 impl Report {
@@ -117,7 +145,6 @@ impl Report {
             .reports
             .iter()
             .filter(|(_, r)| !many || r.warning.is_some())
-            .chain(&done.warned)
             .map(|(index, r)| (*index, named(r)))
             .collect();
         listed.sort_by_key(|(index, _)| *index);
@@ -148,6 +175,11 @@ impl Report {
                 named: listed.into_iter().map(|(_, n)| n).collect(),
                 unfinished: position.active.keys().take(Finished::NAMED).cloned().collect(),
             },
+            missing: (!done.missing.is_empty()).then(|| Missing {
+                count: done.missing().count() as u64,
+                of: facts.asked_as,
+                first: done.missing().take(MISSING_SHOWN).cloned().collect(),
+            }),
             output: facts.output,
             manifest: facts.manifest,
         }
@@ -256,6 +288,9 @@ impl Report {
                 shown.join(", "),
                 if more > 0 { format!(" and {more} more") } else { String::new() }
             );
+        }
+        if let Some(missing) = &self.missing {
+            let _ = writeln!(out, "  missing: {}", missing.words());
         }
         if let Some(manifest) = &self.manifest {
             let _ = writeln!(out, "  manifest: {}", manifest.display());

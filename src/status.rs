@@ -56,7 +56,11 @@ pub fn report(plan: &Plan) -> Result<String, Error> {
                 let _ = writeln!(
                     out,
                     "  {done} of {} partitions done ({}): {} pages, {} records",
-                    plan.partitions.count(),
+                    // Values from a file or another job's output are counted by reading them.
+                    match plan.partitions.open() {
+                        Ok(()) => plan.partitions.count().to_string(),
+                        Err(_) => "?".to_string(),
+                    },
                     stops.join(", "),
                     position.done.pages,
                     position.done.records

@@ -340,7 +340,10 @@ impl Cx<'_> {
                 .err(file.name.span(), format!("name {name:?} must match [a-z0-9_-]+ (it names the output folder)")));
         }
         let mut incremental = file.incremental.as_ref().map(|i| self.incremental(i.get_ref())).transpose()?;
-        let partitions = self.partitions(&file.partitions)?;
+        let output = self.output(&file.output, overrides.format, incremental.is_some())?;
+        let output_at =
+            partitions::OutputAt { dir: overrides.output_dir.as_deref().unwrap_or(&output.dir), store: &output.store };
+        let partitions = self.partitions(&file.partitions, &output_at)?;
         let mut keys = partitions.placeholders();
         // The incremental parameter may be placed as a placeholder too.
         keys.extend(incremental.as_ref().map(|i: &IncrementalPlan| i.param.clone()));
@@ -360,7 +363,6 @@ impl Cx<'_> {
         let (auth, allow_origins) = self.auth(auth)?;
         let limits = self.limits(&file.limits)?;
         let retry = self.retry(&file.retry)?;
-        let output = self.output(&file.output, overrides.format, incremental.is_some())?;
         let notify = file.notify.as_ref().map(|n| self.notify(n.get_ref())).transpose()?;
 
         let mut request = request;
@@ -403,6 +405,14 @@ impl Cx<'_> {
         };
         std::mem::swap(&mut plan.pagination, &mut pagination);
         let url_span = file.request.get_ref().url.span();
+        for key in plan.partitions.listed_placeholders() {
+            if in_authority(&plan.request.url, &key) {
+                return Err(self.err(
+                    url_span,
+                    format!("{{{key}}} comes from outside the job file: it may fill the path or query, not the host"),
+                ));
+            }
+        }
         let mut origins = allow_origins;
         // Only the partitions' values that go into the URL can change its origin.
         let template = &plan.request.url;
@@ -516,6 +526,13 @@ fn key_hint(key: &str, candidates: &[&str]) -> String {
     } else {
         hint
     }
+}
+
+/// True when `{key}` is in the scheme or host of a URL template.
+fn in_authority(template: &str, key: &str) -> bool {
+    let after_scheme = template.find("://").map_or(0, |i| i + 3);
+    let path_at = template[after_scheme..].find('/').map_or(template.len(), |i| after_scheme + i);
+    template[..path_at].contains(&format!("{{{key}}}"))
 }
 
 fn did_you_mean(word: &str, candidates: &[&str]) -> String {

@@ -319,6 +319,8 @@ impl Call<'_> {
             (Method::GET, "/cursor") => call.cursor(),
             (Method::GET, "/cursor-header") => call.cursor_header(),
             (Method::GET, "/has-more") => call.has_more(),
+            (Method::GET, "/items") => call.items(),
+            (Method::GET, route) if route.starts_with("/items/") => call.item(&route["/items/".len()..]),
             (Method::POST, "/graphql") => call.graphql(body),
             (_, "/redirect") => call.redirect(),
             (_, route) if route.starts_with("/examples/") => call.example(body),
@@ -694,6 +696,39 @@ impl Call<'_> {
 
     /// `GET /has-more?starting_after=<id>&limit=` (Stripe):
     /// `{"object":"list","data":[...],"has_more":true|false}`; the next cursor is the last id.
+    /// `GET /items/{id}`: the record with that id as the whole body; 404 for an id the
+    /// dataset does not hold.
+    fn item(&self, id: &str) -> Response {
+        match id.parse::<u64>() {
+            Ok(id) if (1..=self.len()).contains(&id) => {
+                let (record, _) = self.records(id - 1, 1);
+                let record = &record[1..record.len() - 1];
+                self.json(StatusCode::OK, record.to_string(), HeaderMap::new())
+            }
+            _ => error(StatusCode::NOT_FOUND, &format!("no item {id}")),
+        }
+    }
+
+    /// `GET /items?ids=1,2,3` (at most 100): `{"items":[...]}`, the records of the ids the
+    /// dataset holds, in the order asked; the others are left out.
+    fn items(&self) -> Response {
+        let asked: Vec<&str> = self.query.iter().filter(|(k, _)| k == "ids").flat_map(|(_, v)| v.split(',')).collect();
+        if asked.len() > 100 {
+            return error(StatusCode::BAD_REQUEST, "at most 100 ids at once");
+        }
+        let mut records = Vec::new();
+        for id in asked {
+            if let Ok(id) = id.trim().parse::<u64>() {
+                if (1..=self.len()).contains(&id) {
+                    let (record, _) = self.records(id - 1, 1);
+                    records.push(record[1..record.len() - 1].to_string());
+                }
+            }
+        }
+        let body = format!("{{\"items\":[{}]}}", records.join(","));
+        self.json(StatusCode::OK, body, HeaderMap::new())
+    }
+
     fn has_more(&self) -> Response {
         let run = || -> Result<Response, Response> {
             let after = self.number("starting_after", 0)?;

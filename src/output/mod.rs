@@ -15,6 +15,7 @@
 //! Names starting with `_` are skipped by DuckDB, Spark and pyarrow globs.
 
 mod lease;
+pub mod parent;
 mod runs;
 
 pub use runs::{claim_run, complete_runs, newest_run, unfinished, RunRecord};
@@ -150,7 +151,7 @@ impl Layout {
             false => Layout::create_shard(root.clone(), shard)
                 .map_err(|e| Error::io(format!("creating {}", root.display()), e)),
             true => {
-                let store = Self::bucket(plan)?;
+                let store = Self::bucket(&plan.output.dir, &plan.name, &plan.output.store)?;
                 let staging = std::env::temp_dir().join("harvest-staging").join(format!(
                     "{}-{}-{:08x}",
                     plan.name,
@@ -165,9 +166,14 @@ impl Layout {
 
     /// The layout of `plan`'s output as it stands, to read it (`status`, `finalize`).
     pub fn for_reading(plan: &crate::plan::Plan) -> Result<Layout, Error> {
-        let store = match plan.in_object_storage() {
-            true => Self::bucket(plan)?,
-            false => Store::Local(plan.output_root()),
+        Layout::for_reading_at(&plan.output.dir, &plan.name, &plan.output.store)
+    }
+
+    /// The layout of job `name`'s output under `dir`, to read it.
+    pub fn for_reading_at(dir: &Path, name: &str, store: &crate::plan::StorePlan) -> Result<Layout, Error> {
+        let store = match crate::store::object::is_url(&dir.to_string_lossy()) {
+            true => Self::bucket(dir, name, store)?,
+            false => Store::Local(dir.join(name)),
         };
         let root = match &store {
             Store::Local(root) => root.clone(),
@@ -176,12 +182,9 @@ impl Layout {
         Ok(Layout::of(store, root, None))
     }
 
-    fn bucket(plan: &crate::plan::Plan) -> Result<Store, Error> {
-        let options = crate::store::object::Options {
-            endpoint: plan.output.store.endpoint.clone(),
-            allow_http: plan.output.store.allow_http,
-        };
-        crate::store::object::Bucket::open(&plan.output.dir.to_string_lossy(), &plan.name, &options)
+    fn bucket(dir: &Path, name: &str, store: &crate::plan::StorePlan) -> Result<Store, Error> {
+        let options = crate::store::object::Options { endpoint: store.endpoint.clone(), allow_http: store.allow_http };
+        crate::store::object::Bucket::open(&dir.to_string_lossy(), name, &options)
             .map(Store::Object)
             .map_err(Error::Usage)
     }

@@ -28,6 +28,9 @@ pub enum StopReason {
     },
     /// `kind = "none"`: one request.
     SinglePage,
+    /// `kind = "none"` with values from a file or a job's output: the server has nothing for
+    /// them (404); they are reported as asked but not returned.
+    NotFound,
 }
 
 impl StopReason {
@@ -42,6 +45,7 @@ impl StopReason {
             StopReason::MaxPages { .. } => "max_pages",
             StopReason::MaxRecords { .. } => "max_records",
             StopReason::SinglePage => "single_page",
+            StopReason::NotFound => "not_found",
         }
     }
 
@@ -56,11 +60,12 @@ impl StopReason {
             StopReason::MaxPages { .. } => "max_pages reached",
             StopReason::MaxRecords { .. } => "max_records reached",
             StopReason::SinglePage => "single page",
+            StopReason::NotFound => "not found (404)",
         }
     }
 
     /// One of each reason (their numbers are placeholders).
-    pub const EVERY: [StopReason; 8] = [
+    pub const EVERY: [StopReason; 9] = [
         StopReason::NoRecords,
         StopReason::TotalReached { total: 0 },
         StopReason::HasMoreFalse,
@@ -69,6 +74,7 @@ impl StopReason {
         StopReason::MaxPages { pages: 0 },
         StopReason::MaxRecords { records: 0 },
         StopReason::SinglePage,
+        StopReason::NotFound,
     ];
 
     /// The words for a stop reason known by its manifest name (`end_confirmed`).
@@ -94,6 +100,7 @@ impl std::fmt::Display for StopReason {
             StopReason::MaxPages { pages } => write!(f, "max_pages ({pages}) was reached"),
             StopReason::MaxRecords { records } => write!(f, "max_records ({records}) was reached"),
             StopReason::SinglePage => f.write_str("the job asks for a single page"),
+            StopReason::NotFound => f.write_str("the server has nothing for it (404)"),
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::Source;
+use super::{Fill, Source};
 
 #[derive(Debug)]
 pub struct Dates {
@@ -105,8 +105,8 @@ impl Source for Dates {
         self.windows
     }
 
-    fn values(&self) -> Box<dyn Iterator<Item = Vec<(String, String)>> + Send + '_> {
-        Box::new((0..self.windows).map(|i| self.window(i)))
+    fn values(&self) -> Box<dyn Iterator<Item = Fill> + Send + '_> {
+        Box::new((0..self.windows).map(|i| Fill::of(self.window(i))))
     }
 
     fn placeholders(&self) -> Vec<String> {
@@ -121,7 +121,7 @@ mod tests {
     fn windows(text: &str) -> Result<Vec<(String, String)>, String> {
         let table: toml::Table = toml::from_str(text).unwrap();
         let dates = Dates::parse("d", &table)?;
-        Ok(dates.values().map(|w| (w[0].1.clone(), w[1].1.clone())).collect())
+        Ok(dates.values().map(|w| (w.pairs[0].1.clone(), w.pairs[1].1.clone())).collect())
     }
 
     #[test]

@@ -8,10 +8,15 @@
 //! time, so a million partitions never sit in memory; their place in the order (`index`) lets
 //! a checkpoint record the finished ones as a few ranges.
 //!
-//! Each source is a file of its own: [`values`] (a list) and [`dates`] (a range cut into
-//! windows). A source gives its values in the same order every time it is asked.
+//! Each source is a file of its own: [`values`] (a list), [`dates`] (a range cut into
+//! windows), [`file`] (values in a file) and [`from`] (a field of another job's records), the
+//! last two read as a stream with repeats dropped ([`listed`]). A source gives its values in
+//! the same order every time it is asked.
 
 pub mod dates;
+pub mod distinct;
+pub mod file;
+pub mod listed;
 pub mod values;
 
 use std::fmt;
@@ -19,6 +24,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
+use crate::jsonpath::JsonPath;
 use crate::paginate::StopReason;
 
 /// One partition: its place in the job's order, its key, and the placeholder values it fills.
@@ -29,6 +36,11 @@ pub struct Partition {
     /// placeholder names it (a date window by its start: its `{day_end}` follows from it).
     pub key: String,
     pub values: Vec<(String, String)>,
+    /// Members of the `_parent` object its records get (`"repo_id":1`); empty for none.
+    pub parent: String,
+    /// The values of a listed source it asks for (a batch's, or the one): what
+    /// `[partitions.check]` and a detail request's 404 report as missing.
+    pub asked: Vec<String>,
 }
 
 impl Partition {
@@ -37,15 +49,15 @@ impl Partition {
     }
 
     /// This partition with one more source's value.
-    fn and(&self, pairs: Vec<(String, String)>) -> Partition {
+    fn and(&self, fill: Fill) -> Partition {
         let mut next = self.clone();
-        if let Some((name, value)) = pairs.first() {
+        if let Some((name, value)) = fill.pairs.first() {
             if !next.key.is_empty() {
                 next.key.push(',');
             }
             next.key.push_str(name);
             next.key.push('=');
-            for c in value.chars() {
+            for c in fill.label.as_deref().unwrap_or(value).chars() {
                 match c {
                     // What separates a key's parts, and the escape itself.
                     ',' => next.key.push_str("%2C"),
@@ -55,18 +67,62 @@ impl Partition {
                 }
             }
         }
-        next.values.extend(pairs);
+        next.values.extend(fill.pairs);
+        if !fill.parent.is_empty() {
+            if !next.parent.is_empty() {
+                next.parent.push(',');
+            }
+            next.parent.push_str(&fill.parent);
+        }
+        if !fill.asked.is_empty() {
+            next.asked = fill.asked;
+        }
         next
+    }
+}
+
+/// What one value of a source fills in: its placeholders, and what it brings along.
+#[derive(Debug, Clone, Default)]
+pub struct Fill {
+    pub pairs: Vec<(String, String)>,
+    /// What the partition's key shows instead of the first placeholder's value (a batch's
+    /// `first+more`).
+    pub label: Option<String>,
+    /// Members of the `_parent` object (`"repo_id":1`).
+    pub parent: String,
+    pub asked: Vec<String>,
+}
+
+impl Fill {
+    pub fn of(pairs: Vec<(String, String)>) -> Self {
+        Fill { pairs, ..Fill::default() }
     }
 }
 
 /// Where a partition's values come from.
 pub trait Source: fmt::Debug + Send + Sync {
+    /// Read what the values depend on (a file, another job's output), once; until then a
+    /// source that needs it gives nothing.
+    fn open(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Why a pass over its values ended before their end, if one did.
+    fn failure(&self) -> Option<Error> {
+        None
+    }
+
+    /// True when its values are written in the job file; false when they come from outside
+    /// (a file, a job's output), so that they can never name the host a request goes to.
+    fn inline(&self) -> bool {
+        true
+    }
+
     /// How many values it gives.
     fn count(&self) -> u64;
 
-    /// Its values in order, each as the placeholders one value fills; the same every time.
-    fn values(&self) -> Box<dyn Iterator<Item = Vec<(String, String)>> + Send + '_>;
+    /// Its values in order, each as what one value fills; the same every time.
+    fn values(&self) -> Box<dyn Iterator<Item = Fill> + Send + '_>;
 
     /// The placeholders its values fill.
     fn placeholders(&self) -> Vec<String>;
@@ -77,11 +133,32 @@ pub trait Source: fmt::Debug + Send + Sync {
 #[derive(Debug, Clone, Default)]
 pub struct Partitions {
     sources: Vec<Arc<dyn Source>>,
+    /// `[partitions.check] field`: where a record holds the value it was asked for.
+    pub check: Option<JsonPath>,
 }
 
 impl Partitions {
     pub fn new(sources: Vec<Arc<dyn Source>>) -> Self {
-        Partitions { sources }
+        Partitions { sources, check: None }
+    }
+
+    pub fn checking(self, check: Option<JsonPath>) -> Self {
+        Partitions { check, ..self }
+    }
+
+    /// True when a source lists values outside the job file (a file, a job's output).
+    pub fn has_listed(&self) -> bool {
+        self.sources.iter().any(|s| !s.inline())
+    }
+
+    /// Open every source: read the files and outputs the values come from.
+    pub fn open(&self) -> Result<(), Error> {
+        self.sources.iter().try_for_each(|s| s.open())
+    }
+
+    /// Why a pass over the partitions ended early: they are not all there are.
+    pub fn failure(&self) -> Option<Error> {
+        self.sources.iter().find_map(|s| s.failure())
     }
 
     /// How many partitions there are (saturating: a product past `u64` is not a real job).
@@ -102,16 +179,21 @@ impl Partitions {
         })
     }
 
-    /// The combinations of only the sources that fill one of `placeholders` (the rest left
-    /// out), for checks that depend on those alone.
+    /// The combinations of only the inline sources that fill one of `placeholders` (the rest
+    /// left out), for checks that depend on those alone.
     pub fn over(&self, placeholders: impl Fn(&str) -> bool) -> impl Iterator<Item = Partition> + Send + '_ {
         combine(
             self.sources
                 .iter()
-                .filter(|s| s.placeholders().iter().any(|p| placeholders(p)))
+                .filter(|s| s.inline() && s.placeholders().iter().any(|p| placeholders(p)))
                 .map(|s| s.as_ref())
                 .collect(),
         )
+    }
+
+    /// The placeholders filled by values from outside the job file.
+    pub fn listed_placeholders(&self) -> Vec<String> {
+        self.sources.iter().filter(|s| !s.inline()).flat_map(|s| s.placeholders()).collect()
     }
 
     /// The placeholders partitions fill, in order.
@@ -131,7 +213,7 @@ impl Partitions {
 fn combine<'a>(sources: Vec<&'a dyn Source>) -> Box<dyn Iterator<Item = Partition> + Send + 'a> {
     let start: Box<dyn Iterator<Item = Partition> + Send + 'a> = Box::new(std::iter::once(Partition::default()));
     sources.into_iter().fold(start, |outer, source| {
-        Box::new(outer.flat_map(move |partition| source.values().map(move |pairs| partition.and(pairs))))
+        Box::new(outer.flat_map(move |partition| source.values().map(move |fill| partition.and(fill))))
     })
 }
 
@@ -146,6 +228,9 @@ pub struct PartitionReport {
     /// and the likely fix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// Values it asked for that no record answered (`[partitions.check]`, or a 404).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
 }
 
 #[cfg(test)]
@@ -173,10 +258,12 @@ mod tests {
 
     #[test]
     fn a_key_splits_back_the_same_way_whatever_the_values_hold() {
-        let p = Partition::default().and(vec![("q".into(), "a=1,b=2%".into())]).and(vec![("r".into(), "ü x".into())]);
+        let p = Partition::default()
+            .and(Fill::of(vec![("q".into(), "a=1,b=2%".into())]))
+            .and(Fill::of(vec![("r".into(), "ü x".into())]));
         assert_eq!(p.key, "q=a%3D1%2Cb%3D2%25,r=ü x");
         let window = Partition::default()
-            .and(vec![("day".into(), "2024-01-01".into()), ("day_end".into(), "2024-01-02".into())]);
+            .and(Fill::of(vec![("day".into(), "2024-01-01".into()), ("day_end".into(), "2024-01-02".into())]));
         assert_eq!(window.key, "day=2024-01-01");
         assert_eq!(window.get("day_end"), Some("2024-01-02"));
     }

@@ -1,6 +1,6 @@
 //! `repo = ["rust", "tokio"]`: a list of values, one partition each.
 
-use super::Source;
+use super::{Fill, Source};
 
 #[derive(Debug)]
 pub struct Values {
@@ -19,8 +19,8 @@ impl Source for Values {
         self.values.len() as u64
     }
 
-    fn values(&self) -> Box<dyn Iterator<Item = Vec<(String, String)>> + Send + '_> {
-        Box::new(self.values.iter().map(|v| vec![(self.key.clone(), v.clone())]))
+    fn values(&self) -> Box<dyn Iterator<Item = Fill> + Send + '_> {
+        Box::new(self.values.iter().map(|v| Fill::of(vec![(self.key.clone(), v.clone())])))
     }
 
     fn placeholders(&self) -> Vec<String> {

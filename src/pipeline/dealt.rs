@@ -183,7 +183,7 @@ impl Harvest<'_> {
         let style = &self.plan().pagination.style;
         let (count, first) = (u64::from(shard.count), u64::from(shard.index));
         let start = &self.part.start;
-        let mut tally = Tally { pages: start.pages, records: start.records, warning: None };
+        let mut tally = Tally { pages: start.pages, records: start.records, ..Tally::default() };
         let mut at = match &start.resume {
             None => Dealt { slot: first, ..Dealt::default() },
             Some(saved) => {

@@ -35,7 +35,7 @@ use crate::fetch::Fetcher;
 use crate::human;
 use crate::incremental::{self, Sent};
 use crate::page::{fetch_page, PageContext, PageFailure, PageOut};
-use crate::paginate::{Next, PageRequest, Paginator, StopReason};
+use crate::paginate::{Next, PageRequest, Paginator, StopReason, Style};
 use crate::partition::{Partition, PartitionReport};
 use crate::plan::{partition_named, partition_suffix, Plan};
 use crate::progress::{Progress, Track};
@@ -65,6 +65,9 @@ pub(crate) struct Shared {
 /// path, which shows on every partition alike, without parsing every page twice in a job
 /// of single-page partitions.
 pub(crate) const HINTS: u64 = 100;
+
+/// Partitions whose ends are logged one by one (at `info`); more are counted by progress.
+const LOGGED: u64 = 100;
 
 /// One partition as its harvest sees it.
 struct Part {
@@ -168,7 +171,8 @@ pub(crate) async fn harvest_partitions(shared: &Arc<Shared>, cancel: &Cancellati
             }
         }
     }
-    failure
+    // A source that could not be read to its end gave only some of the partitions.
+    failure.or_else(|| plan.partitions.failure())
 }
 
 /// One partition's harvest.
@@ -186,6 +190,8 @@ struct Tally {
     records: u64,
     /// What its first page suggested, if it stopped after it.
     warning: Option<String>,
+    /// `[partitions.check]`: the values its records answered, of those it asked for.
+    found: std::collections::HashSet<String>,
 }
 
 impl Harvest<'_> {
@@ -211,7 +217,7 @@ impl Harvest<'_> {
             }
             Some(saved) => {
                 let resume: Resume = self.saved(saved)?;
-                let tally = Tally { pages: start.pages, records: start.records, warning: None };
+                let tally = Tally { pages: start.pages, records: start.records, ..Tally::default() };
                 if let Some(stop) = resume.done {
                     // It ended, but the checkpoint came before the writer heard so.
                     return self.end(&tally, stop).await;
@@ -235,6 +241,10 @@ impl Harvest<'_> {
                 Ok(out) => out,
                 Err(failure) => match failure.end_status() {
                     Some(status) if pager.end_possible(style) => break StopReason::EndConfirmed { status },
+                    // A detail request for a value the server does not have.
+                    Some(404) if matches!(style, Style::None) && !self.part.partition.asked.is_empty() => {
+                        break StopReason::NotFound
+                    }
                     _ => return Err(failure.error),
                 },
             };
@@ -262,12 +272,17 @@ impl Harvest<'_> {
 
     /// The partition has ended: say so, and tell the writer after its last page.
     async fn end(&self, tally: &Tally, stop: StopReason) -> Result<PartitionReport, Error> {
-        tracing::info!(
+        let ended = format!(
             "{} ended: {} in {}; {stop}",
             partition_named(self.label()),
             human::plural(tally.records, "record", "records"),
             human::plural(tally.pages, "page", "pages")
         );
+        // A line each while they are few; past that, progress counts them.
+        match self.plan().partitions.count() <= LOGGED {
+            true => tracing::info!("{ended}"),
+            false => tracing::debug!("{ended}"),
+        }
         if let (Some(incremental), true) = (&self.plan().incremental, stop.cut_short()) {
             tracing::warn!(
                 "{} was cut short ({stop}): its mark for {} stays where it was",
@@ -282,6 +297,19 @@ impl Harvest<'_> {
                 stop.words()
             );
         }
+        let asked = &self.part.partition.asked;
+        let missing: Vec<String> = match (&stop, &self.plan().partitions.check) {
+            (StopReason::NotFound, _) => asked.clone(),
+            (_, Some(_)) => asked.iter().filter(|v| !tally.found.contains(*v)).cloned().collect(),
+            (_, None) => Vec::new(),
+        };
+        if !missing.is_empty() {
+            tracing::debug!(
+                "{}: {} asked but not returned",
+                partition_named(self.label()),
+                human::plural(missing.len() as u64, "value", "values")
+            );
+        }
         self.part.track.done(&stop);
         let report = PartitionReport {
             partition: self.label().to_string(),
@@ -289,6 +317,7 @@ impl Harvest<'_> {
             pages: tally.pages,
             stop,
             warning: tally.warning.clone(),
+            missing,
         };
         let end = Item::End { index: self.part.partition.index, report: report.clone() };
         self.shared.tx.send(end).await.map_err(|_| Error::Other("the writer stopped".into()))?;
@@ -385,6 +414,14 @@ impl Harvest<'_> {
                 // They were made of the whole page.
                 prepared = None;
                 mark = self.plan().incremental.as_ref().and_then(|i| incremental::page_mark(&i.field, &lines));
+            }
+        }
+        if let (Some(check), false) = (&self.plan().partitions.check, self.part.partition.asked.is_empty()) {
+            for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let text = std::str::from_utf8(line).unwrap_or_default();
+                if let Ok(Some(value)) = crate::partition::file::field_text(check, text) {
+                    tally.found.insert(value);
+                }
             }
         }
         let (records, pages) = (tally.records + count, tally.pages + 1);

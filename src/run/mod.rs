@@ -145,6 +145,8 @@ async fn execute_in(
             return already_complete(&plan, layout, run);
         }
     }
+    // Read the files and outputs the partitions' values come from (their fingerprints too).
+    plan.partitions.open()?;
     let fingerprint = Fingerprint::of(&plan);
     let resumed = start::resume_or_start(&plan, layout, &fingerprint, options.fresh, claimed.as_deref())?;
     let (run, started_at) = match (&resumed, claimed) {
@@ -247,6 +249,7 @@ async fn execute_in(
         http: &stats,
         output: root.clone(),
         manifest,
+        asked_as: plan.partitions.listed_placeholders().first().cloned().unwrap_or_else(|| "value".into()),
     };
     if let Some(error) = written.err().or(failure) {
         // Keep what was written durable for the resume; publish nothing more.
@@ -268,6 +271,10 @@ async fn execute_in(
 
     let manifest_at = PathBuf::from(layout.display(&layout.manifest(&run)));
     let report = report.insert(Report::new(facts(Outcome::Complete, None, Some(manifest_at)), &position));
+    if let Some(missing) = &report.missing {
+        // Not a failure: the server has nothing for them.
+        tracing::warn!("{}", missing.words());
+    }
     let manifest = Manifest {
         version: 1,
         job: plan.name.clone(),
@@ -283,6 +290,7 @@ async fn execute_in(
         parts: position.parts.clone(),
         stops: position.done.stops.clone(),
         partitions: position.done.reports.values().cloned().collect(),
+        missing: position.done.missing().cloned().collect(),
         http: stats.clone(),
         report: report.clone(),
     };
@@ -483,8 +491,11 @@ pub struct Manifest {
     pub parts: Vec<PartInfo>,
     /// How many partitions ended for each reason.
     pub stops: std::collections::BTreeMap<String, u64>,
-    /// Each partition by name, up to the first 1,000 to end.
+    /// Each partition by name, while at most 100 ended; past that those that warned.
     pub partitions: Vec<PartitionReport>,
+    /// Every value asked for and not returned (`[partitions.check]`, a detail request's 404).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
     pub http: FetchStats,
     /// What the run said when it ended.
     pub report: Report,

@@ -163,15 +163,17 @@ pub struct Finished {
     pub pages: u64,
     /// How many ended for each reason.
     pub stops: BTreeMap<String, u64>,
-    /// The first [`Finished::NAMED`] to end, by their place in the job's order: the
-    /// manifest's per-partition list.
+    /// The manifest's per-partition list, by place in the job's order: every partition while
+    /// at most [`Finished::NAMED`] have ended; past that only those that warned (the first
+    /// [`Finished::NAMED`] of them), so a checkpoint stays small however many there are.
     pub reports: BTreeMap<u64, PartitionReport>,
-    /// Partitions that ended with a warning, past those in `reports` (at most
-    /// [`Finished::NAMED`] of them), and how many warned in all.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub warned: BTreeMap<u64, PartitionReport>,
+    /// How many ended with a warning.
     #[serde(default)]
     pub warnings: u64,
+    /// Values asked for and not returned (`[partitions.check]`, or a detail request's 404),
+    /// every one, by their partition's place in the job's order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub missing: BTreeMap<u64, Vec<String>>,
     /// Incremental syncs: the high-water mark of each partition that ended by the API's own
     /// end (one cut short by `max_pages` or `max_records` keeps the mark it had).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -179,8 +181,9 @@ pub struct Finished {
 }
 
 impl Finished {
-    /// Partitions a checkpoint or manifest names one by one; past this, counts only.
-    pub const NAMED: usize = 1000;
+    /// Partitions a checkpoint or manifest names one by one; past this, counts (and those
+    /// that warned) only.
+    pub const NAMED: usize = 100;
 
     pub fn contains(&self, index: u64) -> bool {
         let at = self.ranges.partition_point(|r| r[1] <= index);
@@ -189,6 +192,11 @@ impl Finished {
 
     pub fn count(&self) -> u64 {
         self.ranges.iter().map(|r| r[1] - r[0]).sum()
+    }
+
+    /// Every value asked for and not returned, in the job's order.
+    pub fn missing(&self) -> impl Iterator<Item = &String> {
+        self.missing.values().flatten()
     }
 
     /// Record partition `index` as ended, with its frontier.
@@ -217,10 +225,15 @@ impl Finished {
         if report.warning.is_some() {
             self.warnings += 1;
         }
-        if self.reports.len() < Self::NAMED {
+        if !report.missing.is_empty() {
+            self.missing.insert(index, report.missing.clone());
+        }
+        let ended = self.count();
+        if ended == Self::NAMED as u64 + 1 {
+            self.reports.retain(|_, r| r.warning.is_some());
+        }
+        if (ended <= Self::NAMED as u64 || report.warning.is_some()) && self.reports.len() < Self::NAMED {
             self.reports.insert(index, report);
-        } else if report.warning.is_some() && self.warned.len() < Self::NAMED {
-            self.warned.insert(index, report);
         }
     }
 }
@@ -232,6 +245,8 @@ pub struct OpenPart {
     /// Bytes fsynced; a resume truncates the file to this length.
     pub len: u64,
     pub partitions: Vec<PartSlice>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_slices: u64,
 }
 
 /// A published part file.
@@ -240,7 +255,10 @@ pub struct PartInfo {
     pub file: String,
     pub rows: u64,
     pub bytes: u64,
+    /// The part's slices, of its first [`PartSlice::PARTITIONS`] partitions; others' counted.
     pub partitions: Vec<PartSlice>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_slices: u64,
     /// Parquet: the part's schema, as schema files write it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<serde_json::Value>,
@@ -256,6 +274,17 @@ pub struct PartSlice {
     pub records: [u64; 2],
     /// Pages `[first, last]` these records came from.
     pub pages: [u64; 2],
+}
+
+impl PartSlice {
+    /// Partitions a part lists the slices of; the slices of any more are counted
+    /// (`more_slices`), so that a part holding a million single-record partitions costs
+    /// neither memory nor checkpoint size, while a part of a few partitions lists them all.
+    pub const PARTITIONS: usize = 100;
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What every sink keeps: part names, the parts published, each partition's frontier.
@@ -274,6 +303,10 @@ pub struct PartFile {
     pub path: PathBuf,
     pub rows: u64,
     pub slices: Vec<PartSlice>,
+    /// Slices of partitions past the first [`PartSlice::PARTITIONS`].
+    pub more_slices: u64,
+    /// The partitions `slices` holds.
+    listed: std::collections::HashSet<String>,
 }
 
 impl Ledger {
@@ -305,6 +338,8 @@ impl Ledger {
             path: self.layout.open_dir().join(&open.file),
             rows: open.rows,
             slices: open.partitions.clone(),
+            more_slices: open.more_slices,
+            listed: open.partitions.iter().map(|s| s.partition.clone()).collect(),
         }
     }
 
@@ -313,7 +348,7 @@ impl Ledger {
         let name = format!("part-{}-{:06}{extension}", self.layout.unit(&self.run), self.next_seq);
         self.next_seq += 1;
         let path = self.layout.open_dir().join(&name);
-        PartFile { name, path, rows: 0, slices: Vec::new() }
+        PartFile { name, path, rows: 0, slices: Vec::new(), more_slices: 0, listed: Default::default() }
     }
 
     /// The frontier of the partition with `key`; its key is copied only the first time.
@@ -332,18 +367,25 @@ impl Ledger {
         let frontier = self.frontier_mut(partition);
         let first_record = frontier.records;
         frontier.records += rows;
+        let full = part.listed.len() >= PartSlice::PARTITIONS && !part.listed.contains(partition);
         match part.slices.last_mut() {
             Some(slice) if slice.partition == partition && slice.records[1] == first_record => {
                 slice.rows[1] += rows;
                 slice.records[1] += rows;
                 slice.pages[1] = page;
             }
-            _ => part.slices.push(PartSlice {
-                partition: partition.to_string(),
-                rows: [part.rows, part.rows + rows],
-                records: [first_record, first_record + rows],
-                pages: [page, page],
-            }),
+            _ if full => part.more_slices += 1,
+            _ => {
+                if part.listed.len() < PartSlice::PARTITIONS {
+                    part.listed.insert(partition.to_string());
+                }
+                part.slices.push(PartSlice {
+                    partition: partition.to_string(),
+                    rows: [part.rows, part.rows + rows],
+                    records: [first_record, first_record + rows],
+                    pages: [page, page],
+                })
+            }
         }
         part.rows += rows;
     }
@@ -365,7 +407,14 @@ impl Ledger {
     pub fn publish(&mut self, part: PartFile, bytes: u64, schema: Option<serde_json::Value>) -> Result<(), Error> {
         self.layout.publish(&part.path, &part.name)?;
         tracing::debug!("published {} ({} rows)", self.layout.display(&part.name), part.rows);
-        self.parts.push(PartInfo { file: part.name, rows: part.rows, bytes, partitions: part.slices, schema });
+        self.parts.push(PartInfo {
+            file: part.name,
+            rows: part.rows,
+            bytes,
+            partitions: part.slices,
+            more_slices: part.more_slices,
+            schema,
+        });
         Ok(())
     }
 
@@ -414,6 +463,7 @@ mod tests {
                 pages: 1,
                 stop: StopReason::NoNext,
                 warning: None,
+                missing: Vec::new(),
             };
             let frontier = Frontier { mark: Some(format!("m{index}")), ..Frontier::default() };
             done.add(index, report, frontier);
@@ -428,6 +478,7 @@ mod tests {
             pages: 1,
             stop: StopReason::MaxPages { pages: 1 },
             warning: None,
+            missing: Vec::new(),
         };
         done.add(7, cut, Frontier { mark: Some("m7".into()), ..Frontier::default() });
         assert!(!done.marks.contains_key("n=7"), "a partition cut short keeps the mark it had");
@@ -440,6 +491,7 @@ mod tests {
                 pages: 1,
                 stop: StopReason::NoRecords,
                 warning: None,
+                missing: Vec::new(),
             },
             Frontier::default(),
         );
@@ -451,9 +503,47 @@ mod tests {
                 pages: 1,
                 stop: StopReason::NoRecords,
                 warning: None,
+                missing: Vec::new(),
             },
             Frontier::default(),
         );
         assert_eq!(done.ranges, vec![[0, 10]]);
+    }
+    #[test]
+    fn past_a_hundred_ended_only_the_partitions_that_warned_are_named() {
+        let mut done = Finished::default();
+        for index in 0..150u64 {
+            let report = PartitionReport {
+                partition: format!("n={index}"),
+                records: 1,
+                pages: 1,
+                stop: StopReason::SinglePage,
+                warning: (index % 50 == 7).then(|| "more".to_string()),
+                missing: if index == 3 { vec!["x".into()] } else { Vec::new() },
+            };
+            done.add(index, report, Frontier::default());
+        }
+        assert_eq!(done.reports.keys().copied().collect::<Vec<_>>(), [7, 57, 107]);
+        assert_eq!((done.warnings, done.count()), (3, 150));
+        assert_eq!(done.missing().collect::<Vec<_>>(), ["x"]);
+    }
+
+    #[test]
+    fn a_part_lists_the_slices_of_its_first_hundred_partitions_and_counts_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::create(dir.path().to_path_buf()).unwrap();
+        let mut ledger = Ledger::new(layout, "r", 1);
+        let mut part = ledger.next_part(".ndjson");
+        for round in 0..2 {
+            for p in 0..150 {
+                ledger.add_rows(&mut part, &format!("p={p}"), round, 1);
+            }
+        }
+        assert_eq!(part.rows, 300);
+        assert_eq!(part.slices.len(), 200, "two slices of each of the first hundred");
+        assert_eq!(part.more_slices, 100);
+        let listed: std::collections::BTreeSet<&str> = part.slices.iter().map(|s| s.partition.as_str()).collect();
+        let first: std::collections::BTreeSet<String> = (0..100).map(|p| format!("p={p}")).collect();
+        assert!(listed.iter().copied().eq(first.iter().map(String::as_str)), "{listed:?}");
     }
 }

@@ -173,7 +173,13 @@ impl Sink for NdjsonSink {
                 open.encoder =
                     Some(Encoder::new(file, compression).map_err(|e| Error::io("restarting compression", e))?);
                 let part = &open.part;
-                Some(OpenPart { file: part.name.clone(), rows: part.rows, len, partitions: part.slices.clone() })
+                Some(OpenPart {
+                    file: part.name.clone(),
+                    rows: part.rows,
+                    len,
+                    partitions: part.slices.clone(),
+                    more_slices: part.more_slices,
+                })
             }
             None => None,
         };
@@ -220,8 +226,14 @@ mod tests {
         let first = std::fs::read_to_string(layout.root.join("part-R-000001.ndjson")).unwrap();
         assert_eq!(first, "{\"id\":0}\n{\"id\":1}\n{\"id\":2}\n{\"id\":0}\n");
         assert_eq!(done.active["b"], Frontier { pages: 1, records: 3, ..Frontier::default() });
-        let report =
-            PartitionReport { partition: "b".into(), records: 3, pages: 1, stop: StopReason::NoNext, warning: None };
+        let report = PartitionReport {
+            partition: "b".into(),
+            records: 3,
+            pages: 1,
+            stop: StopReason::NoNext,
+            warning: None,
+            missing: Vec::new(),
+        };
         sink.end(1, report.clone());
         let ended = sink.finish().unwrap();
         assert_eq!(ended.active.keys().collect::<Vec<_>>(), ["a"], "an ended partition is no longer an entry");

@@ -7,6 +7,7 @@ mod cli;
 mod concurrency;
 mod deploy;
 mod editor;
+mod endpoints;
 mod examples;
 mod http;
 mod incremental;

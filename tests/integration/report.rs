@@ -163,7 +163,7 @@ async fn a_partition_that_stops_after_its_first_page_warns_with_the_likely_fix()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn above_a_thousand_partitions_the_report_counts_and_names_only_those_that_warned() {
+async fn above_a_hundred_partitions_the_report_counts_and_names_only_those_that_warned() {
     let fixture = Fixture::with(MockConfig { records: 30, ..Default::default() }).await;
     // 1,200 partitions whose next path is wrong: each stops after a first page that has a
     // next cursor. A run reads 100 first pages for hints, so 100 warn.

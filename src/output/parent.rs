@@ -1,0 +1,203 @@
+//! `repo = { from = "repos", field = "$.full_name", include = { repo_id = "$.id" } }`: the
+//! values of a field in another job's latest complete run (all its shards' manifests
+//! written), read from the parts its manifests list, in their order: NDJSON in any
+//! compression, or Parquet (each row as arrow-json writes it). A partition source
+//! ([`crate::partition::listed`]); its fingerprint is the run's name.
+
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use super::runs::complete_runs;
+use super::{Layout, RUNS};
+use crate::jsonpath::{Document, JsonPath};
+use crate::partition::file::{decompressed, field_text, lines};
+use crate::partition::listed::{Entries, Entry, Failure, Reader};
+use crate::plan::StorePlan;
+use crate::store::Store;
+
+pub struct JobOutput {
+    dir: PathBuf,
+    store: StorePlan,
+    job: String,
+    field: JsonPath,
+    include: Vec<(String, JsonPath)>,
+    run: OnceLock<Result<Run, Failure>>,
+}
+
+/// The run read: its name and its parts with their rows, in order.
+struct Run {
+    layout: Layout,
+    name: String,
+    parts: Vec<(String, u64)>,
+}
+
+impl std::fmt::Debug for JobOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let include: Vec<(&str, &str)> = self.include.iter().map(|(n, p)| (n.as_str(), p.as_str())).collect();
+        f.debug_struct("JobOutput")
+            .field("job", &self.job)
+            .field("field", &self.field.as_str())
+            .field("include", &include)
+            .finish()
+    }
+}
+
+impl JobOutput {
+    pub fn new(dir: &Path, store: &StorePlan, job: &str, field: JsonPath, include: Vec<(String, JsonPath)>) -> Self {
+        JobOutput {
+            dir: dir.to_path_buf(),
+            store: store.clone(),
+            job: job.to_string(),
+            field,
+            include,
+            run: OnceLock::new(),
+        }
+    }
+
+    /// The job's latest complete run, found once.
+    fn run(&self) -> Result<&Run, Failure> {
+        self.run.get_or_init(|| self.find()).as_ref().map_err(Clone::clone)
+    }
+
+    fn find(&self) -> Result<Run, Failure> {
+        let layout =
+            Layout::for_reading_at(&self.dir, &self.job, &self.store).map_err(|e| Failure::Job(e.to_string()))?;
+        let folder = layout.display("");
+        let read = |e: std::io::Error| Failure::Read(format!("reading {folder}: {e}"));
+        let Some(name) = complete_runs(&layout).map_err(read)?.pop() else {
+            return Err(Failure::Read(format!(
+                "job {} has no complete run in {folder}: run it first (its values feed this job)",
+                self.job
+            )));
+        };
+        // The run's manifest, or its shards' in shard order.
+        let mut manifests: Vec<(u32, String)> = layout
+            .list(RUNS)
+            .map_err(read)?
+            .into_iter()
+            .filter_map(|e| {
+                let unit = e.name.strip_suffix(".json")?;
+                match unit.strip_prefix(name.as_str())? {
+                    "" => Some((0, e.name.clone())),
+                    tag => crate::shard::Shard::from_tag(tag.strip_prefix('-')?).map(|s| (s.index, e.name.clone())),
+                }
+            })
+            .collect();
+        manifests.sort();
+        let mut parts = Vec::new();
+        for (_, manifest) in manifests {
+            let rel = format!("{RUNS}/{manifest}");
+            let bytes = layout.read(&rel).map_err(read)?.unwrap_or_default();
+            let json: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| Failure::Read(format!("{} is not a manifest ({e})", layout.display(&rel))))?;
+            for part in json["parts"].as_array().into_iter().flatten() {
+                let (Some(file), Some(rows)) = (part["file"].as_str(), part["rows"].as_u64()) else { continue };
+                parts.push((file.to_string(), rows));
+            }
+        }
+        tracing::debug!("partitions from job {}: run {name}, {} part(s)", self.job, parts.len());
+        Ok(Run { layout, name, parts })
+    }
+
+    /// The records of one part, one JSON text each.
+    fn records<'a>(
+        &'a self,
+        run: &'a Run,
+        file: &'a str,
+        rows: u64,
+    ) -> Box<dyn Iterator<Item = Result<String, Failure>> + Send + 'a> {
+        let failed =
+            move |e: &dyn std::fmt::Display| Failure::Read(format!("reading {}: {e}", run.layout.display(file)));
+        let bytes: Box<dyn Read + Send> = match &run.layout.store {
+            Store::Local(root) => match std::fs::File::open(root.join(file)) {
+                Ok(f) => Box::new(f),
+                Err(e) => return Box::new(std::iter::once(Err(failed(&e)))),
+            },
+            store => match store.get(file) {
+                Ok(Some((bytes, _))) => Box::new(std::io::Cursor::new(bytes)),
+                Ok(None) => return Box::new(std::iter::once(Err(failed(&"it is gone")))),
+                Err(e) => return Box::new(std::iter::once(Err(failed(&e)))),
+            },
+        };
+        if file.ends_with(".parquet") {
+            return match parquet_rows(bytes) {
+                Ok(rows) => Box::new(rows.map(move |r| r.map_err(|e| failed(&e)))),
+                Err(e) => Box::new(std::iter::once(Err(failed(&e)))),
+            };
+        }
+        let input: Box<dyn BufRead + Send> = match decompressed(Path::new(file), bytes) {
+            Ok(input) => input,
+            Err(e) => return Box::new(std::iter::once(Err(failed(&e)))),
+        };
+        Box::new(lines(input).take(rows as usize).map(move |(_, line)| line.map_err(|e| failed(&e))))
+    }
+
+    fn entry(&self, record: &str) -> Result<Option<Entry>, String> {
+        let Some(value) = field_text(&self.field, record)? else { return Ok(None) };
+        let mut parent = String::new();
+        if !self.include.is_empty() {
+            let doc = Document::parse(record.as_bytes()).map_err(|e| e.to_string())?;
+            for (name, path) in &self.include {
+                if !parent.is_empty() {
+                    parent.push(',');
+                }
+                parent.push_str(&serde_json::to_string(name).expect("a name serializes"));
+                parent.push(':');
+                match path.first(&doc)? {
+                    Some(node) => parent.push_str(&node.to_compact_string()),
+                    None => parent.push_str("null"),
+                }
+            }
+        }
+        Ok(Some(Entry { value, parent }))
+    }
+}
+
+/// A Parquet part's rows as JSON objects, a batch at a time.
+fn parquet_rows(
+    mut input: Box<dyn Read + Send>,
+) -> Result<impl Iterator<Item = Result<String, String>> + Send, String> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    // The footer is at the end: the part is read whole (it holds at most rows_per_file rows).
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .and_then(|b| b.with_batch_size(1024).build())
+        .map_err(|e| e.to_string())?;
+    Ok(reader.flat_map(|batch| {
+        let lines: Vec<Result<String, String>> = match batch {
+            Ok(batch) => {
+                let mut out = Vec::new();
+                let mut writer = arrow_json::LineDelimitedWriter::new(&mut out);
+                match writer.write(&batch).and_then(|_| writer.finish()) {
+                    Ok(()) => String::from_utf8_lossy(&out).lines().map(|l| Ok(l.to_string())).collect(),
+                    Err(e) => vec![Err(e.to_string())],
+                }
+            }
+            Err(e) => vec![Err(e.to_string())],
+        };
+        lines
+    }))
+}
+
+impl Reader for JobOutput {
+    fn entries(&self) -> Result<Entries<'_>, Failure> {
+        let run = self.run()?;
+        Ok(Box::new(run.parts.iter().flat_map(move |(file, rows)| {
+            self.records(run, file, *rows).zip(1u64..).filter_map(move |(record, n)| {
+                let record = match record {
+                    Ok(record) => record,
+                    Err(failure) => return Some(Err(failure)),
+                };
+                self.entry(&record)
+                    .map_err(|e| Failure::Read(format!("{} record {n}: {e}", run.layout.display(file))))
+                    .transpose()
+            })
+        })))
+    }
+
+    fn fingerprint(&self) -> Result<String, Failure> {
+        Ok(format!("job {} run {}", self.job, self.run()?.name))
+    }
+}

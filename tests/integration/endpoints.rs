@@ -1,0 +1,181 @@
+//! Several endpoints: partitions from a file or another job's output, detail requests one by
+//! one or in batches, records checked against what was asked.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{one_to, read_records, Fixture};
+
+fn harvest(job: &Path, out: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_harvest"));
+    command.args(["run", job.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "--progress", "never", "-q"]);
+    command
+}
+
+fn checkpoint(root: &Path) -> Option<Value> {
+    let bytes = std::fs::read(root.join("_harvest/checkpoint.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// A deterministic shuffle of `1..=n`.
+fn shuffled(n: u64, seed: u64) -> Vec<u64> {
+    let mut ids = one_to(n);
+    let mut state = seed;
+    for i in (1..ids.len()).rev() {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ids.swap(i, ((state >> 33) % (i as u64 + 1)) as usize);
+    }
+    ids
+}
+
+/// The detail path's id in a logged request.
+fn item_id(uri: &str) -> Option<u64> {
+    uri.strip_prefix("/items/")?.split('?').next()?.parse().ok()
+}
+
+/// 10,000 ids from a CSV (shuffled, some repeated), one detail request each, killed with
+/// SIGKILL three times: every record once, no id done before a kill asked again after it,
+/// and the checkpoint under 64 KiB throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_partitions_from_a_csv_resume_exactly_after_kill_9_with_a_small_checkpoint() {
+    const IDS: u64 = 10_000;
+    let f = Fixture::slow(IDS, 2).await;
+    let order = shuffled(IDS, 7);
+    let mut csv = String::from("name,id\n");
+    for (i, id) in order.iter().enumerate() {
+        csv.push_str(&format!("n{id},{id}\n"));
+        if i % 200 == 0 {
+            // A repeat, far from the first: asked once all the same.
+            csv.push_str(&format!("again,{}\n", order[i / 2]));
+        }
+    }
+    std::fs::write(f.dir.path().join("ids.csv"), csv).unwrap();
+    let job = f.job(
+        "name = \"detail\"\n[request]\nurl = \"{base}/items/{id}\"\n[records]\npath = \"$\"\n\
+         [pagination]\nkind = \"none\"\n[limits]\nconcurrency = 8\n\
+         [output]\ncheckpoint_interval = \"30ms\"\n[partitions]\nid = { file = \"ids.csv\", column = \"id\" }\n",
+    );
+    let (out, root) = (f.out(), f.out().join("detail"));
+
+    let largest = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (largest, watching, path) = (largest.clone(), watching.clone(), root.join("_harvest/checkpoint.json"));
+        std::thread::spawn(move || {
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(meta) = std::fs::metadata(&path) {
+                    largest.fetch_max(meta.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+
+    let mut done_before: BTreeSet<u64> = BTreeSet::new();
+    let mut asked_after: Vec<u64> = Vec::new();
+    for at in [1_500u64, 4_000, 7_000] {
+        let seen = f.server.stats.log().len();
+        let mut child = harvest(&job, &out).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while f.server.stats.requests() < at {
+            assert!(child.try_wait().unwrap().is_none(), "the run ended before {at} requests");
+            assert!(std::time::Instant::now() < deadline, "the run did not reach {at} requests");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        asked_after.extend(f.server.stats.log()[seen..].iter().filter_map(|s| item_id(&s.uri)));
+        // What this checkpoint says is done is never asked for again.
+        let saved = checkpoint(&root).expect("a checkpoint after a kill");
+        for range in saved["position"]["done"]["ranges"].as_array().unwrap() {
+            let (from, to) = (range[0].as_u64().unwrap(), range[1].as_u64().unwrap());
+            done_before.extend((from..to).map(|index| order[index as usize]));
+        }
+        assert!(done_before.len() as u64 >= at / 2, "{} done by request {at}", done_before.len());
+    }
+    let seen = f.server.stats.log().len();
+    let status = harvest(&job, &out).status().unwrap();
+    assert!(status.success(), "the last run completes");
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    watcher.join().unwrap();
+    let again: Vec<u64> = f.server.stats.log()[seen..].iter().filter_map(|s| item_id(&s.uri)).collect();
+    let repeated: Vec<&u64> = again.iter().filter(|id| done_before.contains(id)).collect();
+    assert!(repeated.is_empty(), "ids done before a kill were asked again: {:?}", &repeated[..repeated.len().min(10)]);
+    assert!(!asked_after.is_empty() && !again.is_empty());
+    // A kill costs what was in flight and what was written since the last checkpoint.
+    let asked = f.server.stats.requests();
+    assert!(asked <= IDS + 3 * 500, "{asked} requests for {IDS} ids and 3 kills");
+
+    let mut ids: Vec<u64> = read_records(&root).iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len() as u64, IDS, "every record once");
+    ids.sort();
+    assert_eq!(ids, one_to(IDS));
+    let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(largest > 0 && largest < 64 * 1024, "the checkpoint reached {largest} bytes");
+}
+
+/// Ids in batches of 100 through `/items?ids=...`, some of which the server does not have:
+/// those are reported (log, report, manifest) and the rest harvested exactly; the run exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn batches_of_a_hundred_ids_report_the_ids_not_returned_and_harvest_the_rest_exactly() {
+    let f = Fixture::new(2_000).await;
+    // 1..=2000 exist; 2001..=2150 do not, and the file holds some as JSON strings.
+    let mut lines = String::new();
+    for id in 1..=2_150u64 {
+        match id % 3 {
+            0 => lines.push_str(&format!("{{\"id\":\"{id}\"}}\n")),
+            _ => lines.push_str(&format!("{{\"id\":{id}}}\n")),
+        }
+    }
+    std::fs::write(f.dir.path().join("ids.ndjson"), lines).unwrap();
+    let job = f.job(
+        "name = \"batch\"\n[request]\nurl = \"{base}/items?ids={id}\"\n[records]\npath = \"$.items[*]\"\n\
+         [pagination]\nkind = \"none\"\n\
+         [partitions]\nid = { file = \"ids.ndjson\", field = \"$.id\", batch = 100, join = \",\" }\n\
+         [partitions.check]\nfield = \"$.id\"\n",
+    );
+    let output = harvest(&job, &f.out()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "ids not returned are a warning, not a failure: {stderr}");
+    assert!(stderr.contains("150 ids asked but not returned: 2001, 2002, 2003"), "{stderr}");
+    assert_eq!(f.requests("/items"), 22, "2,150 ids in batches of 100");
+    let root = f.out().join("batch");
+    let mut ids: Vec<u64> = read_records(&root).iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, one_to(2_000));
+    let manifest = manifest(&root);
+    let missing: Vec<&str> = manifest["missing"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let expected: Vec<String> = (2_001..=2_150u64).map(|id| id.to_string()).collect();
+    assert_eq!(missing, expected, "the manifest lists every id not returned");
+    assert_eq!(manifest["report"]["missing"]["count"], 150);
+}
+
+/// A detail request answered 404 counts its id as missing; the others are harvested.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_detail_request_answered_404_is_a_missing_id_not_a_failure() {
+    let f = Fixture::new(50).await;
+    std::fs::write(f.dir.path().join("ids.txt"), "3\n77\n5\n\n3\n90\n").unwrap();
+    let job = f.job(
+        "name = \"one\"\n[request]\nurl = \"{base}/items/{id}\"\n[records]\npath = \"$\"\n\
+         [pagination]\nkind = \"none\"\n[partitions]\nid = { file = \"ids.txt\" }\n",
+    );
+    let output = harvest(&job, &f.out()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let ids: Vec<u64> = read_records(&f.out().join("one")).iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>(), [3, 5].iter().collect());
+    assert_eq!(ids.len(), 2, "the repeated 3 is asked once");
+    let manifest = manifest(&f.out().join("one"));
+    assert_eq!(manifest["missing"], serde_json::json!(["77", "90"]));
+    assert_eq!(manifest["stops"]["not_found"], 2);
+}
+
+fn manifest(root: &Path) -> Value {
+    let mut manifests: Vec<_> =
+        std::fs::read_dir(root.join("_harvest/runs")).unwrap().flatten().map(|e| e.path()).collect();
+    manifests.sort();
+    serde_json::from_slice(&std::fs::read(manifests.last().unwrap()).unwrap()).unwrap()
+}
