@@ -130,6 +130,9 @@ pub enum PageError {
     Repeated { what: &'static str, value: String },
     #[error("{0}")]
     Pagination(String),
+    /// `include` appends `_parent` to each record: a record that has one, or is no object.
+    #[error("{0}")]
+    Parent(String),
 }
 
 /// Where a failure happened in the harvest.
@@ -175,11 +178,27 @@ pub enum Error {
     /// The command line asks for something that cannot be (exit 2).
     #[error("{0}")]
     Usage(String),
+    /// A pipeline whose jobs did not all complete: the exit code its jobs' errors come to.
+    #[error("{message}")]
+    Pipeline { code: u8, message: String },
     #[error("{0}")]
     Other(String),
 }
 
 impl Error {
+    /// The process's exit code for this error: 2 for a job file or command line that cannot
+    /// be (or a checkpoint that cannot be used), 3 for a lock or lease another worker holds,
+    /// 130 for an interrupt, 1 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Job(_) | Error::Checkpoint(_) | Error::Usage(_) => 2,
+            Error::Locked { .. } | Error::LeaseLost(_) => 3,
+            Error::Interrupted { .. } => 130,
+            Error::Pipeline { code, .. } => *code,
+            _ => 1,
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }
     }

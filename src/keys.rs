@@ -165,12 +165,56 @@ pub mod shapes {
         Bytes(u64),
     }
 
-    /// A partition source: a list of values, or a date range cut into windows.
+    /// A partition source: a list of values, a date range cut into windows, values in a
+    /// file, or a field of another job's output; under the name `check`, what a batch's
+    /// records are checked against.
     #[derive(JsonSchema)]
     #[schemars(untagged)]
     pub enum Source {
         Values(#[schemars(length(min = 1))] Vec<Scalar>),
         Dates(DateRange),
+        File(FileSource),
+        Job(JobSource),
+        Check(Check),
+    }
+
+    /// `{ file = "ids.csv", column = "id" }` (CSV), `{ file = "ids.txt" }` (one value a
+    /// line), `{ file = "ids.ndjson", field = "$.id" }`; relative to the job file.
+    #[derive(JsonSchema)]
+    #[schemars(deny_unknown_fields)]
+    pub struct FileSource {
+        pub file: String,
+        /// A CSV file's column, by its header.
+        pub column: Option<String>,
+        /// An NDJSON file's value: a JSONPath in each line.
+        pub field: Option<String>,
+        /// Up to this many values in one request, joined into the placeholder.
+        #[schemars(range(min = 1))]
+        pub batch: Option<u64>,
+        /// What joins a batch's values (`,` unless given).
+        pub join: Option<String>,
+    }
+
+    /// `{ from = "repos", field = "$.full_name", include = { repo_id = "$.id" } }`: the
+    /// values of a field in job `from`'s latest complete run in the same output folder.
+    #[derive(JsonSchema)]
+    #[schemars(deny_unknown_fields)]
+    pub struct JobSource {
+        #[schemars(regex(pattern = r"^[a-z0-9_-]+$"))]
+        pub from: String,
+        pub field: String,
+        /// Fields of the parent record carried into each child record as `_parent`.
+        pub include: Option<BTreeMap<String, String>>,
+        #[schemars(range(min = 1))]
+        pub batch: Option<u64>,
+        pub join: Option<String>,
+    }
+
+    /// `[partitions.check] field = "$.id"`: where a record holds the value it answers.
+    #[derive(JsonSchema)]
+    #[schemars(deny_unknown_fields)]
+    pub struct Check {
+        pub field: String,
     }
 
     /// `{ start = "2024-01-01", end = "2024-02-01", step = "1d" }`: dates or RFC 3339

@@ -51,15 +51,60 @@ fn message(error: &anyhow::Error) -> String {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(args) if job::pipeline::is_pipeline(&args.job) => {
+            if args.shard.is_some() || args.shards.is_some() || args.run_id.is_some() {
+                return Err(Error::Usage(
+                    "a pipeline runs each of its jobs whole: shard a job by running its own file with --shard".into(),
+                )
+                .into());
+            }
+            let overrides = Overrides {
+                output_dir: args.output_dir,
+                format: args.format.map(format_of),
+                max_pages: args.max_pages,
+                concurrency: args.concurrency,
+                requests_per_second: args.rps,
+                cache: args.cache,
+                shard: None,
+            };
+            let pipeline = job::pipeline::load(&args.job, &overrides)?;
+            let options = RunOptions {
+                progress: display(args.progress, cli.quiet),
+                cancel: interrupt_token(),
+                fresh: args.fresh,
+            };
+            let quiet = cli.quiet;
+            let outcome = run::jobs::run(&pipeline, &overrides, options, |_, report| {
+                if !quiet {
+                    eprint!("{}", report.text());
+                }
+            })
+            .await?;
+            let words = run::jobs::describe(&outcome.state);
+            match outcome.code {
+                0 => {
+                    println!("pipeline {} complete (run {}):\n{words}", pipeline.name, outcome.state.run);
+                    Ok(())
+                }
+                code => Err(Error::Pipeline {
+                    code,
+                    message: format!(
+                        "pipeline {} did not complete (run {}; `harvest run {}` takes it up again):\n{}",
+                        pipeline.name,
+                        outcome.state.run,
+                        args.job.display(),
+                        words.trim_end()
+                    ),
+                }
+                .into()),
+            }
+        }
         Command::Run(args) => {
             let asked = harvest::shard::Asked { shard: args.shard, shards: args.shards, run_id: args.run_id };
             let shard = harvest::shard::resolve(&asked, &|name| std::env::var(name).ok()).map_err(Error::Usage)?;
             let overrides = Overrides {
                 output_dir: args.output_dir,
-                format: args.format.map(|f| match f {
-                    FormatArg::Ndjson => harvest::plan::Format::Ndjson,
-                    FormatArg::Parquet => harvest::plan::Format::Parquet,
-                }),
+                format: args.format.map(format_of),
                 max_pages: args.max_pages,
                 concurrency: args.concurrency,
                 requests_per_second: args.rps,
@@ -96,11 +141,45 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Check(args) if job::pipeline::is_pipeline(&args.job) => {
+            let pipeline = job::pipeline::load(&args.job, &Overrides::default())?;
+            println!("pipeline {} ({}): {} jobs", pipeline.name, pipeline.file.display(), pipeline.jobs.len());
+            for step in &pipeline.jobs {
+                let after: Vec<&str> = step.after.iter().map(|&i| pipeline.jobs[i].name.as_str()).collect();
+                if !after.is_empty() {
+                    println!("job {} runs after {}", step.name, after.join(", "));
+                }
+                print!("{}", harvest::check::describe(&job::load(&step.file, &Overrides::default())?));
+            }
+            Ok(())
+        }
         Command::Check(args) => {
             let plan = job::load(&args.job, &Overrides::default())?;
             print!("{}", harvest::check::describe(&plan));
             if args.probe {
                 print!("{}", harvest::check::probe(&plan).await?);
+            }
+            Ok(())
+        }
+        Command::Status(args) if job::pipeline::is_pipeline(&args.job) => {
+            let overrides = Overrides { output_dir: args.output_dir, ..Overrides::default() };
+            let pipeline = job::pipeline::load(&args.job, &overrides)?;
+            match run::jobs::read_state(&pipeline)? {
+                None => println!("pipeline {}: never run", pipeline.name),
+                Some(state) => {
+                    let finished = match &state.finished_at {
+                        Some(at) => format!("complete at {at}"),
+                        None => "not complete: the next `harvest run` takes it up".to_string(),
+                    };
+                    println!(
+                        "pipeline {}: run {} (started {}), {finished}",
+                        pipeline.name, state.run, state.started_at
+                    );
+                    print!("{}", run::jobs::describe(&state));
+                }
+            }
+            for step in &pipeline.jobs {
+                print!("{}", harvest::status::report(&job::load(&step.file, &overrides)?)?);
             }
             Ok(())
         }
@@ -243,12 +322,16 @@ fn bound_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn bound_allocator() {}
 
+fn format_of(format: FormatArg) -> harvest::plan::Format {
+    match format {
+        FormatArg::Ndjson => harvest::plan::Format::Ndjson,
+        FormatArg::Parquet => harvest::plan::Format::Parquet,
+    }
+}
+
 fn exit_code(error: &anyhow::Error) -> u8 {
     match error.downcast_ref::<Error>() {
-        Some(Error::Job(_) | Error::Checkpoint(_) | Error::Usage(_)) => 2,
-        Some(Error::Locked { .. } | Error::LeaseLost(_)) => 3,
-        Some(Error::Interrupted { .. }) => 130,
-        Some(_) => 1,
+        Some(e) => e.exit_code(),
         None if error.downcast_ref::<harvest::error::JobError>().is_some() => 2,
         None => 1,
     }

@@ -125,6 +125,9 @@ pub(crate) async fn fetch_page(
                 RecordsError::Invalid(message) => PageError::Pagination(message),
             })
         })?;
+        if !cx.partition.parent.is_empty() {
+            lines = with_parent(&lines, &cx.partition.parent).map_err(|e| page_error(PageError::Parent(e)))?;
+        }
         let response = PageResponse {
             status: fetched.status,
             headers: &fetched.headers,
@@ -176,6 +179,33 @@ pub(crate) async fn fetch_page(
     Ok(out)
 }
 
+/// Each record with `"_parent":{members}` appended, the rest of its bytes as they were. A
+/// record that already has `_parent`, or is not an object, cannot take it.
+fn with_parent(lines: &[u8], members: &str) -> Result<Vec<u8>, String> {
+    static PARENT: std::sync::OnceLock<crate::jsonpath::JsonPath> = std::sync::OnceLock::new();
+    let parent = PARENT.get_or_init(|| crate::jsonpath::JsonPath::parse("$._parent").expect("a valid path"));
+    let mut out = Vec::with_capacity(lines.len() + (members.len() + 14) * memchr::memchr_iter(b'\n', lines).count());
+    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        if line.first() != Some(&b'{') || line.last() != Some(&b'}') {
+            return Err("include adds _parent to each record, and a record here is not a JSON object".into());
+        }
+        let doc = Document::parse(line).map_err(|e| e.message)?;
+        if parent.first(&doc)?.is_some() {
+            return Err("a record already has a _parent field, which include would add: rename it in the job \
+                        (include's names go inside _parent) or drop include"
+                .into());
+        }
+        out.extend_from_slice(&line[..line.len() - 1]);
+        if line.len() > 2 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"_parent\":{");
+        out.extend_from_slice(members.as_bytes());
+        out.extend_from_slice(b"}}\n");
+    }
+    Ok(out)
+}
+
 /// A non-empty array at `records.errors` fails the page, whatever the status.
 pub(crate) fn check_errors(plan: &Plan, doc: &Document, status: u16) -> Result<(), PageError> {
     let Some(path) = &plan.records.errors else { return Ok(()) };
@@ -208,4 +238,22 @@ pub(crate) fn size_hint(plan: &Plan, kind: &FetchErrorKind) -> String {
     let FetchErrorKind::Status { status: 400 | 422, .. } = kind else { return String::new() };
     let Some((param, size)) = Paginator::size_param(&plan.pagination.style) else { return String::new() };
     format!("if the server limits page sizes, lower pagination.page_size: this request asked {param}={size}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_fields_are_appended_to_each_record_and_a_record_of_its_own_parent_is_refused() {
+        let lines = b"{\"id\":1,\"a\":{\"_parent\":2}}\n{}\n";
+        let out = with_parent(lines, "\"repo_id\":7").unwrap();
+        assert_eq!(
+            out,
+            b"{\"id\":1,\"a\":{\"_parent\":2},\"_parent\":{\"repo_id\":7}}\n{\"_parent\":{\"repo_id\":7}}\n"
+        );
+        let error = with_parent(b"{\"id\":1,\"_parent\":null}\n", "\"x\":1").unwrap_err();
+        assert!(error.contains("already has a _parent field"), "{error}");
+        assert!(with_parent(b"[1]\n", "\"x\":1").unwrap_err().contains("not a JSON object"));
+    }
 }

@@ -38,6 +38,7 @@ mod output;
 mod overrides;
 mod pagination;
 mod partitions;
+pub mod pipeline;
 mod records;
 mod request;
 mod retry;
@@ -142,9 +143,29 @@ impl Env {
 /// The JSON Schema of job files (draft-07, which editors read), made from the structs a job is
 /// read into: Even Better TOML and taplo validate and complete job files with it.
 pub fn json_schema() -> serde_json::Value {
-    let mut settings = schemars::generate::SchemaSettings::draft07();
-    settings.transforms.push(Box::new(schemars::transform::RecursiveTransform(without_null)));
-    settings.into_generator().into_root_schema_for::<JobFile>().to_value()
+    let settings = || {
+        let mut settings = schemars::generate::SchemaSettings::draft07();
+        settings.transforms.push(Box::new(schemars::transform::RecursiveTransform(without_null)));
+        settings
+    };
+    let mut job = settings().into_generator().into_root_schema_for::<JobFile>().to_value();
+    let mut pipeline = settings().into_generator().into_root_schema_for::<pipeline::PipelineFile>().to_value();
+    // One schema for both kinds of file: each kind's keys exclude the other's.
+    let mut definitions = serde_json::Map::new();
+    for schema in [&mut job, &mut pipeline] {
+        let object = schema.as_object_mut().expect("a root schema is an object");
+        object.remove("$schema");
+        if let Some(serde_json::Value::Object(d)) = object.remove("definitions") {
+            definitions.extend(d);
+        }
+    }
+    serde_json::json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "harvest job or pipeline file",
+        "description": "A harvest job, or a pipeline of jobs ([[job]] tables): see the README of harvest.",
+        "oneOf": [job, pipeline],
+        "definitions": definitions,
+    })
 }
 
 /// TOML has no null: an optional key is one that may be left out, not one that may be null.

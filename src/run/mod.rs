@@ -5,6 +5,7 @@
 //! manifest, and in replace mode the removal of earlier runs' parts. A run that fails or is
 //! interrupted keeps what it wrote, with a checkpoint the next run goes on from.
 
+pub mod jobs;
 mod start;
 
 use std::path::PathBuf;

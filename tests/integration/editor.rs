@@ -82,11 +82,20 @@ fn every_job_file_validates_against_the_schema_and_unknown_keys_do_not() {
         format!("{base}[pagination]\nkind = \"none\"\n[output]\nrows_per_fle = 10\n"),
         format!("{base}[pagination]\nkind = \"none\"\n[partitions]\nday = {{ start = \"2024-01-01\", end = \"2024-02-01\", stride = \"1d\" }}\n"),
         "Name = \"T\"\n[request]\nurl = \"http://h/x\"\n[records]\npath = \"$[*]\"\n[pagination]\nkind = \"none\"\n".to_string(),
+        format!("{base}[pagination]\nkind = \"none\"\n[partitions]\nid = {{ file = \"ids.csv\", colum = \"id\" }}\n"),
+        format!("{base}[pagination]\nkind = \"none\"\n[partitions]\nid = {{ from = \"repos\" }}\n"),
     ];
     let accepted = [
         format!("{base}[pagination]\nkind = \"cursor\"\nnext = \"$.n\"\npage_size = 10\nmax_pages = 3\n"),
         format!("{base}[pagination]\nkind = \"none\"\n[auth]\nallow_origins = [\"https://cdn.example.com\"]\n"),
         format!("{base}[pagination]\nkind = \"none\"\n[partitions]\nday = {{ start = 2024-01-01, end = 2024-02-01 }}\nrepo = [\"a\", 2]\n"),
+        format!(
+            "{base}[pagination]\nkind = \"none\"\n[partitions]\nid = {{ file = \"ids.csv\", column = \"id\", batch = 50, join = \";\" }}\n\
+             [partitions.check]\nfield = \"$.id\"\n"
+        ),
+        format!(
+            "{base}[pagination]\nkind = \"none\"\n[partitions]\nrepo = {{ from = \"repos\", field = \"$.name\", include = {{ owner = \"$.owner.login\" }} }}\n"
+        ),
     ];
     let verdicts = validate(&python, &schema, &refused.iter().chain(&accepted).cloned().collect::<Vec<_>>());
     for (text, errors) in refused.iter().zip(&verdicts) {
@@ -97,11 +106,24 @@ fn every_job_file_validates_against_the_schema_and_unknown_keys_do_not() {
     }
     // ... and the reader agrees with both verdicts.
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ids.csv"), "id\n1\n").unwrap();
     for (text, good) in refused.iter().map(|t| (t, false)).chain(accepted.iter().map(|t| (t, true))) {
         let path = dir.path().join("job.toml");
         std::fs::write(&path, text.replace("${T}", "x")).unwrap();
         let check = harvest(&["check", path.to_str().unwrap()]);
         assert_eq!(check.status.success(), good, "{text}\n{}", String::from_utf8_lossy(&check.stderr));
+    }
+
+    // Pipeline files too: `[[job]]` tables, and nothing of a job's.
+    let pipelines = [
+        ("name = \"p\"\n[[job]]\nfile = \"a.toml\"\n[[job]]\nfile = \"b.toml\"\nafter = [\"a\"]\n", true),
+        ("[[job]]\nfile = \"a.toml\"\nafer = [\"b\"]\n", false),
+        ("[[job]]\nfile = \"a.toml\"\n[request]\nurl = \"http://h/x\"\n", false),
+        ("[[job]]\nafter = [\"b\"]\n", false),
+    ];
+    let texts: Vec<String> = pipelines.iter().map(|(t, _)| t.to_string()).collect();
+    for ((text, good), errors) in pipelines.iter().zip(validate(&python, &schema, &texts)) {
+        assert_eq!(errors.is_empty(), *good, "{text}: {errors:?}");
     }
 }
 

@@ -1,7 +1,7 @@
 //! Several endpoints: partitions from a file or another job's output, detail requests one by
 //! one or in batches, records checked against what was asked.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -178,4 +178,164 @@ fn manifest(root: &Path) -> Value {
         std::fs::read_dir(root.join("_harvest/runs")).unwrap().flatten().map(|e| e.path()).collect();
     manifests.sort();
     serde_json::from_slice(&std::fs::read(manifests.last().unwrap()).unwrap()).unwrap()
+}
+
+/// Parents (12 records of `/offset`), then 7 children of each through `/t/{repo}/offset`, as a
+/// two-job pipeline with `include`: every child once, in its parent's order, each with its
+/// parent's fields; the child reads the parent's NDJSON, and its Parquet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_two_job_pipeline_carries_parent_fields_into_every_child_from_ndjson_and_parquet() {
+    let f = Fixture::new(40).await;
+    for format in ["ndjson", "parquet"] {
+        let dir = f.dir.path().join(format);
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = f.server.url();
+        std::fs::write(
+            dir.join("repos.toml"),
+            format!(
+                "name = \"repos\"\n[request]\nurl = \"{base}/offset\"\n[records]\npath = \"$.items[*]\"\n\
+                 [pagination]\nkind = \"offset\"\npage_size = 5\ntotal = \"$.total\"\nmax_records = 12\n\
+                 [output]\nformat = \"{format}\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("issues.toml"),
+            format!(
+                "name = \"issues\"\n[request]\nurl = \"{base}/t/{{repo}}/offset\"\n[records]\npath = \"$.items[*]\"\n\
+                 [pagination]\nkind = \"offset\"\npage_size = 5\ntotal = \"$.total\"\nmax_records = 7\n\
+                 [partitions]\nrepo = {{ from = \"repos\", field = \"$.id\", include = {{ repo_id = \"$.id\", repo_name = \"$.name\" }} }}\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("github.toml"),
+            "name = \"github\"\n[[job]]\nfile = \"issues.toml\"\nafter = [\"repos\"]\n[[job]]\nfile = \"repos.toml\"\n",
+        )
+        .unwrap();
+        let out = dir.join("out");
+        let output = harvest(&dir.join("github.toml"), &out).output().unwrap();
+        assert!(output.status.success(), "{format}: {}", String::from_utf8_lossy(&output.stderr));
+
+        let parents: BTreeMap<u64, String> = match format {
+            "ndjson" => read_records(&out.join("repos"))
+                .iter()
+                .map(|r| (r["id"].as_u64().unwrap(), r["name"].as_str().unwrap().to_string()))
+                .collect(),
+            _ => (1..=12).map(|id| (id, String::new())).collect(),
+        };
+        assert_eq!(parents.keys().copied().collect::<Vec<_>>(), one_to(12), "{format}");
+        let children = read_records(&out.join("issues"));
+        assert_eq!(children.len(), 12 * 7, "{format}: every child once");
+        let mut by_parent: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for child in &children {
+            let parent = &child["_parent"];
+            let id = parent["repo_id"].as_u64().unwrap_or_else(|| panic!("{format}: no parent in {child}"));
+            assert!(parent["repo_name"].as_str().unwrap().starts_with(&format!("Ærøskøbing #{id} ")), "{child}");
+            if format == "ndjson" {
+                assert_eq!(parent["repo_name"].as_str().unwrap(), parents[&id]);
+            }
+            assert_eq!(
+                child.as_object().unwrap().keys().next_back().unwrap(),
+                "_parent",
+                "appended after the record's own"
+            );
+            by_parent.entry(id).or_default().push(child["id"].as_u64().unwrap());
+        }
+        assert_eq!(by_parent.keys().copied().collect::<Vec<_>>(), one_to(12), "{format}");
+        assert!(by_parent.values().all(|ids| ids == &one_to(7)), "{format}: {by_parent:?}");
+        let state: Value = serde_json::from_slice(&std::fs::read(out.join("_pipelines/github.json")).unwrap()).unwrap();
+        assert_eq!(state["jobs"]["repos"]["state"], "complete");
+        assert_eq!(state["jobs"]["issues"]["records"], 84);
+        assert!(state["finished_at"].is_string());
+    }
+    for parent in 1..=12 {
+        assert_eq!(f.requests(&format!("/t/{parent}/offset")), 4, "two pages of each parent, for each format");
+    }
+}
+
+/// A job that fails stops the jobs after it and not the others; the next run of the pipeline
+/// takes it up: what completed is not run again, the rest runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_job_stops_its_dependents_not_the_others_and_the_next_run_takes_the_pipeline_up() {
+    let f = Fixture::new(30).await;
+    let dir = f.dir.path();
+    let base = f.server.url();
+    let job = |name: &str, path: &str, attempts: u32| {
+        format!(
+            "name = \"{name}\"\n[request]\nurl = \"{base}{path}\"\n[records]\npath = \"$.items[*]\"\n\
+             [pagination]\nkind = \"offset\"\npage_size = 10\ntotal = \"$.total\"\n\
+             [retry]\nmax_attempts = {attempts}\ninitial_backoff = \"10ms\"\n"
+        )
+    };
+    std::fs::write(dir.join("a.toml"), job("a", "/t/a/offset", 1)).unwrap();
+    // Each of its pages fails once (503), and it tries once.
+    std::fs::write(dir.join("b.toml"), job("b", "/t/b/offset?flaky=1", 1)).unwrap();
+    std::fs::write(dir.join("c.toml"), job("c", "/t/c/offset", 1)).unwrap();
+    std::fs::write(dir.join("d.toml"), job("d", "/t/d/offset", 1)).unwrap();
+    std::fs::write(
+        dir.join("p.toml"),
+        "[[job]]\nfile = \"c.toml\"\nafter = [\"b\"]\n[[job]]\nfile = \"a.toml\"\n[[job]]\nfile = \"b.toml\"\n\
+         after = [\"a\"]\n[[job]]\nfile = \"d.toml\"\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let output = harvest(&dir.join("p.toml"), &out).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("pipeline p did not complete"), "{stderr}");
+    let state: Value = serde_json::from_slice(&std::fs::read(out.join("_pipelines/p.json")).unwrap()).unwrap();
+    let states: Vec<(&str, &str)> =
+        state["jobs"].as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v["state"].as_str().unwrap())).collect();
+    assert_eq!(states, [("c", "blocked"), ("a", "complete"), ("b", "failed"), ("d", "complete")]);
+    assert_eq!(state["jobs"]["b"]["exit"], 1);
+    assert_eq!(state["jobs"]["c"]["by"], "b");
+    assert_eq!(f.requests("/t/c/offset"), 0, "a blocked job asks nothing");
+
+    // Tries twice now (retries are no part of what a resume must match).
+    std::fs::write(dir.join("b.toml"), job("b", "/t/b/offset?flaky=1", 2)).unwrap();
+    let output = harvest(&dir.join("p.toml"), &out).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!((f.requests("/t/a/offset"), f.requests("/t/d/offset")), (3, 3), "completed jobs are not run again");
+    assert_eq!(f.requests("/t/c/offset"), 3, "c runs once b completed");
+    assert_eq!(read_records(&out.join("b")).len(), 30, "b resumed and completed");
+    let output = Command::new(env!("CARGO_BIN_EXE_harvest"))
+        .args(["status", dir.join("p.toml").to_str().unwrap(), "--output-dir", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("pipeline p: run") && text.contains("complete at"), "{text}");
+    assert!(text.contains("job c (") && text.contains("last completed run"), "{text}");
+}
+
+/// A job whose values come from a job with no complete run exits 1 naming the folder; a file
+/// source that changed under an unfinished run refuses the resume (exit 2, --fresh).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_that_is_not_there_or_changed_is_refused_clearly() {
+    let f = Fixture::slow(3_000, 2).await;
+    let child = f.job(
+        "name = \"child\"\n[request]\nurl = \"{base}/items/{id}\"\n[records]\npath = \"$\"\n[pagination]\nkind = \"none\"\n\
+         [partitions]\nid = { from = \"parents\", field = \"$.id\" }\n",
+    );
+    let output = harvest(&child, &f.out()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("job parents has no complete run in") && stderr.contains("parents"), "{stderr}");
+
+    let ids: String = (1..=3_000).map(|i| format!("{i}\n")).collect();
+    std::fs::write(f.dir.path().join("ids.txt"), &ids).unwrap();
+    let job = f.job(
+        "name = \"detail\"\n[request]\nurl = \"{base}/items/{id}\"\n[records]\npath = \"$\"\n[pagination]\nkind = \"none\"\n\
+         [output]\ncheckpoint_interval = \"20ms\"\n[partitions]\nid = { file = \"ids.txt\" }\n",
+    );
+    let mut running = harvest(&job, &f.out()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    crate::support::until_requests(&f.server, 500).await;
+    running.kill().unwrap();
+    running.wait().unwrap();
+    assert!(checkpoint(&f.out().join("detail")).is_some());
+    std::fs::write(f.dir.path().join("ids.txt"), format!("{ids}3001\n")).unwrap();
+    let output = harvest(&job, &f.out()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("(partitions differs)") && stderr.contains("--fresh"), "{stderr}");
 }

@@ -1,0 +1,241 @@
+//! A pipeline file's run: each job starts once the jobs it runs after have completed in this
+//! pipeline run, independent jobs side by side (each under its own limits), and a failed job
+//! stops its dependents and not the others.
+//!
+//! The pipeline's state, `<dir>/_pipelines/<name>.json`, says which jobs completed (with their
+//! run), failed (with the exit code and error, secrets masked), were blocked by another, or
+//! are still to run. A pipeline run that did not complete is taken up again by the next:
+//! completed jobs are not run again, the others resume from their own checkpoints. Its exit
+//! code is the first that applies of 130, 2, 3, 1 and 0.
+
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+use super::{run_reported, RunOptions};
+use crate::error::Error;
+use crate::job::pipeline::PipelinePlan;
+use crate::job::{self, Overrides};
+use crate::output::Layout;
+use crate::progress::Display;
+use crate::report::Report;
+use crate::store::Put;
+
+/// The pipeline's state file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub pipeline: String,
+    /// This pipeline run: when it started, as a sortable name.
+    pub run: String,
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// In the pipeline file's order.
+    pub jobs: IndexMap<String, JobState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum JobState {
+    Waiting,
+    Running,
+    Complete {
+        run: String,
+        records: u64,
+    },
+    Failed {
+        exit: u8,
+        error: String,
+    },
+    /// Not run: a job it runs after failed or was blocked.
+    Blocked {
+        by: String,
+    },
+}
+
+/// What a pipeline run came to.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The first that applies of 130, 2, 3, 1 and 0.
+    pub code: u8,
+    pub state: State,
+}
+
+/// Where the pipeline's state is kept.
+pub fn state_layout(pipeline: &PipelinePlan) -> Result<Layout, Error> {
+    Layout::for_reading_at(&pipeline.dir, "_pipelines", &pipeline.store)
+}
+
+/// The pipeline's state as the last run left it, if any.
+pub fn read_state(pipeline: &PipelinePlan) -> Result<Option<State>, Error> {
+    let layout = state_layout(pipeline)?;
+    let rel = format!("{}.json", pipeline.name);
+    match layout.store.get(&rel) {
+        Ok(Some((bytes, _))) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Checkpoint(format!("{} is corrupt ({e})", layout.display(&rel)))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(Error::io(format!("reading {}", layout.display(&rel)), e)),
+    }
+}
+
+fn write_state(layout: &Layout, state: &State) -> Result<(), Error> {
+    let rel = format!("{}.json", state.pipeline);
+    let json = serde_json::to_vec_pretty(state).expect("a pipeline's state serializes");
+    layout
+        .store
+        .put(&rel, &json, Put::Overwrite, "pipeline-state-write")
+        .map(|_| ())
+        .map_err(|e| Error::Other(format!("writing {}: {e:?}", layout.display(&rel))))
+}
+
+/// Run the pipeline; `reported` hears of each job's report as it ends.
+pub async fn run(
+    pipeline: &PipelinePlan,
+    overrides: &Overrides,
+    options: RunOptions,
+    reported: impl Fn(&str, &Report),
+) -> Result<Outcome, Error> {
+    let layout = state_layout(pipeline)?;
+    let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut state = match read_state(pipeline)? {
+        Some(state) if state.finished_at.is_none() && !options.fresh => {
+            tracing::info!("pipeline {}: taking up its run {} where it stopped", pipeline.name, state.run);
+            state
+        }
+        _ => State {
+            pipeline: pipeline.name.clone(),
+            run: chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string(),
+            started_at: now(),
+            finished_at: None,
+            jobs: IndexMap::new(),
+        },
+    };
+    // Jobs that did not complete in this pipeline run (or are new to the file) run now.
+    state.jobs = pipeline
+        .jobs
+        .iter()
+        .map(|step| match state.jobs.swap_remove(&step.name) {
+            Some(done @ JobState::Complete { .. }) => (step.name.clone(), done),
+            _ => (step.name.clone(), JobState::Waiting),
+        })
+        .collect();
+    // Several jobs at once share the terminal: a log line each rather than bars.
+    let progress = match (options.progress, pipeline.jobs.len()) {
+        (Display::Bars { .. }, n) if n > 1 => Display::Lines,
+        (display, _) => display,
+    };
+    let mut running: JoinSet<(usize, Result<super::RunSummary, Error>, Option<Report>)> = JoinSet::new();
+    let mut codes: Vec<u8> = Vec::new();
+    loop {
+        block_dependents(pipeline, &mut state);
+        for (index, step) in pipeline.jobs.iter().enumerate() {
+            let ready =
+                step.after.iter().all(|&i| matches!(state.jobs[&pipeline.jobs[i].name], JobState::Complete { .. }));
+            if state.jobs[&step.name] != JobState::Waiting || !ready || options.cancel.is_cancelled() {
+                continue;
+            }
+            // Read again now: its partitions may come from a job that has just completed.
+            let plan = match job::load(&step.file, overrides) {
+                Ok(plan) => Arc::new(plan),
+                Err(e) => {
+                    let error = Error::from(e);
+                    codes.push(error.exit_code());
+                    state.jobs.insert(
+                        step.name.clone(),
+                        JobState::Failed { exit: error.exit_code(), error: error.to_string() },
+                    );
+                    continue;
+                }
+            };
+            tracing::info!("pipeline {}: job {} starts", pipeline.name, step.name);
+            state.jobs.insert(step.name.clone(), JobState::Running);
+            let options = RunOptions { progress, cancel: options.cancel.clone(), fresh: options.fresh };
+            running.spawn(async move {
+                let (result, report) = run_reported(plan, options).await;
+                (index, result, report)
+            });
+        }
+        write_state(&layout, &state)?;
+        let Some(joined) = running.join_next().await else { break };
+        let (index, result, report) = joined.map_err(|e| Error::Other(format!("a pipeline job's task failed: {e}")))?;
+        let name = &pipeline.jobs[index].name;
+        if let Some(report) = &report {
+            reported(name, report);
+        }
+        let ended = match result {
+            Ok(summary) => JobState::Complete { run: summary.run, records: summary.records },
+            Err(error) => {
+                codes.push(error.exit_code());
+                // A report's error is already masked; one that never started says so itself.
+                let words = report.as_ref().and_then(|r| r.error.clone()).unwrap_or_else(|| error.to_string());
+                JobState::Failed { exit: error.exit_code(), error: words }
+            }
+        };
+        state.jobs.insert(name.clone(), ended);
+    }
+    if options.cancel.is_cancelled() && !codes.contains(&130) {
+        codes.push(130);
+    }
+    if state.jobs.values().all(|s| matches!(s, JobState::Complete { .. })) {
+        state.finished_at = Some(now());
+        write_state(&layout, &state)?;
+    }
+    Ok(Outcome { code: first_code(&codes), state })
+}
+
+/// Jobs waiting on one that failed, or on one blocked in turn, will not run in this pipeline
+/// run: marked so, however the file orders them.
+fn block_dependents(pipeline: &PipelinePlan, state: &mut State) {
+    loop {
+        let blocked = pipeline.jobs.iter().find_map(|step| {
+            let by = step
+                .after
+                .iter()
+                .map(|&i| &pipeline.jobs[i].name)
+                .find(|name| matches!(state.jobs[*name], JobState::Failed { .. } | JobState::Blocked { .. }))?;
+            (state.jobs[&step.name] == JobState::Waiting).then(|| (step.name.clone(), by.clone()))
+        });
+        let Some((name, by)) = blocked else { return };
+        tracing::warn!("pipeline {}: job {name} does not run: job {by} did not complete", pipeline.name);
+        state.jobs.insert(name, JobState::Blocked { by });
+    }
+}
+
+/// The pipeline's exit code from its jobs': the first that applies of 130, 2, 3, 1 and 0.
+fn first_code(codes: &[u8]) -> u8 {
+    [130u8, 2, 3, 1].into_iter().find(|c| codes.contains(c)).unwrap_or(0)
+}
+
+/// Each job's state in words, one line each.
+pub fn describe(state: &State) -> String {
+    let width = state.jobs.keys().map(|k| k.chars().count()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (name, job) in &state.jobs {
+        let words = match job {
+            JobState::Waiting => "waiting".to_string(),
+            JobState::Running => "running (or stopped without a word: the next run resumes it)".to_string(),
+            JobState::Complete { run, records } => format!("complete: run {run}, {records} records"),
+            JobState::Failed { exit, error } => format!("failed (exit {exit}): {error}"),
+            JobState::Blocked { by } => format!("not run: job {by} did not complete"),
+        };
+        out.push_str(&format!("  {name:width$}  {words}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupt_outranks_a_bad_job_a_lock_and_a_failure() {
+        assert_eq!(first_code(&[]), 0);
+        assert_eq!(first_code(&[1, 3]), 3);
+        assert_eq!(first_code(&[1, 3, 2]), 2);
+        assert_eq!(first_code(&[2, 130, 1]), 130);
+        assert_eq!(first_code(&[1, 1]), 1);
+    }
+}
