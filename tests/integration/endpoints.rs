@@ -339,3 +339,53 @@ async fn a_source_that_is_not_there_or_changed_is_refused_clearly() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("(partitions differs)") && stderr.contains("--fresh"), "{stderr}");
 }
+
+/// Run harvest to its end under a small Python parent: its exit status and peak RSS in KiB.
+/// (Spawned from the test process itself, its peak would count the test's memory: Linux keeps
+/// the largest RSS of the image a process execs from.)
+fn peak_rss(python: &str, command: &Command) -> (bool, u64) {
+    let script = "import resource, subprocess, sys\n\
+                  code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode\n\
+                  print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n";
+    let mut outer = Command::new(python);
+    outer.args(["-c", script, command.get_program().to_str().unwrap()]).args(command.get_args());
+    let output = outer.output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let (code, peak) =
+        text.trim().split_once(' ').unwrap_or_else(|| panic!("{text} {}", String::from_utf8_lossy(&output.stderr)));
+    (code == "0", peak.parse().unwrap())
+}
+
+/// A million partitions from a file (one small page each, max_records = 1): the plan is read
+/// lazily and ended partitions are kept as ranges, so the peak RSS stays under 100 MB and
+/// within 10 % of a run of 100,000.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_million_partitions_from_a_file_take_no_more_memory_than_a_hundred_thousand() {
+    let Some(python) = crate::support::python_with("resource") else { return };
+    let f = Fixture::new(100).await;
+    let mut peaks = Vec::new();
+    for count in [100_000u64, 1_000_000] {
+        let values: String = (1..=count).map(|i| format!("k{i}\n")).collect();
+        std::fs::write(f.dir.path().join(format!("k{count}.txt")), values).unwrap();
+        let job = f.dir.path().join(format!("many{count}.toml"));
+        std::fs::write(
+            &job,
+            format!(
+                "name = \"many{count}\"\n[request]\nurl = \"{}/offset?tag={{k}}\"\n[records]\npath = \"$.items[*]\"\n\
+                 [pagination]\nkind = \"offset\"\npage_size = 1\nmax_records = 1\n[limits]\nconcurrency = 64\n\
+                 [output]\ncompression = \"zstd\"\n[partitions]\nk = {{ file = \"k{count}.txt\" }}\n",
+                f.server.url()
+            ),
+        )
+        .unwrap();
+        let (complete, peak) = peak_rss(&python, &harvest(&job, &f.out()));
+        assert!(complete, "{count} partitions");
+        let manifest = manifest(&f.out().join(format!("many{count}")));
+        assert_eq!(manifest["records"].as_u64(), Some(count));
+        assert_eq!(manifest["stops"]["max_records"].as_u64(), Some(count));
+        peaks.push(peak);
+    }
+    let (small, large) = (peaks[0] as f64, peaks[1] as f64);
+    assert!(large < 100.0 * 1024.0, "peak RSS {:.1} MiB with a million partitions", large / 1024.0);
+    assert!(large <= small * 1.10, "peak RSS {small} KiB with 100,000 partitions, {large} KiB with 1,000,000");
+}

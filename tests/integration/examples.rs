@@ -93,8 +93,8 @@ fn every_example_job_harvests_its_api_completely() {
         ),
     ];
     let jobs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/examples");
-    let listed = std::fs::read_dir(&jobs).unwrap().count();
-    assert_eq!(listed, examples.len(), "every example job is tested here");
+    let listed = std::fs::read_dir(&jobs).unwrap().flatten().filter(|e| e.path().is_file()).count();
+    assert_eq!(listed, examples.len(), "every example job is tested here (github-org/ below)");
     for (name, vars) in &examples {
         let job = jobs.join(format!("{name}.toml"));
         let out = dir.path().join("out");
@@ -106,6 +106,44 @@ fn every_example_job_harvests_its_api_completely() {
         assert!(!stderr.contains(SECRET), "{name} logged its secret");
         assert_nowhere(&out, SECRET);
     }
+}
+
+/// The README's worked example: an organization's repositories, then their issues, then
+/// their comments, as a pipeline against the mock's copy of GitHub.
+#[test]
+fn the_github_pipeline_harvests_repositories_then_their_issues_then_their_comments() {
+    let (_runtime, server) = start();
+    let base = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let var = |k: &str, v: &str| (k.to_string(), v.to_string());
+    let vars = vec![
+        var("GITHUB_API_URL", &format!("{base}/examples/github")),
+        var("GITHUB_TOKEN", SECRET),
+        var("GITHUB_ORG", "acme"),
+    ];
+    let pipeline = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/examples/github-org/github.toml");
+    let out = dir.path().join("out");
+    let args = ["run", pipeline.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "--rps", "500"];
+    let run = harvest(&args, &vars, dir.path());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let repos: Vec<String> =
+        read_records(&out.join("repos")).iter().map(|r| r["full_name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(repos, (1..=5).map(|i| format!("acme/repo-{i}")).collect::<Vec<_>>());
+    for job in ["issues", "comments"] {
+        let mut by_repo: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+        for record in read_records(&out.join(job)) {
+            let repo = record["_parent"]["repo"].as_str().unwrap_or_else(|| panic!("{job}: {record}")).to_string();
+            by_repo.entry(repo).or_default().push(record["id"].as_u64().unwrap());
+        }
+        assert_eq!(by_repo.keys().cloned().collect::<Vec<_>>(), repos, "{job}");
+        assert!(by_repo.values().all(|ids| ids == &one_to(RECORDS)), "{job}: every record of each repository once");
+    }
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_pipelines/github.json")).unwrap()).unwrap();
+    assert!(state["finished_at"].is_string(), "{state}");
+    assert!(!stderr.contains(SECRET));
+    assert_nowhere(&out, SECRET);
 }
 
 #[test]

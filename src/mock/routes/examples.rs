@@ -47,6 +47,8 @@ impl Call<'_> {
         let segments: Vec<&str> = rest.split('/').collect();
         let served = match (api, segments.as_slice()) {
             ("github", ["repos", _, _, "issues"]) => self.github(),
+            ("github", ["repos", _, _, "issues", "comments"]) => self.github(),
+            ("github", ["orgs", org, "repos"]) => self.github_repos(org),
             ("stripe", ["v1", "charges"]) => self.stripe(),
             ("slack", ["api", "conversations.history"]) => self.slack(),
             ("notion", ["v1", "databases", _, "query"]) => self.notion(body),
@@ -114,6 +116,30 @@ impl Call<'_> {
             links.push(("last", self.url_with(&[("page", last.to_string())])));
         }
         Ok(self.json(StatusCode::OK, records, Self::links(&links)))
+    }
+
+    /// `GET /orgs/{org}/repos?per_page=&page=`: the organization's 5 repositories (`id`, `name`,
+    /// `full_name`, `owner.login`), an array with `Link` as for issues.
+    fn github_repos(&self, org: &str) -> Result<Response, Response> {
+        const REPOS: u64 = 5;
+        let size = self.count("per_page", 30)?.min(100);
+        let page = self.count("page", 1)?;
+        let org = serde_json::to_string(org).expect("a name serializes");
+        let bare = org.trim_matches('"');
+        let records: Vec<String> = ((page - 1) * size + 1..=(page * size).min(REPOS))
+            .map(|id| {
+                format!(
+                    "{{\"id\":{id},\"name\":\"repo-{id}\",\"full_name\":\"{bare}/repo-{id}\",\"owner\":{{\"login\":{org}}}}}"
+                )
+            })
+            .collect();
+        let last = REPOS.div_ceil(size).max(1);
+        let mut links = Vec::new();
+        if page < last {
+            links.push(("next", self.url_with(&[("page", (page + 1).to_string())])));
+            links.push(("last", self.url_with(&[("page", last.to_string())])));
+        }
+        Ok(self.json(StatusCode::OK, format!("[{}]", records.join(",")), Self::links(&links)))
     }
 
     /// `GET /v1/charges?limit=&starting_after=`: a list object with `has_more`.
