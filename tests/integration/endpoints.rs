@@ -389,3 +389,47 @@ async fn a_million_partitions_from_a_file_take_no_more_memory_than_a_hundred_tho
     assert!(large < 100.0 * 1024.0, "peak RSS {:.1} MiB with a million partitions", large / 1024.0);
     assert!(large <= small * 1.10, "peak RSS {small} KiB with 100,000 partitions, {large} KiB with 1,000,000");
 }
+
+/// A parent run as two shards is read whole (both shards' manifests), and only once both have
+/// completed; before that, `check` says the values are not there yet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_output_source_reads_every_shard_of_its_parent_s_latest_run() {
+    let f = Fixture::new(95).await;
+    let parent = f.dir.path().join("nums.toml");
+    std::fs::write(
+        &parent,
+        format!(
+            "name = \"nums\"\n[request]\nurl = \"{}/offset\"\n[records]\npath = \"$.items[*]\"\n\
+             [pagination]\nkind = \"offset\"\npage_size = 10\ntotal = \"$.total\"\n",
+            f.server.url()
+        ),
+    )
+    .unwrap();
+    let child = f.job(
+        "name = \"detail\"\n[request]\nurl = \"{base}/items/{id}\"\n[records]\npath = \"$\"\n[pagination]\nkind = \"none\"\n\
+         [partitions]\nid = { from = \"nums\", field = \"$.id\", include = { n = \"$.id\" } }\n",
+    );
+    let check = Command::new(env!("CARGO_BIN_EXE_harvest")).args(["check", child.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && text.contains("partitions: not listed yet: job nums has no complete run"),
+        "{text}"
+    );
+
+    let shard = |i: u32| {
+        let mut command = harvest(&parent, &f.out());
+        command.args(["--shard", &format!("{i}/2"), "--run-id", "r1"]);
+        assert!(command.status().unwrap().success(), "shard {i}");
+    };
+    shard(0);
+    let output = harvest(&child, &f.out()).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "one shard of two is no complete run");
+    shard(1);
+    let output = harvest(&child, &f.out()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let records = read_records(&f.out().join("detail"));
+    let mut ids: Vec<u64> = records.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert!(records.iter().all(|r| r["_parent"]["n"] == r["id"]), "each detail carries its own parent");
+    ids.sort();
+    assert_eq!(ids, one_to(95));
+}
