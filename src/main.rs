@@ -58,15 +58,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 )
                 .into());
             }
-            let overrides = Overrides {
-                output_dir: args.output_dir,
-                format: args.format.map(format_of),
-                max_pages: args.max_pages,
-                concurrency: args.concurrency,
-                requests_per_second: args.rps,
-                cache: args.cache,
-                shard: None,
-            };
+            let overrides = run_overrides(&args, None);
             let pipeline = job::pipeline::load(&args.job, &overrides)?;
             let options = RunOptions {
                 progress: display(args.progress, cli.quiet),
@@ -100,17 +92,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Run(args) => {
-            let asked = harvest::shard::Asked { shard: args.shard, shards: args.shards, run_id: args.run_id };
+            let asked =
+                harvest::shard::Asked { shard: args.shard.clone(), shards: args.shards, run_id: args.run_id.clone() };
             let shard = harvest::shard::resolve(&asked, &|name| std::env::var(name).ok()).map_err(Error::Usage)?;
-            let overrides = Overrides {
-                output_dir: args.output_dir,
-                format: args.format.map(format_of),
-                max_pages: args.max_pages,
-                concurrency: args.concurrency,
-                requests_per_second: args.rps,
-                cache: args.cache,
-                shard,
-            };
+            let overrides = run_overrides(&args, shard);
             let plan = Arc::new(job::load(&args.job, &overrides)?);
             let progress = display(args.progress, cli.quiet);
             let options = RunOptions { progress, cancel: interrupt_token(), fresh: args.fresh };
@@ -322,10 +307,19 @@ fn bound_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn bound_allocator() {}
 
-fn format_of(format: FormatArg) -> harvest::plan::Format {
-    match format {
-        FormatArg::Ndjson => harvest::plan::Format::Ndjson,
-        FormatArg::Parquet => harvest::plan::Format::Parquet,
+/// What `run`'s flags change in each job it runs.
+fn run_overrides(args: &cli::RunArgs, shard: Option<harvest::shard::ShardPlan>) -> Overrides {
+    Overrides {
+        output_dir: args.output_dir.clone(),
+        format: args.format.map(|f| match f {
+            FormatArg::Ndjson => harvest::plan::Format::Ndjson,
+            FormatArg::Parquet => harvest::plan::Format::Parquet,
+        }),
+        max_pages: args.max_pages,
+        concurrency: args.concurrency,
+        requests_per_second: args.rps,
+        cache: args.cache,
+        shard,
     }
 }
 

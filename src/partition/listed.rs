@@ -105,21 +105,20 @@ impl Listed {
     }
 
     /// The values marked as first occurrences, in order; a pass that cannot read them all
-    /// records why and ends.
+    /// records why and ends. An unopened source gives none.
     fn firsts(&self) -> impl Iterator<Item = Entry> + '_ {
         let opened = self.opened().ok();
-        let entries = match (opened, opened.map(|_| self.reader.entries())) {
-            (Some(_), Some(Ok(entries))) => Some(entries),
-            (_, Some(Err(failure))) => {
+        let mut entries = match opened.map(|_| self.reader.entries()) {
+            Some(Ok(entries)) => Some(entries),
+            Some(Err(failure)) => {
                 self.break_with(failure);
                 None
             }
-            _ => None,
+            None => None,
         };
         let mut place = 0u64;
-        let mut entries = entries.into_iter().flatten();
         std::iter::from_fn(move || {
-            let opened = opened?;
+            let (opened, entries) = (opened?, entries.as_mut()?);
             loop {
                 match entries.next() {
                     Some(Ok(entry)) => {
