@@ -433,3 +433,48 @@ async fn a_job_output_source_reads_every_shard_of_its_parent_s_latest_run() {
     ids.sort();
     assert_eq!(ids, one_to(95));
 }
+
+/// An interrupted pipeline: its independent jobs ran side by side, each stops with its
+/// checkpoint, the pipeline exits 130 and its dependent did not start; the next run resumes
+/// both and then runs the dependent.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_pipeline_exits_130_and_the_next_run_finishes_it() {
+    let f = Fixture::slow(400, 20).await;
+    let dir = f.dir.path();
+    let base = f.server.url();
+    for name in ["a", "b", "c"] {
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            format!(
+                "name = \"{name}\"\n[request]\nurl = \"{base}/t/{name}/cursor\"\n[records]\npath = \"$.items[*]\"\n\
+                 [pagination]\nkind = \"cursor\"\nnext = \"$.next_cursor\"\nlimit_param = \"limit\"\npage_size = 10\n\
+                 [output]\ncheckpoint_interval = \"50ms\"\n"
+            ),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.join("p.toml"),
+        "[[job]]\nfile = \"a.toml\"\n[[job]]\nfile = \"b.toml\"\n[[job]]\nfile = \"c.toml\"\nafter = [\"a\", \"b\"]\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let mut child = harvest(&dir.join("p.toml"), &out).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    crate::support::until_requests(&f.server, 10).await;
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let (a, b) = (f.requests("/t/a/cursor"), f.requests("/t/b/cursor"));
+    assert!(a > 0 && b > 0, "independent jobs run side by side: {a} and {b} requests");
+    assert_eq!(f.requests("/t/c/cursor"), 0, "the dependent did not start");
+    let state: Value = serde_json::from_slice(&std::fs::read(out.join("_pipelines/p.json")).unwrap()).unwrap();
+    assert_eq!(state["jobs"]["a"]["exit"], 130, "{state}");
+    assert!(checkpoint(&out.join("a")).is_some() && checkpoint(&out.join("b")).is_some());
+
+    let output = harvest(&dir.join("p.toml"), &out).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for name in ["a", "b", "c"] {
+        let ids: Vec<u64> = read_records(&out.join(name)).iter().map(|r| r["id"].as_u64().unwrap()).collect();
+        assert_eq!(ids, one_to(400), "{name}: every record once");
+    }
+}
