@@ -119,6 +119,9 @@ struct ResumeOut<'a> {
     pager: &'a Paginator,
     next: Option<&'a PageRequest>,
     done: Option<&'a StopReason>,
+    /// `[partitions.check]`: the values asked for that its records have answered so far.
+    #[serde(skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    found: &'a std::collections::BTreeSet<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +129,8 @@ struct Resume {
     pager: Paginator,
     next: Option<PageRequest>,
     done: Option<StopReason>,
+    #[serde(default)]
+    found: std::collections::BTreeSet<String>,
 }
 
 /// Run the partitions side by side, at most `concurrency` at once, taking them from the
@@ -191,7 +196,7 @@ struct Tally {
     /// What its first page suggested, if it stopped after it.
     warning: Option<String>,
     /// `[partitions.check]`: the values its records answered, of those it asked for.
-    found: std::collections::HashSet<String>,
+    found: std::collections::BTreeSet<String>,
 }
 
 impl Harvest<'_> {
@@ -217,7 +222,8 @@ impl Harvest<'_> {
             }
             Some(saved) => {
                 let resume: Resume = self.saved(saved)?;
-                let tally = Tally { pages: start.pages, records: start.records, ..Tally::default() };
+                let tally =
+                    Tally { pages: start.pages, records: start.records, found: resume.found, ..Tally::default() };
                 if let Some(stop) = resume.done {
                     // It ended, but the checkpoint came before the writer heard so.
                     return self.end(&tally, stop).await;
@@ -419,8 +425,12 @@ impl Harvest<'_> {
         if let (Some(check), false) = (&self.plan().partitions.check, self.part.partition.asked.is_empty()) {
             for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 let text = std::str::from_utf8(line).unwrap_or_default();
-                if let Ok(Some(value)) = crate::partition::file::field_text(check, text) {
-                    tally.found.insert(value);
+                // Only values it asked for: a batch's few, however many records answer them.
+                match crate::partition::file::field_text(check, text) {
+                    Ok(Some(value)) if self.part.partition.asked.contains(&value) => {
+                        tally.found.insert(value);
+                    }
+                    _ => {}
                 }
             }
         }
@@ -439,7 +449,7 @@ impl Harvest<'_> {
             Next::Request(r) => Some(r),
             Next::Done(_) => None,
         };
-        let resume = ResumeOut { pager, next: request, done: stop.as_ref() };
+        let resume = ResumeOut { pager, next: request, done: stop.as_ref(), found: &tally.found };
         let resume = serde_json::to_value(&resume).expect("pagination state serializes");
         let bytes = lines.len() as u64;
         let batch = PageBatch {

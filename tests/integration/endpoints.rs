@@ -478,3 +478,30 @@ async fn an_interrupted_pipeline_exits_130_and_the_next_run_finishes_it() {
         assert_eq!(ids, one_to(400), "{name}: every record once");
     }
 }
+
+/// `[partitions.check]` over a partition of many pages, killed half way: the values its
+/// earlier pages answered are kept in the checkpoint, so the resume reports none missing.
+#[tokio::test(flavor = "multi_thread")]
+async fn values_answered_before_a_kill_are_not_reported_missing_after_the_resume() {
+    let f = Fixture::slow(60, 30).await;
+    std::fs::write(f.dir.path().join("ids.txt"), (1..=60).map(|i| format!("{i}\n")).collect::<String>()).unwrap();
+    // One batch of 60 ids, answered 5 records a page by /offset (which serves ids 1..60).
+    let job = f.job(
+        "name = \"checked\"\n[request]\nurl = \"{base}/offset?ids={id}\"\n[records]\npath = \"$.items[*]\"\n\
+         [pagination]\nkind = \"offset\"\npage_size = 5\n[output]\ncheckpoint_interval = \"10ms\"\n\
+         [partitions]\nid = { file = \"ids.txt\", batch = 60 }\n[partitions.check]\nfield = \"$.id\"\n",
+    );
+    let mut child = harvest(&job, &f.out()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    crate::support::until_requests(&f.server, 6).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let saved = checkpoint(&f.out().join("checked")).expect("a checkpoint");
+    assert!(saved["position"]["active"].as_object().is_some_and(|a| !a.is_empty()), "killed half way: {saved}");
+    let output = harvest(&job, &f.out()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("asked but not returned"), "{stderr}");
+    assert!(manifest(&f.out().join("checked")).get("missing").is_none());
+    let ids: Vec<u64> = read_records(&f.out().join("checked")).iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, one_to(60));
+}
