@@ -488,15 +488,20 @@ async fn values_answered_before_a_kill_are_not_reported_missing_after_the_resume
     // One batch of 60 ids, answered 5 records a page by /offset (which serves ids 1..60).
     let job = f.job(
         "name = \"checked\"\n[request]\nurl = \"{base}/offset?ids={id}\"\n[records]\npath = \"$.items[*]\"\n\
-         [pagination]\nkind = \"offset\"\npage_size = 5\n[output]\ncheckpoint_interval = \"10ms\"\n\
+         [pagination]\nkind = \"offset\"\npage_size = 5\n[limits]\nconcurrency = 1\n\
+         [output]\ncheckpoint_interval = \"10ms\"\n\
          [partitions]\nid = { file = \"ids.txt\", batch = 60 }\n[partitions.check]\nfield = \"$.id\"\n",
     );
     let mut child = harvest(&job, &f.out()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    crate::support::until_requests(&f.server, 6).await;
+    // Killed once a checkpoint holds the partition half way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let half_way = |c: &Value| c["position"]["active"].as_object().is_some_and(|a| !a.is_empty());
+    while !checkpoint(&f.out().join("checked")).is_some_and(|c| half_way(&c)) {
+        assert!(std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(), "no checkpoint half way");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     child.kill().unwrap();
     child.wait().unwrap();
-    let saved = checkpoint(&f.out().join("checked")).expect("a checkpoint");
-    assert!(saved["position"]["active"].as_object().is_some_and(|a| !a.is_empty()), "killed half way: {saved}");
     let output = harvest(&job, &f.out()).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
