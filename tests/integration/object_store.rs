@@ -496,3 +496,30 @@ async fn the_standard_variables_reach_an_s3_compatible_store_and_status_reads_it
     assert!(text(&status).contains("300 records in 3 pages"), "{}", text(&status));
     every_id_once(&s3, &f, "plain", 1, 300);
 }
+
+/// A job whose partitions come from another job's output in object storage: the parent's
+/// Parquet parts (two shards) are read from the store, and every detail fetched once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_output_source_reads_its_parent_s_parts_from_the_store() {
+    let Some(s3) = S3::start().await else { return };
+    let f = Fixture::new(300).await;
+    let parent = job(&f, &s3, "parents", "[partitions]\ntenant = [\"a\"]\n", "format = \"parquet\"\n");
+    for index in 0..2 {
+        let out = run(&["run", &parent, "--shard", &format!("{index}/2"), "--run-id", "p-1", "-q"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let path = f.job(&format!(
+        "name = \"details\"\n[request]\nurl = \"{{base}}/items/{{id}}\"\n[records]\npath = \"$\"\n\
+         [pagination]\nkind = \"none\"\n[partitions]\nid = {{ from = \"parents\", field = \"$.id\", include = {{ p = \"$.id\" }} }}\n{}",
+        s3.output("exports", "")
+    ));
+    let out = run(&["run", path.to_str().unwrap(), "-q"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let local = f.dir.path().join("details-copy");
+    s3.download("exports/details/", &local);
+    let records = crate::support::read_records(&local);
+    assert!(records.iter().all(|r| r["_parent"]["p"] == r["id"]), "each detail carries its own parent");
+    let mut ids: Vec<u64> = records.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, (1..=300).collect::<Vec<u64>>());
+}
