@@ -422,18 +422,7 @@ impl Harvest<'_> {
                 mark = self.plan().incremental.as_ref().and_then(|i| incremental::page_mark(&i.field, &lines));
             }
         }
-        if let (Some(check), false) = (&self.plan().partitions.check, self.part.partition.asked.is_empty()) {
-            for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let text = std::str::from_utf8(line).unwrap_or_default();
-                // Only values it asked for: a batch's few, however many records answer them.
-                match crate::partition::file::field_text(check, text) {
-                    Ok(Some(value)) if self.part.partition.asked.contains(&value) => {
-                        tally.found.insert(value);
-                    }
-                    _ => {}
-                }
-            }
-        }
+        self.answered(&lines, &mut tally.found);
         let (records, pages) = (tally.records + count, tally.pages + 1);
         let stop = match next {
             Next::Done(reason) => Some(reason.clone()),
@@ -472,6 +461,23 @@ impl Harvest<'_> {
             .map(|total| total.min(pagination.max_records.unwrap_or(u64::MAX)));
         self.part.track.page(count, bytes, (pages, records), expected);
         Ok(stop)
+    }
+
+    /// `[partitions.check]`: add the values a page's records answer to `found`, only those
+    /// the partition asked for (a batch's few, however many records answer them).
+    fn answered(&self, lines: &[u8], found: &mut std::collections::BTreeSet<String>) {
+        let (Some(check), asked) = (&self.plan().partitions.check, &self.part.partition.asked) else { return };
+        if asked.is_empty() {
+            return;
+        }
+        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let text = std::str::from_utf8(line).unwrap_or_default();
+            if let Ok(Some(value)) = crate::partition::file::field_text(check, text) {
+                if asked.contains(&value) {
+                    found.insert(value);
+                }
+            }
+        }
     }
 }
 
