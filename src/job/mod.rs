@@ -362,8 +362,11 @@ impl Cx<'_> {
         }
         let mut incremental = file.incremental.as_ref().map(|i| self.incremental(i.get_ref())).transpose()?;
         let output = self.output(&file.output, overrides.format, incremental.is_some())?;
-        let output_at =
-            partitions::OutputAt { dir: overrides.output_dir.as_deref().unwrap_or(&output.dir), store: &output.store };
+        let output_at = partitions::OutputAt {
+            dir: overrides.output_dir.as_deref().unwrap_or(&output.dir),
+            store: &output.store,
+            url: file.request.get_ref().url.get_ref(),
+        };
         let partitions = self.partitions(&file.partitions, &output_at)?;
         let mut keys = partitions.placeholders();
         // The incremental parameter may be placed as a placeholder too.
@@ -427,7 +430,7 @@ impl Cx<'_> {
         std::mem::swap(&mut plan.pagination, &mut pagination);
         let url_span = file.request.get_ref().url.span();
         for key in plan.partitions.listed_placeholders() {
-            if in_authority(&plan.request.url, &key) {
+            if partitions::in_authority(&plan.request.url, &key) {
                 return Err(self.err(
                     url_span,
                     format!("{{{key}}} comes from outside the job file: it may fill the path or query, not the host"),
@@ -547,13 +550,6 @@ fn key_hint(key: &str, candidates: &[&str]) -> String {
     } else {
         hint
     }
-}
-
-/// True when `{key}` is in the scheme or host of a URL template.
-fn in_authority(template: &str, key: &str) -> bool {
-    let after_scheme = template.find("://").map_or(0, |i| i + 3);
-    let path_at = template[after_scheme..].find('/').map_or(template.len(), |i| after_scheme + i);
-    template[..path_at].contains(&format!("{{{key}}}"))
 }
 
 fn did_you_mean(word: &str, candidates: &[&str]) -> String {

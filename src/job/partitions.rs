@@ -14,10 +14,19 @@ use crate::partition::listed::{Batch, Listed};
 use crate::partition::values::Values;
 use crate::partition::{Partitions, Source};
 
-/// Where the job's output goes: a `from` source reads its sibling there.
+/// True when `{key}` is in the scheme or host of a URL template.
+pub(super) fn in_authority(template: &str, key: &str) -> bool {
+    let after_scheme = template.find("://").map_or(0, |i| i + 3);
+    let path_at = template[after_scheme..].find('/').map_or(template.len(), |i| after_scheme + i);
+    template[..path_at].contains(&format!("{{{key}}}"))
+}
+
+/// Where the job's output goes (a `from` source reads its sibling there), and the request's
+/// URL as written (the parent fields it places).
 pub(super) struct OutputAt<'a> {
     pub dir: &'a Path,
     pub store: &'a crate::plan::StorePlan,
+    pub url: &'a str,
 }
 
 impl Cx<'_> {
@@ -125,7 +134,14 @@ impl Cx<'_> {
                         .collect::<R<_>>()?,
                     Some(_) => return Err(err("include must be a table of names and JSONPaths".into())),
                 };
-                let reader = JobOutput::new(output.dir, output.store, &job, field, include);
+                // Parent fields the URL places fill their placeholders beside the value (one
+                // named as the partition only goes into `_parent`: the value fills `{key}`).
+                let placed = include
+                    .iter()
+                    .map(|(name, _)| name.clone())
+                    .filter(|name| name != key && output.url.contains(&format!("{{{name}}}")))
+                    .collect();
+                let reader = JobOutput::new(output.dir, output.store, &job, field, include, placed);
                 (&["from", "field", "include", "batch", "join"], Box::new(reader))
             }
         };

@@ -22,6 +22,8 @@ pub struct JobOutput {
     job: String,
     field: JsonPath,
     include: Vec<(String, JsonPath)>,
+    /// The names of `include` that the request's URL places too.
+    placed: Vec<String>,
     run: OnceLock<Result<Run, Failure>>,
 }
 
@@ -44,13 +46,23 @@ impl std::fmt::Debug for JobOutput {
 }
 
 impl JobOutput {
-    pub fn new(dir: &Path, store: &StorePlan, job: &str, field: JsonPath, include: Vec<(String, JsonPath)>) -> Self {
+    /// `placed`: the names of `include` the request's URL has as placeholders, filled with
+    /// the parent's field as text beside the value (and telling partitions apart with it).
+    pub fn new(
+        dir: &Path,
+        store: &StorePlan,
+        job: &str,
+        field: JsonPath,
+        include: Vec<(String, JsonPath)>,
+        placed: Vec<String>,
+    ) -> Self {
         JobOutput {
             dir: dir.to_path_buf(),
             store: store.clone(),
             job: job.to_string(),
             field,
             include,
+            placed,
             run: OnceLock::new(),
         }
     }
@@ -135,22 +147,30 @@ impl JobOutput {
 
     fn entry(&self, record: &str) -> Result<Option<Entry>, String> {
         let Some(value) = field_text(&self.field, record)? else { return Ok(None) };
-        let mut parent = String::new();
-        if !self.include.is_empty() {
-            let doc = Document::parse(record.as_bytes()).map_err(|e| e.to_string())?;
-            for (name, path) in &self.include {
-                if !parent.is_empty() {
-                    parent.push(',');
-                }
-                parent.push_str(&serde_json::to_string(name).expect("a name serializes"));
-                parent.push(':');
-                match path.first(&doc)? {
-                    Some(node) => parent.push_str(&node.to_compact_string()),
-                    None => parent.push_str("null"),
-                }
+        let mut entry = Entry { value, ..Entry::default() };
+        if self.include.is_empty() {
+            return Ok(Some(entry));
+        }
+        let doc = Document::parse(record.as_bytes()).map_err(|e| e.to_string())?;
+        for (name, path) in &self.include {
+            let node = path.first(&doc)?;
+            if self.placed.contains(name) {
+                // A placeholder the parent cannot fill (null, missing, no single value): no
+                // request to make for it.
+                let Some(text) = node.as_ref().and_then(|n| n.as_text()) else { return Ok(None) };
+                entry.placed.push((name.clone(), text));
+            }
+            if !entry.parent.is_empty() {
+                entry.parent.push(',');
+            }
+            entry.parent.push_str(&serde_json::to_string(name).expect("a name serializes"));
+            entry.parent.push(':');
+            match node {
+                Some(node) => entry.parent.push_str(&node.to_compact_string()),
+                None => entry.parent.push_str("null"),
             }
         }
-        Ok(Some(Entry { value, parent }))
+        Ok(Some(entry))
     }
 }
 
@@ -199,5 +219,9 @@ impl Reader for JobOutput {
 
     fn fingerprint(&self) -> Result<String, Failure> {
         Ok(format!("job {} run {}", self.job, self.run()?.name))
+    }
+
+    fn placed(&self) -> Vec<String> {
+        self.placed.clone()
     }
 }

@@ -80,7 +80,7 @@ impl Reader for FileValues {
         let input = self.open()?;
         let value = |text: &str| {
             let text = text.trim();
-            (!text.is_empty()).then(|| Entry { value: text.to_string(), parent: String::new() })
+            (!text.is_empty()).then(|| Entry { value: text.to_string(), ..Entry::default() })
         };
         Ok(match &self.form {
             Form::Lines => Box::new(lines(input).filter_map(move |(n, line)| match line {

@@ -20,13 +20,32 @@ pub trait Reader: fmt::Debug + Send + Sync {
 
     /// What identifies the content read: a file's size and SHA-256, a run's id.
     fn fingerprint(&self) -> Result<String, Failure>;
+
+    /// Placeholders its entries fill beside the value (parent fields the URL names).
+    fn placed(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
-/// One value as read, and the members of its `_parent` object (`"repo_id":1`), if any.
+/// One value as read, the members of its `_parent` object (`"repo_id":1`), if any, and the
+/// parent fields it fills placeholders with.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Entry {
     pub value: String,
     pub parent: String,
+    pub placed: Vec<(String, String)>,
+}
+
+impl Entry {
+    /// What makes two entries the same partition: the value, and the fields placed with it.
+    fn identity(self) -> Vec<u8> {
+        let mut bytes = self.value.into_bytes();
+        for (_, text) in self.placed {
+            bytes.push(0);
+            bytes.extend_from_slice(text.as_bytes());
+        }
+        bytes
+    }
 }
 
 pub type Entries<'a> = Box<dyn Iterator<Item = Result<Entry, Failure>> + Send + 'a>;
@@ -84,7 +103,7 @@ impl Listed {
     fn opened(&self) -> Result<&Opened, Failure> {
         self.opened
             .get_or_init(|| {
-                let firsts = distinct::firsts(self.reader.entries()?.map(|e| e.map(|e| e.value.into_bytes())))?;
+                let firsts = distinct::firsts(self.reader.entries()?.map(|e| e.map(Entry::identity)))?;
                 let fingerprint = self.reader.fingerprint()?;
                 if firsts.kept < firsts.seen {
                     tracing::info!(
@@ -191,11 +210,10 @@ impl Source for Listed {
     fn values(&self) -> Box<dyn Iterator<Item = Fill> + Send + '_> {
         let key = self.key.clone();
         match &self.batch {
-            None => Box::new(self.firsts().map(move |entry| Fill {
-                pairs: vec![(key.clone(), entry.value.clone())],
-                label: None,
-                parent: entry.parent,
-                asked: vec![entry.value],
+            None => Box::new(self.firsts().map(move |entry| {
+                let mut pairs = vec![(key.clone(), entry.value.clone())];
+                pairs.extend(entry.placed);
+                Fill { keyed: pairs.len(), pairs, label: None, parent: entry.parent, asked: vec![entry.value] }
             })),
             Some(batch) => {
                 let mut firsts = self.firsts();
@@ -208,6 +226,7 @@ impl Source for Listed {
                     Some(Fill {
                         pairs: vec![(key.clone(), asked.join(&batch.join))],
                         label: Some(label),
+                        keyed: 1,
                         parent: String::new(),
                         asked,
                     })
@@ -217,6 +236,6 @@ impl Source for Listed {
     }
 
     fn placeholders(&self) -> Vec<String> {
-        vec![self.key.clone()]
+        std::iter::once(self.key.clone()).chain(self.reader.placed()).collect()
     }
 }

@@ -51,13 +51,19 @@ impl Partition {
     /// This partition with one more source's value.
     fn and(&self, fill: Fill) -> Partition {
         let mut next = self.clone();
-        if let Some((name, value)) = fill.pairs.first() {
+        // The source's first placeholder names it, or its first `keyed` (a value and the
+        // parent fields placed beside it).
+        for (i, (name, value)) in fill.pairs.iter().take(fill.keyed.max(1)).enumerate() {
             if !next.key.is_empty() {
                 next.key.push(',');
             }
             next.key.push_str(name);
             next.key.push('=');
-            for c in fill.label.as_deref().unwrap_or(value).chars() {
+            let shown = match (i, &fill.label) {
+                (0, Some(label)) => label,
+                _ => value,
+            };
+            for c in shown.chars() {
                 match c {
                     // What separates a key's parts, and the escape itself.
                     ',' => next.key.push_str("%2C"),
@@ -88,6 +94,8 @@ pub struct Fill {
     /// What the partition's key shows instead of the first placeholder's value (a batch's
     /// `first+more`).
     pub label: Option<String>,
+    /// How many of `pairs` name the partition (1 when 0).
+    pub keyed: usize,
     /// Members of the `_parent` object (`"repo_id":1`).
     pub parent: String,
     pub asked: Vec<String>,

@@ -510,3 +510,60 @@ async fn values_answered_before_a_kill_are_not_reported_missing_after_the_resume
     let ids: Vec<u64> = read_records(&f.out().join("checked")).iter().map(|r| r["id"].as_u64().unwrap()).collect();
     assert_eq!(ids, one_to(60));
 }
+
+/// Comments per issue need two fields of each parent (the issue's number and its
+/// repository): an `include` name the URL places fills its placeholder, and tells apart
+/// issues of the same number in different repositories.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parent_field_the_url_places_fills_its_placeholder_beside_the_value() {
+    let f = Fixture::new(20).await;
+    let dir = f.dir.path();
+    let base = f.server.url();
+    let job = |name: &str, url: &str, max: u32, partitions: &str| {
+        format!(
+            "name = \"{name}\"\n[request]\nurl = \"{base}{url}\"\n[records]\npath = \"$.items[*]\"\n\
+             [pagination]\nkind = \"offset\"\npage_size = 5\ntotal = \"$.total\"\nmax_records = {max}\n{partitions}"
+        )
+    };
+    std::fs::write(dir.join("repos.toml"), job("repos", "/offset", 3, "")).unwrap();
+    std::fs::write(
+        dir.join("issues.toml"),
+        job(
+            "issues",
+            "/t/r{repo}/offset",
+            4,
+            "[partitions]\nrepo = { from = \"repos\", field = \"$.id\", include = { owner = \"$.id\" } }\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("comments.toml"),
+        job(
+            "comments",
+            "/t/r{owner}-n{number}/offset",
+            2,
+            "[partitions]\nnumber = { from = \"issues\", field = \"$.id\", include = { owner = \"$._parent.owner\" } }\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("p.toml"),
+        "[[job]]\nfile = \"repos.toml\"\n[[job]]\nfile = \"issues.toml\"\nafter = [\"repos\"]\n\
+         [[job]]\nfile = \"comments.toml\"\nafter = [\"issues\"]\n",
+    )
+    .unwrap();
+    let output = harvest(&dir.join("p.toml"), &f.out()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // 3 repositories x issues 1..4: 12 issues, numbers repeating across repositories.
+    for repo in 1..=3 {
+        for number in 1..=4 {
+            assert_eq!(f.requests(&format!("/t/r{repo}-n{number}/offset")), 1, "issue {number} of repository {repo}");
+        }
+    }
+    let comments = read_records(&f.out().join("comments"));
+    assert_eq!(comments.len(), 12 * 2, "two comments of each of the 12 issues");
+    let manifest = manifest(&f.out().join("comments"));
+    let named: BTreeSet<&str> =
+        manifest["partitions"].as_array().unwrap().iter().map(|p| p["partition"].as_str().unwrap()).collect();
+    assert!(named.contains("number=4,owner=3"), "{named:?}");
+}
