@@ -200,8 +200,8 @@ fn shards(plan: &Plan, layout: &Layout, out: &mut String) -> Result<(), Error> {
 /// The newest complete run's manifest (run ids sort by time); for a sharded run, its shards'
 /// manifests summed: records, pages and parts added up, the last to finish, the longest.
 fn last_manifest(layout: &Layout) -> Result<Option<Value>, Error> {
-    let complete = crate::output::complete_runs(layout).map_err(|e| Error::io("listing the run manifests", e))?;
-    let Some(run) = complete.last() else { return Ok(None) };
+    let latest = crate::output::latest_complete(layout).map_err(|e| Error::io("listing the run manifests", e))?;
+    let Some((run, manifests)) = latest else { return Ok(None) };
     let read = |rel: &str| -> Result<Value, Error> {
         let path = layout.display(rel);
         let bytes = layout
@@ -212,22 +212,15 @@ fn last_manifest(layout: &Layout) -> Result<Option<Value>, Error> {
             .0;
         serde_json::from_slice(&bytes).map_err(|e| Error::Other(format!("{path} is not valid JSON: {e}")))
     };
-    let whole = crate::output::manifest_of(run);
-    if layout.exists(&whole).map_err(|e| Error::io("reading the run manifests", e))? {
-        return read(&whole).map(Some);
+    if let [whole] = manifests.as_slice() {
+        if *whole == crate::output::manifest_of(&run) {
+            return read(whole).map(Some);
+        }
     }
-    let mut shards: Vec<String> = layout
-        .list(crate::output::RUNS)
-        .map_err(|e| Error::io("listing the run manifests", e))?
-        .into_iter()
-        .filter(|e| e.name.starts_with(&format!("{run}-")))
-        .map(|e| format!("{}/{}", crate::output::RUNS, e.name))
-        .collect();
-    shards.sort();
     let mut sum =
         serde_json::json!({"run": run, "records": 0, "pages": 0, "parts": [], "seconds": 0.0, "finished_at": ""});
-    for rel in shards {
-        let shard = read(&rel)?;
+    for rel in &manifests {
+        let shard = read(rel)?;
         for key in ["records", "pages"] {
             sum[key] = (sum[key].as_u64().unwrap_or(0) + shard[key].as_u64().unwrap_or(0)).into();
         }

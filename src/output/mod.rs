@@ -18,7 +18,7 @@ mod lease;
 pub mod parent;
 mod runs;
 
-pub use runs::{claim_run, complete_runs, newest_run, unfinished, RunRecord};
+pub use runs::{claim_run, complete_runs, latest_complete, newest_run, read_json, unfinished, RunRecord};
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};

@@ -8,10 +8,10 @@ use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::runs::complete_runs;
-use super::{Layout, RUNS};
+use super::runs::latest_complete;
+use super::Layout;
 use crate::jsonpath::{Document, JsonPath};
-use crate::partition::file::{decompressed, field_text, lines};
+use crate::partition::file::{decompressed, lines, text_at};
 use crate::partition::listed::{Entries, Entry, Failure, Reader};
 use crate::plan::StorePlan;
 use crate::store::Store;
@@ -77,29 +77,14 @@ impl JobOutput {
             Layout::for_reading_at(&self.dir, &self.job, &self.store).map_err(|e| Failure::Job(e.to_string()))?;
         let folder = layout.display("");
         let read = |e: std::io::Error| Failure::Read(format!("reading {folder}: {e}"));
-        let Some(name) = complete_runs(&layout).map_err(read)?.pop() else {
+        let Some((name, manifests)) = latest_complete(&layout).map_err(read)? else {
             return Err(Failure::Read(format!(
                 "job {} has no complete run in {folder}: run it first (its values feed this job)",
                 self.job
             )));
         };
-        // The run's manifest, or its shards' in shard order.
-        let mut manifests: Vec<(u32, String)> = layout
-            .list(RUNS)
-            .map_err(read)?
-            .into_iter()
-            .filter_map(|e| {
-                let unit = e.name.strip_suffix(".json")?;
-                match unit.strip_prefix(name.as_str())? {
-                    "" => Some((0, e.name.clone())),
-                    tag => crate::shard::Shard::from_tag(tag.strip_prefix('-')?).map(|s| (s.index, e.name.clone())),
-                }
-            })
-            .collect();
-        manifests.sort();
         let mut parts = Vec::new();
-        for (_, manifest) in manifests {
-            let rel = format!("{RUNS}/{manifest}");
+        for rel in manifests {
             let bytes = layout.read(&rel).map_err(read)?.unwrap_or_default();
             let json: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|e| Failure::Read(format!("{} is not a manifest ({e})", layout.display(&rel))))?;
@@ -146,12 +131,9 @@ impl JobOutput {
     }
 
     fn entry(&self, record: &str) -> Result<Option<Entry>, String> {
-        let Some(value) = field_text(&self.field, record)? else { return Ok(None) };
+        let doc = Document::parse(record.as_bytes()).map_err(|e| format!("not JSON ({e})"))?;
+        let Some(value) = text_at(&self.field, &doc)? else { return Ok(None) };
         let mut entry = Entry { value, ..Entry::default() };
-        if self.include.is_empty() {
-            return Ok(Some(entry));
-        }
-        let doc = Document::parse(record.as_bytes()).map_err(|e| e.to_string())?;
         for (name, path) in &self.include {
             let node = path.first(&doc)?;
             if self.placed.contains(name) {

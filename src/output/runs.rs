@@ -35,6 +35,34 @@ pub fn complete_runs(layout: &Layout) -> io::Result<Vec<String>> {
     Ok(whole.into_iter().collect())
 }
 
+/// The newest complete run (run names sort by time) and its manifests, as paths under the
+/// output: the run's own, or its shards' in shard order.
+pub fn latest_complete(layout: &Layout) -> io::Result<Option<(String, Vec<String>)>> {
+    let Some(run) = complete_runs(layout)?.pop() else { return Ok(None) };
+    let mut manifests: Vec<(u32, String)> = Vec::new();
+    for entry in layout.list(RUNS)? {
+        let Some(rest) = entry.name.strip_suffix(".json").and_then(|unit| unit.strip_prefix(run.as_str())) else {
+            continue;
+        };
+        let index = match rest.strip_prefix('-') {
+            None if rest.is_empty() => 0,
+            Some(tag) => match Shard::from_tag(tag) {
+                Some(shard) => shard.index,
+                None => continue,
+            },
+            None => continue,
+        };
+        manifests.push((index, format!("{RUNS}/{}", entry.name)));
+    }
+    manifests.sort();
+    let whole = super::manifest_of(&run);
+    let manifests = match manifests.iter().any(|(_, rel)| *rel == whole) {
+        true => vec![whole],
+        false => manifests.into_iter().map(|(_, rel)| rel).collect(),
+    };
+    Ok(Some((run, manifests)))
+}
+
 /// The record of a sharded run: its name, which every shard's files carry, and its shard
 /// count. The first shard to start creates it; the others read it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,7 +79,7 @@ pub struct RunRecord {
 pub fn claim_run(layout: &Layout, run_id: &str, shards: u32) -> Result<String, Error> {
     let rel = format!("{RUN_IDS}/{run_id}.json");
     let io = |what: &str, e| Error::io(format!("{what} {}", layout.display(&rel)), e);
-    let record = match read_record(layout, &rel)? {
+    let record = match read_json::<RunRecord>(layout, &rel)? {
         Some(record) => record,
         None => {
             // Names are claimed apart from ids, so that two runs starting in the same second
@@ -77,7 +105,7 @@ pub fn claim_run(layout: &Layout, run_id: &str, shards: u32) -> Result<String, E
                     record
                 }
                 // Another shard started the run at the same moment: its name is the run's.
-                false => read_record(layout, &rel)?
+                false => read_json::<RunRecord>(layout, &rel)?
                     .ok_or_else(|| Error::Other(format!("{} vanished", layout.display(&rel))))?,
             }
         }
@@ -99,11 +127,12 @@ pub fn newest_run(layout: &Layout) -> Option<RunRecord> {
         .ok()?
         .into_iter()
         .filter(|e| e.name.ends_with(".json"))
-        .filter_map(|e| read_record(layout, &format!("{RUN_IDS}/{}", e.name)).ok().flatten())
+        .filter_map(|e| read_json::<RunRecord>(layout, &format!("{RUN_IDS}/{}", e.name)).ok().flatten())
         .max_by(|a, b| a.run.cmp(&b.run))
 }
 
-fn read_record(layout: &Layout, rel: &str) -> Result<Option<RunRecord>, Error> {
+/// A JSON file of the output, if it is there; one that does not parse is corrupt.
+pub fn read_json<T: serde::de::DeserializeOwned>(layout: &Layout, rel: &str) -> Result<Option<T>, Error> {
     match layout.store.get(rel) {
         Ok(Some((bytes, _))) => serde_json::from_slice(&bytes)
             .map(Some)

@@ -67,7 +67,12 @@ pub fn lines(input: impl BufRead) -> impl Iterator<Item = (u64, std::io::Result<
 /// digit. `None` when it is missing or null; an error when it is not a single value.
 pub fn field_text(field: &JsonPath, line: &str) -> Result<Option<String>, String> {
     let doc = Document::parse(line.as_bytes()).map_err(|e| format!("not JSON ({e})"))?;
-    let Some(node) = field.first(&doc)? else { return Ok(None) };
+    text_at(field, &doc)
+}
+
+/// The value at `field` in a parsed document, as [`field_text`] gives it.
+pub fn text_at(field: &JsonPath, doc: &Document<'_>) -> Result<Option<String>, String> {
+    let Some(node) = field.first(doc)? else { return Ok(None) };
     match node.kind() {
         Kind::Null => Ok(None),
         Kind::Object | Kind::Array => Err(format!("{} is {}, not a value", field.as_str(), node.kind().name())),

@@ -70,15 +70,7 @@ pub fn state_layout(pipeline: &PipelinePlan) -> Result<Layout, Error> {
 
 /// The pipeline's state as the last run left it, if any.
 pub fn read_state(pipeline: &PipelinePlan) -> Result<Option<State>, Error> {
-    let layout = state_layout(pipeline)?;
-    let rel = format!("{}.json", pipeline.name);
-    match layout.store.get(&rel) {
-        Ok(Some((bytes, _))) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Checkpoint(format!("{} is corrupt ({e})", layout.display(&rel)))),
-        Ok(None) => Ok(None),
-        Err(e) => Err(Error::io(format!("reading {}", layout.display(&rel)), e)),
-    }
+    crate::output::read_json(&state_layout(pipeline)?, &format!("{}.json", pipeline.name))
 }
 
 fn write_state(layout: &Layout, state: &State) -> Result<(), Error> {
