@@ -20,7 +20,7 @@ pub fn root() -> Option<PathBuf> {
 /// Write `bytes` to `path` whole, readable by its owner only: a temporary file of mode 0600
 /// beside it, fsynced, renamed over it.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().ok_or_else(|| std::io::Error::other("a cache file needs a folder"))?;
+    let dir = crate::store::fs::folder_of(path);
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("entry");
     let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));

@@ -34,10 +34,10 @@ pub fn describe(plan: &Plan) -> String {
     }
     let _ = writeln!(
         out,
-        "    timeout {} (connect {}), responses over {} bytes are an error",
+        "    timeout {} (connect {}), responses over {} are an error",
         human(plan.request.timeout),
         human(plan.request.connect_timeout),
-        plan.request.max_body
+        crate::human::bytes(plan.request.max_body)
     );
     if let Some(e) = &unlisted {
         let _ = writeln!(out, "  partitions: not listed yet: {}", r.redact(&e.to_string()));
@@ -127,7 +127,7 @@ pub fn describe(plan: &Plan) -> String {
         };
         let _ = writeln!(out, "  schema: {schema}; row groups of {} rows at most", p.row_group_size);
     }
-    let _ = writeln!(out, "  checkpoints: at least every {}", humantime::format_duration(o.checkpoint_interval));
+    let _ = writeln!(out, "  checkpoints: at least every {}", human(o.checkpoint_interval));
     if plan.in_object_storage() {
         let store = &o.store;
         let _ = writeln!(
@@ -146,7 +146,7 @@ pub fn describe(plan: &Plan) -> String {
             "  incremental: sends the greatest {} of the last complete run as {}{}{}",
             i.field.as_str(),
             i.param,
-            i.lookback.map(|l| format!(", less {}", humantime::format_duration(l))).unwrap_or_default(),
+            i.lookback.map(|l| format!(", less {}", human(l))).unwrap_or_default(),
             i.start.as_ref().map(|s| format!("; {} before the first", plan.redactor.redact(s))).unwrap_or_default()
         );
     }
@@ -160,7 +160,7 @@ pub fn describe(plan: &Plan) -> String {
 }
 
 fn human(d: std::time::Duration) -> String {
-    humantime::format_duration(d).to_string()
+    crate::human::duration(d)
 }
 
 fn pagination(plan: &Plan) -> String {

@@ -160,7 +160,8 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Args)]
 pub struct MockApiArgs {
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Where to listen (or HARVEST_MOCK_ADDR).
+    #[arg(long, env = "HARVEST_MOCK_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
     /// Records in the dataset (ids 1..=N).
     #[arg(long, default_value_t = 100_000)]
@@ -168,11 +169,15 @@ pub struct MockApiArgs {
     /// Delay before every response, e.g. "20ms".
     #[arg(long, value_parser = humantime::parse_duration)]
     pub latency: Option<std::time::Duration>,
+    /// Up to this much more delay, drawn for each request from --seed, e.g. "10ms": responses
+    /// then come back out of the order they were asked in.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub jitter: Option<std::time::Duration>,
     /// Faults per request, e.g. "503=0.05,429=0.02,reset=0.01,cut=0.01,invalid=0.01,slow=0.01"
     /// or "all=0.05".
     #[arg(long, value_parser = harvest::mock::Faults::parse)]
     pub faults: Option<harvest::mock::Faults>,
-    /// Seed for the fault draws.
+    /// Seed for the fault and latency draws.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// How long a `slow` fault holds its response.

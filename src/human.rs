@@ -34,20 +34,27 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// `0.25 s` → `250ms`, `8.42 s` → `8.4s`, `80 s` → `1m 20s`, `3725 s` → `1h 2m`.
+/// `0.25 s` → `250ms`, `8.42 s` → `8.4s`, `80 s` → `1m 20s`, `900 s` → `15m`, `3725 s` →
+/// `1h 2m`: as a job file writes a duration, zero parts left out.
 pub fn duration(d: Duration) -> String {
     let seconds = d.as_secs_f64();
     if seconds < 1.0 {
         return format!("{}ms", d.as_millis());
     }
     if seconds < 60.0 {
-        return format!("{seconds:.1}s");
+        let tenths = (seconds * 10.0).round() as u64;
+        return match tenths % 10 {
+            0 => format!("{}s", tenths / 10),
+            _ => format!("{seconds:.1}s"),
+        };
     }
     let whole = d.as_secs();
     let (h, m, s) = (whole / 3600, whole / 60 % 60, whole % 60);
-    match h {
-        0 => format!("{m}m {s}s"),
-        _ => format!("{h}h {m}m"),
+    match (h, m, s) {
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m {s}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h {m}m"),
     }
 }
 
@@ -82,6 +89,11 @@ mod tests {
         assert_eq!(duration(Duration::from_millis(8420)), "8.4s");
         assert_eq!(duration(Duration::from_secs(80)), "1m 20s");
         assert_eq!(duration(Duration::from_secs(3725)), "1h 2m");
+        assert_eq!(duration(Duration::ZERO), "0ms");
+        assert_eq!(duration(Duration::from_secs(3)), "3s");
+        assert_eq!(duration(Duration::from_secs(900)), "15m");
+        assert_eq!(duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(duration(Duration::from_secs(9000)), "2h 30m");
         assert_eq!(rate(12.54), "12.5");
         assert_eq!(rate(1234.5), "1,235");
         assert_eq!(plural(1, "page", "pages"), "1 page");

@@ -155,6 +155,25 @@ pub mod shapes {
     }
 
     pub type Params = BTreeMap<String, Param>;
+
+    /// Where a pagination fact is read: a JSONPath into the body, or a response header.
+    #[derive(JsonSchema)]
+    #[schemars(untagged)]
+    pub enum Fact {
+        /// A JSONPath into the body: `"$.total"`.
+        Path(String),
+        Header(HeaderFact),
+    }
+
+    /// `{ header = "X-Total-Count" }` (its value; a count from `Content-Range` is its complete
+    /// length) or `{ header = "X-Pagination", path = "$.total" }` (a JSONPath into a header
+    /// whose value is JSON).
+    #[derive(JsonSchema)]
+    #[schemars(deny_unknown_fields)]
+    pub struct HeaderFact {
+        pub header: String,
+        pub path: Option<String>,
+    }
     pub type Scalars = BTreeMap<String, Scalar>;
 
     /// A size: `"64MiB"` or a number of bytes.

@@ -15,6 +15,32 @@ use tokio_util::sync::CancellationToken;
 
 use cli::{CacheCommand, Cli, Command, FormatArg, LogFormat, ProgressArg};
 
+/// Print to standard output. A reader that has gone (`harvest status | head`) ends the
+/// command quietly with exit 0, as ripgrep does, never with a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        write_out(format_args!($($arg)*))?
+    };
+}
+
+macro_rules! sayln {
+    ($($arg:tt)*) => {{
+        say!($($arg)*);
+        say!("\n");
+    }};
+}
+
+fn write_out(args: std::fmt::Arguments) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args).and_then(|()| out.flush()).map_err(anyhow::Error::new)
+}
+
+/// Whether `error` is a write to a pipe whose reader has gone.
+fn closed_pipe(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
 fn main() -> ExitCode {
     bound_allocator();
     let cli = Cli::parse();
@@ -28,6 +54,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", message(&e));
             ExitCode::from(exit_code(&e))
@@ -75,7 +102,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let words = run::jobs::describe(&outcome.state);
             match outcome.code {
                 0 => {
-                    println!("pipeline {} complete (run {}):\n{words}", pipeline.name, outcome.state.run);
+                    sayln!("pipeline {} complete (run {}):\n{words}", pipeline.name, outcome.state.run);
                     Ok(())
                 }
                 code => Err(Error::Pipeline {
@@ -105,7 +132,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             let summary = result?;
             if summary.already_complete {
-                println!(
+                sayln!(
                     "nothing to do: this shard of run {} is complete ({} records); manifest: {}",
                     summary.run,
                     summary.records,
@@ -113,7 +140,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            println!(
+            sayln!(
                 "harvested {} records ({} pages, {} requests) in {:.1}s into {} ({} part file{}); manifest: {}",
                 summary.records,
                 summary.pages,
@@ -128,56 +155,54 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Check(args) if job::pipeline::is_pipeline(&args.job) => {
             let pipeline = job::pipeline::load(&args.job, &Overrides::default())?;
-            println!("pipeline {} ({}): {} jobs", pipeline.name, pipeline.file.display(), pipeline.jobs.len());
+            sayln!("pipeline {} ({}): {} jobs", pipeline.name, pipeline.file.display(), pipeline.jobs.len());
             for step in &pipeline.jobs {
                 let after: Vec<&str> = step.after.iter().map(|&i| pipeline.jobs[i].name.as_str()).collect();
                 if !after.is_empty() {
-                    println!("job {} runs after {}", step.name, after.join(", "));
+                    sayln!("job {} runs after {}", step.name, after.join(", "));
                 }
-                print!("{}", harvest::check::describe(&job::load(&step.file, &Overrides::default())?));
+                say!("{}", harvest::check::describe(&job::load(&step.file, &Overrides::default())?));
             }
             Ok(())
         }
         Command::Check(args) => {
             let plan = job::load(&args.job, &Overrides::default())?;
-            print!("{}", harvest::check::describe(&plan));
+            say!("{}", harvest::check::describe(&plan));
             if args.probe {
-                print!("{}", harvest::check::probe(&plan).await?);
+                say!("{}", harvest::check::probe(&plan).await?);
             }
             Ok(())
         }
         Command::Status(args) if job::pipeline::is_pipeline(&args.job) => {
             let overrides = Overrides { output_dir: args.output_dir, ..Overrides::default() };
-            let pipeline = job::pipeline::load(&args.job, &overrides)?;
+            let pipeline = job::pipeline::load_offline(&args.job, &overrides)?;
             match run::jobs::read_state(&pipeline)? {
-                None => println!("pipeline {}: never run", pipeline.name),
+                None => sayln!("pipeline {}: never run", pipeline.name),
                 Some(state) => {
                     let finished = match &state.finished_at {
                         Some(at) => format!("complete at {at}"),
                         None => "not complete: the next `harvest run` takes it up".to_string(),
                     };
-                    println!(
-                        "pipeline {}: run {} (started {}), {finished}",
-                        pipeline.name, state.run, state.started_at
-                    );
-                    print!("{}", run::jobs::describe(&state));
+                    sayln!("pipeline {}: run {} (started {}), {finished}", pipeline.name, state.run, state.started_at);
+                    say!("{}", run::jobs::describe(&state));
                 }
             }
             for step in &pipeline.jobs {
-                print!("{}", harvest::status::report(&job::load(&step.file, &overrides)?)?);
+                say!("{}", harvest::status::report(&job::load_offline(&step.file, &overrides)?)?);
             }
             Ok(())
         }
         Command::Status(args) => {
             let overrides = Overrides { output_dir: args.output_dir, ..Overrides::default() };
-            let plan = job::load(&args.job, &overrides)?;
-            print!("{}", harvest::status::report(&plan)?);
+            // The output folder only: neither the job's secrets nor its API address are needed.
+            let plan = job::load_offline(&args.job, &overrides)?;
+            say!("{}", harvest::status::report(&plan)?);
             Ok(())
         }
         Command::Finalize(args) => {
             let overrides = Overrides { output_dir: args.output_dir, ..Overrides::default() };
             let plan = job::load(&args.job, &overrides)?;
-            println!("{}", harvest::status::finalize(&plan)?);
+            sayln!("{}", harvest::status::finalize(&plan)?);
             Ok(())
         }
         Command::Init(args) => {
@@ -192,7 +217,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             };
             let written = harvest::init::init(&options).await?;
             if args.out.is_none() {
-                print!("{}", written.job);
+                say!("{}", written.job);
             }
             if !cli.quiet {
                 eprintln!("{}", written.summary);
@@ -201,22 +226,26 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cache(CacheCommand::Clear) => {
             let (dir, removed) = harvest::cache::clear().map_err(|e| Error::io("clearing the response cache", e))?;
-            println!("removed {removed} cached response{} from {}", if removed == 1 { "" } else { "s" }, dir.display());
+            sayln!("removed {removed} cached response{} from {}", if removed == 1 { "" } else { "s" }, dir.display());
             Ok(())
         }
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&job::json_schema()).expect("a schema serializes"));
+            sayln!("{}", serde_json::to_string_pretty(&job::json_schema()).expect("a schema serializes"));
             Ok(())
         }
         Command::Completions(args) => {
             use clap::CommandFactory;
-            clap_complete::generate(args.shell, &mut Cli::command(), "harvest", &mut std::io::stdout());
+            // Written whole here: clap_complete panics on a write that fails.
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "harvest", &mut script);
+            say!("{}", String::from_utf8_lossy(&script));
             Ok(())
         }
         Command::MockApi(args) => {
             let config = harvest::mock::MockConfig {
                 records: args.records,
                 latency: args.latency.unwrap_or_default(),
+                jitter: args.jitter.unwrap_or_default(),
                 faults: args.faults.unwrap_or_default(),
                 seed: args.seed,
                 slow: args.slow,
@@ -238,7 +267,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let summary =
                 harvest::demo::run(args.records, args.output_dir, display(args.progress, cli.quiet), interrupt_token())
                     .await?;
-            println!("{summary}");
+            sayln!("{summary}");
             Ok(())
         }
     }

@@ -37,7 +37,7 @@ pub fn load(path: &Path, configured: &str) -> Option<String> {
 pub fn save(path: &Path, configured: &str, token: &str) -> std::io::Result<()> {
     let cached = Cached { version: 1, configured: sha256(configured), refresh_token: token.to_string() };
     crate::cache::write_private(path, &serde_json::to_vec_pretty(&cached).expect("the cache serializes"))?;
-    if let Some(folder) = path.parent().and_then(|dir| std::fs::File::open(dir).ok()) {
+    if let Ok(folder) = std::fs::File::open(crate::store::fs::folder_of(path)) {
         let _ = folder.sync_all();
     }
     Ok(())

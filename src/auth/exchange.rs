@@ -43,7 +43,7 @@ impl Retry {
                 return Err(FetchErrorKind::Auth(format!("{what} {failure} after {n} attempts")));
             }
             let delay = (self.delay)(n);
-            tracing::warn!("{what} {failure}; retrying in {delay:.1?}");
+            tracing::warn!("{what} {failure}; retrying in {}", crate::human::duration(delay));
             tokio::time::sleep(delay).await;
             n += 1;
         }

@@ -171,7 +171,7 @@ impl OAuth {
             self.grant.kind,
             self.grant.token_url,
             match lifetime {
-                Some(life) => format!(", valid for {}", humantime::format_duration(life)),
+                Some(life) => format!(", valid for {}", crate::human::duration(life)),
                 None => ", without an expiry (kept until a 401)".to_string(),
             }
         );
@@ -339,7 +339,7 @@ impl Credentials for OAuth {
         let held = self.tokens.current()?;
         let token = &held.value;
         let lifetime = match token.lifetime {
-            Some(life) => format!("valid for {}", humantime::format_duration(Duration::from_secs(life.as_secs()))),
+            Some(life) => format!("valid for {}", crate::human::duration(Duration::from_secs(life.as_secs()))),
             None => "without an expiry (kept until a 401)".into(),
         };
         let scope = match &token.scope {

@@ -59,8 +59,7 @@ impl Login {
             Some((path, header, _)) => format!("the token at {path} of its response as the header {header}"),
             None => "the cookies it sets".into(),
         };
-        let again =
-            self.max_age.map(|a| format!(", again after {}", humantime::format_duration(a))).unwrap_or_default();
+        let again = self.max_age.map(|a| format!(", again after {}", crate::human::duration(a))).unwrap_or_default();
         format!("session: logs in at {}{again} and sends {sends} to the allowed origins only", self.login_url)
     }
 }

@@ -9,6 +9,24 @@ use bytes::Bytes;
 use super::{Attempt, Fetcher, EXCERPT_CHARS};
 use crate::error::FetchErrorKind;
 
+/// Whether `error` comes of a TLS certificate that failed verification, somewhere in its
+/// causes. An `io::Error` hides the error it wraps from `source()` (hyper wraps rustls's error
+/// in two of them): look inside it instead.
+fn untrusted_certificate(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        let tls = e.downcast_ref::<rustls::Error>();
+        if matches!(tls, Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)) {
+            return true;
+        }
+        cause = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
+}
+
 impl Fetcher {
     pub(super) async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes, Attempt> {
         if response.content_length().is_some_and(|len| len > self.max_body) {
@@ -42,6 +60,11 @@ impl Fetcher {
             };
             self.redactor.redact(&text).into_owned()
         };
+        // A request that cannot be built (a scheme other than http or https) or a certificate
+        // that fails verification comes out the same however often it is sent.
+        if e.is_builder() || untrusted_certificate(e) {
+            return Attempt::Fail(FetchErrorKind::Transport(chain(e)));
+        }
         let (cause, kind) = if e.is_timeout() {
             ("timeout", FetchErrorKind::Timeout(self.timeout))
         } else if e.is_connect() {

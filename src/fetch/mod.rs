@@ -361,9 +361,9 @@ impl Fetcher {
                     waited += wait;
                     if waited > self.max_wait {
                         let kind = FetchErrorKind::Transport(format!(
-                            "{kind}, and the server asked to wait {}, more than limits.max_wait ({})",
-                            humantime::format_duration(round(waited)),
-                            humantime::format_duration(self.max_wait)
+                            "{kind}, and the server asked to wait {} in all, more than limits.max_wait ({})",
+                            crate::human::duration(waited),
+                            crate::human::duration(self.max_wait)
                         ));
                         return Err(FetchFailure::Fetch(self.error(request, kind, attempt)));
                     }
@@ -374,14 +374,20 @@ impl Fetcher {
                         return Err(FetchFailure::Fetch(self.error(request, kind, attempt)));
                     }
                     let delay = backoff(&self.retry, attempt, rand::rng().random::<f64>());
+                    if cause == "status_429" {
+                        // Too many requests, and no usable hint of how long to wait: the whole
+                        // job backs off with this request, not only this request.
+                        self.hold(delay);
+                    }
                     if let Some(track) = track {
                         track.retrying(&cause, delay, attempt + 1, self.retry.max_attempts);
                     }
                     *self.retries.lock().expect("stats lock").entry(cause).or_default() += 1;
                     tracing::warn!(
-                        "{} {} {kind}; retrying in {delay:.1?} (attempt {} of {})",
+                        "{} {} {kind}; retrying in {} (attempt {} of {})",
                         request.method.as_str(),
                         self.redactor.url(&request.url),
+                        crate::human::duration(delay),
                         attempt + 1,
                         self.retry.max_attempts
                     );
@@ -407,6 +413,7 @@ impl Fetcher {
         let mut url = request.url.clone();
         let mut body = request.body.as_ref();
         for _ in 0..=MAX_REDIRECTS {
+            // What cannot be built is not sent, nor tried again.
             let (builder, generation) = match self.build(method, &url, &request.headers, body) {
                 Ok(built) => built,
                 Err(kind) => return Attempt::Fail(kind),
@@ -449,8 +456,8 @@ impl Fetcher {
                         return Attempt::Fail(FetchErrorKind::Transport(format!(
                             "returned {} and asked to wait {} ({detail}), more than limits.max_wait ({})",
                             status.as_u16(),
-                            humantime::format_duration(round(wait)),
-                            humantime::format_duration(self.max_wait)
+                            crate::human::duration(wait),
+                            crate::human::duration(self.max_wait)
                         )));
                     }
                     self.pause(wait, cause, detail);
@@ -501,6 +508,9 @@ impl Fetcher {
         headers: &[(String, String)],
         body: Option<&serde_json::Value>,
     ) -> Result<(reqwest::RequestBuilder, u64), FetchErrorKind> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(FetchErrorKind::Transport(format!("{} is not an http or https URL", self.redactor.url(url))));
+        }
         let trusted = self.allowed.contains(&url.origin());
         let (mut url, mut headers) = (url.clone(), headers.to_vec());
         let generation = self.credentials.apply(Outbound { url: &mut url, headers: &mut headers, body, trusted })?;
@@ -524,10 +534,6 @@ impl Fetcher {
         };
         Ok((builder, generation))
     }
-}
-
-fn round(d: Duration) -> Duration {
-    Duration::from_millis(d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -12,21 +12,29 @@ use super::Fetcher;
 use crate::plan::RetryPlan;
 use crate::progress::Track;
 
-/// Exponential backoff with full jitter: `jitter` (uniform in [0, 1)) times
-/// min(max_backoff, initial_backoff * 2^(attempt - 1)).
+/// Exponential backoff with equal jitter: half of min(max_backoff, initial_backoff *
+/// 2^(attempt - 1)), plus `jitter` (uniform in [0, 1)) times the other half. Clients that
+/// failed together spread out, no wait is near zero, and until the ceiling reaches
+/// `max_backoff` each wait is at least as long as the one before: a server that refuses every
+/// request sees the gaps grow.
 pub fn backoff(retry: &RetryPlan, attempt: u32, jitter: f64) -> Duration {
     let ceiling =
         retry.initial_backoff.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1))).min(retry.max_backoff);
-    ceiling.mul_f64(jitter.clamp(0.0, 1.0))
+    let half = ceiling / 2;
+    half + (ceiling - half).mul_f64(jitter.clamp(0.0, 1.0))
 }
 
 /// A pause the server asks for: Retry-After on a 429 or 503, an exhausted
 /// X-RateLimit-Remaining with its X-RateLimit-Reset, or the IETF RateLimit headers. Returns
-/// the wait, its cause for the manifest, and what the server said, for the log.
+/// the wait, its cause for the manifest, and what the server said, for the log. A hint that
+/// asks for less than [`LEAST_PAUSE`] (zero, a moment already past, a negative or malformed
+/// value) is no hint: the next form is looked at, and with none the caller backs off as for
+/// any retry.
 pub fn server_pause(headers: &HeaderMap, status: u16) -> Option<(Duration, &'static str, String)> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let asks = |wait: Option<Duration>| wait.filter(|w| *w >= LEAST_PAUSE);
     if matches!(status, 429 | 503) {
-        if let Some(wait) = retry_after(headers) {
+        if let Some(wait) = asks(retry_after(headers)) {
             return Some((
                 wait,
                 "retry_after",
@@ -37,10 +45,11 @@ pub fn server_pause(headers: &HeaderMap, status: u16) -> Option<(Duration, &'sta
     if let Some(remaining) = text("x-ratelimit-remaining").and_then(|r| r.parse::<f64>().ok()) {
         if remaining <= 0.0 {
             // Without a reset, a short pause rather than none.
-            let wait = text("x-ratelimit-reset").and_then(reset_wait).unwrap_or(Duration::from_secs(1));
-            let detail =
-                format!("X-RateLimit-Remaining: 0, X-RateLimit-Reset: {}", text("x-ratelimit-reset").unwrap_or("none"));
-            return Some((wait, "x_ratelimit", detail));
+            let wait = text("x-ratelimit-reset").map_or(Some(Duration::from_secs(1)), reset_wait);
+            if let Some(wait) = asks(wait) {
+                let reset = text("x-ratelimit-reset").unwrap_or("none");
+                return Some((wait, "x_ratelimit", format!("X-RateLimit-Remaining: 0, X-RateLimit-Reset: {reset}")));
+            }
         }
     }
     // IETF: `RateLimit: limit=100, remaining=0, reset=5` (older drafts),
@@ -58,13 +67,14 @@ pub fn server_pause(headers: &HeaderMap, status: u16) -> Option<(Duration, &'sta
         None => (text("ratelimit-remaining").map(str::to_string), text("ratelimit-reset").map(str::to_string)),
     };
     if remaining.and_then(|r| r.parse::<f64>().ok()).is_some_and(|r| r <= 0.0) {
-        let wait = reset.as_deref().and_then(|r| r.parse::<f64>().ok()).filter(|r| r.is_finite() && *r >= 0.0);
-        let wait = wait.map(Duration::from_secs_f64).unwrap_or(Duration::from_secs(1));
-        return Some((
-            wait,
-            "ratelimit",
-            format!("RateLimit remaining 0, reset {}", reset.as_deref().unwrap_or("none")),
-        ));
+        let wait = match reset.as_deref() {
+            Some(r) => r.parse::<f64>().ok().filter(|r| r.is_finite() && *r >= 0.0).map(Duration::from_secs_f64),
+            None => Some(Duration::from_secs(1)),
+        };
+        if let Some(wait) = asks(wait) {
+            let detail = format!("RateLimit remaining 0, reset {}", reset.as_deref().unwrap_or("none"));
+            return Some((wait, "ratelimit", detail));
+        }
     }
     None
 }
@@ -124,34 +134,49 @@ impl Fetcher {
         }
     }
 
-    /// Hold every new request of the job for `wait`. Logged once per pause, with its cause.
+    /// Hold every new request of the job for `wait`, as the server asked. Logged once per
+    /// pause, with its cause.
     pub(super) fn pause(&self, wait: Duration, cause: &str, detail: &str) {
+        let Some((until, extension, fresh)) = self.hold(wait) else { return };
+        self.progress.paused(until, cause);
+        let mut pauses = self.pauses.lock().expect("stats lock");
+        pauses.1 += extension.as_secs_f64();
+        if fresh {
+            *pauses.0.entry(cause.to_string()).or_default() += 1;
+            tracing::warn!(
+                "the server asked to slow down ({detail}): pausing every request for {}",
+                crate::human::duration(wait)
+            );
+        }
+    }
+
+    /// Hold every new request of the job for `wait` from now, unless it is held longer
+    /// already: when it is held until then, how much longer than before, and whether it was
+    /// not held at all.
+    pub(super) fn hold(&self, wait: Duration) -> Option<(Instant, Duration, bool)> {
         let now = Instant::now();
         let until = now + wait;
         let mut paused = self.paused_until.lock().expect("pause lock");
         let current = paused.filter(|u| *u > now);
         if current.is_some_and(|u| u >= until) {
-            return;
+            return None;
         }
-        let extension = until - current.unwrap_or(now);
         *paused = Some(until);
-        drop(paused);
-        self.progress.paused(until, cause);
-        let mut pauses = self.pauses.lock().expect("stats lock");
-        pauses.1 += extension.as_secs_f64();
-        if current.is_none() {
-            *pauses.0.entry(cause.to_string()).or_default() += 1;
-            tracing::warn!("the server asked to slow down ({detail}): pausing every request for {:.1?}", wait);
-        }
+        Some((until, until - current.unwrap_or(now), current.is_none()))
     }
 }
+
+/// The shortest wait a server's hint can ask for: a hint of less (`Retry-After: 0`, a date or
+/// a reset already past) asks for nothing, and the request backs off as a retry instead, or a
+/// server that refuses every request would be asked again at once, in a loop.
+pub const LEAST_PAUSE: Duration = Duration::from_millis(1);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_the_ceiling_and_jitters_below_it() {
+    fn backoff_doubles_up_to_the_ceiling_and_jitters_in_its_upper_half() {
         let retry = RetryPlan {
             max_attempts: 10,
             initial_backoff: Duration::from_millis(500),
@@ -160,9 +185,14 @@ mod tests {
         };
         let ceilings: Vec<Duration> = (1..=6).map(|a| backoff(&retry, a, 1.0)).collect();
         assert_eq!(ceilings, [500, 1000, 2000, 4000, 4000, 4000].map(Duration::from_millis));
-        assert_eq!(backoff(&retry, 3, 0.25), Duration::from_millis(500));
-        assert_eq!(backoff(&retry, 3, 0.0), Duration::ZERO);
-        assert_eq!(backoff(&retry, u32::MAX, 0.5), Duration::from_secs(2));
+        assert_eq!(backoff(&retry, 3, 0.25), Duration::from_millis(1250));
+        assert_eq!(backoff(&retry, 3, 0.0), Duration::from_millis(1000));
+        assert_eq!(backoff(&retry, u32::MAX, 0.5), Duration::from_secs(3));
+        // However the draws fall, no wait is shorter than the one before while the ceiling grows
+        // (here up to the fourth: 4 s is max_backoff).
+        for attempt in 1..3 {
+            assert!(backoff(&retry, attempt + 1, 0.0) >= backoff(&retry, attempt, 0.999), "attempt {attempt}");
+        }
     }
 
     #[test]
@@ -195,6 +225,40 @@ mod tests {
             Some((Duration::from_secs(2), "ratelimit"))
         );
         assert_eq!(wait(&[("ratelimit", "\"default\";r=7;t=4")], 200), None);
+    }
+
+    #[test]
+    fn a_hint_of_no_wait_is_no_hint() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, v.parse().unwrap());
+            }
+            h
+        };
+        let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(30));
+        let epoch_past = (SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() - 30).to_string();
+        for pairs in [
+            vec![("retry-after", "0")],
+            vec![("retry-after", "-5")],
+            vec![("retry-after", "soon")],
+            vec![("retry-after", past.as_str())],
+            vec![("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", epoch_past.as_str())],
+            vec![("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "0")],
+            vec![("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "later")],
+            vec![("ratelimit", "limit=10, remaining=0, reset=0")],
+            vec![("ratelimit", "\"default\";r=0;t=-1")],
+            vec![("ratelimit-remaining", "0"), ("ratelimit-reset", "0")],
+        ] {
+            assert_eq!(server_pause(&headers(&pairs), 429), None, "{pairs:?}");
+        }
+        // A zero Retry-After beside a reset still to come: the reset is the hint.
+        let (wait, cause, _) = server_pause(
+            &headers(&[("retry-after", "0"), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "2")]),
+            429,
+        )
+        .unwrap();
+        assert_eq!((wait, cause), (Duration::from_secs(2), "x_ratelimit"));
     }
 
     #[test]

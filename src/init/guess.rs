@@ -60,7 +60,8 @@ enum Role {
 
 fn role(name: &str) -> Option<Role> {
     Some(match detect::folded(name).as_str() {
-        "page" | "p" | "pagenumber" | "pageno" | "pagenum" | "pageindex" => Role::Page,
+        // `number`: the page number in Spring Data's responses (asked for as `page`).
+        "page" | "p" | "pagenumber" | "pageno" | "pagenum" | "pageindex" | "number" => Role::Page,
         "limit" | "perpage" | "pagesize" | "size" | "maxresults" | "pagelimit" | "count" | "first" => Role::Size,
         "offset" | "start" | "skip" => Role::Offset,
         "cursor" | "after" | "startingafter" | "pagetoken" | "nextpagetoken" | "continuation" | "starting" => {
@@ -183,9 +184,18 @@ pub fn guess(asked: &Asked, answer: &Answer) -> Guess {
             g.reasons.push(format!("  until {flag} is false"));
         }
         with_size(&mut g, "limit_param", false);
-    } else if let Some(header) = cursor_header(answer.headers) {
+    } else if let Some(header) = cursor_header(answer.headers).filter(|h| {
+        // GitLab sends X-Next-Page beside X-Total-Pages: page numbers with a total fetch ahead.
+        !(detect::folded(h).ends_with("nextpage")
+            && param(Role::Page).is_some()
+            && !header_totals(answer.headers).is_empty())
+    }) {
         g.kind = "cursor".into();
-        let cursor = param(Role::Cursor).map_or("cursor".to_string(), |p| p.0);
+        let cursor = match detect::folded(&header).ends_with("nextpage") {
+            // `X-Next-Page: 3`: a page number, sent back as the page parameter.
+            true => param(Role::Page).map_or("page".to_string(), |p| p.0),
+            false => param(Role::Cursor).map_or("cursor".to_string(), |p| p.0),
+        };
         set(&mut g, "cursor_param", quoted(&cursor));
         set(&mut g, "next_header", quoted(&header));
         g.reasons.push(format!("pagination: a cursor in the {header} header, sent back as {cursor}"));
@@ -210,18 +220,28 @@ pub fn guess(asked: &Asked, answer: &Answer) -> Guess {
             }
         }
         with_size(&mut g, "limit_param", true);
+        if param(Role::Offset).is_none() && name == "skip" {
+            // Feathers answers `{"total", "limit", "skip", "data"}` and reads `$skip` and `$limit`.
+            for (key, value) in g.pagination.iter_mut() {
+                if matches!(key.as_str(), "offset_param" | "limit_param") {
+                    *value = quoted(&format!("${}", value.trim_matches('"')));
+                }
+            }
+        }
         g.reasons.push(format!("pagination: offsets in {name}"));
-        totals(&shape, &mut g, false);
+        totals(&shape, answer.headers, &mut g, false);
     } else if let Some((name, value)) =
         param(Role::Page).or_else(|| body_number(answer.body, Role::Page)).or_else(|| page_field(&body_page))
     {
         g.kind = "page".into();
+        // Spring Data answers `"number": 0` for the page it was asked with `page=0`.
+        let name = if name == "number" && param(Role::Page).is_none() { "page".to_string() } else { name };
         set(&mut g, "page_param", quoted(&name));
         let start = value.parse::<u64>().unwrap_or(1);
         set(&mut g, "start", start.to_string());
         with_size(&mut g, "size_param", true);
         g.reasons.push(format!("pagination: page numbers in {name}, from {start}"));
-        totals(&shape, &mut g, true);
+        totals(&shape, answer.headers, &mut g, true);
     } else {
         g.kind = "none".into();
         // One request, as given: the URL keeps every parameter it had.
@@ -237,13 +257,65 @@ pub fn guess(asked: &Asked, answer: &Answer) -> Guess {
     g
 }
 
+/// What in the first response says that more pages follow: a next link, a next field, a
+/// has-more flag that is true, or a total beyond the records it holds. A job that stops after
+/// its first page while this says more is not what the API serves.
+pub fn more_evidence(answer: &Answer, records: usize) -> Option<String> {
+    if let Some(link) = detect::link_next(answer.headers) {
+        return Some(format!("its Link header names a next page ({})", short(&link)));
+    }
+    let shape = Shape::of(answer.body);
+    if let Some((path, value)) = shape.next.first() {
+        let value = match value {
+            NextValue::Url(url) => short(url),
+            NextValue::Cursor(cursor) => short(cursor),
+            NextValue::Page(page) => page.to_string(),
+        };
+        return Some(format!("{path} names a next page ({value})"));
+    }
+    if let Some((path, _)) = shape.more.iter().find(|(_, more)| *more) {
+        return Some(format!("{path} is true"));
+    }
+    let count = records as u64;
+    if let Some((path, total)) = shape.totals.iter().find(|(_, total)| *total > count) {
+        return Some(format!("{path} announces {total} records, and the page holds {count}"));
+    }
+    if let Some((path, pages)) = shape.pages.iter().find(|(_, pages)| *pages > 1) {
+        return Some(format!("{path} announces {pages} pages"));
+    }
+    header_totals(answer.headers).into_iter().find(|t| if t.pages { t.value > 1 } else { t.value > count }).map(|t| {
+        let what = if t.pages { "pages" } else { "records" };
+        format!("the {} header announces {} {what}, and the page holds {count} records", t.header, t.value)
+    })
+}
+
+/// Whether the first response shows that it is the only page: a total equal to the records
+/// it holds, a single page announced, or a has-more flag that is false.
+pub fn only_page(answer: &Answer, records: usize) -> Option<String> {
+    let shape = Shape::of(answer.body);
+    let count = records as u64;
+    if let Some((path, _)) = shape.totals.iter().find(|(_, total)| *total == count) {
+        return Some(format!("{path} announces the {count} records it holds"));
+    }
+    if let Some((path, _)) = shape.pages.iter().find(|(_, pages)| *pages == 1) {
+        return Some(format!("{path} announces one page"));
+    }
+    if let Some((path, _)) = shape.more.iter().find(|(_, more)| !*more) {
+        return Some(format!("{path} is false"));
+    }
+    header_totals(answer.headers)
+        .into_iter()
+        .find(|t| if t.pages { t.value == 1 } else { t.value == count })
+        .map(|t| format!("the {} header announces the {count} records it holds", t.header))
+}
+
 /// A response header that carries the next page's cursor (`X-Next-Cursor`,
 /// `X-Next-Page-Token`, `X-Continuation-Token`).
 fn cursor_header(headers: &reqwest::header::HeaderMap) -> Option<String> {
     headers.keys().map(|name| name.as_str()).find_map(|name| {
         matches!(
             detect::folded(name.trim_start_matches("x-")).as_str(),
-            "nextcursor" | "nextpagetoken" | "continuationtoken" | "nexttoken" | "cursor"
+            "nextcursor" | "nextpagetoken" | "continuationtoken" | "nexttoken" | "cursor" | "nextpage"
         )
         .then(|| name.to_string())
     })
@@ -262,17 +334,75 @@ fn relay_edges(body: &Value, path: &str) -> bool {
 pub const CURSOR_PARAMS: &[&str] =
     &["cursor", "start_cursor", "after", "starting_after", "page_token", "pageToken", "next_cursor", "continuation"];
 
-/// Total pages, else total records, for offset and page pagination.
-fn totals(shape: &Shape, g: &mut Guess, pages: bool) {
+/// Total pages, else total records, for offset and page pagination: from the body, else from
+/// the headers that carry them.
+fn totals(shape: &Shape, headers: &reqwest::header::HeaderMap, g: &mut Guess, pages: bool) {
+    let from_headers = header_totals(headers);
     if let (true, Some((path, n))) = (pages, shape.pages.first()) {
         g.pagination.push(("total_pages".into(), quoted(path)));
         g.reasons.push(format!("  until the {n} pages at {path}"));
     } else if let Some((path, n)) = shape.totals.first() {
         g.pagination.push(("total".into(), quoted(path)));
         g.reasons.push(format!("  until the {n} records at {path}"));
+    } else if let (true, Some(fact)) = (pages, from_headers.iter().find(|f| f.pages)) {
+        g.pagination.push(("total_pages".into(), fact.toml.clone()));
+        g.reasons.push(format!("  until the {} pages the {} header announces", fact.value, fact.header));
+    } else if let Some(fact) = from_headers.iter().find(|f| !f.pages) {
+        g.pagination.push(("total".into(), fact.toml.clone()));
+        g.reasons.push(format!("  until the {} records the {} header announces", fact.value, fact.header));
     } else {
         g.reasons.push("  until a short page is confirmed by an empty one".into());
     }
+}
+
+/// A total or a page count a response header announces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaderTotal {
+    /// The header, as servers usually spell it.
+    pub header: &'static str,
+    /// How the job file reads it: `{ header = "X-Total-Count" }`.
+    pub toml: String,
+    pub value: u64,
+    /// A page count rather than a record count.
+    pub pages: bool,
+}
+
+/// The totals in `headers`: `X-Total-Count` and `X-Total` (records), `X-Total-Pages` (pages),
+/// a JSON `X-Pagination` (`total`/`totalCount`, `total_pages`/`totalPages`), and the
+/// complete length of `Content-Range`.
+pub fn header_totals(headers: &reqwest::header::HeaderMap) -> Vec<HeaderTotal> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let plain = |header: &'static str| HeaderTotal {
+        header,
+        toml: format!("{{ header = {} }}", quoted(header)),
+        value: 0,
+        pages: false,
+    };
+    let mut found = Vec::new();
+    for (header, pages) in [("X-Total-Count", false), ("X-Total", false), ("X-Total-Pages", true)] {
+        if let Some(value) = text(header).and_then(|v| v.parse().ok()) {
+            found.push(HeaderTotal { value, pages, ..plain(header) });
+        }
+    }
+    if let Some(Value::Object(map)) = text("X-Pagination").and_then(|v| serde_json::from_str(v).ok()) {
+        for (key, value) in &map {
+            let pages = match detect::folded(key).as_str() {
+                "total" | "totalcount" | "totalitems" | "totalrecords" | "totalentries" => false,
+                "totalpages" | "pagecount" | "pages" => true,
+                _ => continue,
+            };
+            if let Some(value) = value.as_u64() {
+                let path = detect::join("$", key);
+                let toml = format!("{{ header = \"X-Pagination\", path = {} }}", quoted(&path));
+                found.push(HeaderTotal { header: "X-Pagination", toml, value, pages });
+            }
+        }
+    }
+    let range = text("Content-Range").and_then(|v| v.rsplit_once('/')).and_then(|(_, total)| total.parse().ok());
+    if let Some(value) = range {
+        found.push(HeaderTotal { value, ..plain("Content-Range") });
+    }
+    found
 }
 
 /// A top-level number in the response that names a page, size or offset (`"page": 1`,
@@ -498,6 +628,45 @@ mod tests {
         let nothing = guessed("http://h/things", json!({"things": [{"id": 1}]}), None);
         assert_eq!(nothing.kind, "none");
         assert!(!nothing.doubts.is_empty());
+    }
+
+    #[test]
+    fn the_shapes_of_json_api_hal_odata_spring_and_feathers() {
+        let json_api = guessed(
+            "http://h/articles",
+            json!({"data": [{"id": "1", "type": "articles"}], "links": {"self": "/articles", "next": "/articles?page[number]=2"}}),
+            None,
+        );
+        assert_eq!((json_api.kind.as_str(), key(&json_api, "next")), ("next_url", Some("\"$.links.next\"")));
+        let hal = guessed(
+            "http://h/people",
+            json!({"_embedded": {"people": [{"id": 1}]}, "_links": {"next": {"href": "http://h/people?page=1"}}}),
+            None,
+        );
+        assert_eq!(hal.records, "$._embedded.people[*]");
+        assert_eq!((hal.kind.as_str(), key(&hal, "next")), ("next_url", Some("\"$._links.next.href\"")));
+        let odata = guessed(
+            "http://h/odata/People",
+            json!({"@odata.context": "x", "value": [{"UserName": "a"}], "@odata.nextLink": "http://h/odata/People?$skiptoken=8"}),
+            None,
+        );
+        assert_eq!((odata.kind.as_str(), key(&odata, "next")), ("next_url", Some("\"$['@odata.nextLink']\"")));
+        let spring = guessed(
+            "http://h/api/items",
+            json!({"content": [{"id": 1}], "totalPages": 5, "totalElements": 100, "number": 0, "size": 20}),
+            None,
+        );
+        assert_eq!(spring.kind, "page");
+        assert_eq!((key(&spring, "page_param"), key(&spring, "start")), (Some("\"page\""), Some("0")));
+        assert_eq!((key(&spring, "size_param"), key(&spring, "page_size")), (Some("\"size\""), Some("20")));
+        assert_eq!(key(&spring, "total_pages"), Some("\"$.totalPages\""));
+        let feathers =
+            guessed("http://h/messages", json!({"total": 90, "limit": 10, "skip": 0, "data": [{"id": 1}]}), None);
+        assert_eq!(feathers.kind, "offset");
+        assert_eq!(
+            (key(&feathers, "offset_param"), key(&feathers, "limit_param")),
+            (Some("\"$skip\""), Some("\"$limit\""))
+        );
     }
 
     #[test]

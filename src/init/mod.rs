@@ -1,9 +1,13 @@
-//! `harvest init URL`: fetch one page, find the records and the pagination ([`guess`]), write a
-//! commented job file, then harvest its first two pages with that very job, through the same
-//! code a run uses, to confirm what was found.
+//! `harvest init URL`: fetch one page, find the records and the pagination ([`guess`]), then
+//! harvest up to three pages with the job as it would be written, through the same code a run
+//! uses, and hand it over only when that confirms it: page 2 holds records page 1 did not, or
+//! the API shows it has one page. A server that pages only while a parameter stays in the URL
+//! gets the job with the URL's query kept. Nothing confirmed, nothing written (exit 1), unless
+//! `--force` writes the best guess marked `# NOT CONFIRMED`.
 
 pub mod guess;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use crate::error::{Error, PageError};
 use crate::fetch::Fetcher;
 use crate::job::{self, Env, Overrides};
 use crate::page::{fetch_page, PageContext};
-use crate::paginate::{Next, Paginator};
+use crate::paginate::{Next, PageRequest, Paginator};
 use crate::progress::Progress;
 use guess::{quoted, Answer, Asked, Guess};
 
@@ -40,7 +44,7 @@ pub struct Written {
 }
 
 /// What a second page that brings the first again is called.
-const REPEATED: &str = "page 2 repeats a record of page 1";
+const REPEATED: &str = "a page repeats records an earlier page served";
 
 /// Tries of the first page: a 429, a 5xx or a failed connection is tried again.
 const ATTEMPTS: u32 = 4;
@@ -81,41 +85,70 @@ pub async fn init(options: &InitOptions) -> Result<Written, Error> {
     let asked = Asked { url, method, body, headers };
 
     let (response_headers, document) = first_page(&asked).await?;
-    let mut guess = guess::guess(&asked, &Answer { headers: &response_headers, body: &document });
+    let answer = Answer { headers: &response_headers, body: &document };
+    let mut guess = guess::guess(&asked, &answer);
     if let Some(name) = &options.name {
         guess.name = name.clone();
     }
     let path = options.out.clone().unwrap_or_else(|| PathBuf::from(format!("{}.toml", guess.name)));
-    let mut confirmed = confirm(&path, &render(&guess, &asked), &guess).await;
-    if confirmed.as_ref().is_err_and(|doubt| doubt.starts_with(REPEATED)) && guess.kind == "cursor" {
-        // The cursor went back in a parameter the API does not read: try the usual others.
-        for name in guess::CURSOR_PARAMS {
-            let mut other = guess.clone();
-            let Some(slot) = other.pagination.iter_mut().find(|(k, _)| k == "cursor_param") else { break };
-            if slot.1 == quoted(name) {
-                continue;
-            }
-            slot.1 = quoted(name);
-            if let Ok(said) = confirm(&path, &render(&other, &asked), &other).await {
-                other.reasons.push(format!(
-                    "  the cursor goes back as {name}: page 1's cursor in the first guess brought page 1 again"
-                ));
-                guess = other;
-                confirmed = Ok(said);
+    let first =
+        FirstAnswer { more: guess::more_evidence(&answer, guess.found), only: guess::only_page(&answer, guess.found) };
+
+    // The job as guessed, then the variants a server may need, until one is seen to work.
+    let mut tries: Vec<Tried> = Vec::new();
+    let mut confirmed = None;
+    for (what, variant) in variants(&guess, &asked) {
+        let tried = confirm(&path, &variant, &asked, &first, what).await;
+        let works = tried.verdict.is_ok();
+        tries.push(tried);
+        if works {
+            confirmed = Some(variant);
+            break;
+        }
+        let repeated = tries.iter().any(|t| t.verdict.as_ref().is_err_and(|e| e.starts_with(REPEATED)));
+        if repeated && guess.kind == "cursor" && tries.len() == 1 {
+            // The cursor went back in a parameter the API does not read: try the usual others.
+            if let Some(found) = other_cursor_params(&path, &guess, &asked, &first, &mut tries).await {
+                confirmed = Some(found);
                 break;
             }
         }
     }
-    let summary = match confirmed {
-        Ok(said) => said,
-        Err(doubt) => {
+    let last = tries.last().expect("one try at least");
+    let (job, said) = match confirmed {
+        Some(mut chosen) => {
+            if tries.len() > 1 {
+                chosen.reasons.push(format!(
+                    "  {}: the job as first guessed did not work ({})",
+                    last.what,
+                    why(&tries[0])
+                ));
+            }
+            let verdict = last.verdict.clone().expect("a confirmed try");
+            chosen.reasons.push(verdict.clone());
+            (render(&chosen, &asked), vec![verdict])
+        }
+        None => {
+            let tried: Vec<String> = tries.iter().map(|t| format!("  {}: {}; {}", t.what, t.saw, why(t))).collect();
+            if !options.force {
+                return Err(Error::Other(format!(
+                    "harvest init could not confirm a job for {} {}, so it wrote none; it tried:\n{}\n\
+                     set the job's keys by hand, or write the best guess with --force (marked NOT CONFIRMED)",
+                    asked.method,
+                    shown_url(&guess, &asked),
+                    tried.join("\n")
+                )));
+            }
+            let doubt = why(&tries[0]);
             guess.doubts.push(doubt.clone());
-            format!("not confirmed: {doubt}")
+            let job = format!("# NOT CONFIRMED: {doubt}\n{}", render(&guess, &asked));
+            let mut said = vec!["NOT CONFIRMED (written because of --force); it tried:".to_string()];
+            said.extend(tried);
+            (job, said)
         }
     };
-    let job = render(&guess, &asked);
     let mut lines: Vec<String> = guess.reasons.clone();
-    lines.push(summary);
+    lines.extend(said);
     lines.extend(guess.doubts.iter().map(|d| format!("check: {d}")));
     if !guess.vars.is_empty() {
         let names: Vec<&str> = guess.vars.iter().map(|(name, _)| name.as_str()).collect();
@@ -130,6 +163,95 @@ pub async fn init(options: &InitOptions) -> Result<Written, Error> {
         lines.push(format!("wrote {}; next: harvest check {0} --probe, then harvest run {0}", out.display()));
     }
     Ok(Written { job, summary: lines.join("\n") })
+}
+
+/// What the first response said of the pages beyond it.
+struct FirstAnswer {
+    /// Evidence that more pages follow.
+    more: Option<String>,
+    /// Evidence that it is the only page.
+    only: Option<String>,
+}
+
+/// One job tried: what it was, what its pages held, and whether that confirms it.
+struct Tried {
+    what: String,
+    saw: String,
+    verdict: Result<String, String>,
+}
+
+/// Why a try did not confirm its job.
+fn why(tried: &Tried) -> String {
+    match &tried.verdict {
+        Ok(said) => said.clone(),
+        Err(doubt) => doubt.clone(),
+    }
+}
+
+/// The URL as `init` shows it: without its query when that holds a credential.
+fn shown_url(g: &Guess, asked: &Asked) -> url::Url {
+    let mut shown = asked.url.clone();
+    let secret_params: Vec<&str> = g.vars.iter().map(|(_, v)| v.as_str()).collect();
+    if secret_params.iter().any(|s| shown.as_str().contains(*s)) {
+        shown.set_query(None);
+    }
+    shown
+}
+
+/// The job as guessed, and the same job with the URL's query kept as given: some servers
+/// page only while a parameter is in the query (json-server sends its Link header only when
+/// `_page` is there), so what the guess moved into `[pagination]` goes back into the URL too.
+fn variants(guess: &Guess, asked: &Asked) -> Vec<(String, Guess)> {
+    let mut out = vec![(format!("the job as guessed ({})", guess.kind), guess.clone())];
+    let mut kept = guess.clone();
+    let mut url = asked.url.clone();
+    url.set_fragment(None);
+    let query: Vec<(String, String)> = asked
+        .url
+        .query_pairs()
+        .filter(|(k, v)| !guess.vars.iter().any(|(_, secret)| secret == v) || k.is_empty())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let moved = query.len() > guess.params.len();
+    if moved && guess.kind != "none" {
+        url.set_query(None);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(&query);
+        }
+        kept.url = url.to_string();
+        kept.params.clear();
+        kept.reasons.push("  the URL keeps its query as given: the server pages only while it is there".into());
+        out.push(("the URL's query kept".to_string(), kept));
+    }
+    out
+}
+
+/// Other names a cursor may go back in, each tried in turn: the job that works, if one does.
+async fn other_cursor_params(
+    path: &Path,
+    guess: &Guess,
+    asked: &Asked,
+    first: &FirstAnswer,
+    tries: &mut Vec<Tried>,
+) -> Option<Guess> {
+    for name in guess::CURSOR_PARAMS {
+        let mut other = guess.clone();
+        let slot = other.pagination.iter_mut().find(|(k, _)| k == "cursor_param")?;
+        if slot.1 == quoted(name) {
+            continue;
+        }
+        slot.1 = quoted(name);
+        let tried = confirm(path, &other, asked, first, format!("the cursor sent back as {name}")).await;
+        let works = tried.verdict.is_ok();
+        tries.push(tried);
+        if works {
+            other.reasons.push(format!(
+                "  the cursor goes back as {name}: page 1's cursor in the first guess brought page 1 again"
+            ));
+            return Some(other);
+        }
+    }
+    None
 }
 
 /// GET or POST the URL as given: its headers and its body as JSON.
@@ -197,13 +319,22 @@ async fn first_page(asked: &Asked) -> Result<(reqwest::header::HeaderMap, Value)
     Ok((headers, document))
 }
 
-/// Harvest the first two pages with the job as written: what the second page holds, or why
-/// the guess is in doubt.
-async fn confirm(path: &Path, text: &str, guess: &Guess) -> Result<String, String> {
+/// Harvest up to three pages with the job as written (parsed back from its text, through the
+/// code a run uses) and judge them: confirmed when page 2 holds records page 1 did not, or when
+/// the API shows it has one page (its total, its end, or a second page that is empty or the
+/// first again where the job asks no pages at all).
+async fn confirm(path: &Path, guess: &Guess, asked: &Asked, first: &FirstAnswer, what: String) -> Tried {
+    let tried = |saw: String, verdict: Result<String, String>| Tried { what: what.clone(), saw, verdict };
+    let text = render(guess, asked);
     let env = Env::from_pairs(guess.vars.iter().cloned());
-    let plan = job::parse(path, text, &env, &Overrides::default())
-        .map_err(|e| format!("the job written does not load: {e}"))?;
-    let fetcher = Fetcher::new(&plan).map_err(|e| e.to_string())?;
+    let plan = match job::parse(path, &text, &env, &Overrides::default()) {
+        Ok(plan) => plan,
+        Err(e) => return tried("nothing fetched".into(), Err(format!("the job written does not load: {e}"))),
+    };
+    let fetcher = match Fetcher::new(&plan) {
+        Ok(fetcher) => fetcher,
+        Err(e) => return tried("nothing fetched".into(), Err(e.to_string())),
+    };
     let style = &plan.pagination.style;
     let partition = plan.partitions.iter().next().unwrap_or_default();
     let progress = Progress::off();
@@ -211,53 +342,131 @@ async fn confirm(path: &Path, text: &str, guess: &Guess) -> Result<String, Strin
     let hints = AtomicU64::new(1);
     let cx = PageContext::standalone(&plan, &fetcher, "", &partition, &track, &hints);
     let mut pager = Paginator::new(style);
-    let request = pager.first(style);
-    let first = fetch_page(&cx, &request, 0, Some(&mut pager)).await.map_err(|f| f.error.to_string())?;
-    if first.received == 0 {
-        return Err(format!("the first page has no records at {}", plan.records.path));
-    }
-    let next = match first.next.clone() {
-        Some(Next::Request(next)) => next,
-        Some(Next::Done(stop)) => {
-            return match &first.hint {
-                Some(hint) => Err(hint.clone()),
-                None => Ok(format!("confirmed: page 1 holds {} records and is the only page ({stop})", first.received)),
-            }
-        }
-        None => return Err("the strategy said nothing of a next page".into()),
-    };
+    let mut request = pager.first(style);
     let param = guess.pagination.iter().find(|(k, _)| k.ends_with("_param")).map_or("page", |(_, v)| v.as_str());
     let repeated = || format!("{REPEATED}: the {param} parameter may not be the one the API reads");
-    let second = match fetch_page(&cx, &next, 1, Some(&mut pager)).await {
-        Ok(page) => page,
-        // The strategy's loop guard: page 2 named the same next page as page 1.
-        Err(f) if matches!(f.error, Error::Page { source: PageError::Repeated { .. }, .. }) => return Err(repeated()),
-        Err(f) => return Err(format!("page 2: {}", f.error)),
-    };
-    let first_record = first.lines.split(|b| *b == b'\n').next().unwrap_or_default();
-    let again = second.lines.split(|b| *b == b'\n').any(|line| !line.is_empty() && line == first_record);
-    if again {
-        return Err(repeated());
-    }
-    Ok(format!(
-        "confirmed: page 1 holds {} records, page 2 holds {} others{}",
-        first.received,
-        second.received,
-        match second.next {
-            Some(Next::Done(stop)) => format!(" and is the last ({stop})"),
-            _ => String::new(),
+    let mut records: HashSet<u64> = HashSet::new();
+    let mut pages: Vec<u64> = Vec::new();
+    let mut end: Option<String> = None;
+    let mut failed: Option<String> = None;
+    for page in 0..PAGES {
+        match fetch_page(&cx, &request, page, Some(&mut pager)).await {
+            Ok(out) => {
+                pages.push(out.received);
+                let fresh = out.lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()).all(|l| records.insert(hash(l)));
+                if !fresh && page > 0 {
+                    failed = Some(repeated());
+                    break;
+                }
+                match out.next {
+                    Some(Next::Request(next)) => request = next,
+                    Some(Next::Done(stop)) => {
+                        end = Some(stop.to_string());
+                        break;
+                    }
+                    None => {
+                        failed = Some("the strategy said nothing of a next page".into());
+                        break;
+                    }
+                }
+            }
+            Err(f) if page > 0 && f.end_status().is_some() && pager.end_possible(style) => {
+                end = Some(format!("page {} answered {} (past the end)", page + 1, f.end_status().unwrap_or(0)));
+                break;
+            }
+            // The strategy's loop guard: a page named the same next page as one before.
+            Err(f) if matches!(f.error, Error::Page { source: PageError::Repeated { .. }, .. }) => {
+                failed = Some(repeated());
+                break;
+            }
+            Err(f) => {
+                failed = Some(format!("page {}: {}", page + 1, f.error));
+                break;
+            }
         }
-    ))
+    }
+    let counts: Vec<String> = pages.iter().map(u64::to_string).collect();
+    let saw = match (pages.len(), &end) {
+        (0, _) => "no page".to_string(),
+        (n, Some(end)) => {
+            format!("{} of {} records, then {end}", crate::human::plural(n as u64, "page", "pages"), counts.join(", "))
+        }
+        (n, None) => format!("{} of {} records", crate::human::plural(n as u64, "page", "pages"), counts.join(", ")),
+    };
+    if let Some(doubt) = failed {
+        return tried(saw, Err(doubt));
+    }
+    if pages.first().is_none_or(|n| *n == 0) {
+        return tried(saw, Err(format!("the first page has no records at {}", plan.records.path)));
+    }
+    if pages.len() > 1 && pages[1] > 0 {
+        let verdict = format!("confirmed: pages 1 to {} hold {} records, none twice", pages.len(), counts.join(", "));
+        return tried(saw, Ok(verdict));
+    }
+    // One page of records: the API's only page, if the API shows it.
+    let records_on_one = pages[0];
+    let only = |why: String| Ok(format!("confirmed: one page of {records_on_one} records ({why})"));
+    let verdict = if let Some(more) = &first.more {
+        Err(format!("the job stops after page 1, but the first response said more: {more}"))
+    } else if pages.len() > 1 {
+        only("page 2 is empty".into())
+    } else if let Some(why) = &first.only {
+        only(why.clone())
+    } else if guess.kind == "none" {
+        match second_page(&cx, &request_page_two(guess), &plan).await {
+            Ok(why) => only(why),
+            Err(doubt) => Err(doubt),
+        }
+    } else {
+        Err(format!(
+            "the job stops after page 1 ({}) and nothing in the response says whether it is the only page",
+            end.as_deref().unwrap_or("no reason")
+        ))
+    };
+    tried(saw, verdict)
+}
+
+/// How many pages `init` harvests to confirm a job.
+const PAGES: u64 = 3;
+
+/// A record's bytes hashed, to tell whether a page brings records seen before.
+fn hash(line: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    line.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// `?page=2` on the job's own request: how a job that asks no pages learns whether the API
+/// has more than one.
+fn request_page_two(guess: &Guess) -> PageRequest {
+    let name = match guess.params.iter().any(|(k, _)| k == "page") {
+        true => "_page_probe",
+        false => "page",
+    };
+    PageRequest { query: vec![(name.to_string(), "2".to_string())], ..PageRequest::default() }
+}
+
+/// Ask for a second page the job does not ask for: the API has one page when it answers with
+/// the same records, none, or a 404; it pages when the records differ.
+async fn second_page(cx: &PageContext<'_>, request: &PageRequest, plan: &crate::plan::Plan) -> Result<String, String> {
+    let first = fetch_page(cx, &PageRequest::default(), 0, None).await.map_err(|f| f.error.to_string())?;
+    match fetch_page(cx, request, 1, None).await {
+        Ok(second) if second.received == 0 => Ok("?page=2 is empty".into()),
+        Ok(second) if second.lines == first.lines => Ok("?page=2 brings the same records: the API ignores it".into()),
+        Ok(_) => Err(format!(
+            "?page=2 brings other records than page 1: the API pages, and [pagination] should say how (records at {})",
+            plan.records.path
+        )),
+        Err(f) if f.end_status().is_some() => Ok(format!("?page=2 answers {}", f.end_status().unwrap_or(0))),
+        Err(f) => Err(format!("?page=2: {}", f.error)),
+    }
 }
 
 /// The job file, commented with what was found and what to check.
 fn render(g: &Guess, asked: &Asked) -> String {
     let mut out = String::new();
-    let mut shown = asked.url.clone();
-    let secret_params: Vec<&str> = g.vars.iter().map(|(_, v)| v.as_str()).collect();
-    if secret_params.iter().any(|s| shown.as_str().contains(*s)) {
-        shown.set_query(None);
-    }
+    let shown = shown_url(g, asked);
     out.push_str(&format!("# Written by `harvest init` from {} {shown}.\n", asked.method));
     for reason in &g.reasons {
         out.push_str(&format!("# {reason}\n"));
@@ -295,11 +504,19 @@ fn render(g: &Guess, asked: &Asked) -> String {
     out
 }
 
-/// `{ a = "1", b = "x" }`: values that look like numbers stay strings, as the URL had them.
+/// `{ a = "1", b = "x" }`: values that look like numbers stay strings, as the URL had them; a
+/// parameter the URL repeats (`fields=a&fields=b`) becomes a list, its values in order.
 fn inline(pairs: &[(String, String)]) -> String {
     let mut table = toml::Table::new();
     for (k, v) in pairs {
-        table.insert(k.clone(), toml::Value::String(v.clone()));
+        let value = toml::Value::String(v.clone());
+        match table.get_mut(k) {
+            Some(toml::Value::Array(values)) => values.push(value),
+            Some(one) => *one = toml::Value::Array(vec![one.clone(), value]),
+            None => {
+                table.insert(k.clone(), value);
+            }
+        }
     }
     toml::Value::Table(table).to_string()
 }

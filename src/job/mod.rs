@@ -105,13 +105,17 @@ pub struct Overrides {
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
+    /// A variable that is not set reads as a stand-in instead of failing: for commands that
+    /// only read the output folder (`status`), which must work without the job's secrets.
+    missing_ok: bool,
 }
 
 impl Env {
     pub fn for_job(job_file: &Path) -> Self {
         let mut vars = HashMap::new();
         let mut dotenv_files = vec![PathBuf::from(".env")];
-        if let Some(dir) = job_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let dir = crate::store::fs::folder_of(job_file);
+        if dir != Path::new(".") {
             dotenv_files.push(dir.join(".env"));
         }
         // Later files win, so read the working directory's first.
@@ -123,11 +127,18 @@ impl Env {
             }
         }
         vars.extend(std::env::vars());
-        Env { vars }
+        Env { vars, missing_ok: false }
     }
 
     pub fn from_pairs<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
-        Env { vars: pairs.into_iter().collect() }
+        Env { vars: pairs.into_iter().collect(), missing_ok: false }
+    }
+
+    /// Variables that are not set read as stand-ins (`${NAME}` itself, or a URL that goes
+    /// nowhere where the value begins a URL), never sent anywhere: see [`load_offline`].
+    pub fn missing_ok(mut self) -> Self {
+        self.missing_ok = true;
+        self
     }
 
     /// Set a variable for this job only (the demo points jobs at its mock API this way).
@@ -197,6 +208,15 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, JobError> {
     parse(path, &text, &Env::for_job(path), overrides)
 }
 
+/// Load a job to read its output folder only (`harvest status`): a `${VAR}` that is not set
+/// reads as a stand-in, so the job's credentials and API address need not be at hand. A plan
+/// loaded so must never be run.
+pub fn load_offline(path: &Path, overrides: &Overrides) -> Result<Plan, JobError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| JobError::new(path, None, format!("cannot read the job file: {e}")))?;
+    parse(path, &text, &Env::for_job(path).missing_ok(), overrides)
+}
+
 /// Parse and validate job text; `path` names the file in messages.
 pub fn parse(path: &Path, text: &str, env: &Env, overrides: &Overrides) -> Result<Plan, JobError> {
     let cx = Cx { file: path, text, env, secrets: Default::default(), warnings: Default::default() };
@@ -220,6 +240,12 @@ struct Cx<'a> {
 type R<T> = Result<T, JobError>;
 
 impl Cx<'_> {
+    /// A path the job file names, as written when absolute, else relative to the job file's
+    /// folder (the current folder for a bare `job.toml`).
+    fn beside_job(&self, given: impl Into<PathBuf>) -> PathBuf {
+        crate::store::fs::beside(self.file, given.into())
+    }
+
     fn err(&self, span: Range<usize>, message: impl Into<String>) -> JobError {
         JobError::new(self.file, Some(line_col(self.text, span.start)), message)
     }
@@ -281,6 +307,15 @@ impl Cx<'_> {
                     out.push_str(v);
                 }
                 (None, Some(d)) => out.push_str(d),
+                (None, None) if self.env.missing_ok => {
+                    if origin_ok && at_start {
+                        out.push_str("http://unset.invalid");
+                    } else {
+                        let stand_in = format!("${{{name}}}");
+                        self.secrets.borrow_mut().push(Secret::new(name, stand_in.as_str()));
+                        out.push_str(&stand_in);
+                    }
+                }
                 (None, None) => {
                     return Err(self.err(
                         span.clone(),

@@ -104,9 +104,7 @@ impl Cx<'_> {
         let defaults = ParquetPlan::default();
         let (schema, schema_file) = match &o.schema {
             Some(p) => {
-                let path = PathBuf::from(self.string(p)?);
-                let path =
-                    if path.is_relative() { self.file.parent().map(|d| d.join(&path)).unwrap_or(path) } else { path };
+                let path = self.beside_job(self.string(p)?);
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| self.err(p.span(), format!("schema file {} cannot be read: {e}", path.display())))?;
                 let ty = crate::schema::parse_schema_file(&text)

@@ -3,7 +3,7 @@
 //! `[partitions.check]`, what a batch's records are checked against. The sources themselves
 //! are in `crate::partition`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
@@ -93,11 +93,7 @@ impl Cx<'_> {
         };
         let (allowed, reader): (&[&str], Box<dyn crate::partition::listed::Reader>) = match text("file")? {
             Some(file) => {
-                let path_of = PathBuf::from(&file);
-                let resolved = match (path_of.is_relative(), self.file.parent()) {
-                    (true, Some(dir)) => dir.join(&path_of),
-                    _ => path_of,
-                };
+                let resolved = self.beside_job(&file);
                 if !resolved.is_file() {
                     return Err(err(format!("file {} cannot be read (it is not there)", resolved.display())));
                 }

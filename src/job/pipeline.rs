@@ -78,6 +78,20 @@ pub fn is_pipeline(path: &Path) -> bool {
 
 /// Read a pipeline file and every job file it names.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<PipelinePlan, JobError> {
+    load_with(path, overrides, super::load)
+}
+
+/// Read a pipeline to look at its output only (`harvest status`): its jobs are read with
+/// [`super::load_offline`], so their variables need not be set.
+pub fn load_offline(path: &Path, overrides: &Overrides) -> Result<PipelinePlan, JobError> {
+    load_with(path, overrides, super::load_offline)
+}
+
+fn load_with(
+    path: &Path,
+    overrides: &Overrides,
+    load_job: fn(&Path, &Overrides) -> Result<Plan, JobError>,
+) -> Result<PipelinePlan, JobError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| JobError::new(path, None, format!("cannot read the pipeline file: {e}")))?;
     let at =
@@ -100,17 +114,17 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<PipelinePlan, JobError
     if file.job.is_empty() {
         return Err(JobError::new(path, None, "a pipeline file needs at least one [[job]]"));
     }
-    let base = path.parent().filter(|d| !d.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_default();
+
     let mut plans: Vec<(PathBuf, Plan)> = Vec::new();
     for entry in &file.job {
-        let job_path = base.join(entry.file.get_ref());
+        let job_path = crate::store::fs::beside(path, PathBuf::from(entry.file.get_ref()));
         if !job_path.is_file() {
             return Err(at(
                 entry.file.span(),
                 format!("job file {} cannot be read (it is not there)", job_path.display()),
             ));
         }
-        let plan = super::load(&job_path, overrides)?;
+        let plan = load_job(&job_path, overrides)?;
         if let Some((other, _)) = plans.iter().find(|(_, p)| p.name == plan.name) {
             return Err(at(
                 entry.file.span(),

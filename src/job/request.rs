@@ -71,9 +71,7 @@ impl Cx<'_> {
         };
         let ca_cert = match &r.ca_cert {
             Some(p) => {
-                let path = PathBuf::from(self.string(p)?);
-                let path =
-                    if path.is_relative() { self.file.parent().map(|d| d.join(&path)).unwrap_or(path) } else { path };
+                let path = self.beside_job(self.string(p)?);
                 if !path.is_file() {
                     return Err(self.err(p.span(), format!("ca_cert {} is not a readable file", path.display())));
                 }

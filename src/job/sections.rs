@@ -110,11 +110,7 @@ impl KeyReader for Cx<'_> {
     }
 
     fn file(&self, value: &Spanned<String>, key: &str) -> R<(std::path::PathBuf, String)> {
-        let given = std::path::PathBuf::from(self.string(value)?);
-        let path = match self.file.parent() {
-            Some(dir) if given.is_relative() => dir.join(&given),
-            _ => given,
-        };
+        let path = self.beside_job(self.string(value)?);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| self.err(value.span(), format!("{key} {} cannot be read: {e}", path.display())))?;
         Ok((path, text))

@@ -33,6 +33,9 @@ pub struct MockConfig {
     pub records: u64,
     /// Added before every response.
     pub latency: Duration,
+    /// Up to this much more latency, drawn for each request (seeded by `seed` and the
+    /// request's number), so that responses come back out of the order they were asked in.
+    pub jitter: Duration,
     /// Faults injected at random (seeded by `seed`).
     pub faults: Faults,
     pub seed: u64,
@@ -57,6 +60,7 @@ impl Default for MockConfig {
         MockConfig {
             records: 1000,
             latency: Duration::ZERO,
+            jitter: Duration::ZERO,
             faults: Faults::default(),
             seed: 1,
             slow: Duration::from_secs(30),
@@ -259,10 +263,20 @@ async fn handle(State(api): State<Arc<MockApi>>, request: Request) -> Response {
             });
         }
     }
-    if !api.config.latency.is_zero() {
-        hold_until(arrived + api.config.latency).await;
+    let latency = api.config.latency + api.config.jitter.mul_f64(unit_draw(api.config.seed, seq));
+    if !latency.is_zero() {
+        hold_until(arrived + latency).await;
     }
     routes::respond(&api, request, seq).await
+}
+
+/// A number in [0, 1) fixed by `seed` and `n` (splitmix64): the same run draws the same.
+fn unit_draw(seed: u64, n: u64) -> f64 {
+    let mut z = seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Wait until `deadline` to within about a tenth of a millisecond. Tokio's timer counts whole

@@ -68,6 +68,14 @@ struct Knobs {
     /// `order=id`: records in id order even when touched ones have moved on in time, so that
     /// `updated_at` is not monotonic in the order served.
     by_id: bool,
+    /// `order=desc`: newest first (the highest id first), as many APIs list by default.
+    desc: bool,
+    /// Where `/offset`, `/array` and `/page` announce their totals instead of the body:
+    /// `x-total-count` (json-server, Express), `x-pagination` (a JSON header: flask-smorest,
+    /// ASP.NET), `content-range` (PostgREST), `gitlab` (`X-Total`, `X-Total-Pages`,
+    /// `X-Next-Page`, ...), `next-page` (only `X-Next-Page`); `bad-range` and `bad-json` send
+    /// those two malformed.
+    totals_in: Option<String>,
     /// Indent JSON bodies, as some frameworks do.
     pretty: bool,
     /// Records carry JSON in forms a serializer would not write (see `with_odd_forms`).
@@ -108,6 +116,8 @@ impl Knobs {
             has_more_as_string: get("has_more_as").as_deref() == Some("string"),
             updated_since: get("updated_since"),
             by_id: get("order").as_deref() == Some("id"),
+            desc: get("order").as_deref() == Some("desc"),
+            totals_in: get("totals_in"),
             pretty: get("pretty").is_some(),
             odd: get("odd").is_some(),
             gain_field_after: get("gain_field_after").and_then(|v| v.parse().ok()),
@@ -446,11 +456,15 @@ impl Call<'_> {
                 out.push_str(&record.replace(&was, &at.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
                 continue;
             }
-            let record = self.api.data.record_str(self.first + i);
+            let position = match self.knobs.desc {
+                true => self.first + (self.len() - 1 - i),
+                false => self.first + i,
+            };
+            let record = self.api.data.record_str(position);
             match (self.knobs.gain_field_after, self.knobs.float_after) {
                 (None, None) if self.knobs.odd => out.push_str(&super::dataset::with_odd_forms(record)),
                 (None, None) => out.push_str(record),
-                (gain, float) => out.push_str(&evolve(record, self.first + i + 1, gain, float)),
+                (gain, float) => out.push_str(&evolve(record, position + 1, gain, float)),
             }
         }
         out.push(']');
@@ -529,16 +543,20 @@ impl Call<'_> {
                 return Ok(r);
             }
             let (records, count) = self.records(offset, size);
+            let headers = self.header_totals(offset, count, size);
             if bare {
-                return Ok(self.json(StatusCode::OK, records, HeaderMap::new()));
+                return Ok(self.json(StatusCode::OK, records, headers.unwrap_or_default()));
             }
-            let total = if self.knobs.omit_total { String::new() } else { format!("\"total\":{}", self.len()) };
+            let total = match self.knobs.omit_total || headers.is_some() {
+                true => String::new(),
+                false => format!("\"total\":{}", self.len()),
+            };
             let body = object(&[
                 &total,
                 &format!("\"offset\":{offset},\"limit\":{size}"),
                 &self.records_member("items", &records, count),
             ]);
-            Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
+            Ok(self.json(StatusCode::OK, body, headers.unwrap_or_default()))
         };
         run().unwrap_or_else(|e| e)
     }
@@ -549,7 +567,8 @@ impl Call<'_> {
         let run = || -> Result<Response, Response> {
             let (page, size, start) = self.numbered_page()?;
             let (records, count) = self.records(start, size);
-            let totals = if self.knobs.omit_total {
+            let headers = self.header_totals(start, count, size);
+            let totals = if self.knobs.omit_total || headers.is_some() {
                 String::new()
             } else {
                 format!("\"total_pages\":{},\"total\":{}", self.len().div_ceil(size), self.len())
@@ -559,9 +578,42 @@ impl Call<'_> {
                 &totals,
                 &self.records_member("data", &records, count),
             ]);
-            Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
+            Ok(self.json(StatusCode::OK, body, headers.unwrap_or_default()))
         };
         run().unwrap_or_else(|e| e)
+    }
+
+    /// The totals of a page of `count` records from `start` (pages of `size`) in the headers
+    /// the `totals_in` knob names; `None` without it (the body has them).
+    fn header_totals(&self, start: u64, count: u64, size: u64) -> Option<HeaderMap> {
+        let how = self.knobs.totals_in.as_deref()?;
+        let (total, pages, page) = (self.len(), self.len().div_ceil(size.max(1)), start / size.max(1) + 1);
+        let range = match count {
+            0 => format!("items */{total}"),
+            n => format!("items {start}-{}/{total}", start + n - 1),
+        };
+        let pagination = json!({"total": total, "total_pages": pages, "page": page, "page_size": size});
+        let pairs: Vec<(&str, String)> = match how {
+            "x-total-count" => vec![("x-total-count", total.to_string())],
+            "x-pagination" => vec![("x-pagination", pagination.to_string())],
+            "content-range" => vec![("content-range", range)],
+            "gitlab" => vec![
+                ("x-total", total.to_string()),
+                ("x-total-pages", pages.to_string()),
+                ("x-page", page.to_string()),
+                ("x-per-page", size.to_string()),
+                ("x-next-page", if page < pages { (page + 1).to_string() } else { String::new() }),
+            ],
+            "next-page" => vec![("x-next-page", if page < pages { (page + 1).to_string() } else { String::new() })],
+            "bad-range" => vec![("content-range", format!("items {start}-{}/abc", start + count))],
+            "bad-json" => vec![("x-pagination", "{total: 5".to_string())],
+            _ => vec![],
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(name, HeaderValue::from_str(&value).expect("a valid header"));
+        }
+        Some(headers)
     }
 
     /// The page number after `page`, or `None` on the last page; the `loop` knob makes a

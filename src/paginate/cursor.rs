@@ -10,7 +10,9 @@ use crate::keys::Spanned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{optional_limit, place, KeyReader, Next, PageRequest, PageResponse, ParamsIn, Seen, StopReason, Style};
+use super::{
+    optional_limit, place, Fact, KeyReader, Next, PageRequest, PageResponse, ParamsIn, Seen, StopReason, Style,
+};
 use crate::error::{JobError, PageError};
 use crate::jsonpath::JsonPath;
 
@@ -21,9 +23,12 @@ pub struct Spec {
     cursor_param: Option<Spanned<String>>,
     /// Defaults to `params_in`.
     cursor_in: Option<Spanned<String>>,
-    next: Option<Spanned<String>>,
+    #[schemars(with = "Option<crate::keys::shapes::Fact>")]
+    next: Option<Spanned<toml::Value>>,
+    /// Short for `next = { header = "..." }`.
     next_header: Option<Spanned<String>>,
-    has_more: Option<Spanned<String>>,
+    #[schemars(with = "Option<crate::keys::shapes::Fact>")]
+    has_more: Option<Spanned<toml::Value>>,
     limit_param: Option<Spanned<String>>,
     params_in: Option<Spanned<String>>,
 }
@@ -32,8 +37,10 @@ impl super::Spec for Spec {
     fn build(self, page_size: Option<u64>, keys: &dyn KeyReader) -> Result<Style, JobError> {
         let next = match (&self.next, &self.next_header) {
             (Some(n), Some(_)) => return Err(keys.error(n.span(), "give either next or next_header, not both".into())),
-            (None, Some(header)) => NextCursor::Header(keys.text(header)?),
-            (body, None) => NextCursor::Body(keys.path_or(body, "$.next_cursor")?),
+            (None, Some(header)) => Fact::Header(keys.text(header)?),
+            (Some(next), None) => Fact::read(keys, next, "next")?
+                .ok_or_else(|| keys.error(next.span(), "next must name where the next cursor is".into()))?,
+            (None, None) => Fact::Body(JsonPath::parse("$.next_cursor").expect("a valid default path")),
         };
         let params_in = place(keys, &self.params_in, "params_in", &[ParamsIn::Query, ParamsIn::Body], ParamsIn::Query)?;
         Ok(Style::Cursor(Config {
@@ -46,7 +53,7 @@ impl super::Spec for Spec {
                 params_in,
             )?,
             next,
-            has_more: keys.optional_path(&self.has_more)?,
+            has_more: Fact::optional(keys, &self.has_more, "has_more")?,
             limit_param: optional_limit(keys, &self.limit_param, page_size)?,
             page_size,
             params_in,
@@ -58,8 +65,8 @@ impl super::Spec for Spec {
 pub struct Config {
     pub cursor_param: String,
     pub cursor_in: ParamsIn,
-    pub next: NextCursor,
-    pub has_more: Option<JsonPath>,
+    pub next: Fact,
+    pub has_more: Option<Fact>,
     /// Where a page-size parameter goes, if the job sets a page size.
     pub limit_param: Option<String>,
     pub page_size: Option<u64>,
@@ -74,8 +81,8 @@ impl Config {
             self.cursor_param,
             self.cursor_in.place(),
             match &self.next {
-                NextCursor::Body(p) => format!("the body at {p}"),
-                NextCursor::Header(h) => format!("the response header {h}"),
+                Fact::Body(p) => format!("the body at {p}"),
+                other => other.to_string(),
             },
             match &self.has_more {
                 Some(h) => format!(", or when {h} is false"),
@@ -83,12 +90,6 @@ impl Config {
             }
         )
     }
-}
-
-#[derive(Debug, Clone)]
-pub enum NextCursor {
-    Body(JsonPath),
-    Header(String),
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -115,15 +116,12 @@ impl Cursor {
         if response.records == 0 {
             return Ok(Next::Done(StopReason::NoRecords));
         }
-        if let Some(path) = &config.has_more {
-            if response.flag_at(path)? == Some(false) {
+        if let Some(fact) = &config.has_more {
+            if fact.flag(response)? == Some(false) {
                 return Ok(Next::Done(StopReason::HasMoreFalse));
             }
         }
-        let cursor = match &config.next {
-            NextCursor::Body(path) => response.text_at(path)?,
-            NextCursor::Header(name) => response.header(name).map(str::to_string),
-        };
+        let cursor = config.next.text(response)?;
         let Some(cursor) = cursor else { return Ok(Next::Done(StopReason::NoNext)) };
         super::within_limit("next cursor", &cursor)?;
         if !self.seen.insert(&cursor, response.secrets) {
@@ -139,12 +137,12 @@ mod tests {
     use super::super::test_support::with_response;
     use super::*;
 
-    fn config(next: NextCursor, has_more: Option<&str>) -> Config {
+    fn config(next: Fact, has_more: Option<&str>) -> Config {
         Config {
             cursor_param: "cursor".into(),
             cursor_in: ParamsIn::Query,
             next,
-            has_more: has_more.map(|p| JsonPath::parse(p).unwrap()),
+            has_more: has_more.map(|p| Fact::Body(JsonPath::parse(p).unwrap())),
             limit_param: None,
             page_size: None,
             params_in: ParamsIn::Query,
@@ -153,7 +151,7 @@ mod tests {
 
     #[test]
     fn follows_body_cursors_until_null_empty_or_missing() {
-        let c = config(NextCursor::Body(JsonPath::parse("$.next").unwrap()), None);
+        let c = config(Fact::Body(JsonPath::parse("$.next").unwrap()), None);
         for last in [r#"{"next": null}"#, r#"{"next": ""}"#, "{}"] {
             let mut s = Cursor::default();
             let next = with_response(r#"{"next": "a+b/c="}"#, &[], "http://x/", 1, |r| s.next(&c, r).unwrap());
@@ -168,7 +166,7 @@ mod tests {
 
     #[test]
     fn a_cursor_past_64_kib_is_an_error_and_one_at_it_is_followed() {
-        let c = config(NextCursor::Body(JsonPath::parse("$.next").unwrap()), None);
+        let c = config(Fact::Body(JsonPath::parse("$.next").unwrap()), None);
         let at = "c".repeat(64 * 1024);
         let body = format!(r#"{{"next": "{at}"}}"#);
         assert!(with_response(&body, &[], "http://x/", 1, |r| Cursor::default().next(&c, r)).is_ok());
@@ -179,7 +177,7 @@ mod tests {
 
     #[test]
     fn has_more_false_as_bool_or_string_ends() {
-        let c = config(NextCursor::Body(JsonPath::parse("$.next").unwrap()), Some("$.has_more"));
+        let c = config(Fact::Body(JsonPath::parse("$.next").unwrap()), Some("$.has_more"));
         for body in [r#"{"next": "x", "has_more": false}"#, r#"{"next": "x", "has_more": "false"}"#] {
             let mut s = Cursor::default();
             let next = with_response(body, &[], "http://x/", 1, |r| s.next(&c, r).unwrap());
@@ -189,7 +187,7 @@ mod tests {
 
     #[test]
     fn header_cursor_and_repeats() {
-        let c = config(NextCursor::Header("X-Next-Cursor".into()), None);
+        let c = config(Fact::Header("X-Next-Cursor".into()), None);
         let mut s = Cursor::default();
         let headers = [("x-next-cursor", "abc")];
         with_response("[1]", &headers, "http://x/", 1, |r| s.next(&c, r).unwrap());

@@ -12,12 +12,14 @@
 //! and the list of kinds in `job/pagination.rs`.
 
 pub mod cursor;
+pub mod fact;
 pub mod link_header;
 pub mod next_url;
 pub mod offset;
 pub mod page;
 mod stop;
 
+pub use fact::Fact;
 pub use stop::StopReason;
 
 use std::collections::HashSet;
@@ -31,7 +33,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::error::{JobError, PageError};
-use crate::jsonpath::{Document, JsonPath, Kind};
+use crate::jsonpath::Document;
 pub use crate::keys::KeyReader;
 use crate::redact::Redactor;
 
@@ -222,38 +224,6 @@ pub struct PageResponse<'a> {
 }
 
 impl PageResponse<'_> {
-    /// The value at `path` as text (`None` when missing, null, or an empty string).
-    pub fn text_at(&self, path: &JsonPath) -> Result<Option<String>, PageError> {
-        let node = path.first(self.doc).map_err(PageError::Pagination)?;
-        Ok(node.and_then(|n| n.as_text()).filter(|s| !s.is_empty()))
-    }
-
-    /// A count at `path` (a number, or a string of digits).
-    pub fn count_at(&self, path: &JsonPath) -> Result<Option<u64>, PageError> {
-        let Some(text) = self.text_at(path)? else { return Ok(None) };
-        let count = text.parse::<u64>().or_else(|_| text.parse::<f64>().map(|f| f.max(0.0) as u64));
-        match count {
-            Ok(count) => Ok(Some(count)),
-            Err(_) => Err(PageError::Pagination(format!("{path} should be a count, but the response has {text:?}"))),
-        }
-    }
-
-    /// A has-more flag: `true`/`false`, `"true"`/`"false"`, `1`/`0`; `None` when absent.
-    pub fn flag_at(&self, path: &JsonPath) -> Result<Option<bool>, PageError> {
-        let Some(node) = path.first(self.doc).map_err(PageError::Pagination)? else { return Ok(None) };
-        if node.kind() == Kind::Null {
-            return Ok(None);
-        }
-        match node.as_text().as_deref().map(str::to_ascii_lowercase).as_deref() {
-            Some("true" | "1" | "yes") => Ok(Some(true)),
-            Some("false" | "0" | "no" | "") => Ok(Some(false)),
-            _ => Err(PageError::Pagination(format!(
-                "{path} should be a boolean, but the response has {}",
-                node.to_compact_string()
-            ))),
-        }
-    }
-
     /// The first value of a response header, if present and not blank.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())

@@ -7,7 +7,7 @@
 use crate::keys::Spanned;
 use serde::{Deserialize, Serialize};
 
-use super::{optional_limit, KeyReader, Next, PageRequest, PageResponse, Seen, StopReason, Style};
+use super::{optional_limit, Fact, KeyReader, Next, PageRequest, PageResponse, Seen, StopReason, Style};
 use crate::error::{JobError, PageError};
 use crate::jsonpath::JsonPath;
 
@@ -15,14 +15,19 @@ use crate::jsonpath::JsonPath;
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
-    next: Option<Spanned<String>>,
+    #[schemars(with = "Option<crate::keys::shapes::Fact>")]
+    next: Option<Spanned<toml::Value>>,
     limit_param: Option<Spanned<String>>,
 }
 
 impl super::Spec for Spec {
     fn build(self, page_size: Option<u64>, keys: &dyn KeyReader) -> Result<Style, JobError> {
         Ok(Style::NextUrl(Config {
-            next: keys.path_or(&self.next, "$.next")?,
+            next: match &self.next {
+                Some(next) => Fact::read(keys, next, "next")?
+                    .ok_or_else(|| keys.error(next.span(), "next must name where the next URL is".into()))?,
+                None => Fact::Body(JsonPath::parse("$.next").expect("a valid default path")),
+            },
             limit_param: optional_limit(keys, &self.limit_param, page_size)?,
             page_size,
         }))
@@ -31,7 +36,7 @@ impl super::Spec for Spec {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub next: JsonPath,
+    pub next: Fact,
     /// Sent on the first request only, if the job sets a page size; next URLs carry their own.
     pub limit_param: Option<String>,
     pub page_size: Option<u64>,
@@ -56,7 +61,7 @@ impl NextUrl {
         if response.records == 0 {
             return Ok(Next::Done(StopReason::NoRecords));
         }
-        let Some(link) = response.text_at(&config.next)? else { return Ok(Next::Done(StopReason::NoNext)) };
+        let Some(link) = config.next.text(response)? else { return Ok(Next::Done(StopReason::NoNext)) };
         follow(&mut self.seen, response, &link)
     }
 }
@@ -68,6 +73,11 @@ pub(super) fn follow(seen: &mut Seen, response: &PageResponse, link: &str) -> Re
         .url
         .join(link)
         .map_err(|e| PageError::Pagination(format!("the next link {link:?} is not a valid URL: {e}")))?;
+    // Whatever its origin, harvest asks only the web for pages: never a file or another scheme.
+    if !matches!(url.scheme(), "http" | "https") {
+        let shown = response.secrets.url(&url);
+        return Err(PageError::Pagination(format!("the next link {shown} is not http or https; it is not followed")));
+    }
     if !seen.insert(url.as_str(), response.secrets) {
         return Err(PageError::Repeated { what: "next link", value: url.to_string() });
     }
@@ -80,7 +90,8 @@ mod tests {
     use super::*;
 
     fn follow_from(base: &str, next: &str) -> String {
-        let config = Config { next: JsonPath::parse("$.next").unwrap(), limit_param: None, page_size: None };
+        let config =
+            Config { next: Fact::Body(JsonPath::parse("$.next").unwrap()), limit_param: None, page_size: None };
         let body = serde_json::json!({ "next": next }).to_string();
         let mut state = NextUrl::default();
         match with_response(&body, &[], base, 1, |r| state.next(&config, r).unwrap()) {
@@ -99,8 +110,20 @@ mod tests {
     }
 
     #[test]
+    fn a_link_to_another_scheme_is_refused() {
+        let config =
+            Config { next: Fact::Body(JsonPath::parse("$.next").unwrap()), limit_param: None, page_size: None };
+        for link in ["file:///etc/passwd", "ftp://h/x", "javascript:alert(1)", "data:,x"] {
+            let body = serde_json::json!({ "next": link }).to_string();
+            let err = with_response(&body, &[], "http://h/x", 1, |r| NextUrl::default().next(&config, r)).unwrap_err();
+            assert!(err.to_string().contains("is not http or https"), "{link}: {err}");
+        }
+    }
+
+    #[test]
     fn a_link_to_the_page_itself_is_an_error() {
-        let config = Config { next: JsonPath::parse("$.next").unwrap(), limit_param: None, page_size: None };
+        let config =
+            Config { next: Fact::Body(JsonPath::parse("$.next").unwrap()), limit_param: None, page_size: None };
         let mut state = NextUrl::default();
         let err = with_response(r#"{"next": "?page=0"}"#, &[], "http://h/x?page=0", 1, |r| state.next(&config, r))
             .unwrap_err();
@@ -109,7 +132,8 @@ mod tests {
 
     #[test]
     fn a_next_link_past_64_kib_is_an_error() {
-        let config = Config { next: JsonPath::parse("$.next").unwrap(), limit_param: None, page_size: None };
+        let config =
+            Config { next: Fact::Body(JsonPath::parse("$.next").unwrap()), limit_param: None, page_size: None };
         let link = format!("/items?c={}", "x".repeat(64 * 1024));
         let body = serde_json::json!({ "next": link }).to_string();
         let err = with_response(&body, &[], "http://h/x", 1, |r| NextUrl::default().next(&config, r)).unwrap_err();

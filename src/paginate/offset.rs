@@ -10,9 +10,8 @@ use crate::keys::Spanned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{place, Facts, KeyReader, Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason, Style};
+use super::{place, Fact, Facts, KeyReader, Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason, Style};
 use crate::error::{JobError, PageError};
-use crate::jsonpath::JsonPath;
 
 /// `kind = "offset"` in the job file.
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -21,7 +20,8 @@ pub struct Spec {
     offset_param: Option<Spanned<String>>,
     limit_param: Option<Spanned<String>>,
     start: Option<Spanned<u64>>,
-    total: Option<Spanned<String>>,
+    #[schemars(with = "Option<crate::keys::shapes::Fact>")]
+    total: Option<Spanned<toml::Value>>,
     params_in: Option<Spanned<String>>,
 }
 
@@ -32,7 +32,7 @@ impl super::Spec for Spec {
             limit_param: keys.text_or(&self.limit_param, "limit")?,
             start: self.start.map_or(0, Spanned::into_inner),
             page_size: page_size.unwrap_or(100),
-            total: keys.optional_path(&self.total)?,
+            total: Fact::optional(keys, &self.total, "total")?,
             params_in: place(keys, &self.params_in, "params_in", &[ParamsIn::Query, ParamsIn::Body], ParamsIn::Query)?,
         }))
     }
@@ -45,7 +45,7 @@ pub struct Config {
     pub start: u64,
     pub page_size: u64,
     /// Where the total record count is, if the server sends one.
-    pub total: Option<JsonPath>,
+    pub total: Option<Fact>,
     pub params_in: ParamsIn,
 }
 
@@ -60,7 +60,7 @@ impl Config {
             self.page_size,
             self.params_in.place(),
             match &self.total {
-                Some(t) => format!(" or when the total at {t} is reached"),
+                Some(t) => format!(" or when the total ({t}) is reached"),
                 None => ", or when a short page is followed by an empty page, 404, 400 or 422".into(),
             }
         )
@@ -105,7 +105,7 @@ impl Offset {
     /// What this strategy reads from a response.
     pub fn facts(config: &Config, response: &PageResponse) -> Result<Facts, PageError> {
         let total = match &config.total {
-            Some(path) => response.count_at(path)?,
+            Some(fact) => fact.count(response)?,
             None => None,
         };
         Ok(Facts { status: response.status, records: response.records, total, total_pages: None })
@@ -155,6 +155,7 @@ impl Offset {
 mod tests {
     use super::super::test_support::with_response;
     use super::*;
+    use crate::jsonpath::JsonPath;
 
     fn config(total: bool) -> Config {
         Config {
@@ -162,7 +163,7 @@ mod tests {
             limit_param: "limit".into(),
             start: 0,
             page_size: 100,
-            total: total.then(|| JsonPath::parse("$.total").unwrap()),
+            total: total.then(|| Fact::Body(JsonPath::parse("$.total").unwrap())),
             params_in: ParamsIn::Query,
         }
     }

@@ -9,9 +9,8 @@ use crate::keys::Spanned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{place, Facts, KeyReader, Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason, Style};
+use super::{place, Fact, Facts, KeyReader, Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason, Style};
 use crate::error::{JobError, PageError};
-use crate::jsonpath::JsonPath;
 
 /// `kind = "page"` in the job file.
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -21,8 +20,10 @@ pub struct Spec {
     /// An empty name leaves the page size to the server.
     size_param: Option<Spanned<String>>,
     start: Option<Spanned<u64>>,
-    total_pages: Option<Spanned<String>>,
-    total: Option<Spanned<String>>,
+    #[schemars(with = "Option<crate::keys::shapes::Fact>")]
+    total_pages: Option<Spanned<toml::Value>>,
+    #[schemars(with = "Option<crate::keys::shapes::Fact>")]
+    total: Option<Spanned<toml::Value>>,
     params_in: Option<Spanned<String>>,
 }
 
@@ -36,8 +37,8 @@ impl super::Spec for Spec {
             },
             start: self.start.map_or(1, Spanned::into_inner),
             page_size: Some(page_size.unwrap_or(100)),
-            total_pages: keys.optional_path(&self.total_pages)?,
-            total: keys.optional_path(&self.total)?,
+            total_pages: Fact::optional(keys, &self.total_pages, "total_pages")?,
+            total: Fact::optional(keys, &self.total, "total")?,
             params_in: place(keys, &self.params_in, "params_in", &[ParamsIn::Query, ParamsIn::Body], ParamsIn::Query)?,
         }))
     }
@@ -50,8 +51,8 @@ pub struct Config {
     pub size_param: Option<String>,
     pub start: u64,
     pub page_size: Option<u64>,
-    pub total_pages: Option<JsonPath>,
-    pub total: Option<JsonPath>,
+    pub total_pages: Option<Fact>,
+    pub total: Option<Fact>,
     pub params_in: ParamsIn,
 }
 
@@ -68,8 +69,8 @@ impl Config {
             },
             self.params_in.place(),
             match (&self.total_pages, &self.total) {
-                (Some(t), _) => format!(" or when the page count at {t} is reached"),
-                (None, Some(t)) => format!(" or when the total at {t} is reached"),
+                (Some(t), _) => format!(" or when the page count ({t}) is reached"),
+                (None, Some(t)) => format!(" or when the total ({t}) is reached"),
                 (None, None) => ", or when a short page is followed by an empty page, 404, 400 or 422".into(),
             }
         )
@@ -119,11 +120,11 @@ impl Page {
     /// What this strategy reads from a response.
     pub fn facts(config: &Config, response: &PageResponse) -> Result<Facts, PageError> {
         let total_pages = match &config.total_pages {
-            Some(path) => response.count_at(path)?,
+            Some(fact) => fact.count(response)?,
             None => None,
         };
         let total = match &config.total {
-            Some(path) => response.count_at(path)?,
+            Some(fact) => fact.count(response)?,
             None => None,
         };
         Ok(Facts { status: response.status, records: response.records, total, total_pages })
@@ -187,6 +188,7 @@ impl Page {
 mod tests {
     use super::super::test_support::with_response;
     use super::*;
+    use crate::jsonpath::JsonPath;
 
     fn config() -> Config {
         Config {
@@ -194,7 +196,7 @@ mod tests {
             size_param: Some("per_page".into()),
             start: 1,
             page_size: Some(10),
-            total_pages: Some(JsonPath::parse("$.total_pages").unwrap()),
+            total_pages: Some(Fact::Body(JsonPath::parse("$.total_pages").unwrap())),
             total: None,
             params_in: ParamsIn::Query,
         }

@@ -312,7 +312,7 @@ fn abort(inflight: &mut VecDeque<(Dealt, PageTask)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paginate::ParamsIn;
+    use crate::paginate::{Fact, ParamsIn};
 
     fn page_style(total_pages: bool) -> Style {
         Style::Page(crate::paginate::page::Config {
@@ -320,8 +320,8 @@ mod tests {
             size_param: Some("per_page".into()),
             start: 1,
             page_size: Some(100),
-            total_pages: total_pages.then(|| crate::jsonpath::JsonPath::parse("$.pages").unwrap()),
-            total: (!total_pages).then(|| crate::jsonpath::JsonPath::parse("$.total").unwrap()),
+            total_pages: total_pages.then(|| Fact::Body(crate::jsonpath::JsonPath::parse("$.pages").unwrap())),
+            total: (!total_pages).then(|| Fact::Body(crate::jsonpath::JsonPath::parse("$.total").unwrap())),
             params_in: ParamsIn::Query,
         })
     }
@@ -361,7 +361,7 @@ mod tests {
             limit_param: "limit".into(),
             start: 0,
             page_size: 100,
-            total: Some(crate::jsonpath::JsonPath::parse("$.total").unwrap()),
+            total: Some(Fact::Body(crate::jsonpath::JsonPath::parse("$.total").unwrap())),
             params_in: ParamsIn::Query,
         });
         let at = Dealt { slot: 3, within: 30, ..Dealt::default() };

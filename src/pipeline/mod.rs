@@ -425,6 +425,10 @@ impl Harvest<'_> {
         self.answered(&lines, &mut tally.found);
         let (records, pages) = (tally.records + count, tally.pages + 1);
         let stop = match next {
+            // Records of this page were left out: the cut wins over whatever the page said of
+            // the end (its total reached, the last page), or a sync would move its mark past
+            // records it never fetched.
+            _ if count < out.received => Some(StopReason::MaxRecords { records }),
             Next::Done(reason) => Some(reason.clone()),
             Next::Request(_) if pagination.max_records.is_some_and(|max| records >= max) => {
                 Some(StopReason::MaxRecords { records })

@@ -3,13 +3,32 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The folder a file is in, as a path that can be opened: `job.toml`'s is `.`, not the empty
+/// path its `parent()` gives. Every write that syncs or creates a folder asks this, never
+/// `parent()` itself.
+pub fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// A path named inside the file `of` (a job file's `schema = "s.json"`): as written when
+/// absolute or when `of` is a bare name in the current folder, else beside `of`.
+pub fn beside(of: &Path, given: PathBuf) -> PathBuf {
+    match of.parent() {
+        Some(dir) if given.is_relative() => dir.join(given),
+        _ => given,
+    }
+}
 
 /// Create `path` with `bytes` only if it does not exist, whole or not at all: written under a
 /// name of its own, then linked to `path` (which fails if another process got there first).
 /// `Ok(false)` when it existed.
 pub fn create_new(path: &Path, bytes: &[u8]) -> io::Result<bool> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = folder_of(path);
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{}.{:016x}.{name}.tmp", std::process::id(), rand::random::<u64>()));
@@ -31,7 +50,7 @@ pub fn create_new(path: &Path, bytes: &[u8]) -> io::Result<bool> {
 /// Write a file so that it is either absent, old, or whole: tmp file, fsync, rename, fsync
 /// the folder. `point` names the moment between the fsync and the rename for [`failpoint`].
 pub fn write_atomic(path: &Path, bytes: &[u8], point: &str) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = folder_of(path);
     let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
     {
         let mut file = File::create(&tmp)?;
@@ -69,4 +88,31 @@ pub fn failpoint(name: &str) {
 
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_file_name_is_in_the_current_folder() {
+        assert_eq!(folder_of(Path::new("job.toml")), Path::new("."));
+        assert_eq!(folder_of(Path::new("./job.toml")), Path::new("."));
+        assert_eq!(folder_of(Path::new("../job.toml")), Path::new(".."));
+        assert_eq!(folder_of(Path::new("/tmp/a b/ü.toml")), Path::new("/tmp/a b"));
+        assert_eq!(folder_of(Path::new("/")), Path::new("."));
+    }
+
+    #[test]
+    fn a_bare_file_name_is_written_whole_in_the_current_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let back = std::env::current_dir().unwrap();
+        std::env::set_current_dir(dir.path()).unwrap();
+        let written = write_atomic(Path::new("job.toml"), b"name = \"x\"\n", "t");
+        let created = create_new(Path::new("marker.json"), b"{}");
+        std::env::set_current_dir(back).unwrap();
+        written.unwrap();
+        assert!(created.unwrap());
+        assert_eq!(std::fs::read(dir.path().join("job.toml")).unwrap(), b"name = \"x\"\n");
+    }
 }

@@ -14,7 +14,7 @@ pub mod object;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use fs::{create_new, failpoint, fsync_dir, write_atomic};
+use fs::{create_new, failpoint, folder_of, fsync_dir, write_atomic};
 
 /// A version of a file, as read or written: what a conditional write checks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -137,9 +137,7 @@ impl Store {
                         false => Err(PutError::Exists),
                     },
                     Put::Overwrite | Put::Update(_) => {
-                        if let Some(dir) = path.parent() {
-                            std::fs::create_dir_all(dir)?;
-                        }
+                        std::fs::create_dir_all(folder_of(&path))?;
                         write_atomic(&path, bytes, point)?;
                         Ok(Version::default())
                     }
@@ -158,7 +156,7 @@ impl Store {
             Store::Local(root) => {
                 let path = root.join(rel);
                 match std::fs::remove_file(&path) {
-                    Ok(()) => fsync_dir(path.parent().unwrap_or(root)),
+                    Ok(()) => fsync_dir(folder_of(&path)),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                     Err(e) => Err(e),
                 }
@@ -178,7 +176,13 @@ impl Store {
                 };
                 let mut out = Vec::new();
                 for entry in entries.flatten() {
-                    let meta = entry.metadata()?;
+                    // A file renamed or removed since the folder was read (another shard's
+                    // manifest, still under its temporary name a moment ago) is not listed.
+                    let meta = match entry.metadata() {
+                        Ok(meta) => meta,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    };
                     if meta.is_file() {
                         let modified = meta.modified().map(chrono::DateTime::from).unwrap_or_default();
                         out.push(Entry { name: entry.file_name().to_string_lossy().into_owned(), modified });

@@ -9,7 +9,7 @@ use base64::Engine;
 use harvest::mock::auth::USER;
 use harvest::mock::{MockConfig, MockServer};
 
-use crate::support::{one_to, Fixture};
+use crate::support::{carrying, one_to, Fixture};
 
 /// Characters that URL, form and header encodings each treat differently.
 const SECRET: &str = "k+y/v=l ue%2F";
@@ -66,17 +66,10 @@ async fn fixed_credentials_stay_with_the_allowed_origins() {
             .replace("$.items[*]", "$.results[*]");
         let error = f.run_with(&text, &[("SECRET", SECRET)]).await.expect_err(kind).to_string();
         assert!(error.contains("returned 401"), "{kind}: the other origin got no credential: {error}");
-        let leaked = |server: &MockServer| {
-            server.stats.log().iter().any(|s| {
-                s.uri.contains("api_key=")
-                    || s.headers.iter().any(|(n, v)| {
-                        let n = n.to_ascii_lowercase();
-                        n == "authorization" || n == "x-api-key" || (n == "cookie" && v.contains("api_key"))
-                    })
-            })
-        };
-        assert!(leaked(&f.server), "{kind}: the job's origin got its credential");
-        assert!(!leaked(&other), "{kind}: another origin got a credential: {:?}", other.stats.log());
+        // By value, in every encoding and whatever header it went in.
+        assert!(!carrying(&f.server, SECRET, &[USER]).is_empty(), "{kind}: the job's origin got its credential");
+        let leaked = carrying(&other, SECRET, &[USER]);
+        assert!(leaked.is_empty(), "{kind}: another origin got the credential: {leaked:?}");
 
         // Allowed, the other origin gets it too, and the harvest completes.
         let allowed = text.replace("[auth]\n", &format!("[auth]\nallow_origins = [\"{}\"]\n", other.url()));
@@ -320,6 +313,17 @@ async fn a_session_logs_in_once_keeps_to_its_origins_and_logs_in_again_when_drop
                 s.headers.iter().any(|(n, v)| n == "authorization" || (n == "cookie" && v.contains("session=")))
             });
         assert!(!carried, "{auth}: another origin got the session: {:?}", other.stats.log());
+        // The session itself, by value: whatever the job's origin was sent (a cookie, a token).
+        for seen in f.server.stats.log().iter().filter(|s| s.uri.starts_with("/auth/session/")) {
+            for (name, value) in &seen.headers {
+                if name == "authorization" || name == "cookie" {
+                    let credential = value.rsplit([' ', '=']).next().unwrap_or(value);
+                    let leaked = carrying(&other, credential, &[]);
+                    assert!(leaked.is_empty(), "{auth}: another origin got {name} {credential:?}: {leaked:?}");
+                }
+            }
+        }
+        assert!(carrying(&other, SECRET, &[USER]).is_empty(), "{auth}: another origin got the password");
     }
 }
 
@@ -576,6 +580,20 @@ async fn an_oauth_token_stays_with_the_allowed_origins() {
     }
     let carried = other.stats.log().iter().any(|s| s.headers.iter().any(|(n, _)| n == "authorization"));
     assert!(!carried, "another origin got the token: {:?}", other.stats.log());
+    // Each token the job's origin was sent, by value, in any encoding: none reached the other.
+    let tokens: std::collections::BTreeSet<String> = f
+        .server
+        .stats
+        .log()
+        .iter()
+        .flat_map(|s| s.headers.clone())
+        .filter_map(|(n, v)| (n == "authorization").then(|| v.trim_start_matches("Bearer ").to_string()))
+        .collect();
+    assert!(!tokens.is_empty());
+    for token in &tokens {
+        assert!(carrying(&other, token, &[]).is_empty(), "another origin got the token {token}");
+    }
+    assert!(carrying(&other, SECRET, &["harvest-client"]).is_empty(), "another origin got the client secret");
     assert!(f
         .server
         .stats

@@ -46,9 +46,18 @@ burst = 3
     }
 }
 
-/// The bytes a job writes at `concurrency`.
+/// The bytes a job writes at `concurrency`. Each response is 2 to 12 ms late (a seeded draw
+/// per request), so that pages fetched ahead come back out of the order they were asked in
+/// every time, not only when the scheduler happens to reorder them.
 async fn bytes_at(path: &str, records: &str, pagination: &str, n: u64, concurrency: usize) -> (Vec<u8>, u64) {
-    let f = slow_fixture(n, 2).await;
+    let config = MockConfig {
+        records: n,
+        latency: Duration::from_millis(2),
+        jitter: Duration::from_millis(10),
+        seed: n,
+        ..Default::default()
+    };
+    let f = Fixture::with(config).await;
     let job = format!(
         "name = \"t\"\n[request]\nurl = \"{{base}}{path}\"\n[records]\npath = \"{records}\"\n[pagination]\n{pagination}\n[limits]\nconcurrency = {concurrency}\n"
     );

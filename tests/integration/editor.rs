@@ -84,6 +84,8 @@ fn every_job_file_validates_against_the_schema_and_unknown_keys_do_not() {
         "Name = \"T\"\n[request]\nurl = \"http://h/x\"\n[records]\npath = \"$[*]\"\n[pagination]\nkind = \"none\"\n".to_string(),
         format!("{base}[pagination]\nkind = \"none\"\n[partitions]\nid = {{ file = \"ids.csv\", colum = \"id\" }}\n"),
         format!("{base}[pagination]\nkind = \"none\"\n[partitions]\nid = {{ from = \"repos\" }}\n"),
+        format!("{base}[pagination]\nkind = \"page\"\ntotal = {{ header = \"X-Total-Count\", pth = \"$.t\" }}\n"),
+        format!("{base}[pagination]\nkind = \"page\"\ntotal = {{ path = \"$.t\" }}\n"),
     ];
     let accepted = [
         format!("{base}[pagination]\nkind = \"cursor\"\nnext = \"$.n\"\npage_size = 10\nmax_pages = 3\n"),
@@ -96,6 +98,11 @@ fn every_job_file_validates_against_the_schema_and_unknown_keys_do_not() {
         format!(
             "{base}[pagination]\nkind = \"none\"\n[partitions]\nrepo = {{ from = \"repos\", field = \"$.name\", include = {{ owner = \"$.owner.login\" }} }}\n"
         ),
+        format!(
+            "{base}[pagination]\nkind = \"page\"\ntotal = {{ header = \"X-Pagination\", path = \"$.total\" }}\n\
+             total_pages = {{ header = \"X-Total-Pages\" }}\n"
+        ),
+        format!("{base}[pagination]\nkind = \"cursor\"\nnext = {{ header = \"X-Next\" }}\nhas_more = \"$.more\"\n"),
     ];
     let verdicts = validate(&python, &schema, &refused.iter().chain(&accepted).cloned().collect::<Vec<_>>());
     for (text, errors) in refused.iter().zip(&verdicts) {

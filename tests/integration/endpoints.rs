@@ -390,6 +390,29 @@ async fn a_million_partitions_from_a_file_take_no_more_memory_than_a_hundred_tho
     assert!(large <= small * 1.10, "peak RSS {small} KiB with 100,000 partitions, {large} KiB with 1,000,000");
 }
 
+/// Bounded memory against the records of one large partition (SPEC, guarantee 4): ten times
+/// the records, pages fetched eight at a time, and the peak RSS stays where it was (loosely:
+/// within half again, and under 64 MiB, while the records themselves grow from 12 to 120 MB).
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_times_the_records_of_one_partition_take_no_more_memory() {
+    let Some(python) = crate::support::python_with("resource") else { return };
+    let mut peaks = Vec::new();
+    for records in [20_000u64, 200_000] {
+        let f = Fixture::new(records).await;
+        let job = f.job(
+            "name = \"big\"\n[request]\nurl = \"{base}/offset\"\n[records]\npath = \"$.items[*]\"\n\
+             [pagination]\nkind = \"offset\"\npage_size = 500\ntotal = \"$.total\"\n[limits]\nconcurrency = 8\n",
+        );
+        let (complete, peak) = peak_rss(&python, &harvest(&job, &f.out()));
+        assert!(complete, "{records} records");
+        assert_eq!(manifest(&f.out().join("big"))["records"].as_u64(), Some(records));
+        peaks.push(peak);
+    }
+    let (small, large) = (peaks[0] as f64, peaks[1] as f64);
+    assert!(large < 64.0 * 1024.0, "peak RSS {:.1} MiB for 200,000 records", large / 1024.0);
+    assert!(large <= small * 1.5, "peak RSS {small} KiB for 20,000 records, {large} KiB for 200,000");
+}
+
 /// A parent run as two shards is read whole (both shards' manifests), and only once both have
 /// completed; before that, `check` says the values are not there yet.
 #[tokio::test(flavor = "multi_thread")]

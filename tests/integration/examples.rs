@@ -233,7 +233,10 @@ fn init_writes_a_complete_job_for_each_example_api_and_framework() {
         let said = String::from_utf8_lossy(&init.stderr).into_owned();
         assert!(init.status.success(), "init {url}:\n{said}");
         let text = std::fs::read_to_string(&job).unwrap();
-        assert!(said.contains("confirmed: page 1 holds"), "init {url} did not confirm:\n{said}\n{text}");
+        assert!(
+            said.contains("confirmed: ") && !text_of(&job).contains("NOT CONFIRMED"),
+            "init {url} did not confirm:\n{said}\n{text}"
+        );
         assert!(text.contains(expect), "init {url}: no {expect:?} in\n{text}");
         assert!(!text.contains(SECRET) && !text.contains(&token), "init {url} wrote a credential:\n{text}");
         let out = dir.path().join("out");
@@ -242,4 +245,9 @@ fn init_writes_a_complete_job_for_each_example_api_and_framework() {
         assert_eq!(ids(&out.join("guessed")), one_to(RECORDS), "{url}:\n{text}");
         std::fs::remove_dir_all(&out).unwrap();
     }
+}
+
+/// A job file's text.
+fn text_of(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap()
 }

@@ -33,6 +33,24 @@ fn mark(root: &Path) -> String {
     state["marks"][""].as_str().unwrap().to_string()
 }
 
+/// Wait until the unfinished run's checkpoint holds at least `records` records (20 s at most).
+async fn until_checkpointed(root: &Path, records: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let checkpoint = std::fs::read(root.join("_harvest/checkpoint.json")).ok();
+        let checkpoint: Option<Value> = checkpoint.and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let held: u64 = checkpoint.map_or(0, |c| {
+            let active = c["position"]["active"].as_object().cloned().unwrap_or_default();
+            active.values().filter_map(|f| f["records"].as_u64()).sum()
+        });
+        if held >= records {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no checkpoint held {records} records: {held}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 fn stamp(minutes: u64) -> String {
     updated_at(minutes).format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
@@ -120,6 +138,37 @@ async fn max_records_advances_no_mark() {
     assert_eq!(state["marks"], serde_json::json!({}), "a run cut short by max_records advances no mark");
 }
 
+/// `max_records` that leaves records out moves no mark and says so, wherever the cut falls:
+/// inside a page, on a page boundary, or on the last page (where the page also reaches the
+/// total), oldest first and newest first; a limit that leaves nothing out is no cut.
+#[tokio::test(flavor = "multi_thread")]
+async fn max_records_that_leaves_records_out_moves_no_mark_wherever_it_cuts() {
+    for order in ["", "?order=desc"] {
+        for (max, cut) in [(70, true), (100, true), (120, true), (130, false), (200, false)] {
+            let f = Fixture::new(130).await;
+            let job = job(&format!("/offset{order}"), "")
+                .replace("total = \"$.total\"\n", &format!("total = \"$.total\"\nmax_records = {max}\n"));
+            let summary = f.run(&job).await.unwrap();
+            let case = format!("max_records = {max}{order}");
+            assert_eq!(summary.records, max.min(130), "{case}");
+            let manifest: Value = serde_json::from_slice(&std::fs::read(&summary.manifest).unwrap()).unwrap();
+            let stop = &manifest["partitions"][0]["stop"]["reason"];
+            let state: Value =
+                serde_json::from_slice(&std::fs::read(f.out().join("inc/_harvest/state.json")).unwrap()).unwrap();
+            match cut {
+                true => {
+                    assert_eq!(stop, "max_records", "{case}: {manifest}");
+                    assert_eq!(state["marks"], serde_json::json!({}), "{case}: a cut run moved the mark");
+                }
+                false => {
+                    assert_eq!(stop, "total_reached", "{case}: {manifest}");
+                    assert_eq!(state["marks"][""], stamp(130), "{case}: every record fetched moves the mark");
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sync_killed_half_way_resumes_with_the_mark_it_sent() {
     let server = MockServer::start(MockConfig { records: N, latency: Duration::from_millis(15), ..Default::default() })
@@ -153,10 +202,13 @@ async fn a_sync_killed_half_way_resumes_with_the_mark_it_sent() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     server.stats.reset();
     let mut child = harvest().stderr(Stdio::null()).spawn().unwrap();
-    crate::support::until_requests(&server, 6).await;
+    let root = out.join("inc");
+    // The kill lands once a checkpoint holds pages of this run: a mark saved with any
+    // checkpoint, rather than when the run completes, is then in state.json.
+    until_checkpointed(&root, 30).await;
+    assert_eq!(mark(&root), stamp(N), "a checkpoint of the unfinished sync moved the mark");
     child.kill().unwrap();
     child.wait().unwrap();
-    let root = out.join("inc");
     assert!(root.join("_harvest/checkpoint.json").exists());
     assert_eq!(mark(&root), stamp(N), "an unfinished sync moves no mark");
     // A record updated after the kill does not change what the resumed run asks for: it sends

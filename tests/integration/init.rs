@@ -25,7 +25,10 @@ fn init_and_run(dir: &std::path::Path, url: &str, extra: &[&str], vars: &[(&str,
     let init = harvest(&args, &[]);
     let said = String::from_utf8_lossy(&init.stderr).into_owned();
     assert!(init.status.success(), "init {url}: {said}");
-    assert!(said.contains("confirmed: page 1 holds"), "init {url} did not confirm:\n{said}");
+    assert!(
+        said.contains("confirmed: ") && !text_of(&job).contains("NOT CONFIRMED"),
+        "init {url} did not confirm:\n{said}"
+    );
     let text = std::fs::read_to_string(&job).unwrap();
     let out = dir.join("out");
     let run = harvest(&["run", job.to_str().unwrap(), "--output-dir", out.to_str().unwrap()], vars);
@@ -131,4 +134,113 @@ fn a_credential_becomes_a_variable_and_never_lands_in_the_file() {
     let kept = harvest(&["init", &format!("{}/cursor", server.url()), "--out", existing.to_str().unwrap()], &[]);
     assert_eq!(kept.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&kept.stderr).contains("--force"), "{}", String::from_utf8_lossy(&kept.stderr));
+}
+
+/// A job file's text.
+fn text_of(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// `init` against mock variants that behave as real servers do, each job it writes then run to
+/// the end: every id once.
+#[test]
+fn init_confirms_what_real_servers_do_and_writes_what_it_confirmed() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(MockServer::start(MockConfig { records: 95, ..Default::default() })).unwrap();
+    let base = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        // json-server: Link and X-Total-Count only while `_page` is in the query.
+        (
+            format!("{base}/examples/json-server/posts?_page=1&_limit=20"),
+            vec!["kind = \"link_header\"", "?_page=1&_limit=20\"", "the URL keeps its query as given"],
+        ),
+        (
+            format!("{base}/page?totals_in=x-total-count&page=1&per_page=20"),
+            vec!["total = { header = \"X-Total-Count\" }"],
+        ),
+        (
+            format!("{base}/page?totals_in=x-pagination&page=1&per_page=20"),
+            vec!["total_pages = { header = \"X-Pagination\", path = \"$.total_pages\" }"],
+        ),
+        (
+            format!("{base}/offset?totals_in=content-range&offset=0&limit=20"),
+            vec!["total = { header = \"Content-Range\" }"],
+        ),
+        (
+            format!("{base}/page?totals_in=gitlab&page=1&per_page=20"),
+            vec!["total_pages = { header = \"X-Total-Pages\" }"],
+        ),
+        (
+            format!("{base}/page?totals_in=next-page&page=1&per_page=20"),
+            vec!["kind = \"cursor\"", "cursor_param = \"page\"", "next_header = \"x-next-page\""],
+        ),
+        // A repeated parameter stays, both values in order.
+        (
+            format!("{base}/page?_json=address&_json=tags&page=1&per_page=20"),
+            vec!["params = { _json = [\"address\", \"tags\"] }"],
+        ),
+    ];
+    for (url, expected) in &cases {
+        let (text, ids) = init_and_run(dir.path(), url, &[], &[]);
+        for expect in expected {
+            assert!(text.contains(expect), "{url}: no {expect:?} in\n{text}");
+        }
+        assert_eq!(ids, one_to(95), "{url}:\n{text}");
+    }
+    let repeated: Vec<String> =
+        server.stats.log().into_iter().map(|s| s.uri).filter(|u| u.starts_with("/page?_json=")).collect();
+    assert!(
+        repeated.len() > 5 && repeated.iter().all(|u| u.starts_with("/page?_json=address&_json=tags&")),
+        "{repeated:?}"
+    );
+
+    // One page, and the API says so: confirmed.
+    let (text, ids) = init_and_run(dir.path(), &format!("{base}/examples/single"), &[], &[]);
+    assert!(text.contains("kind = \"none\""), "{text}");
+    assert_eq!(ids, one_to(25));
+}
+
+/// An API that serves page 1 whatever page is asked: nothing is confirmed, so nothing is
+/// written (exit 1, saying what each try saw); `--force` writes the guess marked.
+#[test]
+fn an_api_that_repeats_page_one_gets_no_job_unless_forced() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(MockServer::start(MockConfig { records: 95, ..Default::default() })).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("repeats.toml");
+    let url = format!("{}/examples/repeats?page=1&per_page=20", server.url());
+    let init = harvest(&["init", &url, "--out", job.to_str().unwrap()], &[]);
+    let said = String::from_utf8_lossy(&init.stderr);
+    assert_eq!(init.status.code(), Some(1), "{said}");
+    assert!(!job.exists(), "a job was written: {said}");
+    assert!(said.contains("could not confirm a job"), "{said}");
+    assert!(said.contains("the job as guessed (page): 2 pages of 20, 20 records"), "{said}");
+    assert!(said.contains("a page repeats records an earlier page served"), "{said}");
+    assert!(said.contains("--force"), "{said}");
+    // Nothing on stdout either, without --out.
+    let stdout = harvest(&["init", &url], &[]);
+    assert_eq!(stdout.status.code(), Some(1));
+    assert!(stdout.stdout.is_empty());
+
+    let forced = harvest(&["init", &url, "--out", job.to_str().unwrap(), "--force"], &[]);
+    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+    let text = text_of(&job);
+    assert!(text.starts_with("# NOT CONFIRMED: a page repeats records"), "{text}");
+    assert!(String::from_utf8_lossy(&forced.stderr).contains("NOT CONFIRMED"));
+}
+
+/// The README's `init` with a bare file name (`--out job.toml`) writes in the current folder.
+#[test]
+fn init_out_a_bare_file_name() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(MockServer::start(MockConfig { records: 50, ..Default::default() })).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let init = Command::new(env!("CARGO_BIN_EXE_harvest"))
+        .args(["init", &format!("{}/cursor?limit=10", server.url()), "--out", "job.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(text_of(&dir.path().join("job.toml")).contains("kind = \"cursor\""));
 }

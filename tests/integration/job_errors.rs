@@ -23,6 +23,26 @@ fn bad_job_files_are_reported_with_their_position() {
             "jobs/bad.toml:8:1: unknown key `offest_param` in [pagination]; did you mean `offset_param`?",
         ),
         (
+            "a pagination fact that is neither a path nor a header",
+            format!("{HEAD}[pagination]\nkind = \"page\"\ntotal = 5\n"),
+            "jobs/bad.toml:8:9: total must be a JSONPath (\"$.total\"), { header = \"X-Total-Count\" } or { header = \"X-Pagination\", path = \"$.total\" }",
+        ),
+        (
+            "an unknown key in a header fact",
+            format!("{HEAD}[pagination]\nkind = \"offset\"\ntotal = {{ header = \"X-Total-Count\", pth = \"$.t\" }}\n"),
+            "jobs/bad.toml:8:9: unknown key `pth` in total",
+        ),
+        (
+            "a header fact whose header cannot be a header",
+            format!("{HEAD}[pagination]\nkind = \"cursor\"\nnext = {{ header = \"X Next\" }}\n"),
+            "jobs/bad.toml:8:8: next.header \"X Next\" is not a header name",
+        ),
+        (
+            "a header fact's path that is no JSONPath",
+            format!("{HEAD}[pagination]\nkind = \"page\"\ntotal_pages = {{ header = \"X-Pagination\", path = \"total\" }}\n"),
+            "jobs/bad.toml:8:15:",
+        ),
+        (
             "unknown key in [auth]",
             format!("{HEAD}[pagination]\nkind = \"none\"\n[auth]\nkind = \"none\"\ntokn = \"x\"\n"),
             "jobs/bad.toml:10:1: unknown key `tokn` in [auth]; did you mean `token`?",

@@ -10,7 +10,9 @@ use crate::support::{one_to, Fixture};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retry_after_holds_every_partition() {
-    let f = Fixture::with(MockConfig { records: 300, latency: Duration::from_millis(10), ..Default::default() }).await;
+    // Pages slow enough (90 of them, 40 ms each, four at a time) that the rest of the run cannot
+    // hide inside the grace given to requests already in flight if the pause were ignored.
+    let f = Fixture::with(MockConfig { records: 300, latency: Duration::from_millis(40), ..Default::default() }).await;
     // The server's 12th request, whichever partition sends it, gets 429 with Retry-After: 2.
     let job = r#"
 name = "t"
@@ -21,7 +23,7 @@ params = { throttle_at = "12", retry_after = "2" }
 path = "$.items[*]"
 [pagination]
 kind = "offset"
-page_size = 25
+page_size = 10
 total = "$.total"
 [partitions]
 tenant = ["a", "b", "c"]

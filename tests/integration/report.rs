@@ -89,7 +89,7 @@ rows_per_file = 200
     for line in [
         "  records: 900 in 10 pages (",
         "  written: 5 parts, ",
-        "10 retries (10 status 503); waited 1.",
+        "10 retries (10 status 503); waited 1",
         "s on the server's limits (1 Retry-After)",
         "  partitions: 2 of 2 ended (2 total reached)",
         "    tenant=a  450 records  5 pages  total reached",

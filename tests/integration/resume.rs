@@ -164,11 +164,22 @@ fn ids_by_partition(root: &Path) -> BTreeMap<String, Vec<u64>> {
     let manifest: Value = serde_json::from_slice(&std::fs::read(manifests.last().unwrap()).unwrap()).unwrap();
     let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for part in manifest["parts"].as_array().unwrap() {
-        let ids = part_ids(&root.join(part["file"].as_str().unwrap()));
+        let file = part["file"].as_str().unwrap();
+        let ids = part_ids(&root.join(file));
+        let mut ranges = Vec::new();
         for slice in part["partitions"].as_array().unwrap() {
             let (from, to) = (slice["rows"][0].as_u64().unwrap() as usize, slice["rows"][1].as_u64().unwrap() as usize);
             out.entry(slice["partition"].as_str().unwrap().to_string()).or_default().extend(&ids[from..to]);
+            ranges.push((from, to));
         }
+        // The part holds its ranges' rows and nothing else: no stray rows after a kill.
+        ranges.sort();
+        let mut at = 0;
+        for (from, to) in ranges {
+            assert_eq!(from, at, "{file}: rows {at}..{from} belong to no partition of the manifest");
+            at = to;
+        }
+        assert_eq!(at, ids.len(), "{file} holds {} rows, and its ranges name {at}", ids.len());
     }
     out
 }

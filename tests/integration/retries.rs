@@ -42,6 +42,18 @@ async fn a_retry_after_pauses_without_using_attempts() {
     assert!(manifest["http"]["pauses"]["retry_after"].as_u64().unwrap() >= 3, "{}", manifest["http"]);
     assert!(manifest["http"]["server_wait_seconds"].as_f64().unwrap() >= 0.1, "{}", manifest["http"]);
     assert!(manifest["http"]["retries"].as_object().unwrap().is_empty(), "{}", manifest["http"]);
+    // What the server saw: each page asked again only once its Retry-After had passed.
+    let mut by_uri: std::collections::BTreeMap<String, Vec<std::time::Duration>> = Default::default();
+    for seen in f.server.stats.log() {
+        by_uri.entry(seen.uri).or_default().push(seen.at);
+    }
+    assert_eq!(by_uri.len(), 3);
+    for (uri, at) in by_uri {
+        assert_eq!(at.len(), 3, "{uri}");
+        for gap in at.windows(2).map(|w| w[1] - w[0]) {
+            assert!(gap >= std::time::Duration::from_millis(50), "{uri} asked again {gap:?} after its 429: {at:?}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

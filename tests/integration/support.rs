@@ -228,3 +228,42 @@ pub fn python_with(module: &str) -> Option<String> {
     }
     found
 }
+
+/// Every form a secret can take in a request, a file or a message: raw, percent-encoded with
+/// upper- or lower-case hex, form-encoded (`+` for spaces), as a URL's query writes it, and
+/// base64 (alone, and inside basic auth's `user:secret` for each user given).
+pub fn secret_forms(secret: &str, users: &[&str]) -> Vec<String> {
+    use base64::Engine as _;
+    let percent = percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let mut lower = percent.clone();
+    for (i, _) in percent.match_indices('%') {
+        lower.replace_range(i + 1..i + 3, &percent[i + 1..i + 3].to_ascii_lowercase());
+    }
+    let base64 = |text: &str| base64::engine::general_purpose::STANDARD_NO_PAD.encode(text);
+    let mut forms = vec![
+        secret.to_string(),
+        percent,
+        lower,
+        url::form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
+        secret.replace(' ', "%20"),
+        base64(secret),
+    ];
+    forms.extend(users.iter().map(|user| base64(&format!("{user}:{secret}"))));
+    forms
+}
+
+/// The requests `server` saw that carry `secret` in any form (see [`secret_forms`]), in their
+/// URI or any header's value: a leak is judged by the value, whatever header it went in.
+pub fn carrying(server: &MockServer, secret: &str, users: &[&str]) -> Vec<harvest::mock::Seen> {
+    let forms = secret_forms(secret, users);
+    server
+        .stats
+        .log()
+        .into_iter()
+        .filter(|s| {
+            forms
+                .iter()
+                .any(|form| s.uri.contains(form.as_str()) || s.headers.iter().any(|(_, v)| v.contains(form.as_str())))
+        })
+        .collect()
+}

@@ -61,6 +61,9 @@ impl Call<'_> {
             ("fastapi", ["items"]) => self.fastapi_page(),
             ("fastapi", ["limit-offset", "items"]) => self.fastapi_limit_offset(),
             ("json-server", ["posts"]) => self.json_server(),
+            ("repeats", []) | ("repeats", [""]) => self.repeats(),
+            ("single", []) | ("single", [""]) => self.single(),
+            ("throttled", []) | ("throttled", [""]) => self.throttled(),
             _ => Err(error(StatusCode::NOT_FOUND, "no such example path; see the README")),
         };
         served.unwrap_or_else(|e| e)
@@ -348,7 +351,18 @@ impl Call<'_> {
 
     /// json-server (0.17): `?_page=&_limit=` gives an array, `Link` with first, prev, next and
     /// last, and `X-Total-Count`.
+    /// json-server (0.17): `_page` and `_limit`; the Link header and X-Total-Count come only
+    /// when `_page` is in the query. Without it, `_limit` alone gives the first records and
+    /// nothing else (no way on), and neither gives every record.
     fn json_server(&self) -> Result<Response, Response> {
+        if self.param("_page").is_none() {
+            let size = match self.param("_limit") {
+                Some(_) => self.count("_limit", 10)?,
+                None => self.len(),
+            };
+            let (records, _) = self.records(0, size);
+            return Ok(self.json(StatusCode::OK, records, HeaderMap::new()));
+        }
         let (page, size) = (self.count("_page", 1)?, self.count("_limit", 10)?);
         let (records, _) = self.records((page - 1) * size, size);
         let last = self.len().div_ceil(size).max(1);
@@ -363,5 +377,42 @@ impl Call<'_> {
         let mut headers = Self::links(&links);
         headers.insert("x-total-count", HeaderValue::from(self.len()));
         Ok(self.json(StatusCode::OK, records, headers))
+    }
+
+    /// `/examples/repeats?page=&per_page=`: a broken API that serves page 1 whatever page is
+    /// asked (`{"page": p, "data": [...]}`): nothing `init` writes for it can be confirmed.
+    fn repeats(&self) -> Result<Response, Response> {
+        let page = self.number("page", 1)?;
+        let size = self.count("per_page", 20)?;
+        let (records, _) = self.records(0, size);
+        Ok(self.json(StatusCode::OK, format!("{{\"page\":{page},\"data\":{records}}}"), HeaderMap::new()))
+    }
+
+    /// `/examples/single`: an API of one page, `{"total": n, "data": [...]}` (at most 25).
+    fn single(&self) -> Result<Response, Response> {
+        let (records, count) = self.records(0, 25);
+        Ok(self.json(StatusCode::OK, format!("{{\"total\":{count},\"data\":{records}}}"), HeaderMap::new()))
+    }
+
+    /// `/examples/throttled?hint=`: 429 to every request, with a hint that asks for no wait
+    /// (`zero`: `Retry-After: 0`; `date`: a Retry-After date 30 s past; `reset`: an
+    /// X-RateLimit-Reset 30 s past; `ietf`: `RateLimit: "default";r=0;t=0`) or for one second
+    /// (`one`), or none.
+    fn throttled(&self) -> Result<Response, Response> {
+        let mut response = error(StatusCode::TOO_MANY_REQUESTS, "too many requests");
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(30);
+        let epoch = past.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let pairs: Vec<(&str, String)> = match self.param("hint").unwrap_or("") {
+            "zero" => vec![("retry-after", "0".into())],
+            "date" => vec![("retry-after", httpdate::fmt_http_date(past))],
+            "reset" => vec![("x-ratelimit-remaining", "0".into()), ("x-ratelimit-reset", epoch.to_string())],
+            "ietf" => vec![("ratelimit", "\"default\";r=0;t=0".into())],
+            "one" => vec![("retry-after", "1".into())],
+            _ => vec![],
+        };
+        for (name, value) in pairs {
+            response.headers_mut().insert(name, HeaderValue::from_str(&value).expect("a valid header"));
+        }
+        Ok(response)
     }
 }
