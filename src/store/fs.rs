@@ -102,17 +102,4 @@ mod tests {
         assert_eq!(folder_of(Path::new("/tmp/a b/ü.toml")), Path::new("/tmp/a b"));
         assert_eq!(folder_of(Path::new("/")), Path::new("."));
     }
-
-    #[test]
-    fn a_bare_file_name_is_written_whole_in_the_current_folder() {
-        let dir = tempfile::tempdir().unwrap();
-        let back = std::env::current_dir().unwrap();
-        std::env::set_current_dir(dir.path()).unwrap();
-        let written = write_atomic(Path::new("job.toml"), b"name = \"x\"\n", "t");
-        let created = create_new(Path::new("marker.json"), b"{}");
-        std::env::set_current_dir(back).unwrap();
-        written.unwrap();
-        assert!(created.unwrap());
-        assert_eq!(std::fs::read(dir.path().join("job.toml")).unwrap(), b"name = \"x\"\n");
-    }
 }

@@ -220,3 +220,33 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shards list `_harvest/runs` while others write their manifests there (a file written
+    /// under a temporary name, linked, the temporary name removed): a file that goes between
+    /// the listing and its look is not listed, never an error.
+    #[test]
+    fn a_folder_listed_while_files_come_and_go_lists_what_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::Local(dir.path().to_path_buf());
+        std::fs::write(dir.path().join("kept.json"), b"{}").unwrap();
+        let writer = {
+            let root = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                for i in 0..1000 {
+                    let path = root.join(format!("run-{i}.json"));
+                    assert!(create_new(&path, b"{}").unwrap());
+                    std::fs::remove_file(path).unwrap();
+                }
+            })
+        };
+        while !writer.is_finished() {
+            let listed = store.list("").expect("a listing while files come and go");
+            assert!(listed.iter().any(|e| e.name == "kept.json"));
+        }
+        writer.join().unwrap();
+    }
+}

@@ -15,6 +15,15 @@ fn throttled(hint: &str, extra: &str) -> String {
     )
 }
 
+/// Run `job` and expect it to fail; a run still going after 20 s (asking in a loop) fails the
+/// test with how often the server was asked.
+async fn fails(f: &Fixture, job: &str) -> String {
+    match tokio::time::timeout(Duration::from_secs(20), f.run(job)).await {
+        Ok(result) => result.expect_err("the run fails").to_string(),
+        Err(_) => panic!("still running after 20 s, the server asked {} times", f.server.stats.requests()),
+    }
+}
+
 /// When the server saw each request to `path`, in order.
 fn arrivals(f: &Fixture, path: &str) -> Vec<Duration> {
     f.server.stats.log().into_iter().filter(|s| s.uri.split('?').next() == Some(path)).map(|s| s.at).collect()
@@ -24,7 +33,7 @@ fn arrivals(f: &Fixture, path: &str) -> Vec<Duration> {
 async fn a_hint_of_no_wait_backs_off_as_a_retry_and_ends_after_max_attempts() {
     for hint in ["zero", "date", "reset", "ietf", "none"] {
         let f = Fixture::new(10).await;
-        let message = f.run(&throttled(hint, "")).await.unwrap_err().to_string();
+        let message = fails(&f, &throttled(hint, "")).await;
         assert!(message.contains("returned 429 after 4 attempts"), "{hint}: {message}");
         let at = arrivals(&f, "/examples/throttled");
         assert_eq!(at.len(), 4, "{hint}: the server was asked {} times", at.len());
@@ -44,7 +53,7 @@ async fn a_hint_of_no_wait_backs_off_as_a_retry_and_ends_after_max_attempts() {
 async fn retry_after_one_second_forever_ends_at_max_wait() {
     let f = Fixture::new(10).await;
     let job = throttled("one", "[limits]\nmax_wait = \"3s\"\n").replace("max_attempts = 4", "max_attempts = 50");
-    let message = f.run(&job).await.unwrap_err().to_string();
+    let message = fails(&f, &job).await;
     assert!(message.contains("more than limits.max_wait (3s)"), "{message}");
     let at = arrivals(&f, "/examples/throttled");
     assert_eq!(at.len(), 4, "1 s, 2 s and 3 s were within max_wait, the fourth second was not: {at:?}");
@@ -55,23 +64,25 @@ async fn retry_after_one_second_forever_ends_at_max_wait() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_429_without_a_usable_hint_holds_the_whole_job_not_only_its_request() {
-    let f = Fixture::new(200).await;
+    // Pages of 10 ms, one after another: the healthy partition would ask about every 10 ms.
+    let f = Fixture::slow(200, 10).await;
     // Two partitions side by side: `flaky=0` serves its pages, `flaky=100` answers 429 with
     // `Retry-After: 0` to each of its pages' first hundred requests.
     let job = "name = \"t\"\n[request]\nurl = \"{base}/offset?flaky={f}&flaky_as=429&retry_after=0\"\n\
                [records]\npath = \"$.items[*]\"\n[pagination]\nkind = \"offset\"\npage_size = 5\n\
                [partitions]\nf = [\"100\", \"0\"]\n[limits]\nconcurrency = 2\n\
                [retry]\nmax_attempts = 3\ninitial_backoff = \"400ms\"\nmax_backoff = \"2s\"\n";
-    let message = f.run(job).await.unwrap_err().to_string();
+    let message = fails(&f, job).await;
     assert!(message.contains("returned 429 after 3 attempts"), "{message}");
     let log = f.server.stats.log();
     let first_429 = log.iter().find(|s| s.uri.contains("flaky=100")).expect("the throttled partition asked").at;
-    // The healthy partition's requests in the 200 ms (half the first backoff) after the first
-    // 429: only those already on their way may arrive.
+    // The healthy partition's requests while the job backs off: the 429 leaves 10 ms after
+    // its request arrived, a page already on its way may still arrive 10 ms later, and then
+    // nothing until half the first backoff (200 ms) has passed.
     let held = log
         .iter()
         .filter(|s| s.uri.contains("flaky=0&"))
-        .filter(|s| s.at > first_429 + Duration::from_millis(20) && s.at < first_429 + Duration::from_millis(190))
+        .filter(|s| s.at > first_429 + Duration::from_millis(30) && s.at < first_429 + Duration::from_millis(190))
         .count();
     assert_eq!(held, 0, "the other partition went on while the job backed off: {log:#?}");
     assert!(log.iter().filter(|s| s.uri.contains("flaky=100")).count() <= 3);
