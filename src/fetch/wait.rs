@@ -195,15 +195,16 @@ mod tests {
         }
     }
 
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
     #[test]
     fn rate_limit_headers_in_their_several_forms() {
-        let headers = |pairs: &[(&'static str, &str)]| {
-            let mut h = HeaderMap::new();
-            for (k, v) in pairs {
-                h.insert(*k, v.parse().unwrap());
-            }
-            h
-        };
         let wait = |pairs: &[(&'static str, &str)], status| server_pause(&headers(pairs), status).map(|p| (p.0, p.1));
         assert_eq!(wait(&[("retry-after", "2")], 429), Some((Duration::from_secs(2), "retry_after")));
         assert_eq!(wait(&[("retry-after", "2")], 200), None, "Retry-After counts on 429 and 503");
@@ -229,13 +230,6 @@ mod tests {
 
     #[test]
     fn a_hint_of_no_wait_is_no_hint() {
-        let headers = |pairs: &[(&'static str, &str)]| {
-            let mut h = HeaderMap::new();
-            for (k, v) in pairs {
-                h.insert(*k, v.parse().unwrap());
-            }
-            h
-        };
         let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(30));
         let epoch_past = (SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() - 30).to_string();
         for pairs in [
