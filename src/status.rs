@@ -94,12 +94,15 @@ pub fn report(plan: &Plan) -> Result<String, Error> {
             let parts = manifest["parts"].as_array().map_or(0, Vec::len);
             let _ = writeln!(
                 out,
-                "last completed run {}: finished {}, {} records in {} pages, {parts} part(s), {:.1} s",
+                "last completed run {}: finished {}, {} in {}, {} in {}",
                 manifest["run"].as_str().unwrap_or("?"),
                 manifest["finished_at"].as_str().unwrap_or("?"),
-                manifest["records"],
-                manifest["pages"],
-                manifest["seconds"].as_f64().unwrap_or(0.0),
+                crate::human::plural(manifest["records"].as_u64().unwrap_or(0), "record", "records"),
+                crate::human::plural(manifest["pages"].as_u64().unwrap_or(0), "page", "pages"),
+                crate::human::plural(parts as u64, "part", "parts"),
+                crate::human::duration(std::time::Duration::from_secs_f64(
+                    manifest["seconds"].as_f64().unwrap_or(0.0).max(0.0)
+                )),
             );
         }
         None => {

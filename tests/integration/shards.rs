@@ -237,7 +237,7 @@ async fn shards_from_scheduler_variables_and_the_rules_of_a_run_id() {
     assert_eq!(by_partition.len(), 5);
     assert!(by_partition.values().all(|ids| exact(ids, 600).is_ok()));
     let status = text(&harvest(&["status", job, "--output-dir", out], &[]));
-    assert!(status.contains(" 3000 records in 30 pages"), "the last completed run is the shards' sum: {status}");
+    assert!(status.contains(" 3,000 records in 30 pages"), "the last completed run is the shards' sum: {status}");
     let first_parts = part_files(&f.out().join("rules"));
     assert!(first_parts.iter().all(|p| p.to_string_lossy().contains("of2-")), "{first_parts:?}");
 

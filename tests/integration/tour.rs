@@ -153,6 +153,41 @@ fn every_form_of_path_works() {
     assert!(root.path().join("real folder/job.toml").is_file(), "written through the symlinked folder");
 }
 
+/// Files a job names (a partition file, a pipeline's job files) are found beside the file that
+/// names them, whichever way that file was named: from inside its folder by a bare name, and
+/// from elsewhere through a symlinked folder with spaces and non-ASCII in its name.
+#[test]
+fn files_a_job_names_are_found_beside_it() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = harvest::mock::MockConfig { records: 40, ..Default::default() };
+    let server = runtime.block_on(harvest::mock::MockServer::start(config)).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let real = root.path().join("wörk dir");
+    std::fs::create_dir_all(&real).unwrap();
+    std::os::unix::fs::symlink(&real, root.path().join("linked ü")).unwrap();
+    std::fs::write(real.join("ids.txt"), "a\nb\n").unwrap();
+    std::fs::write(
+        real.join("job.toml"),
+        format!(
+            "name = \"files\"\n[request]\nurl = \"{}/t/{{k}}/offset\"\n[records]\npath = \"$.items[*]\"\n\
+             [pagination]\nkind = \"offset\"\ntotal = \"$.total\"\n[partitions]\nk = {{ file = \"ids.txt\" }}\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(real.join("pipe.toml"), "[[job]]\nfile = \"job.toml\"\n").unwrap();
+    let cases =
+        [(real.clone(), "pipe.toml", "out"), (root.path().to_path_buf(), "linked ü/pipe.toml", "linked ü/out 2")];
+    for (dir, pipeline, out) in cases {
+        let run = harvest(&dir, &["run", pipeline, "--output-dir", out]);
+        assert!(run.status.success(), "run {pipeline} from {}: {}", dir.display(), said(&run));
+        let ids = read_records(&dir.join(out).join("files"));
+        assert_eq!(ids.len(), 80, "{pipeline}: two partitions of 40");
+        let check = harvest(&dir, &["check", pipeline]);
+        assert!(check.status.success(), "check {pipeline}: {}", said(&check));
+    }
+}
+
 /// A command whose reader has gone (`harvest status | head -1`) ends quietly: exit 0, nothing
 /// on stderr, never a panic.
 #[test]
