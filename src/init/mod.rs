@@ -115,7 +115,9 @@ pub async fn init(options: &InitOptions) -> Result<Written, Error> {
         }
     }
     let last = tries.last().expect("one try at least");
-    let (job, said) = match confirmed {
+    // The job written, what was guessed for it (its reasons, the verdict last), and what the
+    // terminal is told besides.
+    let (job, guess, said) = match confirmed {
         Some(mut chosen) => {
             if tries.len() > 1 {
                 chosen.reasons.push(format!(
@@ -124,9 +126,8 @@ pub async fn init(options: &InitOptions) -> Result<Written, Error> {
                     why(&tries[0])
                 ));
             }
-            let verdict = last.verdict.clone().expect("a confirmed try");
-            chosen.reasons.push(verdict.clone());
-            (render(&chosen, &asked), vec![verdict])
+            chosen.reasons.push(last.verdict.clone().expect("a confirmed try"));
+            (render(&chosen, &asked), chosen, Vec::new())
         }
         None => {
             let tried: Vec<String> = tries.iter().map(|t| format!("  {}: {}; {}", t.what, t.saw, why(t))).collect();
@@ -144,7 +145,7 @@ pub async fn init(options: &InitOptions) -> Result<Written, Error> {
             let job = format!("# NOT CONFIRMED: {doubt}\n{}", render(&guess, &asked));
             let mut said = vec!["NOT CONFIRMED (written because of --force); it tried:".to_string()];
             said.extend(tried);
-            (job, said)
+            (job, guess, said)
         }
     };
     let mut lines: Vec<String> = guess.reasons.clone();
