@@ -2,7 +2,7 @@
 //! demand.
 //!
 //! A schema is a [`Ty`] tree walked over each record's compact JSON text, without building a
-//! value. Inference follows these rules (README, "Parquet"): integers are Int64; integers and
+//! value. Inference follows these rules (docs/GUIDE.md, "Parquet"): integers are Int64; integers and
 //! floats together are Float64 only while every integer seen is within ±2^53, else JSON text;
 //! a float that Float64 cannot hold digit for digit, or an integer beyond Int64, is JSON text;
 //! strings are Utf8, or Timestamp(µs, UTC) for RFC 3339 strings when `timestamps = "infer"`;

@@ -56,7 +56,7 @@ use retry::RetryFile;
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "harvest job file", description = "A harvest job: see the README of harvest for every key.")]
+#[schemars(title = "harvest job file", description = "A harvest job: see docs/REFERENCE.md of harvest for every key.")]
 struct JobFile {
     /// Names the output folder: letters a-z, digits, `_` and `-`.
     #[schemars(regex(pattern = r"^[a-z0-9_-]+$"))]
@@ -173,7 +173,7 @@ pub fn json_schema() -> serde_json::Value {
     serde_json::json!({
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "harvest job or pipeline file",
-        "description": "A harvest job, or a pipeline of jobs ([[job]] tables): see the README of harvest.",
+        "description": "A harvest job, or a pipeline of jobs ([[job]] tables): see docs/GUIDE.md of harvest.",
         "oneOf": [job, pipeline],
         "definitions": definitions,
     })

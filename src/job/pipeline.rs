@@ -27,7 +27,7 @@ use crate::plan::Plan;
 #[serde(deny_unknown_fields)]
 #[schemars(
     title = "harvest pipeline file",
-    description = "Jobs run in the order their `after` lists give: see the README of harvest."
+    description = "Jobs run in the order their `after` lists give: see docs/GUIDE.md of harvest."
 )]
 pub struct PipelineFile {
     /// Names the pipeline's state, `<dir>/_pipelines/<name>.json`; the file's name unless given.

@@ -2,7 +2,7 @@
 //!
 //! It is a library module so that the demo, the tests and the benchmarks start it in-process
 //! on a free loopback port ([`MockServer::start`]); `harvest mock-api` serves it from the
-//! command line. Every path and its response shape is listed in the README. Query parameters
+//! command line. Every path and its response shape is listed in docs/REFERENCE.md. Query parameters
 //! turn on the quirks of real APIs (capped page sizes, 404 past the end, relative links,
 //! repeated cursors, HTML or GraphQL errors on a 200, ...), so a job or a test can ask for
 //! exactly the misbehaviour it wants. The server keeps, per request, its arrival time and
@@ -223,7 +223,10 @@ pub async fn serve(addr: SocketAddr, config: MockConfig) -> std::io::Result<()> 
     // Render the dataset first: the port opens only when the mock can answer at full speed.
     let (app, _) = app(config);
     let listener = TcpListener::bind(addr).await?;
-    eprintln!("harvest mock API: {records} records at http://{} (paths: see README)", listener.local_addr()?);
+    eprintln!(
+        "harvest mock API: {records} records at http://{} (paths: see docs/REFERENCE.md)",
+        listener.local_addr()?
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -354,7 +354,7 @@ impl Call<'_> {
                 json!({"requests": api.stats.requests(), "max_in_flight": api.stats.max_in_flight()}).to_string(),
                 HeaderMap::new(),
             ),
-            _ => error(StatusCode::NOT_FOUND, "no such path; see the README for the mock API's paths"),
+            _ => error(StatusCode::NOT_FOUND, "no such path; see docs/REFERENCE.md for the mock API's paths"),
         }
     }
 }

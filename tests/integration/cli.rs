@@ -59,8 +59,8 @@ fn every_example_job_checks() {
 }
 
 #[test]
-fn the_readme_reference_job_is_valid() {
-    let readme = std::fs::read_to_string("README.md").unwrap();
+fn the_reference_job_is_valid() {
+    let readme = std::fs::read_to_string("docs/REFERENCE.md").unwrap();
     let start = readme.find("<!-- reference:start -->").expect("the reference block");
     let end = readme.find("<!-- reference:end -->").expect("the reference block ends");
     let block = &readme[start..end];
@@ -69,8 +69,8 @@ fn the_readme_reference_job_is_valid() {
         [("API_TOKEN", "t"), ("WEBHOOK_URL", "https://hooks.example.com/x"), ("WEBHOOK_SECRET", "s")]
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    let plan = harvest::job::parse(std::path::Path::new("README.md"), toml, &env, &Default::default())
-        .unwrap_or_else(|e| panic!("the README's reference job: {e}"));
+    let plan = harvest::job::parse(std::path::Path::new("docs/REFERENCE.md"), toml, &env, &Default::default())
+        .unwrap_or_else(|e| panic!("the reference job: {e}"));
     assert_eq!(plan.partitions.count(), 14, "2 repos x 7 days");
     assert_eq!(plan.limits.concurrency, 8);
     assert!(plan.notify.as_ref().is_some_and(|n| n.on_success && n.on_failure && n.secret.is_some()));

@@ -152,3 +152,62 @@ fn completions_for_each_shell() {
     assert!(parsed.status.success(), "{}", String::from_utf8_lossy(&parsed.stderr));
     assert!(!harvest(&["completions", "tcsh"]).status.success(), "an unknown shell is refused");
 }
+
+/// Every key `harvest schema` knows, anywhere in a job or pipeline file.
+fn schema_keys() -> std::collections::BTreeSet<String> {
+    fn walk(value: &serde_json::Value, keys: &mut std::collections::BTreeSet<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
+                    keys.extend(properties.keys().cloned());
+                }
+                map.values().for_each(|v| walk(v, keys));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, keys)),
+            _ => {}
+        }
+    }
+    let output = harvest(&["schema"]);
+    assert!(output.status.success());
+    let mut keys = std::collections::BTreeSet::new();
+    walk(&serde_json::from_slice(&output.stdout).unwrap(), &mut keys);
+    keys
+}
+
+/// docs/REFERENCE.md names every key the schema knows, and its reference job sets no key the
+/// schema does not know (outside `[partitions]`, whose keys are the job's own names).
+#[test]
+fn the_reference_names_every_key_the_schema_knows_and_no_other() {
+    let keys = schema_keys();
+    assert!(keys.len() > 80, "{keys:?}");
+    let reference =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/REFERENCE.md")).unwrap();
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            [format!("`{k}"), format!("{k} ="), format!("[{k}]"), format!("[[{k}]]")]
+                .iter()
+                .all(|form| !reference.contains(form))
+        })
+        .collect();
+    assert!(missing.is_empty(), "docs/REFERENCE.md does not name these keys of `harvest schema`: {missing:?}");
+    let block =
+        reference.split("<!-- reference:start -->").nth(1).and_then(|b| b.split("<!-- reference:end -->").next());
+    let mut section = String::new();
+    for line in block.expect("the reference block").lines() {
+        // The line without its comment marker (keys shown commented out count too) or a
+        // trailing comment.
+        let line = line.trim_start_matches('#').trim();
+        let line = line.split("  #").next().unwrap_or(line).trim();
+        if line.starts_with('[') && line.ends_with(']') {
+            section = line.to_string();
+            continue;
+        }
+        let Some((key, _)) = line.split_once(" = ") else { continue };
+        let key = key.trim();
+        if section == "[partitions]" || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            continue;
+        }
+        assert!(keys.contains(key), "the reference sets `{key}` ({section}), which `harvest schema` does not know");
+    }
+}

@@ -64,7 +64,7 @@ impl Call<'_> {
             ("repeats", []) | ("repeats", [""]) => self.repeats(),
             ("single", []) | ("single", [""]) => self.single(),
             ("throttled", []) | ("throttled", [""]) => self.throttled(),
-            _ => Err(error(StatusCode::NOT_FOUND, "no such example path; see the README")),
+            _ => Err(error(StatusCode::NOT_FOUND, "no such example path; see docs/REFERENCE.md")),
         };
         served.unwrap_or_else(|e| e)
     }
