@@ -178,7 +178,7 @@ async fn three_shards_write_every_id_once_into_s3_and_replace_only_when_all_comp
     let first: Vec<String> = keys.iter().map(|(k, _)| k.clone()).filter(|k| k.contains("/part-")).collect();
     assert!(first.iter().all(|k| k.contains("of3-")), "{first:?}");
     let status = text(&run(&["status", &job]));
-    assert!(status.contains("3 shards): complete") && status.contains("13500 records"), "{status}");
+    assert!(status.contains("3 shards): complete") && status.contains("13,500 records"), "{status}");
 
     // A second run replaces the first only once its last shard completed.
     std::thread::sleep(Duration::from_millis(1100));
