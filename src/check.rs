@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::fetch::Fetcher;
-use crate::page::{fetch_page, PageContext};
+use crate::harvest::page::{fetch_page, PageContext};
 use crate::paginate::{Next, Paginator};
 use crate::plan::{Compression, Format, Mode, Plan};
 use crate::progress::Progress;
@@ -82,7 +82,7 @@ pub fn describe(plan: &Plan) -> String {
         out,
         "  shards: these limits are the whole job's; run as N shards (--shard I/N), each takes 1/N of the rate, \
          the burst and the requests in flight; {}",
-        match crate::pipeline::pages_can_be_dealt(plan) {
+        match crate::harvest::pages_can_be_dealt(plan) {
             Ok(()) => "with fewer partitions than shards, pages are dealt out: page p to shard (p - 1) mod N".into(),
             Err(why) => format!("partitions go to shards by the hash of their key (pages are not dealt out: {why})"),
         }

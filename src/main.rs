@@ -78,7 +78,7 @@ fn message(error: &anyhow::Error) -> String {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) if job::pipeline::is_pipeline(&args.job) => {
+        Command::Run(args) if harvest::pipeline::is_pipeline(&args.job) => {
             if args.shard.is_some() || args.shards.is_some() || args.run_id.is_some() {
                 return Err(Error::Usage(
                     "a pipeline runs each of its jobs whole: shard a job by running its own file with --shard".into(),
@@ -86,20 +86,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 .into());
             }
             let overrides = run_overrides(&args, None);
-            let pipeline = job::pipeline::load(&args.job, &overrides)?;
+            let pipeline = harvest::pipeline::load(&args.job, &overrides)?;
             let options = RunOptions {
                 progress: display(args.progress, cli.quiet),
                 cancel: interrupt_token(),
                 fresh: args.fresh,
             };
             let quiet = cli.quiet;
-            let outcome = run::jobs::run(&pipeline, &overrides, options, |_, report| {
+            let outcome = harvest::pipeline::run::run(&pipeline, &overrides, options, |_, report| {
                 if !quiet {
                     eprint!("{}", report.text());
                 }
             })
             .await?;
-            let words = run::jobs::describe(&outcome.state);
+            let words = harvest::pipeline::run::describe(&outcome.state);
             match outcome.code {
                 0 => {
                     sayln!("pipeline {} complete (run {}):\n{words}", pipeline.name, outcome.state.run);
@@ -153,8 +153,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Check(args) if job::pipeline::is_pipeline(&args.job) => {
-            let pipeline = job::pipeline::load(&args.job, &Overrides::default())?;
+        Command::Check(args) if harvest::pipeline::is_pipeline(&args.job) => {
+            let pipeline = harvest::pipeline::load(&args.job, &Overrides::default())?;
             sayln!("pipeline {} ({}): {} jobs", pipeline.name, pipeline.file.display(), pipeline.jobs.len());
             for step in &pipeline.jobs {
                 let after: Vec<&str> = step.after.iter().map(|&i| pipeline.jobs[i].name.as_str()).collect();
@@ -173,10 +173,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Status(args) if job::pipeline::is_pipeline(&args.job) => {
+        Command::Status(args) if harvest::pipeline::is_pipeline(&args.job) => {
             let overrides = Overrides { output_dir: args.output_dir, ..Overrides::default() };
-            let pipeline = job::pipeline::load_offline(&args.job, &overrides)?;
-            match run::jobs::read_state(&pipeline)? {
+            let pipeline = harvest::pipeline::load_offline(&args.job, &overrides)?;
+            match harvest::pipeline::run::read_state(&pipeline)? {
                 None => sayln!("pipeline {}: never run", pipeline.name),
                 Some(state) => {
                     let finished = match &state.finished_at {
@@ -184,7 +184,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         None => "not complete: the next `harvest run` takes it up".to_string(),
                     };
                     sayln!("pipeline {}: run {} (started {}), {finished}", pipeline.name, state.run, state.started_at);
-                    say!("{}", run::jobs::describe(&state));
+                    say!("{}", harvest::pipeline::run::describe(&state));
                 }
             }
             for step in &pipeline.jobs {

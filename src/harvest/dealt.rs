@@ -16,11 +16,11 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::page::{fetch_page, PageOut};
 use super::{Harvest, PageTask, Tally};
 use crate::error::Error;
-use crate::page::{fetch_page, PageOut};
 use crate::paginate::offset::Offset;
-use crate::paginate::page::Page;
+use crate::paginate::page_number::Page;
 use crate::paginate::{Facts, PageRequest, StopReason, Style};
 use crate::partition::PartitionReport;
 use crate::plan::Plan;
@@ -315,7 +315,7 @@ mod tests {
     use crate::paginate::{Fact, ParamsIn};
 
     fn page_style(total_pages: bool) -> Style {
-        Style::Page(crate::paginate::page::Config {
+        Style::Page(crate::paginate::page_number::Config {
             page_param: "page".into(),
             size_param: Some("per_page".into()),
             start: 1,

@@ -1,7 +1,7 @@
 //! The harvest, top to bottom: partitions → pages → fetch → records → sink.
 //!
 //! Each partition is its own pagination stream, and partitions run side by side. For every
-//! page the strategy says what to ask, [`crate::page`] fetches and judges it (one semaphore
+//! page the strategy says what to ask, [`page`] fetches and judges it (one semaphore
 //! bounds the requests in flight for the whole job, one token bucket their rate), and the page
 //! goes in order to the sink's queue, with where the partition goes on from for a checkpoint.
 //! The run around it (lock, resume, the writer thread, the manifest) is [`crate::run`].
@@ -17,6 +17,7 @@
 //! are dealt to it (`dealt.rs`).
 
 mod dealt;
+pub mod page;
 
 pub use dealt::{pages_can_be_dealt, Deal};
 
@@ -34,12 +35,12 @@ use crate::error::Error;
 use crate::fetch::Fetcher;
 use crate::human;
 use crate::incremental::{self, Sent};
-use crate::page::{fetch_page, PageContext, PageFailure, PageOut};
 use crate::paginate::{Next, PageRequest, Paginator, StopReason, Style};
 use crate::partition::{Partition, PartitionReport};
 use crate::plan::{partition_named, partition_suffix, Plan};
 use crate::progress::{Progress, Track};
 use crate::sink::{Finished, Frontier, Item, PageBatch, Prepare};
+use page::{fetch_page, PageContext, PageFailure, PageOut};
 
 /// What every partition's harvest shares.
 pub(crate) struct Shared {

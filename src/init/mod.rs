@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use crate::error::{Error, PageError};
 use crate::fetch::Fetcher;
+use crate::harvest::page::{fetch_page, PageContext};
 use crate::job::{self, Env, Overrides};
-use crate::page::{fetch_page, PageContext};
 use crate::paginate::{Next, PageRequest, Paginator};
 use crate::progress::Progress;
 use guess::{quoted, Answer, Asked, Guess};

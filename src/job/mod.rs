@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use crate::error::JobError;
 use crate::jsonpath::JsonPath;
-use crate::paginate::{cursor, link_header, next_url, offset, page, PaginationPlan, Style};
+use crate::paginate::{cursor, link_header, next_url, offset, page_number, PaginationPlan, Style};
 use crate::plan::{
     CachePlan, Compression, Format, IncrementalPlan, Limits, Method, Mode, OutputPlan, ParquetPlan, Plan, RecordsPlan,
     RequestPlan, RetryPlan,
@@ -38,7 +38,6 @@ mod output;
 mod overrides;
 mod pagination;
 mod partitions;
-pub mod pipeline;
 mod records;
 mod request;
 mod retry;
@@ -160,7 +159,8 @@ pub fn json_schema() -> serde_json::Value {
         settings
     };
     let mut job = settings().into_generator().into_root_schema_for::<JobFile>().to_value();
-    let mut pipeline = settings().into_generator().into_root_schema_for::<pipeline::PipelineFile>().to_value();
+    let mut pipeline =
+        settings().into_generator().into_root_schema_for::<crate::pipeline::file::PipelineFile>().to_value();
     // One schema for both kinds of file: each kind's keys exclude the other's.
     let mut definitions = serde_json::Map::new();
     for schema in [&mut job, &mut pipeline] {
@@ -539,7 +539,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok((number * multiplier as f64) as u64)
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;

@@ -43,7 +43,7 @@ impl Kind {
 fn kinds() -> [Kind; 6] {
     [
         Kind::of::<offset::Spec>("offset"),
-        Kind::of::<page::Spec>("page"),
+        Kind::of::<page_number::Spec>("page"),
         Kind::of::<cursor::Spec>("cursor"),
         Kind::of::<next_url::Spec>("next_url"),
         Kind::of::<link_header::Spec>("link_header"),

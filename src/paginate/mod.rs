@@ -16,7 +16,7 @@ pub mod fact;
 pub mod link_header;
 pub mod next_url;
 pub mod offset;
-pub mod page;
+pub mod page_number;
 mod stop;
 
 pub use fact::Fact;
@@ -58,7 +58,7 @@ pub struct PaginationPlan {
 #[derive(Debug, Clone)]
 pub enum Style {
     Offset(offset::Config),
-    Page(page::Config),
+    Page(page_number::Config),
     Cursor(cursor::Config),
     NextUrl(next_url::Config),
     LinkHeader(link_header::Config),
@@ -261,7 +261,7 @@ pub struct PageRange {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Paginator {
     Offset(offset::Offset),
-    Page(page::Page),
+    Page(page_number::Page),
     Cursor(cursor::Cursor),
     NextUrl(next_url::NextUrl),
     LinkHeader(link_header::LinkHeader),
@@ -272,7 +272,7 @@ impl Paginator {
     pub fn new(style: &Style) -> Self {
         match style {
             Style::Offset(c) => Paginator::Offset(offset::Offset::new(c)),
-            Style::Page(c) => Paginator::Page(page::Page::new(c)),
+            Style::Page(c) => Paginator::Page(page_number::Page::new(c)),
             Style::Cursor(_) => Paginator::Cursor(cursor::Cursor::default()),
             Style::NextUrl(_) => Paginator::NextUrl(next_url::NextUrl::default()),
             Style::LinkHeader(_) => Paginator::LinkHeader(link_header::LinkHeader::default()),
@@ -341,7 +341,7 @@ impl Paginator {
     pub fn request_at(style: &Style, position: u64) -> Option<PageRequest> {
         match style {
             Style::Offset(c) => Some(offset::Offset::request_at(c, position)),
-            Style::Page(c) => Some(page::Page::request_at(c, position)),
+            Style::Page(c) => Some(page_number::Page::request_at(c, position)),
             _ => None,
         }
     }
@@ -350,7 +350,7 @@ impl Paginator {
     pub fn facts(style: &Style, response: &PageResponse) -> Result<Option<Facts>, PageError> {
         match style {
             Style::Offset(c) => offset::Offset::facts(c, response).map(Some),
-            Style::Page(c) => page::Page::facts(c, response).map(Some),
+            Style::Page(c) => page_number::Page::facts(c, response).map(Some),
             _ => Ok(None),
         }
     }

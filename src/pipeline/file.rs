@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{line_col, Overrides};
 use crate::error::JobError;
+use crate::job::{line_col, Overrides};
 use crate::keys::Spanned;
 use crate::plan::Plan;
 
@@ -78,13 +78,13 @@ pub fn is_pipeline(path: &Path) -> bool {
 
 /// Read a pipeline file and every job file it names.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<PipelinePlan, JobError> {
-    load_with(path, overrides, super::load)
+    load_with(path, overrides, crate::job::load)
 }
 
 /// Read a pipeline to look at its output only (`harvest status`): its jobs are read with
-/// [`super::load_offline`], so their variables need not be set.
+/// [`crate::job::load_offline`], so their variables need not be set.
 pub fn load_offline(path: &Path, overrides: &Overrides) -> Result<PipelinePlan, JobError> {
-    load_with(path, overrides, super::load_offline)
+    load_with(path, overrides, crate::job::load_offline)
 }
 
 fn load_with(

@@ -14,13 +14,13 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-use super::{run_reported, RunOptions};
+use super::file::PipelinePlan;
 use crate::error::Error;
-use crate::job::pipeline::PipelinePlan;
 use crate::job::{self, Overrides};
 use crate::output::Layout;
 use crate::progress::Display;
 use crate::report::Report;
+use crate::run::{run_reported, RunOptions};
 use crate::store::Put;
 
 /// The pipeline's state file.
@@ -119,7 +119,7 @@ pub async fn run(
         (Display::Bars { .. }, n) if n > 1 => Display::Lines,
         (display, _) => display,
     };
-    let mut running: JoinSet<(usize, Result<super::RunSummary, Error>, Option<Report>)> = JoinSet::new();
+    let mut running: JoinSet<(usize, Result<crate::run::RunSummary, Error>, Option<Report>)> = JoinSet::new();
     let mut codes: Vec<u8> = Vec::new();
     loop {
         block_dependents(pipeline, &mut state);

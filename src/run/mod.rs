@@ -1,11 +1,10 @@
 //! A run's lifecycle: take the job's lock; resume the unfinished run from its checkpoint
 //! (cutting away what a crash wrote past it) or start fresh; open the sink on its writer
 //! thread, which checkpoints at least every interval once the data is durable; run the
-//! [`crate::pipeline`]; then, on completion, a last checkpoint, the incremental marks, the
+//! [`crate::harvest`]; then, on completion, a last checkpoint, the incremental marks, the
 //! manifest, and in replace mode the removal of earlier runs' parts. A run that fails or is
 //! interrupted keeps what it wrote, with a checkpoint the next run goes on from.
 
-pub mod jobs;
 mod start;
 
 use std::path::PathBuf;
@@ -20,11 +19,11 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::{self, Checkpoint, Fingerprint};
 use crate::error::Error;
 use crate::fetch::{FetchStats, Fetcher};
+use crate::harvest::Deal;
+use crate::harvest::{harvest_partitions, Shared};
 use crate::incremental::{Sent, State};
 use crate::output::Layout;
 use crate::partition::PartitionReport;
-use crate::pipeline::Deal;
-use crate::pipeline::{harvest_partitions, Shared};
 use crate::plan::{Compression, Format, Mode, Plan};
 use crate::progress::{Before, Display, Progress};
 use crate::redact::Redactor;
@@ -227,7 +226,7 @@ async fn execute_in(
         active,
         done,
         marks: sent.unwrap_or_default(),
-        hints: AtomicU64::new(crate::pipeline::HINTS),
+        hints: AtomicU64::new(crate::harvest::HINTS),
         deal,
     });
     let showing = progress.show();
