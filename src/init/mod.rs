@@ -5,6 +5,7 @@
 //! gets the job with the URL's query kept. Nothing confirmed, nothing written (exit 1), unless
 //! `--force` writes the best guess marked `# NOT CONFIRMED`.
 
+pub mod evidence;
 pub mod guess;
 
 use std::collections::HashSet;
@@ -91,8 +92,10 @@ pub async fn init(options: &InitOptions) -> Result<Written, Error> {
         guess.name = name.clone();
     }
     let path = options.out.clone().unwrap_or_else(|| PathBuf::from(format!("{}.toml", guess.name)));
-    let first =
-        FirstAnswer { more: guess::more_evidence(&answer, guess.found), only: guess::only_page(&answer, guess.found) };
+    let first = FirstAnswer {
+        more: evidence::more_evidence(&answer, guess.found),
+        only: evidence::only_page(&answer, guess.found),
+    };
 
     // The job as guessed, then the variants a server may need, until one is seen to work.
     let mut tries: Vec<Tried> = Vec::new();

@@ -12,7 +12,6 @@
 //! This file is the reader (the whole file's structs, `${VAR}`, positions, did-you-mean) and
 //! the validation's outline; each section is checked in its own file.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +30,7 @@ use crate::plan::{
 use crate::redact::{Redactor, Secret};
 
 mod auth;
+mod env;
 mod incremental;
 mod limits;
 mod notify;
@@ -42,6 +42,8 @@ mod records;
 mod request;
 mod retry;
 mod sections;
+
+pub use env::Env;
 
 use sections::keys_of;
 
@@ -97,57 +99,6 @@ pub struct Overrides {
     pub cache: Option<Duration>,
     /// `--shard I/N` (or the scheduler's variables): this worker's share of the run.
     pub shard: Option<crate::shard::ShardPlan>,
-}
-
-/// Where `${VAR}` values come from: the process environment first, then `.env` next to the
-/// job file, then `.env` in the working directory.
-#[derive(Debug, Clone, Default)]
-pub struct Env {
-    vars: HashMap<String, String>,
-    /// A variable that is not set reads as a stand-in instead of failing: for commands that
-    /// only read the output folder (`status`), which must work without the job's secrets.
-    missing_ok: bool,
-}
-
-impl Env {
-    pub fn for_job(job_file: &Path) -> Self {
-        let mut vars = HashMap::new();
-        let mut dotenv_files = vec![PathBuf::from(".env")];
-        let dir = crate::store::fs::folder_of(job_file);
-        if dir != Path::new(".") {
-            dotenv_files.push(dir.join(".env"));
-        }
-        // Later files win, so read the working directory's first.
-        for file in dotenv_files {
-            if let Ok(iter) = dotenvy::from_path_iter(&file) {
-                for (k, v) in iter.flatten() {
-                    vars.insert(k, v);
-                }
-            }
-        }
-        vars.extend(std::env::vars());
-        Env { vars, missing_ok: false }
-    }
-
-    pub fn from_pairs<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
-        Env { vars: pairs.into_iter().collect(), missing_ok: false }
-    }
-
-    /// Variables that are not set read as stand-ins (`${NAME}` itself, or a URL that goes
-    /// nowhere where the value begins a URL), never sent anywhere: see [`load_offline`].
-    pub fn missing_ok(mut self) -> Self {
-        self.missing_ok = true;
-        self
-    }
-
-    /// Set a variable for this job only (the demo points jobs at its mock API this way).
-    pub fn set(&mut self, name: &str, value: &str) {
-        self.vars.insert(name.to_string(), value.to_string());
-    }
-
-    fn get(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(String::as_str)
-    }
 }
 
 /// The JSON Schema of job files (draft-07, which editors read), made from the structs a job is
