@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::guess::{quoted, Answer};
+use super::guess::{quoted, short, Answer};
 use crate::detect::{self, NextValue, Shape};
 
 /// A total or a page count a response header announces.
@@ -107,11 +107,4 @@ pub fn only_page(answer: &Answer, records: usize) -> Option<String> {
         .into_iter()
         .find(|t| if t.pages { t.value == 1 } else { t.value == count })
         .map(|t| format!("the {} header announces the {count} records it holds", t.header))
-}
-
-fn short(url: &str) -> String {
-    match url.len() > 80 {
-        true => format!("{}...", url.chars().take(77).collect::<String>()),
-        false => url.to_string(),
-    }
 }

@@ -418,7 +418,8 @@ fn name_of(url: &Url) -> String {
     }
 }
 
-fn short(url: &str) -> String {
+/// A URL or cursor cut to 80 characters for a message.
+pub(super) fn short(url: &str) -> String {
     match url.len() > 80 {
         true => format!("{}...", url.chars().take(77).collect::<String>()),
         false => url.to_string(),
