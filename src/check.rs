@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::fetch::Fetcher;
-use crate::harvest::page::{fetch_page, PageContext};
-use crate::paginate::{Next, Paginator};
+use crate::harvest::decode;
+use crate::harvest::page::{self, fetch_page, PageContext};
+use crate::paginate::Next;
 use crate::plan::{Compression, Format, Mode, Plan};
 use crate::progress::Progress;
 use crate::request::describe_request;
@@ -175,25 +176,26 @@ pub async fn probe(plan: &Plan) -> Result<String, Error> {
     let mut out = String::from("probe:\n");
     let progress = Progress::off();
     let hints = AtomicU64::new(u64::MAX);
+    let decoder = decode::for_job(plan);
     for partition in plan.partitions.iter() {
         let label = plan.redactor.redact(&partition.key).into_owned();
         let track = progress.track(partition.index, &Arc::from(label.as_str()), 0, 0);
-        let cx = PageContext::standalone(plan, &fetcher, &label, &partition, &track, &hints);
-        let mut pager = Paginator::new(style);
-        let request = pager.first(style);
-        let page = fetch_page(&cx, &request, 0, Some(&mut pager)).await.map_err(|f| f.error)?;
+        let cx = PageContext::standalone(plan, &fetcher, &decoder, &label, &partition, &track, &hints);
+        let mut pager = style.start();
+        let request = pager.first();
+        let mut page = fetch_page(&cx, &request, 0).await.map_err(|f| f.error)?;
+        let (next, _) = page::advance(&cx, &mut *pager, &mut page, 0)?;
         let name = if label.is_empty() { String::new() } else { format!(" [{label}]") };
-        let _ = writeln!(out, "  first page{name}: {} records from {}", page.received, plan.redactor.url(&page.url));
+        let _ = writeln!(out, "  first page{name}: {} records from {}", page.received, plan.redactor.url(page.url()));
         if let Some(sample) = page.lines.split(|b| *b == b'\n').next().filter(|l| !l.is_empty()) {
             let sample = plan.redactor.redact(&String::from_utf8_lossy(sample)).into_owned();
             let shown: String = sample.chars().take(400).collect();
             let more = if shown.len() < sample.len() { " ..." } else { "" };
             let _ = writeln!(out, "    sample: {shown}{more}");
         }
-        let next = match page.next {
-            Some(Next::Request(r)) => describe_request(plan, &r),
-            Some(Next::Done(reason)) => format!("done: {reason}"),
-            None => String::new(),
+        let next = match next {
+            Next::Request(r) => describe_request(plan, &r),
+            Next::Done(reason) => format!("done: {reason}"),
         };
         let _ = writeln!(out, "    {next}");
     }

@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use crate::paginate::link_header::parse_links;
-use crate::paginate::{Paginator, StopReason, Style};
+use crate::paginate::{StopReason, Style};
 
 /// What one response holds.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -230,7 +230,7 @@ pub fn first_page_hint(
             )
         })
     };
-    let full = Paginator::size_param(style).filter(|(_, size)| *size == received);
+    let full = style.size_param().filter(|(_, size)| *size == received);
     match (evidence, full) {
         (Some((said, fix)), _) => Some(format!("{said}: {fix}")),
         (None, Some((param, size))) => Some(format!(

@@ -16,12 +16,11 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::page::{fetch_page, PageOut};
-use super::{Harvest, PageTask, Tally};
+use super::{Fetched, Harvest, PageTask, Tally};
 use crate::error::Error;
 use crate::paginate::offset::Offset;
 use crate::paginate::page_number::Page;
-use crate::paginate::{Facts, PageRequest, StopReason, Style};
+use crate::paginate::{PageRequest, Reading, StopReason, Style};
 use crate::partition::PartitionReport;
 use crate::plan::Plan;
 use crate::shard::Shard;
@@ -141,7 +140,7 @@ impl Dealt {
     }
 
     /// Learn where the pages end from a page's facts (the first page that says wins).
-    fn learn(&mut self, style: &Style, facts: &Facts) {
+    fn learn(&mut self, style: &Style, facts: &Reading) {
         if self.end.is_some() {
             return;
         }
@@ -197,7 +196,7 @@ impl Harvest<'_> {
         let max_pages = self.plan().pagination.max_pages.unwrap_or(u64::MAX);
         let spawn = |at: Dealt| -> PageTask {
             let (shared, part, request) = (self.shared.clone(), self.part.clone(), at.request(style));
-            tokio::spawn(async move { fetch_page(&shared.page(&part), &request, at.slot, None).await })
+            tokio::spawn(async move { shared.fetch(&part, &request, at.slot).await })
         };
         let mut inflight: VecDeque<(Dealt, PageTask)> = VecDeque::new();
         let mut next = at;
@@ -221,8 +220,8 @@ impl Harvest<'_> {
             }
             // The window holds this shard's pages from `at` on: empty, `at` is past the end.
             let Some((asked, task)) = inflight.pop_front() else { break at.stop() };
-            let out = match task.await.map_err(|e| Error::Other(format!("a page task failed: {e}")))? {
-                Ok(out) => out,
+            let page = match task.await.map_err(|e| Error::Other(format!("a page task failed: {e}")))? {
+                Ok(page) => page,
                 Err(failure) => {
                     abort(&mut inflight);
                     // A 404, 400 or 422 for a page past the end (a server that refuses to count
@@ -235,10 +234,8 @@ impl Harvest<'_> {
                     }
                 }
             };
-            let mut out = out;
-            let facts = out.facts.take().expect("a page fetched ahead carries its facts");
-            at.learn(style, &facts);
-            let received = facts.records;
+            at.learn(style, &page.out.reading);
+            let received = page.out.received;
             at.within += received;
             // Offset pagination: the rest of a span a capped server served in part.
             let span_left = match style {
@@ -254,7 +251,7 @@ impl Harvest<'_> {
                 _ if at.past_end(style) => Some(at.stop()),
                 _ => None,
             };
-            self.accept_dealt(*out, at, done.as_ref(), &mut tally).await?;
+            self.accept_dealt(page, at, done.as_ref(), &mut tally).await?;
             if let Some(stop) = done {
                 abort(&mut inflight);
                 break stop;
@@ -283,15 +280,18 @@ impl Harvest<'_> {
     /// Send a dealt page to the writer, with where this shard goes on from.
     async fn accept_dealt(
         &self,
-        out: PageOut,
+        page: Fetched,
         at: Dealt,
         done: Option<&StopReason>,
         tally: &mut Tally,
     ) -> Result<(), Error> {
         let resume = serde_json::to_value(Resume { dealt: at, done: done.cloned() }).expect("a position serializes");
+        let Fetched { out, work } = page;
         let (count, bytes) = (out.received, out.lines.len() as u64);
+        // Pages are dealt out only without max_records, so their work was done where they were fetched.
+        let work = work.unwrap_or_else(|| self.shared.work(&out.lines, count));
         let mut batch = PageBatch::new(self.part.label.clone(), tally.pages, out.lines, count);
-        batch.prepared = out.prepared;
+        batch.prepared = work.prepared;
         batch.resume = Some(resume);
         if self.shared.tx.send(Item::Page(batch)).await.is_err() {
             return Err(Error::Other("the writer stopped".into()));
@@ -315,7 +315,7 @@ mod tests {
     use crate::paginate::{Fact, ParamsIn};
 
     fn page_style(total_pages: bool) -> Style {
-        Style::Page(crate::paginate::page_number::Config {
+        Style::Page(std::sync::Arc::new(crate::paginate::page_number::Config {
             page_param: "page".into(),
             size_param: Some("per_page".into()),
             start: 1,
@@ -323,11 +323,12 @@ mod tests {
             total_pages: total_pages.then(|| Fact::Body(crate::jsonpath::JsonPath::parse("$.pages").unwrap())),
             total: (!total_pages).then(|| Fact::Body(crate::jsonpath::JsonPath::parse("$.total").unwrap())),
             params_in: ParamsIn::Query,
-        })
+        }))
     }
 
-    fn facts(records: u64, total: Option<u64>, total_pages: Option<u64>) -> Facts {
-        Facts { status: 200, records, total, total_pages }
+    fn facts(records: u64, total: Option<u64>, total_pages: Option<u64>) -> Reading {
+        let url = url::Url::parse("http://x/").unwrap();
+        Reading { status: 200, records, url, total, total_pages, has_more: None, next: None }
     }
 
     #[test]
@@ -356,14 +357,14 @@ mod tests {
 
     #[test]
     fn an_offset_span_is_asked_for_in_full_and_then_its_rest() {
-        let style = Style::Offset(crate::paginate::offset::Config {
+        let style = Style::Offset(std::sync::Arc::new(crate::paginate::offset::Config {
             offset_param: "offset".into(),
             limit_param: "limit".into(),
             start: 0,
             page_size: 100,
             total: Some(Fact::Body(crate::jsonpath::JsonPath::parse("$.total").unwrap())),
             params_in: ParamsIn::Query,
-        });
+        }));
         let at = Dealt { slot: 3, within: 30, ..Dealt::default() };
         assert_eq!(at.request(&style).query, [("offset".into(), "330".into()), ("limit".into(), "70".into())]);
         let mut at = Dealt { slot: 3, ..Dealt::default() };

@@ -17,6 +17,7 @@
 //! are dealt to it (`dealt.rs`).
 
 mod dealt;
+pub(crate) mod decode;
 pub mod page;
 
 pub use dealt::{pages_can_be_dealt, Deal};
@@ -35,17 +36,20 @@ use crate::error::Error;
 use crate::fetch::Fetcher;
 use crate::human;
 use crate::incremental::{self, Sent};
-use crate::paginate::{Next, PageRequest, Paginator, StopReason, Style};
+use crate::paginate::{Next, PageRequest, StopReason, Strategy, Style};
 use crate::partition::{Partition, PartitionReport};
 use crate::plan::{partition_named, partition_suffix, Plan};
 use crate::progress::{Progress, Track};
-use crate::sink::{Finished, Frontier, Item, PageBatch, Prepare};
+use crate::sink::{Finished, Frontier, Item, PageBatch, Prepare, Prepared};
+use decode::Decoder;
 use page::{fetch_page, PageContext, PageFailure, PageOut};
 
 /// What every partition's harvest shares.
 pub(crate) struct Shared {
     pub(crate) plan: Arc<Plan>,
     pub(crate) fetcher: Arc<Fetcher>,
+    /// What the job's response bodies hold.
+    pub(crate) decoder: Arc<dyn Decoder>,
     pub(crate) tx: mpsc::Sender<Item>,
     /// The sink's per-page work, done by the fetching tasks.
     pub(crate) prepare: Option<Arc<dyn Prepare>>,
@@ -104,20 +108,51 @@ impl Shared {
         PageContext {
             plan: &self.plan,
             fetcher: &self.fetcher,
+            decoder: &*self.decoder,
             label: &part.label,
             partition: &part.partition,
             since: part.since.as_ref(),
-            prepare: self.prepare.as_deref(),
             track: &part.track,
-            hints: Some(&self.hints),
+            hints: &self.hints,
         }
     }
+
+    /// Fetch and decode a page of `part`. Where no `max_records` cut can change which of its
+    /// records are kept, the sink's work on them is done here too, on the fetching task, side
+    /// by side with the other pages, after the request's slot is given back.
+    async fn fetch(&self, part: &Part, request: &PageRequest, page: u64) -> Result<Fetched, PageFailure> {
+        let out = fetch_page(&self.page(part), request, page).await?;
+        let work = self.plan.pagination.max_records.is_none().then(|| self.work(&out.lines, out.received));
+        Ok(Fetched { out, work })
+    }
+
+    /// The sink's work on a page's records, and the incremental mark they carry: done once.
+    fn work(&self, lines: &[u8], count: u64) -> Work {
+        Work {
+            prepared: self.prepare.as_ref().and_then(|prepare| prepare.prepare(lines, count)),
+            mark: self.plan.incremental.as_ref().and_then(|i| incremental::page_mark(&i.field, lines)),
+        }
+    }
+}
+
+/// A page fetched for the harvest.
+struct Fetched {
+    out: Box<PageOut>,
+    /// The work on its records, if it was done where it was fetched.
+    work: Option<Work>,
+}
+
+/// The work on a page's records the writer would otherwise do.
+struct Work {
+    prepared: Option<Prepared>,
+    /// Incremental syncs: the greatest mark on the page.
+    mark: Option<String>,
 }
 
 /// Where a partition goes on after a page, as a checkpoint keeps it.
 #[derive(Serialize)]
 struct ResumeOut<'a> {
-    pager: &'a Paginator,
+    pager: serde_json::Value,
     next: Option<&'a PageRequest>,
     done: Option<&'a StopReason>,
     /// `[partitions.check]`: the values asked for that its records have answered so far.
@@ -127,7 +162,7 @@ struct ResumeOut<'a> {
 
 #[derive(Deserialize)]
 struct Resume {
-    pager: Paginator,
+    pager: serde_json::Value,
     next: Option<PageRequest>,
     done: Option<StopReason>,
     #[serde(default)]
@@ -217,8 +252,8 @@ impl Harvest<'_> {
         let start = &self.part.start;
         let (mut pager, mut request, mut tally) = match &start.resume {
             None => {
-                let pager = Paginator::new(style);
-                let request = pager.first(style);
+                let pager = style.start();
+                let request = pager.first();
                 (pager, request, Tally::default())
             }
             Some(saved) => {
@@ -229,9 +264,9 @@ impl Harvest<'_> {
                     // It ended, but the checkpoint came before the writer heard so.
                     return self.end(&tally, stop).await;
                 }
-                let mut pager = resume.pager;
+                let mut pager = style.resume(&resume.pager).map_err(|e| self.unreadable(&e))?;
                 pager.restore_seen(&start.seen);
-                let request = resume.next.unwrap_or_else(|| pager.first(style));
+                let request = resume.next.unwrap_or_else(|| pager.first());
                 (pager, request, tally)
             }
         };
@@ -240,14 +275,13 @@ impl Harvest<'_> {
                 return Err(Error::Interrupted { saved: String::new() });
             }
             // Once the strategy knows which pages are independent, fetch ahead.
-            if tally.pages > 0 && self.window > 1 && pager.independent(style).is_some() {
-                break self.run_ahead(&mut pager, &mut tally, cancel).await?;
+            if tally.pages > 0 && self.window > 1 && pager.independent().is_some() {
+                break self.run_ahead(&mut *pager, &mut tally, cancel).await?;
             }
-            let mut out = match fetch_page(&self.shared.page(&self.part), &request, tally.pages, Some(&mut pager)).await
-            {
-                Ok(out) => out,
+            let mut page = match self.shared.fetch(&self.part, &request, tally.pages).await {
+                Ok(page) => page,
                 Err(failure) => match failure.end_status() {
-                    Some(status) if pager.end_possible(style) => break StopReason::EndConfirmed { status },
+                    Some(status) if pager.end_possible() => break StopReason::EndConfirmed { status },
                     // A detail request for a value the server does not have.
                     Some(404) if matches!(style, Style::None) && !self.part.partition.asked.is_empty() => {
                         break StopReason::NotFound
@@ -255,9 +289,9 @@ impl Harvest<'_> {
                     _ => return Err(failure.error),
                 },
             };
-            let next = out.next.clone().expect("a sequential fetch says what comes next");
-            tally.warning = out.hint.take();
-            if let Some(stop) = self.accept(*out, &next, &mut tally, &mut pager).await? {
+            let (next, hint) = page::advance(&self.shared.page(&self.part), &mut *pager, &mut page.out, tally.pages)?;
+            tally.warning = hint;
+            if let Some(stop) = self.accept(page, &next, &mut tally, &mut *pager).await? {
                 break stop;
             }
             if let Next::Request(r) = next {
@@ -269,12 +303,14 @@ impl Harvest<'_> {
 
     /// Where a checkpoint says the partition goes on from, in the form its harvest keeps it.
     fn saved<T: serde::de::DeserializeOwned>(&self, saved: &serde_json::Value) -> Result<T, Error> {
-        serde_json::from_value(saved.clone()).map_err(|e| {
-            Error::Checkpoint(format!(
-                "the checkpoint's state of partition{} cannot be read ({e}); run with --fresh to start over",
-                partition_suffix(self.label())
-            ))
-        })
+        serde_json::from_value(saved.clone()).map_err(|e| self.unreadable(&e))
+    }
+
+    fn unreadable(&self, why: &dyn std::fmt::Display) -> Error {
+        Error::Checkpoint(format!(
+            "the checkpoint's state of partition{} cannot be read ({why}); run with --fresh to start over",
+            partition_suffix(self.label())
+        ))
     }
 
     /// The partition has ended: say so, and tell the writer after its last page.
@@ -334,12 +370,12 @@ impl Harvest<'_> {
     /// Offset and page pagination: keep `window` pages in flight, take them in order.
     async fn run_ahead(
         &self,
-        pager: &mut Paginator,
+        pager: &mut dyn Strategy,
         tally: &mut Tally,
         cancel: &CancellationToken,
     ) -> Result<StopReason, Error> {
         let style = &self.plan().pagination.style;
-        let mut range = pager.independent(style).expect("checked by the caller");
+        let mut range = pager.independent().expect("checked by the caller");
         let mut next_position = range.start;
         let mut inflight: VecDeque<(u64, PageTask)> = VecDeque::new();
         let abort = |inflight: &mut VecDeque<(u64, JoinHandle<_>)>| {
@@ -358,10 +394,10 @@ impl Harvest<'_> {
                 && range.end.is_none_or(|end| next_position < end)
                 && tally.pages + (inflight.len() as u64) < max_pages
             {
-                let request = Paginator::request_at(style, next_position).expect("an independent strategy");
+                let request = style.request_at(next_position).expect("an independent strategy");
                 let (shared, part, page) =
                     (self.shared.clone(), self.part.clone(), tally.pages + inflight.len() as u64);
-                let task = tokio::spawn(async move { fetch_page(&shared.page(&part), &request, page, None).await });
+                let task = tokio::spawn(async move { shared.fetch(&part, &request, page).await });
                 inflight.push_back((next_position, task));
                 next_position += range.step;
             }
@@ -372,24 +408,23 @@ impl Harvest<'_> {
                     _ => StopReason::MaxPages { pages: tally.pages },
                 });
             };
-            let out = match task.await.map_err(|e| Error::Other(format!("a page task failed: {e}")))? {
-                Ok(out) => out,
+            let mut page = match task.await.map_err(|e| Error::Other(format!("a page task failed: {e}")))? {
+                Ok(page) => page,
                 Err(failure) => {
                     abort(&mut inflight);
                     return match failure.end_status() {
-                        Some(status) if pager.end_possible(style) => Ok(StopReason::EndConfirmed { status }),
+                        Some(status) if pager.end_possible() => Ok(StopReason::EndConfirmed { status }),
                         _ => Err(failure.error),
                     };
                 }
             };
-            let facts = out.facts.expect("a page fetched ahead carries its facts");
-            let next = pager.advance(style, &facts);
-            if let Some(stop) = self.accept(*out, &next, tally, pager).await? {
+            let (next, _) = page::advance(&self.shared.page(&self.part), pager, &mut page.out, tally.pages)?;
+            if let Some(stop) = self.accept(page, &next, tally, pager).await? {
                 abort(&mut inflight);
                 return Ok(stop);
             }
             // A short page moves the rest: re-plan from where it ended.
-            let now = pager.independent(style).expect("an independent strategy");
+            let now = pager.independent().expect("an independent strategy");
             let front = inflight.front().map_or(next_position, |(position, _)| *position);
             if now.step != range.step || front != now.start {
                 abort(&mut inflight);
@@ -403,33 +438,31 @@ impl Harvest<'_> {
     /// from (`pager` has read the page), count it, and say whether the partition is done.
     async fn accept(
         &self,
-        out: PageOut,
+        page: Fetched,
         next: &Next,
         tally: &mut Tally,
-        pager: &mut Paginator,
+        pager: &mut dyn Strategy,
     ) -> Result<Option<StopReason>, Error> {
         let pagination = &self.plan().pagination;
-        let mut lines = out.lines;
-        let mut count = out.received;
-        let mut prepared = out.prepared;
-        let mut mark = out.mark;
+        let Fetched { out, work } = page;
+        let PageOut { mut lines, received, .. } = *out;
+        let mut count = received;
         if let Some(max) = pagination.max_records {
-            let keep = out.received.min(max.saturating_sub(tally.records));
+            let keep = received.min(max.saturating_sub(tally.records));
             if keep < count {
                 lines.truncate(crate::sink::nth_line_end(&lines, keep));
                 count = keep;
-                // They were made of the whole page.
-                prepared = None;
-                mark = self.plan().incremental.as_ref().and_then(|i| incremental::page_mark(&i.field, &lines));
             }
         }
+        // Done ahead where no cut could change the records kept, else here, after the cut.
+        let Work { prepared, mark } = work.unwrap_or_else(|| self.shared.work(&lines, count));
         self.answered(&lines, &mut tally.found);
         let (records, pages) = (tally.records + count, tally.pages + 1);
         let stop = match next {
             // Records of this page were left out: the cut wins over whatever the page said of
             // the end (its total reached, the last page), or a sync would move its mark past
             // records it never fetched.
-            _ if count < out.received => Some(StopReason::MaxRecords { records }),
+            _ if count < received => Some(StopReason::MaxRecords { records }),
             Next::Done(reason) => Some(reason.clone()),
             Next::Request(_) if pagination.max_records.is_some_and(|max| records >= max) => {
                 Some(StopReason::MaxRecords { records })
@@ -443,7 +476,7 @@ impl Harvest<'_> {
             Next::Request(r) => Some(r),
             Next::Done(_) => None,
         };
-        let resume = ResumeOut { pager, next: request, done: stop.as_ref(), found: &tally.found };
+        let resume = ResumeOut { pager: pager.save(), next: request, done: stop.as_ref(), found: &tally.found };
         let resume = serde_json::to_value(&resume).expect("pagination state serializes");
         let bytes = lines.len() as u64;
         let batch = PageBatch {
@@ -461,9 +494,7 @@ impl Harvest<'_> {
         }
         tally.records = records;
         tally.pages = pages;
-        let expected = pager
-            .expected_records(&pagination.style)
-            .map(|total| total.min(pagination.max_records.unwrap_or(u64::MAX)));
+        let expected = pager.expected_records().map(|total| total.min(pagination.max_records.unwrap_or(u64::MAX)));
         self.part.track.page(count, bytes, (pages, records), expected);
         Ok(stop)
     }
@@ -487,4 +518,4 @@ impl Harvest<'_> {
 }
 
 /// A page being fetched ahead, on its own task.
-type PageTask = JoinHandle<Result<Box<PageOut>, PageFailure>>;
+type PageTask = JoinHandle<Result<Fetched, PageFailure>>;

@@ -1,42 +1,41 @@
-//! One page fetched and judged: the request sent through the fetcher (limits, retries,
-//! redirects), the response checked (not JSON, GraphQL-style errors on a 200, an object where
-//! records should be), the records cut out as compact lines, and the strategy's reading of the
-//! response. What is sent is built by [`crate::request`]; what comes of the page goes to the
-//! pipeline, which takes pages in order.
+//! One page fetched and decoded: the request sent through the fetcher (limits, retries,
+//! redirects), the body turned into records and pagination facts by the job's
+//! [`Decoder`](super::decode), and each record given its parent's fields. What is sent is
+//! built by [`crate::request`]; the partition's pagination moves past the page later, in
+//! order ([`advance`]), and the page goes to the sink.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde_json::Value;
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
 
+use super::decode::{Decoder, Undecodable};
 use crate::detect;
 use crate::error::{Error, FetchErrorKind, Location, PageError};
 use crate::fetch::{FetchFailure, Fetched, Fetcher, Reject};
-use crate::incremental;
-use crate::jsonpath::{Document, Kind, RecordsError};
-use crate::paginate::{Facts, Next, PageRequest, PageResponse, Paginator};
+use crate::jsonpath::Document;
+use crate::paginate::{Next, PageRequest, Reading, Strategy};
 use crate::partition::Partition;
 use crate::plan::Plan;
 use crate::progress::Track;
 use crate::request::outgoing;
-use crate::sink::{Prepare, Prepared};
 
 /// What fetching one page of one partition needs.
 pub(crate) struct PageContext<'a> {
     pub(crate) plan: &'a Plan,
     pub(crate) fetcher: &'a Fetcher,
+    pub(crate) decoder: &'a dyn Decoder,
     /// The partition's label, redacted, for messages.
     pub(crate) label: &'a str,
     /// Its values for placeholders (the incremental mark among them).
     pub(crate) partition: &'a Partition,
     /// The incremental mark as a query parameter, when no placeholder takes it.
     pub(crate) since: Option<&'a (String, String)>,
-    /// The sink's per-page work, done here rather than on the writer thread.
-    pub(crate) prepare: Option<&'a dyn Prepare>,
     /// The partition's line in the progress table.
     pub(crate) track: &'a Track,
     /// How many more first pages may be read for what they suggest (see
     /// [`crate::detect::first_page_hint`]); a run reads a few, not one per partition.
-    pub(crate) hints: Option<&'a AtomicU64>,
+    pub(crate) hints: &'a AtomicU64,
 }
 
 impl<'a> PageContext<'a> {
@@ -45,12 +44,13 @@ impl<'a> PageContext<'a> {
     pub(crate) fn standalone(
         plan: &'a Plan,
         fetcher: &'a Fetcher,
+        decoder: &'a dyn Decoder,
         label: &'a str,
         partition: &'a Partition,
         track: &'a Track,
         hints: &'a AtomicU64,
     ) -> Self {
-        PageContext { plan, fetcher, label, partition, since: None, prepare: None, track, hints: Some(hints) }
+        PageContext { plan, fetcher, decoder, label, partition, since: None, track, hints }
     }
 }
 
@@ -59,19 +59,19 @@ pub(crate) struct PageOut {
     /// Records, one compact JSON line each.
     pub(crate) lines: Vec<u8>,
     pub(crate) received: u64,
-    /// The sink's work on the lines, done here rather than in the writer.
-    pub(crate) prepared: Option<Prepared>,
-    /// What the strategy made of the page, when it was fetched in sequence.
-    pub(crate) next: Option<Next>,
-    /// What offset and page strategies read, when it was fetched ahead.
-    pub(crate) facts: Option<Facts>,
+    /// What the pagination read of the response.
+    pub(crate) reading: Reading,
+    pub(crate) method: crate::plan::Method,
+    /// A first page's headers and body, kept to say what they suggest if the partition stops
+    /// after it ([`advance`]).
+    pub(crate) first: Option<Box<(HeaderMap, Bytes)>>,
+}
+
+impl PageOut {
     /// The URL that answered (not redacted: show it only through the redactor).
-    pub(crate) url: url::Url,
-    /// Incremental syncs: the greatest mark on the page.
-    pub(crate) mark: Option<String>,
-    /// A first page after which the partition stops, while the response suggests more: what
-    /// it suggests and the likely fix.
-    pub(crate) hint: Option<String>,
+    pub(crate) fn url(&self) -> &url::Url {
+        &self.reading.url
+    }
 }
 
 /// A page that could not be had, and its status if the server answered.
@@ -87,20 +87,16 @@ impl PageFailure {
     }
 }
 
-/// Fetch one page and cut it into records. With `pager`, the strategy digests the response
-/// (sequential strategies); without, only the facts offset and page strategies need are kept.
+/// Fetch one page (the `page`-th of its partition, from 0) and decode it.
 pub(crate) async fn fetch_page(
     cx: &PageContext<'_>,
     request: &PageRequest,
     page: u64,
-    pager: Option<&mut Paginator>,
 ) -> Result<Box<PageOut>, PageFailure> {
-    let (plan, fetcher, label) = (cx.plan, cx.fetcher, cx.label);
-    let style = &plan.pagination.style;
-    let location = Location { partition: label.to_string(), page };
+    let (plan, fetcher) = (cx.plan, cx.fetcher);
+    let location = Location { partition: cx.label.to_string(), page };
     let outgoing =
         outgoing(plan, cx.partition, request, cx.since).map_err(|error| PageFailure { status: None, error })?;
-    let mut pager = pager;
     let judge = |fetched: &Fetched| -> Result<Box<PageOut>, Reject<PageFailure>> {
         let page_error = |source: PageError| {
             Reject::Fail(PageFailure {
@@ -113,51 +109,19 @@ pub(crate) async fn fetch_page(
                 },
             })
         };
-        let doc = Document::parse(&fetched.body)
-            .map_err(|e| Reject::NotJson { reason: e.message, cut_short: e.cut_short })?;
-        check_errors(plan, &doc, fetched.status).map_err(page_error)?;
-        let mut lines = Vec::with_capacity(fetched.body.len());
-        let received = plan.records.path.write_records(&doc, &mut lines).map_err(|e| {
-            page_error(match e {
-                RecordsError::NotAnArray { at, found } => {
-                    PageError::NotAnArray { path: plan.records.path.to_string(), at, found }
-                }
-                RecordsError::Invalid(message) => PageError::Pagination(message),
-            })
+        let decoded = cx.decoder.decode(fetched).map_err(|e| match e {
+            Undecodable::Malformed { reason, cut_short } => Reject::NotJson { reason, cut_short },
+            Undecodable::Page(source) => page_error(source),
         })?;
+        let mut lines = decoded.lines;
         if !cx.partition.parent.is_empty() {
             lines = with_parent(&lines, &cx.partition.parent).map_err(|e| page_error(PageError::Parent(e)))?;
         }
-        let response = PageResponse {
-            status: fetched.status,
-            headers: &fetched.headers,
-            url: &fetched.url,
-            doc: &doc,
-            records: received,
-            secrets: &plan.redactor,
-        };
-        let (next, facts) = match pager.as_deref_mut() {
-            Some(pager) => (Some(pager.next(style, &response).map_err(page_error)?), None),
-            None => (None, Paginator::facts(style, &response).map_err(page_error)?),
-        };
-        let hint = match &next {
-            // An incremental sync with nothing new is no surprise.
-            Some(Next::Done(stop)) if page == 0 && !(received == 0 && plan.incremental.is_some()) => {
-                let budget = cx.hints.is_some_and(|left| {
-                    left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok()
-                });
-                let path = plan.records.path.to_string();
-                budget
-                    .then(|| detect::first_page_hint(style, &path, received, stop, &fetched.headers, &fetched.body))
-                    .flatten()
-                    .map(|hint| plan.redactor.redact(&hint).into_owned())
-            }
-            _ => None,
-        };
-        let url = fetched.url.clone();
-        Ok(Box::new(PageOut { lines, received, prepared: None, next, facts, url, mark: None, hint }))
+        let first = (page == 0).then(|| Box::new((fetched.headers.clone(), fetched.body.clone())));
+        let method = outgoing.method;
+        Ok(Box::new(PageOut { lines, received: decoded.records, reading: decoded.reading, method, first }))
     };
-    let mut out = fetcher.fetch_with(&outgoing, Some(cx.track), judge).await.map_err(|failure| match failure {
+    fetcher.fetch_with(&outgoing, Some(cx.track), judge).await.map_err(|failure| match failure {
         FetchFailure::Rejected(failure) => failure,
         FetchFailure::Fetch(e) => {
             let status = match e.kind {
@@ -168,15 +132,37 @@ pub(crate) async fn fetch_page(
             PageFailure { status, error: Error::Fetch { source: e, location: location.clone(), saved: hint } }
         }
         FetchFailure::Interrupted => PageFailure { status: None, error: Error::Interrupted { saved: String::new() } },
+    })
+}
+
+/// Move a partition's pagination past its `page`-th page, in order: the next request, or why
+/// it is done; and, when it stops after its first page while the response suggests more, what
+/// that suggests and the likely fix.
+pub(crate) fn advance(
+    cx: &PageContext<'_>,
+    pager: &mut dyn Strategy,
+    out: &mut PageOut,
+    page: u64,
+) -> Result<(Next, Option<String>), Error> {
+    let plan = cx.plan;
+    let next = pager.advance(&out.reading, &plan.redactor).map_err(|source| Error::Page {
+        method: out.method.as_str().to_string(),
+        url: cx.fetcher.redactor().url(out.url()),
+        source,
+        location: Location { partition: cx.label.to_string(), page },
     })?;
-    // After the request's slot is given back: this is the writer's work, done side by side.
-    if let Some(prepare) = cx.prepare {
-        out.prepared = prepare.prepare(&out.lines, out.received);
+    let (Next::Done(stop), Some(first)) = (&next, out.first.take()) else { return Ok((next, None)) };
+    // An incremental sync with nothing new is no surprise; and a run reads a few first pages.
+    if (out.received == 0 && plan.incremental.is_some())
+        || cx.hints.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err()
+    {
+        return Ok((next, None));
     }
-    if let Some(incremental) = &plan.incremental {
-        out.mark = incremental::page_mark(&incremental.field, &out.lines);
-    }
-    Ok(out)
+    let (headers, body) = &*first;
+    let (style, path) = (&plan.pagination.style, plan.records.path.to_string());
+    let hint = detect::first_page_hint(style, &path, out.received, stop, headers, body)
+        .map(|hint| plan.redactor.redact(&hint).into_owned());
+    Ok((next, hint))
 }
 
 /// Each record with `"_parent":{members}` appended, the rest of its bytes as they were. A
@@ -206,37 +192,11 @@ fn with_parent(lines: &[u8], members: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// A non-empty array at `records.errors` fails the page, whatever the status.
-pub(crate) fn check_errors(plan: &Plan, doc: &Document, status: u16) -> Result<(), PageError> {
-    let Some(path) = &plan.records.errors else { return Ok(()) };
-    let Some(node) = path.first(doc).map_err(PageError::Pagination)? else { return Ok(()) };
-    if node.kind() != Kind::Array {
-        return Ok(());
-    }
-    let Value::Array(errors) = node.to_value() else { return Ok(()) };
-    if errors.is_empty() {
-        return Ok(());
-    }
-    let messages: Vec<String> = errors
-        .iter()
-        .take(5)
-        .map(|e| match e.get("message").and_then(Value::as_str) {
-            Some(m) => m.to_string(),
-            None => e.to_string(),
-        })
-        .collect();
-    let mut messages = plan.redactor.redact(&messages.join("; ")).into_owned();
-    if errors.len() > 5 {
-        messages.push_str(&format!(" (and {} more)", errors.len() - 5));
-    }
-    Err(PageError::ApiErrors { path: path.to_string(), status, messages })
-}
-
 /// A 400 or 422 on an ordinary page of a sized strategy is most often a page size above the
 /// server's maximum: say which parameter asked for how much.
 pub(crate) fn size_hint(plan: &Plan, kind: &FetchErrorKind) -> String {
     let FetchErrorKind::Status { status: 400 | 422, .. } = kind else { return String::new() };
-    let Some((param, size)) = Paginator::size_param(&plan.pagination.style) else { return String::new() };
+    let Some((param, size)) = plan.pagination.style.size_param() else { return String::new() };
     format!("if the server limits page sizes, lower pagination.page_size: this request asked {param}={size}")
 }
 

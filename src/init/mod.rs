@@ -18,9 +18,10 @@ use serde_json::Value;
 
 use crate::error::{Error, PageError};
 use crate::fetch::Fetcher;
-use crate::harvest::page::{fetch_page, PageContext};
+use crate::harvest::decode;
+use crate::harvest::page::{self, fetch_page, PageContext};
 use crate::job::{self, Env, Overrides};
-use crate::paginate::{Next, PageRequest, Paginator};
+use crate::paginate::{Next, PageRequest};
 use crate::progress::Progress;
 use guess::{quoted, Answer, Asked, Guess};
 
@@ -344,9 +345,10 @@ async fn confirm(path: &Path, guess: &Guess, asked: &Asked, first: &FirstAnswer,
     let progress = Progress::off();
     let track = progress.track(0, &Arc::from(""), 0, 0);
     let hints = AtomicU64::new(1);
-    let cx = PageContext::standalone(&plan, &fetcher, "", &partition, &track, &hints);
-    let mut pager = Paginator::new(style);
-    let mut request = pager.first(style);
+    let decoder = decode::for_job(&plan);
+    let cx = PageContext::standalone(&plan, &fetcher, &decoder, "", &partition, &track, &hints);
+    let mut pager = style.start();
+    let mut request = pager.first();
     let param = guess.pagination.iter().find(|(k, _)| k.ends_with("_param")).map_or("page", |(_, v)| v.as_str());
     let repeated = || format!("{REPEATED}: the {param} parameter may not be the one the API reads");
     let mut records: HashSet<u64> = HashSet::new();
@@ -354,27 +356,29 @@ async fn confirm(path: &Path, guess: &Guess, asked: &Asked, first: &FirstAnswer,
     let mut end: Option<String> = None;
     let mut failed: Option<String> = None;
     for page in 0..PAGES {
-        match fetch_page(&cx, &request, page, Some(&mut pager)).await {
-            Ok(out) => {
+        let fetched = match fetch_page(&cx, &request, page).await {
+            Ok(mut out) => page::advance(&cx, &mut *pager, &mut out, page)
+                .map(|(next, _)| (out, next))
+                .map_err(|error| page::PageFailure { status: None, error }),
+            Err(f) => Err(f),
+        };
+        match fetched {
+            Ok((out, next)) => {
                 pages.push(out.received);
                 let fresh = out.lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()).all(|l| records.insert(hash(l)));
                 if !fresh && page > 0 {
                     failed = Some(repeated());
                     break;
                 }
-                match out.next {
-                    Some(Next::Request(next)) => request = next,
-                    Some(Next::Done(stop)) => {
+                match next {
+                    Next::Request(next) => request = next,
+                    Next::Done(stop) => {
                         end = Some(stop.to_string());
-                        break;
-                    }
-                    None => {
-                        failed = Some("the strategy said nothing of a next page".into());
                         break;
                     }
                 }
             }
-            Err(f) if page > 0 && f.end_status().is_some() && pager.end_possible(style) => {
+            Err(f) if page > 0 && f.end_status().is_some() && pager.end_possible() => {
                 end = Some(format!("page {} answered {} (past the end)", page + 1, f.end_status().unwrap_or(0)));
                 break;
             }
@@ -454,8 +458,8 @@ fn request_page_two(guess: &Guess) -> PageRequest {
 /// Ask for a second page the job does not ask for: the API has one page when it answers with
 /// the same records, none, or a 404; it pages when the records differ.
 async fn second_page(cx: &PageContext<'_>, request: &PageRequest, plan: &crate::plan::Plan) -> Result<String, String> {
-    let first = fetch_page(cx, &PageRequest::default(), 0, None).await.map_err(|f| f.error.to_string())?;
-    match fetch_page(cx, request, 1, None).await {
+    let first = fetch_page(cx, &PageRequest::default(), 0).await.map_err(|f| f.error.to_string())?;
+    match fetch_page(cx, request, 1).await {
         Ok(second) if second.received == 0 => Ok("?page=2 is empty".into()),
         Ok(second) if second.lines == first.lines => Ok("?page=2 brings the same records: the API ignores it".into()),
         Ok(_) => Err(format!(

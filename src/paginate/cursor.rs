@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    optional_limit, place, Fact, KeyReader, Next, PageRequest, PageResponse, ParamsIn, Seen, StopReason, Style,
+    optional_limit, place, Fact, KeyReader, Next, PageRequest, PageResponse, ParamsIn, Reading, Seen, StopReason,
+    Strategy, Style, Walk,
 };
 use crate::error::{JobError, PageError};
 use crate::jsonpath::JsonPath;
+use crate::redact::Redactor;
 
 /// `kind = "cursor"` in the job file.
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -43,7 +45,7 @@ impl super::Spec for Spec {
             (None, None) => Fact::Body(JsonPath::parse("$.next_cursor").expect("a valid default path")),
         };
         let params_in = place(keys, &self.params_in, "params_in", &[ParamsIn::Query, ParamsIn::Body], ParamsIn::Query)?;
-        Ok(Style::Cursor(Config {
+        Ok(Style::Cursor(std::sync::Arc::new(Config {
             cursor_param: keys.text_or(&self.cursor_param, "cursor")?,
             cursor_in: place(
                 keys,
@@ -57,7 +59,7 @@ impl super::Spec for Spec {
             limit_param: optional_limit(keys, &self.limit_param, page_size)?,
             page_size,
             params_in,
-        }))
+        })))
     }
 }
 
@@ -112,23 +114,60 @@ impl Cursor {
         request
     }
 
-    pub fn next(&mut self, config: &Config, response: &PageResponse) -> Result<Next, PageError> {
+    /// What this strategy reads from a response: `has_more` and the next cursor, of a page
+    /// with records (an empty page ends whatever they say).
+    pub fn read(config: &Config, response: &PageResponse) -> Result<Reading, PageError> {
+        let mut reading = Reading::of(response);
         if response.records == 0 {
-            return Ok(Next::Done(StopReason::NoRecords));
+            return Ok(reading);
         }
         if let Some(fact) = &config.has_more {
-            if fact.flag(response)? == Some(false) {
-                return Ok(Next::Done(StopReason::HasMoreFalse));
+            reading.has_more = fact.flag(response)?;
+            if reading.has_more == Some(false) {
+                return Ok(reading);
             }
         }
-        let cursor = config.next.text(response)?;
-        let Some(cursor) = cursor else { return Ok(Next::Done(StopReason::NoNext)) };
-        super::within_limit("next cursor", &cursor)?;
-        if !self.seen.insert(&cursor, response.secrets) {
-            return Err(PageError::Repeated { what: "cursor", value: cursor });
+        reading.next = config.next.text(response)?;
+        Ok(reading)
+    }
+
+    pub fn advance(&mut self, config: &Config, reading: &Reading, secrets: &Redactor) -> Result<Next, PageError> {
+        if reading.records == 0 {
+            return Ok(Next::Done(StopReason::NoRecords));
         }
-        self.cursor = Some(cursor);
+        if reading.has_more == Some(false) {
+            return Ok(Next::Done(StopReason::HasMoreFalse));
+        }
+        let Some(cursor) = &reading.next else { return Ok(Next::Done(StopReason::NoNext)) };
+        super::within_limit("next cursor", cursor)?;
+        if !self.seen.insert(cursor, secrets) {
+            return Err(PageError::Repeated { what: "cursor", value: cursor.clone() });
+        }
+        self.cursor = Some(cursor.clone());
         Ok(Next::Request(self.request(config)))
+    }
+
+    #[cfg(test)]
+    fn next(&mut self, config: &Config, response: &PageResponse) -> Result<Next, PageError> {
+        self.advance(config, &Self::read(config, response)?, response.secrets)
+    }
+}
+
+impl Strategy for Walk<Config, Cursor> {
+    fn first(&self) -> PageRequest {
+        self.state.request(&self.config)
+    }
+
+    fn advance(&mut self, reading: &Reading, secrets: &Redactor) -> Result<Next, PageError> {
+        self.state.advance(&self.config, reading, secrets)
+    }
+
+    fn seen(&mut self) -> Option<&mut Seen> {
+        Some(&mut self.state.seen)
+    }
+
+    fn save(&self) -> serde_json::Value {
+        self.saved("cursor")
     }
 }
 

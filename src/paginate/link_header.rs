@@ -10,8 +10,11 @@ use crate::keys::Spanned;
 use serde::{Deserialize, Serialize};
 
 use super::next_url::follow;
-use super::{optional_limit, KeyReader, Next, PageResponse, Seen, StopReason, Style};
+use super::{
+    first_with_limit, optional_limit, KeyReader, Next, PageRequest, PageResponse, Reading, Seen, Strategy, Style, Walk,
+};
 use crate::error::{JobError, PageError};
+use crate::redact::Redactor;
 
 /// `kind = "link_header"` in the job file.
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -22,7 +25,8 @@ pub struct Spec {
 
 impl super::Spec for Spec {
     fn build(self, page_size: Option<u64>, keys: &dyn KeyReader) -> Result<Style, JobError> {
-        Ok(Style::LinkHeader(Config { limit_param: optional_limit(keys, &self.limit_param, page_size)?, page_size }))
+        let limit_param = optional_limit(keys, &self.limit_param, page_size)?;
+        Ok(Style::LinkHeader(std::sync::Arc::new(Config { limit_param, page_size })))
     }
 }
 
@@ -47,18 +51,41 @@ pub struct LinkHeader {
 }
 
 impl LinkHeader {
-    pub fn next(&mut self, response: &PageResponse) -> Result<Next, PageError> {
-        self.seen.insert(response.url.as_str(), response.secrets);
-        if response.records == 0 {
-            return Ok(Next::Done(StopReason::NoRecords));
+    /// What this strategy reads from a response: the `rel="next"` link among every Link
+    /// header's links, of a page with records.
+    pub fn read(response: &PageResponse) -> Reading {
+        let mut reading = Reading::of(response);
+        if response.records > 0 {
+            let values = response.headers.get_all(reqwest::header::LINK).iter().filter_map(|v| v.to_str().ok());
+            reading.next = values
+                .flat_map(parse_links)
+                .find(|(_, rels)| rels.iter().any(|r| r.eq_ignore_ascii_case("next")))
+                .map(|(target, _)| target);
         }
-        let values = response.headers.get_all(reqwest::header::LINK).iter().filter_map(|v| v.to_str().ok());
-        let Some(link) =
-            values.flat_map(parse_links).find(|(_, rels)| rels.iter().any(|r| r.eq_ignore_ascii_case("next")))
-        else {
-            return Ok(Next::Done(StopReason::NoNext));
-        };
-        follow(&mut self.seen, response, &link.0)
+        reading
+    }
+
+    #[cfg(test)]
+    fn next(&mut self, response: &PageResponse) -> Result<Next, PageError> {
+        follow(&mut self.seen, &Self::read(response), response.secrets)
+    }
+}
+
+impl Strategy for Walk<Config, LinkHeader> {
+    fn first(&self) -> PageRequest {
+        first_with_limit(self.config.limit_param.as_deref(), self.config.page_size)
+    }
+
+    fn advance(&mut self, reading: &Reading, secrets: &Redactor) -> Result<Next, PageError> {
+        follow(&mut self.state.seen, reading, secrets)
+    }
+
+    fn seen(&mut self) -> Option<&mut Seen> {
+        Some(&mut self.state.seen)
+    }
+
+    fn save(&self) -> serde_json::Value {
+        self.saved("link_header")
     }
 }
 
@@ -105,6 +132,7 @@ pub fn parse_links(value: &str) -> Vec<(String, Vec<String>)> {
 mod tests {
     use super::super::test_support::with_response;
     use super::*;
+    use crate::paginate::StopReason;
 
     #[test]
     fn parses_several_links_quoted_and_unquoted() {

@@ -2,14 +2,15 @@
 //!
 //! A strategy answers three questions: what is the first request, given this response what
 //! is the next request (or why do we stop), and, for offset and page, which pages could be
-//! fetched independently. It sees a response as status, headers, URL and a parsed body, so
-//! each one is unit-tested without a server. Its state is plain serde data, so a checkpoint
-//! can store it and a resume rebuild it; its configuration (compiled paths, parameter names)
-//! lives in the [`PaginationPlan`] and is passed in on every call.
+//! fetched independently. It reads a response (status, headers, URL and a parsed body) into a
+//! [`Reading`] where the page is decoded, and moves on from that reading later, in order, so
+//! each one is unit-tested without a server. A [`Strategy`] holds its configuration (compiled
+//! paths, parameter names: a [`Style`], shared by every partition) and one partition's state,
+//! plain serde data that a checkpoint stores and a resume rebuilds.
 //!
 //! Each strategy's file also owns its job-file keys: a [`Spec`] struct with their defaults,
-//! built into its configuration. Adding a kind touches its file, [`Style`], [`Paginator`]
-//! and the list of kinds in `job/pagination.rs`.
+//! built into its configuration. Adding a kind touches its file, [`Style`] and the list of
+//! kinds in `job/pagination.rs`.
 
 pub mod cursor;
 pub mod fact;
@@ -24,6 +25,7 @@ pub use stop::StopReason;
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use crate::keys::Spanned;
 use reqwest::header::HeaderMap;
@@ -57,11 +59,11 @@ pub struct PaginationPlan {
 
 #[derive(Debug, Clone)]
 pub enum Style {
-    Offset(offset::Config),
-    Page(page_number::Config),
-    Cursor(cursor::Config),
-    NextUrl(next_url::Config),
-    LinkHeader(link_header::Config),
+    Offset(Arc<offset::Config>),
+    Page(Arc<page_number::Config>),
+    Cursor(Arc<cursor::Config>),
+    NextUrl(Arc<next_url::Config>),
+    LinkHeader(Arc<link_header::Config>),
     None,
 }
 
@@ -230,14 +232,39 @@ impl PageResponse<'_> {
     }
 }
 
-/// What offset and page pagination read from a response: counts only, so that pages fetched
-/// out of order can be judged in order later.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Facts {
+/// What a strategy reads of one response: all it needs to move on, owned. A page is read
+/// where it is decoded (once, on the task that fetched it, inside the retry loop, so a
+/// malformed next cursor fails the page there); the pagination moves on later, in order,
+/// outside it ([`Strategy::advance`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
     pub status: u16,
+    /// How many records the page held.
     pub records: u64,
+    /// The URL that answered (after redirects): relative links resolve against it.
+    pub url: Url,
+    /// Offset and page: the record total and the page count the response announced.
     pub total: Option<u64>,
     pub total_pages: Option<u64>,
+    /// Cursor: what `has_more` said.
+    pub has_more: Option<bool>,
+    /// Cursor: the next cursor; next URL and Link header: the next link as the response wrote it.
+    pub next: Option<String>,
+}
+
+impl Reading {
+    /// The status, the records and the URL; nothing read yet.
+    pub fn of(response: &PageResponse) -> Self {
+        Reading {
+            status: response.status,
+            records: response.records,
+            url: response.url.clone(),
+            total: None,
+            total_pages: None,
+            has_more: None,
+            next: None,
+        }
+    }
 }
 
 /// What comes after a page.
@@ -248,7 +275,7 @@ pub enum Next {
 }
 
 /// Pages that can be fetched independently of each other: `start`, `start + step`, ... up to
-/// `end` (exclusive, in the strategy's own unit: an offset or a page number).
+/// `end` (exclusive, in the strategy's unit: an offset or a page number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRange {
     pub start: u64,
@@ -256,137 +283,152 @@ pub struct PageRange {
     pub end: Option<u64>,
 }
 
-/// The state of one partition's pagination, whatever the strategy.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Paginator {
-    Offset(offset::Offset),
-    Page(page_number::Page),
-    Cursor(cursor::Cursor),
-    NextUrl(next_url::NextUrl),
-    LinkHeader(link_header::LinkHeader),
-    None { done: bool },
-}
+/// One partition's pagination: a strategy's configuration and where the partition stands in
+/// it. Made by [`Style::start`] or, from a checkpoint, [`Style::resume`].
+pub trait Strategy: std::fmt::Debug + Send + Sync {
+    /// The request for the page the partition stands at (its first, on a fresh start).
+    fn first(&self) -> PageRequest;
 
-impl Paginator {
-    pub fn new(style: &Style) -> Self {
-        match style {
-            Style::Offset(c) => Paginator::Offset(offset::Offset::new(c)),
-            Style::Page(c) => Paginator::Page(page_number::Page::new(c)),
-            Style::Cursor(_) => Paginator::Cursor(cursor::Cursor::default()),
-            Style::NextUrl(_) => Paginator::NextUrl(next_url::NextUrl::default()),
-            Style::LinkHeader(_) => Paginator::LinkHeader(link_header::LinkHeader::default()),
-            Style::None => Paginator::None { done: false },
-        }
-    }
-
-    /// The first request of the partition.
-    pub fn first(&self, style: &Style) -> PageRequest {
-        match (self, style) {
-            (Paginator::Offset(s), Style::Offset(c)) => s.request(c),
-            (Paginator::Page(s), Style::Page(c)) => s.request(c),
-            (Paginator::Cursor(s), Style::Cursor(c)) => s.request(c),
-            (Paginator::NextUrl(_), Style::NextUrl(c)) => first_with_limit(c.limit_param.as_deref(), c.page_size),
-            (Paginator::LinkHeader(_), Style::LinkHeader(c)) => first_with_limit(c.limit_param.as_deref(), c.page_size),
-            _ => PageRequest::default(),
-        }
-    }
-
-    /// Digest a response; returns the next request or why the partition is done.
-    pub fn next(&mut self, style: &Style, response: &PageResponse) -> Result<Next, PageError> {
-        match (self, style) {
-            (Paginator::Offset(s), Style::Offset(c)) => Ok(s.next(c, response)?),
-            (Paginator::Page(s), Style::Page(c)) => Ok(s.next(c, response)?),
-            (Paginator::Cursor(s), Style::Cursor(c)) => s.next(c, response),
-            (Paginator::NextUrl(s), Style::NextUrl(c)) => s.next(c, response),
-            (Paginator::LinkHeader(s), Style::LinkHeader(_)) => s.next(response),
-            (Paginator::None { done }, _) => {
-                *done = true;
-                Ok(Next::Done(StopReason::SinglePage))
-            }
-            (state, style) => unreachable!("pagination state {state:?} does not match the job's {}", style.kind()),
-        }
-    }
+    /// Move past a page, in order: the next request, or why the partition is done.
+    fn advance(&mut self, reading: &Reading, secrets: &Redactor) -> Result<Next, PageError>;
 
     /// True when a 404, 400 or 422 on the next page would mean the end rather than a failure:
     /// after a short page, or after the first page when no total is known.
-    pub fn end_possible(&self, style: &Style) -> bool {
-        match (self, style) {
-            (Paginator::Offset(s), Style::Offset(c)) => s.end_possible(c),
-            (Paginator::Page(s), Style::Page(c)) => s.end_possible(c),
-            _ => false,
-        }
+    fn end_possible(&self) -> bool {
+        false
     }
 
     /// The records the server announced for the partition, once a response said so.
-    pub fn expected_records(&self, style: &Style) -> Option<u64> {
-        match (self, style) {
-            (Paginator::Offset(s), Style::Offset(_)) => s.total,
-            (Paginator::Page(s), Style::Page(_)) => s.total.or_else(|| Some(s.total_pages? * s.served?)),
-            _ => None,
-        }
+    fn expected_records(&self) -> Option<u64> {
+        None
     }
 
     /// Offset and page: the pages that could be fetched independently from here on, in the
-    /// strategy's unit (an offset or a page number).
-    pub fn independent(&self, style: &Style) -> Option<PageRange> {
-        match (self, style) {
-            (Paginator::Offset(s), Style::Offset(c)) => Some(s.range(c)),
-            (Paginator::Page(s), Style::Page(c)) => Some(s.range(c)),
-            _ => None,
+    /// strategy's unit (their requests: [`Style::request_at`]).
+    fn independent(&self) -> Option<PageRange> {
+        None
+    }
+
+    /// The cursors and URLs it has followed, for the strategies that follow them.
+    fn seen(&mut self) -> Option<&mut Seen> {
+        None
+    }
+
+    /// Where the partition stands, as a checkpoint keeps it (`{"kind": ..., ...}`).
+    fn save(&self) -> Value;
+
+    /// The cursors and URLs remembered since the last call, hashed (see [`Seen`]).
+    fn take_seen(&mut self) -> Vec<u64> {
+        self.seen().map(Seen::take_fresh).unwrap_or_default()
+    }
+
+    /// Remember again what a checkpoint kept of [`Strategy::take_seen`].
+    fn restore_seen(&mut self, hashes: &[u64]) {
+        if let Some(seen) = self.seen() {
+            seen.restore(hashes);
+        }
+    }
+}
+
+/// A strategy's configuration with one partition's state of it: what each strategy's file
+/// implements [`Strategy`] for.
+#[derive(Debug)]
+pub struct Walk<C, S> {
+    pub config: Arc<C>,
+    pub state: S,
+}
+
+impl<C, S: Serialize> Walk<C, S> {
+    /// The state as a checkpoint keeps it, its kind first.
+    fn saved(&self, kind: &str) -> Value {
+        let mut saved = serde_json::Map::new();
+        saved.insert("kind".into(), Value::from(kind));
+        if let Value::Object(fields) = serde_json::to_value(&self.state).expect("a pagination state serializes") {
+            saved.extend(fields);
+        }
+        Value::Object(saved)
+    }
+}
+
+/// `kind = "none"`: one request, then done.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Single {
+    done: bool,
+}
+
+impl Strategy for Single {
+    fn first(&self) -> PageRequest {
+        PageRequest::default()
+    }
+
+    fn advance(&mut self, _reading: &Reading, _secrets: &Redactor) -> Result<Next, PageError> {
+        self.done = true;
+        Ok(Next::Done(StopReason::SinglePage))
+    }
+
+    fn save(&self) -> Value {
+        serde_json::json!({ "kind": "none", "done": self.done })
+    }
+}
+
+impl Style {
+    /// A partition's pagination from its first page.
+    pub fn start(&self) -> Box<dyn Strategy> {
+        match self {
+            Style::Offset(c) => Box::new(Walk { state: offset::Offset::new(c), config: c.clone() }),
+            Style::Page(c) => Box::new(Walk { state: page_number::Page::new(c), config: c.clone() }),
+            Style::Cursor(c) => Box::new(Walk { state: cursor::Cursor::default(), config: c.clone() }),
+            Style::NextUrl(c) => Box::new(Walk { state: next_url::NextUrl::default(), config: c.clone() }),
+            Style::LinkHeader(c) => Box::new(Walk { state: link_header::LinkHeader::default(), config: c.clone() }),
+            Style::None => Box::new(Single { done: false }),
         }
     }
 
-    /// Offset and page: the request for the page at `position` (from [`Self::independent`]).
-    pub fn request_at(style: &Style, position: u64) -> Option<PageRequest> {
-        match style {
+    /// A partition's pagination where a checkpoint ([`Strategy::save`]) left it.
+    pub fn resume(&self, saved: &Value) -> Result<Box<dyn Strategy>, String> {
+        let kind = saved.get("kind").and_then(Value::as_str).unwrap_or_default();
+        if kind != self.kind() {
+            return Err(format!("it was saved by {kind:?} pagination and the job's is {:?}", self.kind()));
+        }
+        fn state<S: DeserializeOwned>(saved: &Value) -> Result<S, String> {
+            S::deserialize(saved).map_err(|e| e.to_string())
+        }
+        Ok(match self {
+            Style::Offset(c) => Box::new(Walk { state: state::<offset::Offset>(saved)?, config: c.clone() }),
+            Style::Page(c) => Box::new(Walk { state: state::<page_number::Page>(saved)?, config: c.clone() }),
+            Style::Cursor(c) => Box::new(Walk { state: state::<cursor::Cursor>(saved)?, config: c.clone() }),
+            Style::NextUrl(c) => Box::new(Walk { state: state::<next_url::NextUrl>(saved)?, config: c.clone() }),
+            Style::LinkHeader(c) => {
+                Box::new(Walk { state: state::<link_header::LinkHeader>(saved)?, config: c.clone() })
+            }
+            Style::None => Box::new(state::<Single>(saved)?),
+        })
+    }
+
+    /// What the strategy reads of a response (see [`Reading`]).
+    pub fn read(&self, response: &PageResponse) -> Result<Reading, PageError> {
+        match self {
+            Style::Offset(c) => offset::Offset::read(c, response),
+            Style::Page(c) => page_number::Page::read(c, response),
+            Style::Cursor(c) => cursor::Cursor::read(c, response),
+            Style::NextUrl(c) => next_url::NextUrl::read(c, response),
+            Style::LinkHeader(_) => Ok(link_header::LinkHeader::read(response)),
+            Style::None => Ok(Reading::of(response)),
+        }
+    }
+
+    /// Offset and page: the request for the page at `position` (see [`Strategy::independent`]).
+    pub fn request_at(&self, position: u64) -> Option<PageRequest> {
+        match self {
             Style::Offset(c) => Some(offset::Offset::request_at(c, position)),
             Style::Page(c) => Some(page_number::Page::request_at(c, position)),
             _ => None,
         }
     }
 
-    /// Offset and page: what the strategy reads from a response.
-    pub fn facts(style: &Style, response: &PageResponse) -> Result<Option<Facts>, PageError> {
-        match style {
-            Style::Offset(c) => offset::Offset::facts(c, response).map(Some),
-            Style::Page(c) => page_number::Page::facts(c, response).map(Some),
-            _ => Ok(None),
-        }
-    }
-
-    /// Offset and page: move past the page at [`Self::independent`]'s start, in order.
-    pub fn advance(&mut self, style: &Style, facts: &Facts) -> Next {
-        match (self, style) {
-            (Paginator::Offset(s), Style::Offset(c)) => s.advance(c, facts),
-            (Paginator::Page(s), Style::Page(c)) => s.advance(c, facts),
-            (state, style) => unreachable!("{state:?} has no independent pages ({})", style.kind()),
-        }
-    }
-
-    /// The cursors and URLs remembered since the last call, hashed (see [`Seen`]).
-    pub fn take_seen(&mut self) -> Vec<u64> {
-        match self {
-            Paginator::Cursor(s) => s.seen.take_fresh(),
-            Paginator::NextUrl(s) => s.seen.take_fresh(),
-            Paginator::LinkHeader(s) => s.seen.take_fresh(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// Remember again what a checkpoint kept of [`Paginator::take_seen`].
-    pub fn restore_seen(&mut self, hashes: &[u64]) {
-        match self {
-            Paginator::Cursor(s) => s.seen.restore(hashes),
-            Paginator::NextUrl(s) => s.seen.restore(hashes),
-            Paginator::LinkHeader(s) => s.seen.restore(hashes),
-            _ => {}
-        }
-    }
-
     /// The name of the parameter that sets the page size, for error messages.
-    pub fn size_param(style: &Style) -> Option<(&str, u64)> {
-        match style {
+    pub fn size_param(&self) -> Option<(&str, u64)> {
+        match self {
             Style::Offset(c) => Some((c.limit_param.as_str(), c.page_size)),
             Style::Page(c) => c.size_param.as_deref().zip(c.page_size),
             Style::Cursor(c) => c.limit_param.as_deref().zip(c.page_size),
@@ -397,7 +439,8 @@ impl Paginator {
     }
 }
 
-fn first_with_limit(limit_param: Option<&str>, page_size: Option<u64>) -> PageRequest {
+/// The first request of a strategy that sends only a page size, if the job sets one.
+pub(crate) fn first_with_limit(limit_param: Option<&str>, page_size: Option<u64>) -> PageRequest {
     let mut request = PageRequest::default();
     if let (Some(name), Some(size)) = (limit_param, page_size) {
         request.set(ParamsIn::Query, name, Value::from(size));

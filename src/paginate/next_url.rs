@@ -7,9 +7,15 @@
 use crate::keys::Spanned;
 use serde::{Deserialize, Serialize};
 
-use super::{optional_limit, Fact, KeyReader, Next, PageRequest, PageResponse, Seen, StopReason, Style};
+use url::Url;
+
+use super::{
+    first_with_limit, optional_limit, Fact, KeyReader, Next, PageRequest, PageResponse, Reading, Seen, StopReason,
+    Strategy, Style, Walk,
+};
 use crate::error::{JobError, PageError};
 use crate::jsonpath::JsonPath;
+use crate::redact::Redactor;
 
 /// `kind = "next_url"` in the job file.
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -22,7 +28,7 @@ pub struct Spec {
 
 impl super::Spec for Spec {
     fn build(self, page_size: Option<u64>, keys: &dyn KeyReader) -> Result<Style, JobError> {
-        Ok(Style::NextUrl(Config {
+        Ok(Style::NextUrl(std::sync::Arc::new(Config {
             next: match &self.next {
                 Some(next) => Fact::read(keys, next, "next")?
                     .ok_or_else(|| keys.error(next.span(), "next must name where the next URL is".into()))?,
@@ -30,7 +36,7 @@ impl super::Spec for Spec {
             },
             limit_param: optional_limit(keys, &self.limit_param, page_size)?,
             page_size,
-        }))
+        })))
     }
 }
 
@@ -56,32 +62,66 @@ pub struct NextUrl {
 }
 
 impl NextUrl {
-    pub fn next(&mut self, config: &Config, response: &PageResponse) -> Result<Next, PageError> {
-        self.seen.insert(response.url.as_str(), response.secrets);
-        if response.records == 0 {
-            return Ok(Next::Done(StopReason::NoRecords));
+    /// What this strategy reads from a response: the next link, of a page with records.
+    pub fn read(config: &Config, response: &PageResponse) -> Result<Reading, PageError> {
+        let mut reading = Reading::of(response);
+        if response.records > 0 {
+            reading.next = config.next.text(response)?;
         }
-        let Some(link) = config.next.text(response)? else { return Ok(Next::Done(StopReason::NoNext)) };
-        follow(&mut self.seen, response, &link)
+        Ok(reading)
+    }
+
+    pub fn advance(&mut self, reading: &Reading, secrets: &Redactor) -> Result<Next, PageError> {
+        follow(&mut self.seen, reading, secrets)
+    }
+
+    #[cfg(test)]
+    fn next(&mut self, config: &Config, response: &PageResponse) -> Result<Next, PageError> {
+        self.advance(&Self::read(config, response)?, response.secrets)
     }
 }
 
-/// Resolve `link` against the response URL and ask for it, unless it was seen before.
-pub(super) fn follow(seen: &mut Seen, response: &PageResponse, link: &str) -> Result<Next, PageError> {
+impl Strategy for Walk<Config, NextUrl> {
+    fn first(&self) -> PageRequest {
+        first_with_limit(self.config.limit_param.as_deref(), self.config.page_size)
+    }
+
+    fn advance(&mut self, reading: &Reading, secrets: &Redactor) -> Result<Next, PageError> {
+        self.state.advance(reading, secrets)
+    }
+
+    fn seen(&mut self) -> Option<&mut Seen> {
+        Some(&mut self.state.seen)
+    }
+
+    fn save(&self) -> serde_json::Value {
+        self.saved("next_url")
+    }
+}
+
+/// Move past a page of a strategy that follows links: remember the URL that answered, and
+/// ask for the next link it read, resolved against that URL, unless it was seen before.
+pub(super) fn follow(seen: &mut Seen, reading: &Reading, secrets: &Redactor) -> Result<Next, PageError> {
+    seen.insert(reading.url.as_str(), secrets);
+    if reading.records == 0 {
+        return Ok(Next::Done(StopReason::NoRecords));
+    }
+    let Some(link) = &reading.next else { return Ok(Next::Done(StopReason::NoNext)) };
     super::within_limit("next link", link)?;
-    let url = response
-        .url
-        .join(link)
-        .map_err(|e| PageError::Pagination(format!("the next link {link:?} is not a valid URL: {e}")))?;
+    let url = resolve(&reading.url, link)?;
     // Whatever its origin, harvest asks only the web for pages: never a file or another scheme.
     if !matches!(url.scheme(), "http" | "https") {
-        let shown = response.secrets.url(&url);
+        let shown = secrets.url(&url);
         return Err(PageError::Pagination(format!("the next link {shown} is not http or https; it is not followed")));
     }
-    if !seen.insert(url.as_str(), response.secrets) {
+    if !seen.insert(url.as_str(), secrets) {
         return Err(PageError::Repeated { what: "next link", value: url.to_string() });
     }
     Ok(Next::Request(PageRequest { url: Some(url), ..Default::default() }))
+}
+
+fn resolve(base: &Url, link: &str) -> Result<Url, PageError> {
+    base.join(link).map_err(|e| PageError::Pagination(format!("the next link {link:?} is not a valid URL: {e}")))
 }
 
 #[cfg(test)]

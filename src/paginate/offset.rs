@@ -10,8 +10,12 @@ use crate::keys::Spanned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{place, Fact, Facts, KeyReader, Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason, Style};
+use super::{
+    place, Fact, KeyReader, Next, PageRange, PageRequest, PageResponse, ParamsIn, Reading, StopReason, Strategy, Style,
+    Walk,
+};
 use crate::error::{JobError, PageError};
+use crate::redact::Redactor;
 
 /// `kind = "offset"` in the job file.
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -27,14 +31,14 @@ pub struct Spec {
 
 impl super::Spec for Spec {
     fn build(self, page_size: Option<u64>, keys: &dyn KeyReader) -> Result<Style, JobError> {
-        Ok(Style::Offset(Config {
+        Ok(Style::Offset(std::sync::Arc::new(Config {
             offset_param: keys.text_or(&self.offset_param, "offset")?,
             limit_param: keys.text_or(&self.limit_param, "limit")?,
             start: self.start.map_or(0, Spanned::into_inner),
             page_size: page_size.unwrap_or(100),
             total: Fact::optional(keys, &self.total, "total")?,
             params_in: place(keys, &self.params_in, "params_in", &[ParamsIn::Query, ParamsIn::Body], ParamsIn::Query)?,
-        }))
+        })))
     }
 }
 
@@ -102,17 +106,13 @@ impl Offset {
         request
     }
 
-    /// What this strategy reads from a response.
-    pub fn facts(config: &Config, response: &PageResponse) -> Result<Facts, PageError> {
+    /// What this strategy reads from a response: the records and the total.
+    pub fn read(config: &Config, response: &PageResponse) -> Result<Reading, PageError> {
         let total = match &config.total {
             Some(fact) => fact.count(response)?,
             None => None,
         };
-        Ok(Facts { status: response.status, records: response.records, total, total_pages: None })
-    }
-
-    pub fn next(&mut self, config: &Config, response: &PageResponse) -> Result<Next, PageError> {
-        Ok(self.advance(config, &Self::facts(config, response)?))
+        Ok(Reading { total, ..Reading::of(response) })
     }
 
     /// A 404, 400 or 422 here would be past the end: after a short page, or anywhere after
@@ -121,15 +121,15 @@ impl Offset {
         self.confirming || (self.total.is_none() && self.offset > config.start)
     }
 
-    /// Move past a page, judged by its facts, in order.
-    pub fn advance(&mut self, config: &Config, facts: &Facts) -> Next {
-        if let Some(total) = facts.total {
+    /// Move past a page, judged by what was read of it, in order.
+    pub fn advance(&mut self, config: &Config, reading: &Reading) -> Next {
+        if let Some(total) = reading.total {
             self.total = Some(total);
         }
-        let received = facts.records;
+        let received = reading.records;
         if received == 0 {
             return Next::Done(if self.confirming {
-                StopReason::EndConfirmed { status: facts.status }
+                StopReason::EndConfirmed { status: reading.status }
             } else {
                 StopReason::NoRecords
             });
@@ -151,6 +151,32 @@ impl Offset {
     }
 }
 
+impl Strategy for Walk<Config, Offset> {
+    fn first(&self) -> PageRequest {
+        self.state.request(&self.config)
+    }
+
+    fn advance(&mut self, reading: &Reading, _secrets: &Redactor) -> Result<Next, PageError> {
+        Ok(self.state.advance(&self.config, reading))
+    }
+
+    fn end_possible(&self) -> bool {
+        self.state.end_possible(&self.config)
+    }
+
+    fn expected_records(&self) -> Option<u64> {
+        self.state.total
+    }
+
+    fn independent(&self) -> Option<PageRange> {
+        Some(self.state.range(&self.config))
+    }
+
+    fn save(&self) -> serde_json::Value {
+        self.saved("offset")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_support::with_response;
@@ -169,7 +195,7 @@ mod tests {
     }
 
     fn feed(state: &mut Offset, config: &Config, body: &str, records: u64) -> Next {
-        with_response(body, &[], "http://x/", records, |r| state.next(config, r).unwrap())
+        with_response(body, &[], "http://x/", records, |r| state.advance(config, &Offset::read(config, r).unwrap()))
     }
 
     fn asks(next: &Next) -> Vec<(String, String)> {

@@ -9,8 +9,12 @@ use crate::keys::Spanned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{place, Fact, Facts, KeyReader, Next, PageRange, PageRequest, PageResponse, ParamsIn, StopReason, Style};
+use super::{
+    place, Fact, KeyReader, Next, PageRange, PageRequest, PageResponse, ParamsIn, Reading, StopReason, Strategy, Style,
+    Walk,
+};
 use crate::error::{JobError, PageError};
+use crate::redact::Redactor;
 
 /// `kind = "page"` in the job file.
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -29,7 +33,7 @@ pub struct Spec {
 
 impl super::Spec for Spec {
     fn build(self, page_size: Option<u64>, keys: &dyn KeyReader) -> Result<Style, JobError> {
-        Ok(Style::Page(Config {
+        Ok(Style::Page(std::sync::Arc::new(Config {
             page_param: keys.text_or(&self.page_param, "page")?,
             size_param: match &self.size_param {
                 Some(s) if s.get_ref().is_empty() => None,
@@ -40,7 +44,7 @@ impl super::Spec for Spec {
             total_pages: Fact::optional(keys, &self.total_pages, "total_pages")?,
             total: Fact::optional(keys, &self.total, "total")?,
             params_in: place(keys, &self.params_in, "params_in", &[ParamsIn::Query, ParamsIn::Body], ParamsIn::Query)?,
-        }))
+        })))
     }
 }
 
@@ -118,7 +122,7 @@ impl Page {
     }
 
     /// What this strategy reads from a response.
-    pub fn facts(config: &Config, response: &PageResponse) -> Result<Facts, PageError> {
+    pub fn read(config: &Config, response: &PageResponse) -> Result<Reading, PageError> {
         let total_pages = match &config.total_pages {
             Some(fact) => fact.count(response)?,
             None => None,
@@ -127,11 +131,7 @@ impl Page {
             Some(fact) => fact.count(response)?,
             None => None,
         };
-        Ok(Facts { status: response.status, records: response.records, total, total_pages })
-    }
-
-    pub fn next(&mut self, config: &Config, response: &PageResponse) -> Result<Next, PageError> {
-        Ok(self.advance(config, &Self::facts(config, response)?))
+        Ok(Reading { total, total_pages, ..Reading::of(response) })
     }
 
     /// A 404, 400 or 422 here would be past the end (see [`super::offset::Offset::end_possible`]).
@@ -139,18 +139,18 @@ impl Page {
         self.confirming || (self.total_pages.is_none() && self.total.is_none() && self.page > config.start)
     }
 
-    /// Move past a page, judged by its facts, in order.
-    pub fn advance(&mut self, config: &Config, facts: &Facts) -> Next {
-        if let Some(pages) = facts.total_pages {
+    /// Move past a page, judged by what was read of it, in order.
+    pub fn advance(&mut self, config: &Config, reading: &Reading) -> Next {
+        if let Some(pages) = reading.total_pages {
             self.total_pages = Some(pages);
         }
-        if let Some(total) = facts.total {
+        if let Some(total) = reading.total {
             self.total = Some(total);
         }
-        let received = facts.records;
+        let received = reading.records;
         if received == 0 {
             return Next::Done(if self.confirming {
-                StopReason::EndConfirmed { status: facts.status }
+                StopReason::EndConfirmed { status: reading.status }
             } else {
                 StopReason::NoRecords
             });
@@ -184,6 +184,33 @@ impl Page {
     }
 }
 
+impl Strategy for Walk<Config, Page> {
+    fn first(&self) -> PageRequest {
+        self.state.request(&self.config)
+    }
+
+    fn advance(&mut self, reading: &Reading, _secrets: &Redactor) -> Result<Next, PageError> {
+        Ok(self.state.advance(&self.config, reading))
+    }
+
+    fn end_possible(&self) -> bool {
+        self.state.end_possible(&self.config)
+    }
+
+    fn expected_records(&self) -> Option<u64> {
+        let page = &self.state;
+        page.total.or_else(|| Some(page.total_pages? * page.served?))
+    }
+
+    fn independent(&self) -> Option<PageRange> {
+        Some(self.state.range(&self.config))
+    }
+
+    fn save(&self) -> serde_json::Value {
+        self.saved("page")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_support::with_response;
@@ -207,9 +234,9 @@ mod tests {
         let c = config();
         let mut s = Page::new(&c);
         let body = r#"{"total_pages": 2}"#;
-        let next = with_response(body, &[], "http://x/", 10, |r| s.next(&c, r).unwrap());
+        let next = with_response(body, &[], "http://x/", 10, |r| s.advance(&c, &Page::read(&c, r).unwrap()));
         assert!(matches!(next, Next::Request(ref r) if r.query[0] == ("page".into(), "2".into())));
-        let next = with_response(body, &[], "http://x/", 3, |r| s.next(&c, r).unwrap());
+        let next = with_response(body, &[], "http://x/", 3, |r| s.advance(&c, &Page::read(&c, r).unwrap()));
         assert_eq!(next, Next::Done(StopReason::TotalReached { total: 2 }));
     }
 
@@ -218,9 +245,9 @@ mod tests {
         let mut c = config();
         c.total_pages = None;
         let mut s = Page::new(&c);
-        with_response("[]", &[], "http://x/", 4, |r| s.next(&c, r).unwrap());
+        with_response("[]", &[], "http://x/", 4, |r| s.advance(&c, &Page::read(&c, r).unwrap()));
         assert!(s.confirming);
-        let next = with_response("[]", &[], "http://x/", 0, |r| s.next(&c, r).unwrap());
+        let next = with_response("[]", &[], "http://x/", 0, |r| s.advance(&c, &Page::read(&c, r).unwrap()));
         assert_eq!(next, Next::Done(StopReason::EndConfirmed { status: 200 }));
     }
 }

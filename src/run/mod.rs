@@ -220,6 +220,7 @@ async fn execute_in(
     let shared = Arc::new(Shared {
         plan: plan.clone(),
         fetcher: fetcher.clone(),
+        decoder: Arc::new(crate::harvest::decode::for_job(&plan)),
         tx,
         prepare,
         progress: progress.clone(),
