@@ -296,7 +296,7 @@ fn main() {
     };
 
     let record_bytes = {
-        let sample = harvest::mock::Dataset::new(1000);
+        let sample = harvest_mock::Dataset::new(1000);
         (0..1000).map(|i| sample.record(i).len() + 1).sum::<usize>() as f64 / 1000.0
     };
     println!(

@@ -175,8 +175,8 @@ pub struct MockApiArgs {
     pub jitter: Option<std::time::Duration>,
     /// Faults per request, e.g. "503=0.05,429=0.02,reset=0.01,cut=0.01,invalid=0.01,slow=0.01"
     /// or "all=0.05".
-    #[arg(long, value_parser = harvest::mock::Faults::parse)]
-    pub faults: Option<harvest::mock::Faults>,
+    #[arg(long, value_parser = harvest_mock::Faults::parse)]
+    pub faults: Option<harvest_mock::Faults>,
     /// Seed for the fault and latency draws.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

@@ -61,6 +61,32 @@ pub struct RunSummary {
     pub already_complete: bool,
 }
 
+/// What a run did, in the line `harvest run` prints.
+impl std::fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let manifest = self.manifest.display();
+        if self.already_complete {
+            let run = &self.run;
+            return write!(
+                f,
+                "nothing to do: this shard of run {run} is complete ({} records); manifest: {manifest}",
+                self.records
+            );
+        }
+        let parts = self.parts.len();
+        write!(
+            f,
+            "harvested {} records ({} pages, {} requests) in {:.1}s into {} ({parts} part file{}); manifest: {manifest}",
+            self.records,
+            self.pages,
+            self.requests,
+            self.seconds,
+            self.root.display(),
+            if parts == 1 { "" } else { "s" },
+        )
+    }
+}
+
 /// The writer thread's checkpoints: at least every `interval`, at a page boundary.
 struct Checkpointer {
     layout: Layout,

@@ -424,11 +424,6 @@ impl Ledger {
         self.done.add(index, report, frontier);
     }
 
-    /// Where the partition with `key` stands: its records so far, for the slices of a part.
-    pub fn frontier(&self, key: &str) -> Option<&Frontier> {
-        self.active.get(key)
-    }
-
     pub fn position(&self, open: Option<OpenPart>) -> Position {
         Position {
             parts: self.parts.clone(),

@@ -70,6 +70,7 @@ impl Encoder {
 
 impl NdjsonSink {
     /// Part numbers start at `first_seq`.
+    #[cfg(test)]
     pub fn new(layout: Layout, run: &str, compression: Compression, rows_per_file: u64, first_seq: u32) -> Self {
         NdjsonSink { ledger: Ledger::new(layout, run, first_seq), compression, rows_per_file, open: None }
     }

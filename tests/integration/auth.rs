@@ -6,8 +6,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use harvest::mock::auth::USER;
-use harvest::mock::{MockConfig, MockServer};
+use harvest_mock::auth::USER;
+use harvest_mock::{MockConfig, MockServer};
 
 use crate::support::{carrying, one_to, Fixture};
 
@@ -195,7 +195,7 @@ async fn no_credential_shows_in_any_log_or_file() {
     let cookie = ("session", SESSION_COOKIE);
     let token = ("session", SESSION_TOKEN);
     let refresh = ("oauth", "kind = \"oauth2_refresh_token\"\ntoken_url = \"{base}/oauth/token\"\nclient_id = \"harvest-client\"\nclient_secret = \"${SECRET}\"\nrefresh_token = \"${SECRET}\"");
-    let jwt_issuer = harvest::mock::auth::JWT_ISSUER;
+    let jwt_issuer = harvest_mock::auth::JWT_ISSUER;
     let jwt = format!("kind = \"oauth2_jwt_bearer\"\ntoken_url = \"{{base}}/oauth/token\"\nissuer = \"{jwt_issuer}\"\nprivate_key = \"${{KEY}}\"");
     let jwt = ("oauth", jwt.as_str());
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt");
@@ -445,7 +445,7 @@ fn a_rotated_refresh_token_carries_over_to_the_next_run_through_the_cache() {
 /// Google service-account JSON key as downloaded (which names the issuer and the token URL).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_assertion_buys_a_token_with_either_algorithm_and_a_service_account_key() {
-    use harvest::mock::auth::JWT_ISSUER;
+    use harvest_mock::auth::JWT_ISSUER;
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt");
     let read = |name: &str| std::fs::read_to_string(fixtures.join(name)).unwrap();
     let config = MockConfig {
@@ -611,7 +611,7 @@ fn check_probe_reports_sessions_and_signed_tokens() {
     let config =
         MockConfig { records: 10, secret: SECRET.into(), jwt_public_keys: vec![public_key], ..Default::default() };
     let f = runtime.block_on(Fixture::with(config));
-    let issuer = harvest::mock::auth::JWT_ISSUER;
+    let issuer = harvest_mock::auth::JWT_ISSUER;
     let jwt = format!(
         "kind = \"oauth2_jwt_bearer\"\ntoken_url = \"{{base}}/oauth/token\"\nissuer = \"{issuer}\"\nkey_file = \"{}\"",
         fixtures.join("rsa.pem").display()

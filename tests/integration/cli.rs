@@ -96,7 +96,7 @@ fn json_logs_are_one_object_a_line() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_stops_cleanly_with_130_and_keeps_what_was_written() {
-    use harvest::mock::{MockConfig, MockServer};
+    use harvest_mock::{MockConfig, MockServer};
     use std::time::Duration;
     let server =
         MockServer::start(MockConfig { records: 10_000, latency: Duration::from_millis(50), ..Default::default() })
@@ -187,7 +187,7 @@ async fn sigint_stops_cleanly_with_130_and_keeps_what_was_written() {
 fn a_first_page_without_records_names_the_path_that_holds_them() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime
-        .block_on(harvest::mock::MockServer::start(harvest::mock::MockConfig { records: 5, ..Default::default() }))
+        .block_on(harvest_mock::MockServer::start(harvest_mock::MockConfig { records: 5, ..Default::default() }))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("job.toml");

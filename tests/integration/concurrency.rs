@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use harvest::mock::MockConfig;
+use harvest_mock::MockConfig;
 
 use crate::support::{assert_keeps_to_bucket, one_to, part_files, Fixture, Jitter};
 

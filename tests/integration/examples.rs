@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use base64::Engine;
-use harvest::mock::{MockConfig, MockServer};
+use harvest_mock::{MockConfig, MockServer};
 
 use crate::support::{one_to, read_records};
 

@@ -5,8 +5,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use harvest::error::Error;
-use harvest::mock::{MockConfig, MockServer};
 use harvest::output::Layout;
+use harvest_mock::{MockConfig, MockServer};
 
 use crate::support::{assert_keeps_to_bucket, one_to, Fixture, Jitter, FAST_RETRY};
 

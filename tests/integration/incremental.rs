@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use harvest::mock::{updated_at, MockConfig, MockServer};
+use harvest_mock::{updated_at, MockConfig, MockServer};
 use serde_json::Value;
 
 use crate::support::{part_files, read_records, Fixture};

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use harvest::mock::{MockConfig, MockServer};
+use harvest_mock::{MockConfig, MockServer};
 
 use crate::support::{one_to, read_records};
 

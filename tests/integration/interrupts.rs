@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harvest::mock::{MockConfig, MockServer};
+use harvest_mock::{MockConfig, MockServer};
 
 use crate::support::{read_records, until_requests};
 

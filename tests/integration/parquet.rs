@@ -245,7 +245,7 @@ print(json.dumps({{
         glob = glob.display()
     );
     let got = python_json(&python, &script);
-    let dataset = harvest::mock::Dataset::new(5);
+    let dataset = harvest_mock::Dataset::new(5);
     let fifth: Value = serde_json::from_slice(dataset.record(4)).unwrap();
     assert_eq!(got["count"], 1000);
     assert_eq!(got["distinct"], 1000);
@@ -345,7 +345,7 @@ print(json.dumps({{
         dir = f.out().join("arrow").display()
     );
     let got = python_json(&python, &script);
-    let fifth: Value = serde_json::from_slice(harvest::mock::Dataset::new(5).record(4)).unwrap();
+    let fifth: Value = serde_json::from_slice(harvest_mock::Dataset::new(5).record(4)).unwrap();
     assert_eq!(got["rows"], 1000);
     assert_eq!(got["ids"], serde_json::json!(one_to(1000)));
     assert_eq!(got["amount"], "double");

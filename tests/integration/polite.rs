@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use harvest::mock::{Faults, MockConfig, MockServer};
+use harvest_mock::{Faults, MockConfig, MockServer};
 
 use crate::support::{one_to, Fixture};
 

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 
-use harvest::mock::{MockConfig, MockServer};
+use harvest_mock::{MockConfig, MockServer};
 
 /// A pseudo-terminal of `rows` x `cols`: the side harvest writes to, and the side read here.
 fn pty(rows: u16, cols: u16) -> (std::fs::File, OwnedFd) {

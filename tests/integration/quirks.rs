@@ -1,6 +1,6 @@
 //! How real APIs paginate and break pagination (shared/QUIRKS.md), one case each.
 
-use harvest::mock::{with_odd_forms, Dataset};
+use harvest_mock::{with_odd_forms, Dataset};
 
 use crate::support::{one_to, part_files, Fixture, FAST_RETRY};
 

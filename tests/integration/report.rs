@@ -6,8 +6,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use harvest::job::{self, Env, Overrides};
-use harvest::mock::MockConfig;
 use harvest::run::{self, RunOptions};
+use harvest_mock::MockConfig;
 use serde_json::Value;
 
 use crate::support::{part_files, Fixture};

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
-use harvest::mock::{MockConfig, MockServer};
+use harvest_mock::{MockConfig, MockServer};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 const TOKEN: &str = "tok-5ecr3t+/=";

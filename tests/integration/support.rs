@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use harvest::error::Error;
 use harvest::job::{self, Env, Overrides};
-use harvest::mock::{MockConfig, MockServer};
 use harvest::run::{self, RunOptions, RunSummary};
+use harvest_mock::{MockConfig, MockServer};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -142,14 +142,14 @@ pub fn one_to(n: u64) -> Vec<u64> {
 /// (arrival − send) is the jitter that the arrival times a server logs may carry. Rate checks
 /// allow that much slack, and no more.
 pub struct Jitter {
-    server: harvest::mock::MockServer,
+    server: harvest_mock::MockServer,
     stop: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<Vec<std::time::Duration>>,
 }
 
 impl Jitter {
     pub async fn start() -> Self {
-        let server = harvest::mock::MockServer::start(harvest::mock::MockConfig { records: 1, ..Default::default() })
+        let server = harvest_mock::MockServer::start(harvest_mock::MockConfig { records: 1, ..Default::default() })
             .await
             .expect("the probe's mock starts");
         let stop = tokio_util::sync::CancellationToken::new();
@@ -254,7 +254,7 @@ pub fn secret_forms(secret: &str, users: &[&str]) -> Vec<String> {
 
 /// The requests `server` saw that carry `secret` in any form (see [`secret_forms`]), in their
 /// URI or any header's value: a leak is judged by the value, whatever header it went in.
-pub fn carrying(server: &MockServer, secret: &str, users: &[&str]) -> Vec<harvest::mock::Seen> {
+pub fn carrying(server: &MockServer, secret: &str, users: &[&str]) -> Vec<harvest_mock::Seen> {
     let forms = secret_forms(secret, users);
     server
         .stats

@@ -110,8 +110,8 @@ fn said(output: &std::process::Output) -> String {
 #[test]
 fn every_form_of_path_works() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let config = harvest::mock::MockConfig { records: 120, ..Default::default() };
-    let server = runtime.block_on(harvest::mock::MockServer::start(config)).unwrap();
+    let config = harvest_mock::MockConfig { records: 120, ..Default::default() };
+    let server = runtime.block_on(harvest_mock::MockServer::start(config)).unwrap();
     let url = format!("{}/offset?offset=0&limit=50", server.url());
     let root = tempfile::tempdir().unwrap();
     let work = root.path().join("work");
@@ -159,8 +159,8 @@ fn every_form_of_path_works() {
 #[test]
 fn files_a_job_names_are_found_beside_it() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let config = harvest::mock::MockConfig { records: 40, ..Default::default() };
-    let server = runtime.block_on(harvest::mock::MockServer::start(config)).unwrap();
+    let config = harvest_mock::MockConfig { records: 40, ..Default::default() };
+    let server = runtime.block_on(harvest_mock::MockServer::start(config)).unwrap();
     let root = tempfile::tempdir().unwrap();
     let real = root.path().join("wörk dir");
     std::fs::create_dir_all(&real).unwrap();
