@@ -1,6 +1,6 @@
 """What object storage costs against the local filesystem, for the same job, in one run.
 
-    cargo build --release && python3 benches/object_store.py [runs] [records]
+    cargo build --release && python3 benches/scripts/object_store.py [runs] [records]
 
 `harvest mock-api` serves `records` records (no latency); the job (offset with a total, pages
 of 500, concurrency 8, NDJSON, parts of 100,000 rows, checkpoints every 60 s) runs into a tmpfs

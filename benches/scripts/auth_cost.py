@@ -5,7 +5,7 @@ harvest alone) and its records counted. Prints medians, spreads and the CPU per 
 each kind against none.
 
     cargo build --release
-    python3 benches/auth_cost.py [ROUNDS=7] [RECORDS=200000]
+    python3 benches/scripts/auth_cost.py [ROUNDS=7] [RECORDS=200000]
 """
 import os, statistics, sys
 

@@ -6,7 +6,7 @@ new/old ratio per round and of the medians.
     git worktree add /tmp/old <rev>
     CARGO_TARGET_DIR=/tmp/old-target cargo build --release --manifest-path /tmp/old/Cargo.toml
     cargo build --release
-    python3 benches/ab.py /tmp/old-target/release/harvest [ROUNDS=7] [RECORDS=200000]
+    python3 benches/scripts/ab.py /tmp/old-target/release/harvest [ROUNDS=7] [RECORDS=200000]
 """
 import os, statistics, sys
 

@@ -6,7 +6,7 @@ on a pseudo-terminal, once drawing bars (`--progress auto` on a terminal) and on
 the ratios of bars to never.
 
     cargo build --release
-    python3 benches/progress_cost.py [ROUNDS=7] [RECORDS=100000]
+    python3 benches/scripts/progress_cost.py [ROUNDS=7] [RECORDS=100000]
 """
 import fcntl, os, pty, statistics, struct, sys, termios, threading
 

@@ -1,6 +1,6 @@
 """A run as 1, 2 and 4 shards on this machine: each shard's records/s and the whole run's.
 
-    cargo build --release && python3 benches/shards.py [runs] [records]
+    cargo build --release && python3 benches/scripts/shards.py [runs] [records]
 
 The mock serves `records` records with 5 ms of latency a response; the job is one large
 partition with a total (dealt out by page among the shards) and 8 partitions (dealt out by

@@ -1,6 +1,6 @@
 """Many partitions from a file: partitions/s and peak RSS for 100,000 and 1,000,000 of them.
 
-    cargo build --release && python3 benches/partitions.py [runs]
+    cargo build --release && python3 benches/scripts/partitions.py [runs]
 
 Each partition is one request (`/offset?tag={k}`, page_size 1, max_records 1) to a local
 `harvest mock-api`, at 64 requests in flight, written as zstd NDJSON: what is measured is
