@@ -4,7 +4,7 @@
 //! A checkpoint is written only after the data it covers is durable (the sink's `commit()`:
 //! NDJSON parts fsynced at a length, Parquet parts closed and renamed), and atomically (temp
 //! file, fsync, rename, fsync the folder): a crash at any moment leaves either the previous
-//! checkpoint or this one. It holds the sink's [`Position`] (parts published, the open part's
+//! checkpoint or this one. It holds the [`Position`] the sink keeps (parts published, the open part's
 //! length, each partition's page frontier with the pagination state to go on from) and a
 //! fingerprint of everything in the job that changes what is fetched, so that a resume never
 //! mixes the records of two different jobs.
@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::incremental::Sent;
 use crate::output::Layout;
+use crate::partition::PartitionReport;
 use crate::plan::Plan;
 use crate::redact::Redactor;
-use crate::sink::Position;
 
 /// The checkpoint format this build reads and writes. Version 2 keys partitions by their key
 /// and records finished ones as ranges; version 1 listed them by position.
@@ -41,6 +41,185 @@ pub struct Checkpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent: Option<Sent>,
     pub position: Position,
+}
+
+// The position a checkpoint holds, as the sink keeps it: parts, partitions, ends.
+
+/// A durable position: what a checkpoint points past.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    /// Parts published under their final names.
+    pub parts: Vec<PartInfo>,
+    /// Partitions under way, by key: pages and records made durable, and where each goes on.
+    pub active: BTreeMap<String, Frontier>,
+    /// Partitions that ended.
+    pub done: Finished,
+    /// The part being written, if any, and how much of it is on disk.
+    pub open: Option<OpenPart>,
+    /// The number the next part gets.
+    pub next_seq: u32,
+}
+
+impl Position {
+    /// Records made durable, in every partition.
+    pub fn records(&self) -> u64 {
+        self.done.records + self.active.values().map(|f| f.records).sum::<u64>()
+    }
+
+    /// Pages made durable, in every partition.
+    pub fn pages(&self) -> u64 {
+        self.done.pages + self.active.values().map(|f| f.pages).sum::<u64>()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Frontier {
+    /// Pages written: the next page to write has this index.
+    pub pages: u64,
+    pub records: u64,
+    /// Where the partition goes on from here (the last page's `resume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<serde_json::Value>,
+    /// The cursors or URLs of the pages written, hashed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<u64>,
+    /// Incremental syncs: the high-water mark of the records written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<String>,
+}
+
+/// The partitions that ended: by their place in the job's order, and what they came to. A
+/// million partitions make a few ranges, not a million entries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Finished {
+    /// `[first, end)` ranges of partition indexes, sorted, never touching.
+    pub ranges: Vec<[u64; 2]>,
+    pub records: u64,
+    pub pages: u64,
+    /// How many ended for each reason.
+    pub stops: BTreeMap<String, u64>,
+    /// The manifest's per-partition list, by place in the job's order: every partition while
+    /// at most [`Finished::NAMED`] have ended; past that only those that warned (the first
+    /// [`Finished::NAMED`] of them), so a checkpoint stays small however many there are.
+    pub reports: BTreeMap<u64, PartitionReport>,
+    /// How many ended with a warning.
+    #[serde(default)]
+    pub warnings: u64,
+    /// Values asked for and not returned (`[partitions.check]`, or a detail request's 404),
+    /// every one, by their partition's place in the job's order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub missing: BTreeMap<u64, Vec<String>>,
+    /// Incremental syncs: the high-water mark of each partition that ended by the API's own
+    /// end (one cut short by `max_pages` or `max_records` keeps the mark it had).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub marks: BTreeMap<String, String>,
+}
+
+impl Finished {
+    /// Partitions a checkpoint or manifest names one by one; past this, counts (and those
+    /// that warned) only.
+    pub const NAMED: usize = 100;
+
+    pub fn contains(&self, index: u64) -> bool {
+        let at = self.ranges.partition_point(|r| r[1] <= index);
+        self.ranges.get(at).is_some_and(|r| r[0] <= index)
+    }
+
+    pub fn count(&self) -> u64 {
+        self.ranges.iter().map(|r| r[1] - r[0]).sum()
+    }
+
+    /// Every value asked for and not returned, in the job's order.
+    pub fn missing(&self) -> impl Iterator<Item = &String> {
+        self.missing.values().flatten()
+    }
+
+    /// Record partition `index` as ended, with its frontier.
+    pub(crate) fn add(&mut self, index: u64, report: PartitionReport, frontier: Frontier) {
+        if self.contains(index) {
+            return;
+        }
+        let at = self.ranges.partition_point(|r| r[1] < index);
+        let joins_before = self.ranges.get(at).is_some_and(|r| r[1] == index);
+        let joins_after = |i: usize| self.ranges.get(i).is_some_and(|r| r[0] == index + 1);
+        match (joins_before, joins_after(at + usize::from(joins_before))) {
+            (true, true) => {
+                self.ranges[at][1] = self.ranges[at + 1][1];
+                self.ranges.remove(at + 1);
+            }
+            (true, false) => self.ranges[at][1] = index + 1,
+            (false, true) => self.ranges[at][0] = index,
+            (false, false) => self.ranges.insert(at, [index, index + 1]),
+        }
+        self.records += report.records;
+        self.pages += report.pages;
+        *self.stops.entry(report.stop.name().to_string()).or_default() += 1;
+        if let Some(mark) = frontier.mark.filter(|_| !report.stop.cut_short()) {
+            self.marks.insert(report.partition.clone(), mark);
+        }
+        if report.warning.is_some() {
+            self.warnings += 1;
+        }
+        if !report.missing.is_empty() {
+            self.missing.insert(index, report.missing.clone());
+        }
+        let ended = self.count();
+        if ended == Self::NAMED as u64 + 1 {
+            self.reports.retain(|_, r| r.warning.is_some());
+        }
+        if (ended <= Self::NAMED as u64 || report.warning.is_some()) && self.reports.len() < Self::NAMED {
+            self.reports.insert(index, report);
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenPart {
+    pub file: String,
+    pub rows: u64,
+    /// Bytes fsynced; a resume truncates the file to this length.
+    pub len: u64,
+    pub partitions: Vec<PartSlice>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_slices: u64,
+}
+
+/// A published part file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartInfo {
+    pub file: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// The part's slices, of its first [`PartSlice::PARTITIONS`] partitions; others' counted.
+    pub partitions: Vec<PartSlice>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_slices: u64,
+    /// Parquet: the part's schema, as schema files write it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
+}
+
+/// A run of consecutive records of one partition inside a part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartSlice {
+    pub partition: String,
+    /// Row range in the part, `[first, end)`.
+    pub rows: [u64; 2],
+    /// The same records' range in the partition's own sequence.
+    pub records: [u64; 2],
+    /// Pages `[first, last]` these records came from.
+    pub pages: [u64; 2],
+}
+
+impl PartSlice {
+    /// Partitions a part lists the slices of; the slices of any more are counted
+    /// (`more_slices`), so that a part holding a million single-record partitions costs
+    /// neither memory nor checkpoint size, while a part of a few partitions lists them all.
+    pub const PARTITIONS: usize = 100;
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What the job fetches and how it writes it, each part hashed on its own so that a mismatch

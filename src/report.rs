@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::checkpoint::{Finished, Position};
 use crate::fetch::FetchStats;
 use crate::human;
 use crate::paginate::StopReason;
 use crate::partition::PartitionReport;
 use crate::plan::partition_named;
-use crate::sink::{Finished, Position};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

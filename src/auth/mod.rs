@@ -7,8 +7,8 @@
 //! or 403. A credential a run obtains (a token, a session cookie) is taught to the run's
 //! [`Redactor`], so that it is masked everywhere and kept to the allowed origins like a
 //! `${VAR}` value. The kinds of `[auth]` are one file each beside this one: each reads its
-//! job-file keys (a [`Spec`]) into an [`AuthPlan`]; the fetcher turns the plan into the
-//! credentials of the run.
+//! job-file keys (a [`Spec`]) into an [`AuthPlan`]; [`for_job`] turns the plan into the
+//! credentials of the run, which the fetcher holds.
 
 pub mod api_key;
 pub mod assertion;
@@ -26,6 +26,7 @@ pub mod session;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -33,6 +34,7 @@ use url::Url;
 
 use crate::error::{FetchErrorKind, JobError};
 use crate::keys::KeyReader;
+use crate::plan::Plan;
 use crate::redact::{is_sensitive_param, Redactor};
 
 /// The credentials a job's `[auth]` section asks for, resolved.
@@ -57,6 +59,26 @@ impl AuthPlan {
             AuthPlan::Fixed(f) => f.describe(),
             AuthPlan::OAuth(g) => g.describe(),
             AuthPlan::Session(l) => l.describe(),
+        }
+    }
+}
+
+/// The run's credentials for the job's `[auth]`; token and login requests use the job's
+/// client (its TLS settings and timeouts) and `retry` (the job's attempts and backoff) but none
+/// of its limits.
+pub(crate) fn for_job(plan: &Plan, client: &reqwest::Client, retry: exchange::Retry) -> Arc<dyn Credentials> {
+    let secrets = plan.redactor.clone();
+    let max_body = plan.request.max_body;
+    match &plan.auth {
+        AuthPlan::None => Arc::new(JobCredentials::new(secrets)),
+        AuthPlan::Fixed(fixed) => Arc::new(fixed::FixedCredentials::new(fixed.clone(), secrets)),
+        AuthPlan::OAuth(grant) => {
+            let grant = grant.as_ref().clone();
+            Arc::new(oauth::OAuth::new(grant, client.clone(), retry, max_body, secrets, &plan.name))
+        }
+        AuthPlan::Session(login) => {
+            let login = login.as_ref().clone();
+            Arc::new(session::SessionCredentials::new(login, client.clone(), retry, max_body, secrets))
         }
     }
 }

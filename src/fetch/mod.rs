@@ -23,10 +23,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::auth::exchange::Retry;
-use crate::auth::fixed::FixedCredentials;
-use crate::auth::oauth::OAuth;
-use crate::auth::session::SessionCredentials;
-use crate::auth::{AuthPlan, Credentials, JobCredentials, Outbound};
+use crate::auth::{Credentials, Outbound};
 use crate::error::{Error, FetchError, FetchErrorKind};
 use crate::plan::{Method, Plan, RetryPlan};
 use crate::progress::{Progress, Track};
@@ -127,24 +124,6 @@ pub struct Fetcher {
     cached: AtomicU64,
 }
 
-/// The run's credentials for the job's `[auth]`; token requests use the job's client (its TLS
-/// settings and timeouts) but none of its limits.
-fn credentials(plan: &Plan, client: &reqwest::Client) -> Arc<dyn Credentials> {
-    let secrets = plan.redactor.clone();
-    match &plan.auth {
-        AuthPlan::None => Arc::new(JobCredentials::new(secrets)),
-        AuthPlan::Fixed(fixed) => Arc::new(FixedCredentials::new(fixed.clone(), secrets)),
-        AuthPlan::OAuth(grant) => {
-            let grant = grant.as_ref().clone();
-            Arc::new(OAuth::new(grant, client.clone(), auth_retry(plan), plan.request.max_body, secrets, &plan.name))
-        }
-        AuthPlan::Session(login) => {
-            let login = login.as_ref().clone();
-            Arc::new(SessionCredentials::new(login, client.clone(), auth_retry(plan), plan.request.max_body, secrets))
-        }
-    }
-}
-
 /// Token and login requests: the job's attempts and backoff.
 fn auth_retry(plan: &Plan) -> Retry {
     let retry = plan.retry.clone();
@@ -202,7 +181,7 @@ impl Fetcher {
             RateLimiter::direct(quota)
         });
         Ok(Fetcher {
-            credentials: credentials(plan, &client),
+            credentials: crate::auth::for_job(plan, &client, auth_retry(plan)),
             client,
             limiter,
             limit_words: plan

@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::{Finished, Frontier};
 use crate::error::Error;
 use crate::fetch::Fetcher;
 use crate::human;
@@ -40,7 +41,7 @@ use crate::paginate::{Next, PageRequest, StopReason, Strategy, Style};
 use crate::partition::{Partition, PartitionReport};
 use crate::plan::{partition_named, partition_suffix, Plan};
 use crate::progress::{Progress, Track};
-use crate::sink::{Finished, Frontier, Item, PageBatch, Prepare, Prepared};
+use crate::sink::{Item, PageBatch, Prepare, Prepared};
 use decode::Decoder;
 use page::{fetch_page, PageContext, PageFailure, PageOut};
 

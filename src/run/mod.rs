@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{self, Checkpoint, Fingerprint};
+use crate::checkpoint::{PartInfo, Position};
 use crate::error::Error;
 use crate::fetch::{FetchStats, Fetcher};
 use crate::harvest::Deal;
@@ -28,7 +29,7 @@ use crate::plan::{Compression, Format, Mode, Plan};
 use crate::progress::{Before, Display, Progress};
 use crate::redact::Redactor;
 use crate::report::{Facts, Outcome, Report};
-use crate::sink::{Item, PartInfo, Position, Sink};
+use crate::sink::{Item, Sink};
 
 /// In object storage, how far a resumed run's part numbers jump past the checkpoint's.
 const RESUME_GAP: u32 = 1000;

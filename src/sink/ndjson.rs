@@ -10,7 +10,8 @@ use std::io::{self, BufWriter, Write};
 
 use flate2::write::GzEncoder;
 
-use super::{nth_line_end, Ledger, OpenPart, PageBatch, PartFile, Position, Sink};
+use super::{nth_line_end, Ledger, PageBatch, PartFile, Sink};
+use crate::checkpoint::{OpenPart, Position};
 use crate::error::Error;
 use crate::output::Layout;
 use crate::partition::PartitionReport;
@@ -196,8 +197,8 @@ impl Sink for NdjsonSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::{Frontier, PartSlice};
     use crate::paginate::StopReason;
-    use crate::sink::{Frontier, PartSlice};
 
     fn batch(partition: &str, page: u64, ids: std::ops::Range<u64>) -> PageBatch {
         let mut lines = Vec::new();

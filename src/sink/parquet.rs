@@ -27,7 +27,8 @@ use parquet::basic::{Compression as Codec, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 
-use super::{Ledger, PageBatch, PartFile, Position, Prepare, Prepared, Sink};
+use super::{Ledger, PageBatch, PartFile, Prepare, Prepared, Sink};
+use crate::checkpoint::Position;
 use crate::error::Error;
 use crate::output::Layout;
 use crate::partition::PartitionReport;
