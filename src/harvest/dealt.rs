@@ -11,24 +11,24 @@
 //! asking for the rest of it, so the spans stay the same on every shard whatever the cap.
 //! Page numbers need no such care: a capped server numbers its pages by the size it serves.
 
-use std::collections::VecDeque;
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::{Fetched, Harvest, PageTask, Tally};
+use super::page::{PageFailure, PageOut};
+use super::pages::{Ask, Course, Pages};
+use super::{Harvest, Tally};
 use crate::error::Error;
 use crate::paginate::offset::Offset;
 use crate::paginate::page_number::Page;
 use crate::paginate::{PageRequest, Reading, StopReason, Style};
-use crate::partition::PartitionReport;
 use crate::plan::Plan;
 use crate::shard::Shard;
-use crate::sink::{Item, PageBatch};
 
 /// Where a shard stands in a dealt partition, as its checkpoint keeps it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Dealt {
+pub(super) struct Dealt {
     /// The next page this shard takes, counted from 0 over all shards' pages.
     slot: u64,
     /// Offset pagination: records of that page already written.
@@ -40,9 +40,9 @@ struct Dealt {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Resume {
-    dealt: Dealt,
-    done: Option<StopReason>,
+pub(super) struct Resume {
+    pub(super) dealt: Dealt,
+    pub(super) done: Option<StopReason>,
 }
 
 /// How partitions are dealt out among the shards of a run.
@@ -175,137 +175,121 @@ impl Dealt {
     }
 }
 
-impl Harvest<'_> {
-    /// Harvest this shard's pages of the partition, a window of them in flight, taken in
-    /// order.
-    pub(super) async fn run_dealt(&self, shard: Shard, cancel: &CancellationToken) -> Result<PartitionReport, Error> {
-        let style = &self.plan().pagination.style;
-        let (count, first) = (u64::from(shard.count), u64::from(shard.index));
-        let start = &self.part.start;
-        let mut tally = Tally { pages: start.pages, records: start.records, ..Tally::default() };
-        let mut at = match &start.resume {
-            None => Dealt { slot: first, ..Dealt::default() },
-            Some(saved) => {
-                let resume: Resume = self.saved(saved)?;
-                if let Some(stop) = resume.done {
-                    return self.end(&tally, stop).await;
-                }
-                resume.dealt
-            }
-        };
-        let max_pages = self.plan().pagination.max_pages.unwrap_or(u64::MAX);
-        let spawn = |at: Dealt| -> PageTask {
-            let (shared, part, request) = (self.shared.clone(), self.part.clone(), at.request(style));
-            tokio::spawn(async move { shared.fetch(&part, &request, at.slot).await })
-        };
-        let mut inflight: VecDeque<(Dealt, PageTask)> = VecDeque::new();
-        let mut next = at;
-        let stop = loop {
-            if cancel.is_cancelled() && inflight.is_empty() {
-                return Err(Error::Interrupted { saved: String::new() });
-            }
-            if at.slot >= max_pages {
-                break StopReason::MaxPages { pages: tally.pages };
-            }
-            if at.past_end(style) {
-                break at.stop();
-            }
-            while !cancel.is_cancelled()
-                && inflight.len() < self.window
-                && next.slot < max_pages
-                && !next.past_end(style)
-            {
-                inflight.push_back((next, spawn(next)));
-                next = Dealt { slot: next.slot + count, within: 0, ..at };
-            }
-            // The window holds this shard's pages from `at` on: empty, `at` is past the end.
-            let Some((asked, task)) = inflight.pop_front() else { break at.stop() };
-            let page = match task.await.map_err(|e| Error::Other(format!("a page task failed: {e}")))? {
-                Ok(page) => page,
-                Err(failure) => {
-                    abort(&mut inflight);
-                    // A 404, 400 or 422 for a page past the end (a server that refuses to count
-                    // past its last page), where no total said otherwise.
-                    match failure.end_status() {
-                        Some(status) if (asked.slot, asked.within) != (0, 0) && at.end.is_none() => {
-                            break StopReason::EndConfirmed { status }
-                        }
-                        _ => return Err(failure.error),
-                    }
-                }
-            };
-            at.learn(style, &page.out.reading);
-            let received = page.out.received;
-            at.within += received;
-            // Offset pagination: the rest of a span a capped server served in part.
-            let span_left = match style {
-                Style::Offset(c) => received > 0 && at.within < c.page_size && !at.past_end(style),
-                _ => false,
-            };
-            if !span_left {
-                at = Dealt { slot: at.slot + count, within: 0, ..at };
-            }
-            let done = match () {
-                _ if received == 0 => Some(at.stop()),
-                _ if at.slot >= max_pages => Some(StopReason::MaxPages { pages: tally.pages + 1 }),
-                _ if at.past_end(style) => Some(at.stop()),
-                _ => None,
-            };
-            self.accept_dealt(page, at, done.as_ref(), &mut tally).await?;
-            if let Some(stop) = done {
-                abort(&mut inflight);
-                break stop;
-            }
-            // Pages asked past the end the server announced are not wanted; a span served in
-            // part is asked for again before the pages after it are taken.
-            while inflight.back().is_some_and(|(later, _)| Dealt { end: at.end, ..*later }.past_end(style)) {
-                if let Some((_, task)) = inflight.pop_back() {
-                    task.abort();
-                }
-            }
-            next = Dealt { end: at.end, total: at.total, ..next };
-            if span_left {
-                if cancel.is_cancelled() {
-                    // Nothing is asked after an interrupt, and the pages after this span may not
-                    // be taken before its rest: the checkpoint goes on from inside the span.
-                    abort(&mut inflight);
-                    return Err(Error::Interrupted { saved: String::new() });
-                }
-                inflight.push_front((at, spawn(at)));
-            }
-        };
-        self.end(&tally, stop).await
-    }
+/// A shard's share of a dealt partition: its pages, a window of them in flight, taken in
+/// order.
+pub(super) struct Dealing<'a> {
+    style: &'a Style,
+    /// The page to take next (and what is known of the end).
+    at: Dealt,
+    /// The page to ask for next.
+    next: Dealt,
+    /// Shards: every this many pages is this shard's.
+    count: u64,
+    max_pages: u64,
+    /// Offset pagination: the page just taken was a span served in part; its rest comes next.
+    span_left: bool,
+}
 
-    /// Send a dealt page to the writer, with where this shard goes on from.
-    async fn accept_dealt(
-        &self,
-        page: Fetched,
-        at: Dealt,
-        done: Option<&StopReason>,
-        tally: &mut Tally,
-    ) -> Result<(), Error> {
-        let resume = serde_json::to_value(Resume { dealt: at, done: done.cloned() }).expect("a position serializes");
-        let Fetched { out, work } = page;
-        let (count, bytes) = (out.received, out.lines.len() as u64);
-        // Pages are dealt out only without max_records, so their work was done where they were fetched.
-        let work = work.unwrap_or_else(|| self.shared.work(&out.lines, count));
-        let mut batch = PageBatch::new(self.part.label.clone(), tally.pages, out.lines, count);
-        batch.prepared = work.prepared;
-        batch.resume = Some(resume);
-        if self.shared.tx.send(Item::Page(batch)).await.is_err() {
-            return Err(Error::Other("the writer stopped".into()));
+impl<'a> Dealing<'a> {
+    /// This shard's pages of the partition from its first, or from where a checkpoint left them.
+    pub(super) fn new(harvest: &'a Harvest, shard: Shard, resume: Option<Dealt>) -> Self {
+        let plan = harvest.plan();
+        let at = resume.unwrap_or(Dealt { slot: u64::from(shard.index), ..Dealt::default() });
+        Dealing {
+            style: &plan.pagination.style,
+            at,
+            next: at,
+            count: u64::from(shard.count),
+            max_pages: plan.pagination.max_pages.unwrap_or(u64::MAX),
+            span_left: false,
         }
-        tally.records += count;
-        tally.pages += 1;
-        self.part.track.page(count, bytes, (tally.pages, tally.records), None);
-        Ok(())
     }
 }
 
-fn abort(inflight: &mut VecDeque<(Dealt, PageTask)>) {
-    for (_, task) in inflight.drain(..) {
-        task.abort();
+impl Course for Dealing<'_> {
+    type Tag = Dealt;
+
+    fn settled(&self, tally: &Tally) -> Option<StopReason> {
+        if self.at.slot >= self.max_pages {
+            return Some(StopReason::MaxPages { pages: tally.pages });
+        }
+        self.at.past_end(self.style).then(|| self.at.stop())
+    }
+
+    fn ask(&mut self, _in_flight: usize, _tally: &Tally) -> Option<Ask<Dealt>> {
+        let next = self.next;
+        if next.slot >= self.max_pages || next.past_end(self.style) {
+            return None;
+        }
+        self.next = Dealt { slot: next.slot + self.count, within: 0, ..self.at };
+        Some(Ask { tag: next, request: next.request(self.style), page: next.slot })
+    }
+
+    fn exhausted(&self, _tally: &Tally) -> StopReason {
+        // The window holds this shard's pages from `at` on: empty, `at` is past the end.
+        self.at.stop()
+    }
+
+    fn failed(&self, asked: &Dealt, failure: PageFailure) -> Result<StopReason, Error> {
+        // A 404, 400 or 422 for a page past the end (a server that refuses to count past its
+        // last page), where no total said otherwise.
+        match failure.end_status() {
+            Some(status) if (asked.slot, asked.within) != (0, 0) && self.at.end.is_none() => {
+                Ok(StopReason::EndConfirmed { status })
+            }
+            _ => Err(failure.error),
+        }
+    }
+
+    fn take(
+        &mut self,
+        _harvest: &Harvest,
+        _asked: &Dealt,
+        page: &mut PageOut,
+        _count: u64,
+        tally: &mut Tally,
+    ) -> Result<Option<StopReason>, Error> {
+        let (style, at) = (self.style, &mut self.at);
+        at.learn(style, &page.reading);
+        let received = page.received;
+        at.within += received;
+        // Offset pagination: the rest of a span a capped server served in part.
+        self.span_left = match style {
+            Style::Offset(c) => received > 0 && at.within < c.page_size && !at.past_end(style),
+            _ => false,
+        };
+        if !self.span_left {
+            *at = Dealt { slot: at.slot + self.count, within: 0, ..*at };
+        }
+        Ok(match () {
+            _ if received == 0 => Some(at.stop()),
+            _ if at.slot >= self.max_pages => Some(StopReason::MaxPages { pages: tally.pages + 1 }),
+            _ if at.past_end(style) => Some(at.stop()),
+            _ => None,
+        })
+    }
+
+    fn resume(&mut self, stop: Option<&StopReason>, _found: &BTreeSet<String>) -> (serde_json::Value, Vec<u64>) {
+        let resume = Resume { dealt: self.at, done: stop.cloned() };
+        (serde_json::to_value(resume).expect("a position serializes"), Vec::new())
+    }
+
+    fn replan(&mut self, pages: &mut Pages<Dealt>, cancel: &CancellationToken) -> Result<(), Error> {
+        let (style, at) = (self.style, self.at);
+        // Pages asked past the end the server announced are not wanted; a span served in
+        // part is asked for again before the pages after it are taken.
+        pages.drop_back_while(|later| Dealt { end: at.end, ..*later }.past_end(style));
+        self.next = Dealt { end: at.end, total: at.total, ..self.next };
+        if self.span_left {
+            if cancel.is_cancelled() {
+                // Nothing is asked after an interrupt, and the pages after this span may not
+                // be taken before its rest: the checkpoint goes on from inside the span.
+                pages.abort();
+                return Err(Error::Interrupted { saved: String::new() });
+            }
+            pages.push_front(Ask { tag: at, request: at.request(style), page: at.slot });
+        }
+        Ok(())
     }
 }
 

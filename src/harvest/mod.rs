@@ -19,17 +19,17 @@
 mod dealt;
 pub(crate) mod decode;
 pub mod page;
+mod pages;
+mod walk;
 
 pub use dealt::{pages_can_be_dealt, Deal};
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Finished, Frontier};
@@ -37,13 +37,16 @@ use crate::error::Error;
 use crate::fetch::Fetcher;
 use crate::human;
 use crate::incremental::{self, Sent};
-use crate::paginate::{Next, PageRequest, StopReason, Strategy, Style};
+use crate::paginate::{PageRequest, StopReason};
 use crate::partition::{Partition, PartitionReport};
 use crate::plan::{partition_named, partition_suffix, Plan};
 use crate::progress::{Progress, Track};
 use crate::sink::{Item, PageBatch, Prepare, Prepared};
+use dealt::Dealing;
 use decode::Decoder;
 use page::{fetch_page, PageContext, PageFailure, PageOut};
+use pages::{Course, Pages};
+use walk::Walked;
 
 /// What every partition's harvest shares.
 pub(crate) struct Shared {
@@ -150,26 +153,6 @@ struct Work {
     mark: Option<String>,
 }
 
-/// Where a partition goes on after a page, as a checkpoint keeps it.
-#[derive(Serialize)]
-struct ResumeOut<'a> {
-    pager: serde_json::Value,
-    next: Option<&'a PageRequest>,
-    done: Option<&'a StopReason>,
-    /// `[partitions.check]`: the values asked for that its records have answered so far.
-    #[serde(skip_serializing_if = "std::collections::BTreeSet::is_empty")]
-    found: &'a std::collections::BTreeSet<String>,
-}
-
-#[derive(Deserialize)]
-struct Resume {
-    pager: serde_json::Value,
-    next: Option<PageRequest>,
-    done: Option<StopReason>,
-    #[serde(default)]
-    found: std::collections::BTreeSet<String>,
-}
-
 /// Run the partitions side by side, at most `concurrency` at once, taking them from the
 /// plan one at a time and skipping those a resumed run had finished. The first failure stops
 /// the others (they drain what they have in flight); its error is the one reported. Each
@@ -221,7 +204,7 @@ pub(crate) async fn harvest_partitions(shared: &Arc<Shared>, cancel: &Cancellati
 struct Harvest<'a> {
     shared: &'a Arc<Shared>,
     part: Arc<Part>,
-    /// Pages fetched ahead (offset and page pagination).
+    /// Pages fetched ahead (offset and page pagination, and dealt pages).
     window: usize,
 }
 
@@ -233,7 +216,7 @@ struct Tally {
     /// What its first page suggested, if it stopped after it.
     warning: Option<String>,
     /// `[partitions.check]`: the values its records answered, of those it asked for.
-    found: std::collections::BTreeSet<String>,
+    found: BTreeSet<String>,
 }
 
 impl Harvest<'_> {
@@ -245,61 +228,67 @@ impl Harvest<'_> {
         &self.part.label
     }
 
+    /// The partition from where it stands to its end: its own pages as its strategy walks
+    /// them, or this shard's share of them.
     async fn run(&self, cancel: &CancellationToken) -> Result<PartitionReport, Error> {
-        if let Some(Deal::ByPage(shard)) = self.shared.deal {
-            return self.run_dealt(shard, cancel).await;
-        }
-        let style = &self.plan().pagination.style;
         let start = &self.part.start;
-        let (mut pager, mut request, mut tally) = match &start.resume {
-            None => {
-                let pager = style.start();
-                let request = pager.first();
-                (pager, request, Tally::default())
-            }
-            Some(saved) => {
-                let resume: Resume = self.saved(saved)?;
-                let tally =
-                    Tally { pages: start.pages, records: start.records, found: resume.found, ..Tally::default() };
-                if let Some(stop) = resume.done {
+        let mut tally = Tally { pages: start.pages, records: start.records, ..Tally::default() };
+        let stop = match self.shared.deal {
+            Some(Deal::ByPage(shard)) => {
+                let resume: Option<dealt::Resume> = start.resume.as_ref().map(|saved| self.saved(saved)).transpose()?;
+                if let Some(stop) = resume.as_ref().and_then(|r| r.done.clone()) {
                     // It ended, but the checkpoint came before the writer heard so.
                     return self.end(&tally, stop).await;
                 }
-                let mut pager = style.resume(&resume.pager).map_err(|e| self.unreadable(&e))?;
-                pager.restore_seen(&start.seen);
-                let request = resume.next.unwrap_or_else(|| pager.first());
-                (pager, request, tally)
+                let course = Dealing::new(self, shard, resume.map(|r| r.dealt));
+                self.walk(course, &mut tally, cancel).await?
             }
-        };
-        let stop = loop {
-            if cancel.is_cancelled() {
-                return Err(Error::Interrupted { saved: String::new() });
-            }
-            // Once the strategy knows which pages are independent, fetch ahead.
-            if tally.pages > 0 && self.window > 1 && pager.independent().is_some() {
-                break self.run_ahead(&mut *pager, &mut tally, cancel).await?;
-            }
-            let mut page = match self.shared.fetch(&self.part, &request, tally.pages).await {
-                Ok(page) => page,
-                Err(failure) => match failure.end_status() {
-                    Some(status) if pager.end_possible() => break StopReason::EndConfirmed { status },
-                    // A detail request for a value the server does not have.
-                    Some(404) if matches!(style, Style::None) && !self.part.partition.asked.is_empty() => {
-                        break StopReason::NotFound
+            _ => {
+                let resume: Option<walk::Resume> = start.resume.as_ref().map(|saved| self.saved(saved)).transpose()?;
+                if let Some(resume) = &resume {
+                    tally.found = resume.found.clone();
+                    if let Some(stop) = resume.done.clone() {
+                        return self.end(&tally, stop).await;
                     }
-                    _ => return Err(failure.error),
-                },
-            };
-            let (next, hint) = page::advance(&self.shared.page(&self.part), &mut *pager, &mut page.out, tally.pages)?;
-            tally.warning = hint;
-            if let Some(stop) = self.accept(page, &next, &mut tally, &mut *pager).await? {
-                break stop;
-            }
-            if let Next::Request(r) = next {
-                request = r;
+                }
+                let course = Walked::new(self, resume, &tally)?;
+                self.walk(course, &mut tally, cancel).await?
             }
         };
         self.end(&tally, stop).await
+    }
+
+    /// Take the partition's pages in order, as `course` has them asked for, to its end: the
+    /// one place a page is taken, an interrupt heeded and an end found.
+    async fn walk<C: Course>(
+        &self,
+        mut course: C,
+        tally: &mut Tally,
+        cancel: &CancellationToken,
+    ) -> Result<StopReason, Error> {
+        let mut pages = Pages::new(self, self.window);
+        loop {
+            // Interrupted: ask nothing more, but take the pages already in flight, in order.
+            if cancel.is_cancelled() && pages.is_empty() {
+                return Err(Error::Interrupted { saved: String::new() });
+            }
+            if let Some(stop) = course.settled(tally) {
+                return Ok(stop);
+            }
+            pages.fill(&mut course, tally, cancel);
+            let Some((tag, fetched)) = pages.next().await? else { return Ok(course.exhausted(tally)) };
+            let page = match fetched {
+                Ok(page) => page,
+                Err(failure) => {
+                    pages.abort();
+                    return course.failed(&tag, failure);
+                }
+            };
+            if let Some(stop) = self.accept(&mut course, &tag, page, tally).await? {
+                return Ok(stop);
+            }
+            course.replan(&mut pages, cancel)?;
+        }
     }
 
     /// Where a checkpoint says the partition goes on from, in the form its harvest keeps it.
@@ -368,135 +357,41 @@ impl Harvest<'_> {
         Ok(report)
     }
 
-    /// Offset and page pagination: keep `window` pages in flight, take them in order.
-    async fn run_ahead(
+    /// Take a page in order: move the course past it, keep what `max_records` leaves of its
+    /// records, send them to the sink with where the partition goes on from, count them, and
+    /// say whether the partition is done.
+    async fn accept<C: Course>(
         &self,
-        pager: &mut dyn Strategy,
-        tally: &mut Tally,
-        cancel: &CancellationToken,
-    ) -> Result<StopReason, Error> {
-        let style = &self.plan().pagination.style;
-        let mut range = pager.independent().expect("checked by the caller");
-        let mut next_position = range.start;
-        let mut inflight: VecDeque<(u64, PageTask)> = VecDeque::new();
-        let abort = |inflight: &mut VecDeque<(u64, JoinHandle<_>)>| {
-            for (_, task) in inflight.drain(..) {
-                task.abort();
-            }
-        };
-        let max_pages = self.plan().pagination.max_pages.unwrap_or(u64::MAX);
-        loop {
-            // Interrupted: ask nothing more, but take the pages already in flight, in order.
-            if cancel.is_cancelled() && inflight.is_empty() {
-                return Err(Error::Interrupted { saved: String::new() });
-            }
-            while !cancel.is_cancelled()
-                && inflight.len() < self.window
-                && range.end.is_none_or(|end| next_position < end)
-                && tally.pages + (inflight.len() as u64) < max_pages
-            {
-                let request = style.request_at(next_position).expect("an independent strategy");
-                let (shared, part, page) =
-                    (self.shared.clone(), self.part.clone(), tally.pages + inflight.len() as u64);
-                let task = tokio::spawn(async move { shared.fetch(&part, &request, page).await });
-                inflight.push_back((next_position, task));
-                next_position += range.step;
-            }
-            let Some((_, task)) = inflight.pop_front() else {
-                // Nothing left to ask: the announced end, or max_pages.
-                return Ok(match range.end {
-                    Some(end) if next_position >= end => StopReason::TotalReached { total: end },
-                    _ => StopReason::MaxPages { pages: tally.pages },
-                });
-            };
-            let mut page = match task.await.map_err(|e| Error::Other(format!("a page task failed: {e}")))? {
-                Ok(page) => page,
-                Err(failure) => {
-                    abort(&mut inflight);
-                    return match failure.end_status() {
-                        Some(status) if pager.end_possible() => Ok(StopReason::EndConfirmed { status }),
-                        _ => Err(failure.error),
-                    };
-                }
-            };
-            let (next, _) = page::advance(&self.shared.page(&self.part), pager, &mut page.out, tally.pages)?;
-            if let Some(stop) = self.accept(page, &next, tally, pager).await? {
-                abort(&mut inflight);
-                return Ok(stop);
-            }
-            // A short page moves the rest: re-plan from where it ended.
-            let now = pager.independent().expect("an independent strategy");
-            let front = inflight.front().map_or(next_position, |(position, _)| *position);
-            if now.step != range.step || front != now.start {
-                abort(&mut inflight);
-                next_position = now.start;
-            }
-            range = now;
-        }
-    }
-
-    /// Take a page in order: send its records to the sink, with where the partition goes on
-    /// from (`pager` has read the page), count it, and say whether the partition is done.
-    async fn accept(
-        &self,
+        course: &mut C,
+        tag: &C::Tag,
         page: Fetched,
-        next: &Next,
         tally: &mut Tally,
-        pager: &mut dyn Strategy,
     ) -> Result<Option<StopReason>, Error> {
-        let pagination = &self.plan().pagination;
-        let Fetched { out, work } = page;
-        let PageOut { mut lines, received, .. } = *out;
-        let mut count = received;
-        if let Some(max) = pagination.max_records {
-            let keep = received.min(max.saturating_sub(tally.records));
-            if keep < count {
-                lines.truncate(crate::sink::nth_line_end(&lines, keep));
-                count = keep;
-            }
+        let Fetched { mut out, work } = page;
+        let received = out.received;
+        let count = match self.plan().pagination.max_records {
+            Some(max) => received.min(max.saturating_sub(tally.records)),
+            None => received,
+        };
+        let stop = course.take(self, tag, &mut out, count, tally)?;
+        let mut lines = out.lines;
+        if count < received {
+            lines.truncate(crate::sink::nth_line_end(&lines, count));
         }
         // Done ahead where no cut could change the records kept, else here, after the cut.
         let Work { prepared, mark } = work.unwrap_or_else(|| self.shared.work(&lines, count));
         self.answered(&lines, &mut tally.found);
-        let (records, pages) = (tally.records + count, tally.pages + 1);
-        let stop = match next {
-            // Records of this page were left out: the cut wins over whatever the page said of
-            // the end (its total reached, the last page), or a sync would move its mark past
-            // records it never fetched.
-            _ if count < received => Some(StopReason::MaxRecords { records }),
-            Next::Done(reason) => Some(reason.clone()),
-            Next::Request(_) if pagination.max_records.is_some_and(|max| records >= max) => {
-                Some(StopReason::MaxRecords { records })
-            }
-            Next::Request(_) if pagination.max_pages.is_some_and(|max| pages >= max) => {
-                Some(StopReason::MaxPages { pages })
-            }
-            Next::Request(_) => None,
-        };
-        let request = match next {
-            Next::Request(r) => Some(r),
-            Next::Done(_) => None,
-        };
-        let resume = ResumeOut { pager: pager.save(), next: request, done: stop.as_ref(), found: &tally.found };
-        let resume = serde_json::to_value(&resume).expect("pagination state serializes");
+        let (resume, seen) = course.resume(stop.as_ref(), &tally.found);
         let bytes = lines.len() as u64;
-        let batch = PageBatch {
-            partition: self.part.label.clone(),
-            page: tally.pages,
-            lines,
-            count,
-            prepared,
-            resume: Some(resume),
-            seen: pager.take_seen(),
-            mark,
-        };
+        let partition = self.part.label.clone();
+        let batch =
+            PageBatch { partition, page: tally.pages, lines, count, prepared, resume: Some(resume), seen, mark };
         if self.shared.tx.send(Item::Page(batch)).await.is_err() {
             return Err(Error::Other("the writer stopped".into()));
         }
-        tally.records = records;
-        tally.pages = pages;
-        let expected = pager.expected_records().map(|total| total.min(pagination.max_records.unwrap_or(u64::MAX)));
-        self.part.track.page(count, bytes, (pages, records), expected);
+        tally.records += count;
+        tally.pages += 1;
+        self.part.track.page(count, bytes, (tally.pages, tally.records), course.expected());
         Ok(stop)
     }
 
@@ -517,6 +412,3 @@ impl Harvest<'_> {
         }
     }
 }
-
-/// A page being fetched ahead, on its own task.
-type PageTask = JoinHandle<Result<Fetched, PageFailure>>;

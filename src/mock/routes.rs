@@ -24,6 +24,9 @@ struct Knobs {
     max_page_size: Option<u64>,
     /// ...or answer this status when more are asked.
     oversize: Option<u16>,
+    /// Offset paths: from this record on, serve at most half the size asked, as servers that
+    /// cap a response's bytes do where records grow.
+    shrink_at: Option<u64>,
     /// Status for a page past the end (default: 200 with an empty list).
     past_end: Option<u16>,
     /// `omit`: no total in bodies.
@@ -93,6 +96,7 @@ impl Knobs {
         Knobs {
             max_page_size: get("max_page_size").and_then(|v| v.parse().ok()),
             oversize: get("oversize").and_then(|v| v.parse().ok()),
+            shrink_at: get("shrink_at").and_then(|v| v.parse().ok()),
             past_end: get("past_end").and_then(|v| v.parse().ok()),
             omit_total: get("total").as_deref() == Some("omit"),
             end: get("end").unwrap_or_else(|| "null".into()),
@@ -538,7 +542,10 @@ impl Call<'_> {
     fn offset(&self, bare: bool) -> Response {
         let run = || -> Result<Response, Response> {
             let offset = self.number("offset", 0)?;
-            let size = self.size("limit")?;
+            let size = match self.size("limit")? {
+                size if self.knobs.shrink_at.is_some_and(|at| offset >= at) => size.div_ceil(2),
+                size => size,
+            };
             if let Some(r) = self.past_end(offset) {
                 return Ok(r);
             }

@@ -75,6 +75,7 @@ pub struct PageBatch {
 }
 
 impl PageBatch {
+    #[cfg(test)]
     pub fn new(partition: Arc<str>, page: u64, lines: Vec<u8>, count: u64) -> Self {
         PageBatch { partition, page, lines, count, prepared: None, resume: None, seen: Vec::new(), mark: None }
     }

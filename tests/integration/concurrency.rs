@@ -74,6 +74,9 @@ async fn pages_fetched_ahead_are_written_in_order() {
         ("/offset?total=omit", "$.items[*]", "kind = \"offset\"\npage_size = 50"),
         ("/offset?total=omit&past_end=404", "$.items[*]", "kind = \"offset\"\npage_size = 50"),
         ("/array?max_page_size=30", "$[*]", "kind = \"offset\"\npage_size = 50"),
+        // Pages shrink part way: a short page in the middle moves every page fetched after it.
+        ("/offset?shrink_at=310", "$.items[*]", "kind = \"offset\"\npage_size = 50\ntotal = \"$.total\""),
+        ("/array?shrink_at=310", "$[*]", "kind = \"offset\"\npage_size = 50"),
         ("/page", "$.data[*]", "kind = \"page\"\npage_size = 50\ntotal_pages = \"$.total_pages\""),
         ("/page?total=omit", "$.data[*]", "kind = \"page\"\npage_size = 50"),
         ("/page?total=omit&past_end=422", "$.data[*]", "kind = \"page\"\npage_size = 50"),
