@@ -12,7 +12,7 @@ import os, statistics, sys
 
 from harness import scratch, start_mock, timed_run
 OLD = sys.argv[1]
-NEW = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "harvest")
+NEW = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "target", "release", "harvest")
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 7
 RECORDS = int(sys.argv[3]) if len(sys.argv) > 3 else 200_000
 mock, url = start_mock(NEW, "--records", str(RECORDS))

@@ -11,7 +11,7 @@ import os, statistics, sys
 
 from harness import scratch, start_mock, timed_run
 
-BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "harvest")
+BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "target", "release", "harvest")
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 7
 RECORDS = int(sys.argv[2]) if len(sys.argv) > 2 else 200_000
 SECRET = "bench-secret"

@@ -12,7 +12,7 @@ import os, shutil, socket, statistics, subprocess, sys, time, urllib.request
 
 from harness import scratch, start_mock, timed_run
 
-BINARY = os.path.join(os.path.dirname(__file__), "..", "target", "release", "harvest")
+BINARY = os.path.join(os.path.dirname(__file__), "..", "..", "target", "release", "harvest")
 BUCKET = "harvest-bench"
 
 

@@ -12,7 +12,7 @@ import fcntl, os, pty, statistics, struct, sys, termios, threading
 
 from harness import scratch, start_mock, timed_run
 
-BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "harvest")
+BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "target", "release", "harvest")
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 7
 RECORDS = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
 TENANTS = ["a", "b", "c", "d"]

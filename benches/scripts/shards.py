@@ -12,7 +12,7 @@ import os, shutil, statistics, subprocess, sys, time
 
 from harness import scratch, start_mock
 
-BINARY = os.path.join(os.path.dirname(__file__), "..", "target", "release", "harvest")
+BINARY = os.path.join(os.path.dirname(__file__), "..", "..", "target", "release", "harvest")
 
 
 def job_file(root, base, name, partitions):
