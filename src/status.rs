@@ -5,8 +5,6 @@
 
 use std::fmt::Write;
 
-use serde_json::Value;
-
 use crate::checkpoint;
 use crate::error::Error;
 use crate::output::Layout;
@@ -89,20 +87,17 @@ pub fn report(plan: &Plan) -> Result<String, Error> {
             let _ = writeln!(out, "unfinished run: none");
         }
     }
-    match last_manifest(&layout)? {
+    match crate::output::manifest::latest(&layout)? {
         Some(manifest) => {
-            let parts = manifest["parts"].as_array().map_or(0, Vec::len);
             let _ = writeln!(
                 out,
                 "last completed run {}: finished {}, {} in {}, {} in {}",
-                manifest["run"].as_str().unwrap_or("?"),
-                manifest["finished_at"].as_str().unwrap_or("?"),
-                crate::human::plural(manifest["records"].as_u64().unwrap_or(0), "record", "records"),
-                crate::human::plural(manifest["pages"].as_u64().unwrap_or(0), "page", "pages"),
-                crate::human::plural(parts as u64, "part", "parts"),
-                crate::human::duration(std::time::Duration::from_secs_f64(
-                    manifest["seconds"].as_f64().unwrap_or(0.0).max(0.0)
-                )),
+                manifest.run,
+                manifest.finished_at,
+                crate::human::plural(manifest.records, "record", "records"),
+                crate::human::plural(manifest.pages, "page", "pages"),
+                crate::human::plural(manifest.parts.len() as u64, "part", "parts"),
+                crate::human::duration(std::time::Duration::from_secs_f64(manifest.seconds.max(0.0))),
             );
         }
         None => {
@@ -198,42 +193,4 @@ fn shards(plan: &Plan, layout: &Layout, out: &mut String) -> Result<(), Error> {
         let _ = writeln!(out, "  shard {index} of {}: {state}", newest.shards);
     }
     Ok(())
-}
-
-/// The newest complete run's manifest (run ids sort by time); for a sharded run, its shards'
-/// manifests summed: records, pages and parts added up, the last to finish, the longest.
-fn last_manifest(layout: &Layout) -> Result<Option<Value>, Error> {
-    let latest = crate::output::latest_complete(layout).map_err(|e| Error::io("listing the run manifests", e))?;
-    let Some((run, manifests)) = latest else { return Ok(None) };
-    let read = |rel: &str| -> Result<Value, Error> {
-        let path = layout.display(rel);
-        let bytes = layout
-            .store
-            .get(rel)
-            .map_err(|e| Error::io(format!("reading {path}"), e))?
-            .ok_or_else(|| Error::Other(format!("{path} vanished")))?
-            .0;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Other(format!("{path} is not valid JSON: {e}")))
-    };
-    if let [whole] = manifests.as_slice() {
-        if *whole == crate::output::manifest_of(&run) {
-            return read(whole).map(Some);
-        }
-    }
-    let mut sum =
-        serde_json::json!({"run": run, "records": 0, "pages": 0, "parts": [], "seconds": 0.0, "finished_at": ""});
-    for rel in &manifests {
-        let shard = read(rel)?;
-        for key in ["records", "pages"] {
-            sum[key] = (sum[key].as_u64().unwrap_or(0) + shard[key].as_u64().unwrap_or(0)).into();
-        }
-        if let (Some(all), Some(parts)) = (sum["parts"].as_array_mut(), shard["parts"].as_array()) {
-            all.extend(parts.iter().cloned());
-        }
-        sum["seconds"] = sum["seconds"].as_f64().unwrap_or(0.0).max(shard["seconds"].as_f64().unwrap_or(0.0)).into();
-        if shard["finished_at"].as_str() > sum["finished_at"].as_str() {
-            sum["finished_at"] = shard["finished_at"].clone();
-        }
-    }
-    Ok(Some(sum))
 }

@@ -1,5 +1,5 @@
 //! The output folder: its layout (where parts, manifests and the checkpoint go), run ids, the
-//! lock, and atomic writes with their failpoints. What a manifest says is `crate::run`'s.
+//! lock, and atomic writes with their failpoints; manifest.rs: the run manifest, written and read.
 //!
 //! ```text
 //! <dir>/<name>/part-<run>-<seq>.ndjson     published parts (data only)
@@ -15,6 +15,7 @@
 //! Names starting with `_` are skipped by DuckDB, Spark and pyarrow globs.
 
 mod lease;
+pub mod manifest;
 pub mod parent;
 mod runs;
 

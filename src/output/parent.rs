@@ -85,13 +85,8 @@ impl JobOutput {
         };
         let mut parts = Vec::new();
         for rel in manifests {
-            let bytes = layout.read(&rel).map_err(read)?.unwrap_or_default();
-            let json: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|e| Failure::Read(format!("{} is not a manifest ({e})", layout.display(&rel))))?;
-            for part in json["parts"].as_array().into_iter().flatten() {
-                let (Some(file), Some(rows)) = (part["file"].as_str(), part["rows"].as_u64()) else { continue };
-                parts.push((file.to_string(), rows));
-            }
+            let manifest = super::manifest::read(&layout, &rel).map_err(|e| Failure::Read(e.to_string()))?;
+            parts.extend(manifest.parts.into_iter().map(|part| (part.file, part.rows)));
         }
         tracing::debug!("partitions from job {}: run {name}, {} part(s)", self.job, parts.len());
         Ok(Run { layout, name, parts })

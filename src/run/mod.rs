@@ -12,20 +12,20 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::Position;
 use crate::checkpoint::{self, Checkpoint, Fingerprint};
-use crate::checkpoint::{PartInfo, Position};
 use crate::error::Error;
-use crate::fetch::{FetchStats, Fetcher};
+use crate::fetch::Fetcher;
 use crate::harvest::Deal;
 use crate::harvest::{harvest_partitions, Shared};
 use crate::incremental::{Sent, State};
+use crate::output::manifest::{self, Manifest};
 use crate::output::Layout;
 use crate::partition::PartitionReport;
-use crate::plan::{Compression, Format, Mode, Plan};
+use crate::plan::{Mode, Plan};
 use crate::progress::{Before, Display, Progress};
 use crate::redact::Redactor;
 use crate::report::{Facts, Outcome, Report};
@@ -343,23 +343,16 @@ async fn execute_in(
 fn already_complete(plan: &Plan, layout: &Layout, run: &str) -> Result<RunSummary, Error> {
     let rel = layout.manifest(run);
     let path = layout.display(&rel);
-    let bytes = layout
-        .read(&rel)
-        .map_err(|e| Error::io(format!("reading {path}"), e))?
-        .ok_or_else(|| Error::Other(format!("{path} vanished")))?;
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| Error::Other(format!("{path} is not valid JSON: {e}")))?;
+    let manifest = manifest::read(layout, &rel)?;
     tracing::info!("{} of run {run} is already complete ({path}): nothing to do", shard_words(layout));
     finish_run(plan, layout, run)?;
-    let count = |key: &str| manifest[key].as_u64().unwrap_or(0);
-    let parts = manifest["parts"].as_array().cloned().unwrap_or_default();
     Ok(RunSummary {
         run: run.to_string(),
-        parts: parts.iter().filter_map(|p| p["file"].as_str()).map(|f| PathBuf::from(layout.display(f))).collect(),
+        parts: manifest.parts.iter().map(|p| PathBuf::from(layout.display(&p.file))).collect(),
         root: PathBuf::from(layout.display("")),
         manifest: PathBuf::from(path),
-        records: count("records"),
-        pages: count("pages"),
+        records: manifest.records,
+        pages: manifest.pages,
         requests: 0,
         seconds: 0.0,
         partitions: Vec::new(),
@@ -418,11 +411,7 @@ fn complete(plan: &Plan, layout: &Layout, manifest: &Manifest, position: &Positi
         state.save(layout, &plan.redactor)?;
     }
     let rel = layout.manifest(&manifest.run);
-    // Labels and schemas are free text: a secret learned during the run may be in them.
-    let mut json = serde_json::to_value(manifest).expect("a manifest serializes");
-    plan.redactor.redact_json(&mut json);
-    let json = serde_json::to_vec_pretty(&json).expect("a manifest serializes");
-    layout.write(&rel, &json, "manifest-write")?;
+    manifest::write(layout, &rel, manifest, &plan.redactor)?;
     crate::output::failpoint("after-manifest");
     checkpoint::remove(layout)?;
     finish_run(plan, layout, &manifest.run)?;
@@ -500,31 +489,4 @@ fn with_saved(error: Error, plan: &Plan, position: &Position, layout: &Layout) -
         Error::Interrupted { .. } => Error::Interrupted { saved },
         other => other,
     }
-}
-
-/// `_harvest/runs/<run>.json`: what a completed run wrote and why each partition ended.
-#[derive(Debug, Serialize)]
-pub struct Manifest {
-    pub version: u32,
-    pub job: String,
-    pub run: String,
-    pub started_at: String,
-    pub finished_at: String,
-    pub seconds: f64,
-    pub format: Format,
-    pub compression: Compression,
-    pub mode: Mode,
-    pub records: u64,
-    pub pages: u64,
-    pub parts: Vec<PartInfo>,
-    /// How many partitions ended for each reason.
-    pub stops: std::collections::BTreeMap<String, u64>,
-    /// Each partition by name, while at most 100 ended; past that those that warned.
-    pub partitions: Vec<PartitionReport>,
-    /// Every value asked for and not returned (`[partitions.check]`, a detail request's 404).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub missing: Vec<String>,
-    pub http: FetchStats,
-    /// What the run said when it ended.
-    pub report: Report,
 }
