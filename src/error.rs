@@ -159,8 +159,9 @@ impl std::fmt::Display for Location {
 pub enum Error {
     #[error(transparent)]
     Job(#[from] JobError),
-    #[error("{source} ({location}); {saved}")]
-    Fetch { source: FetchError, location: Location, saved: String },
+    /// A page that could not be had; `hint` says what may be wrong, `kept` what the run kept.
+    #[error("{source} ({location}){}{}", then(.hint), then(.kept))]
+    Fetch { source: FetchError, location: Location, hint: Option<String>, kept: Option<Kept> },
     #[error("{method} {url} ({location}): {source}")]
     Page { method: String, url: String, source: PageError, location: Location },
     #[error("{context}: {source}")]
@@ -173,16 +174,69 @@ pub enum Error {
     /// The unfinished run's checkpoint cannot be used as it is.
     #[error("{0}")]
     Checkpoint(String),
-    #[error("interrupted; {saved}")]
-    Interrupted { saved: String },
+    #[error("interrupted{}", then(.kept))]
+    Interrupted { kept: Option<Kept> },
     /// The command line asks for something that cannot be (exit 2).
     #[error("{0}")]
     Usage(String),
     /// A pipeline whose jobs did not all complete: the exit code its jobs' errors come to.
     #[error("{message}")]
     Pipeline { code: u8, message: String },
+    /// Records the output cannot take as they are (Parquet needs objects, a declared schema).
     #[error("{0}")]
-    Other(String),
+    Records(String),
+    /// The Parquet writer failed on a part.
+    #[error("{context}: {source}")]
+    Parquet { context: String, source: Box<dyn std::error::Error + Send + Sync> },
+    /// A file of the output that was there a moment ago, or is not what harvest wrote.
+    #[error("{path} {problem}")]
+    Output { path: String, problem: String },
+    /// The partitions' values could not be read (a file, another job's output), or one does
+    /// not fit the job's request.
+    #[error("{0}")]
+    Partitions(String),
+    /// The HTTP client cannot be built as the job asks.
+    #[error("{context}: {source}")]
+    Client { context: String, source: reqwest::Error },
+    /// The writer went away while pages were still coming (its own error says why).
+    #[error("the writer stopped")]
+    WriterStopped,
+    /// `harvest init` could not write a job: what it asked and what the API answered.
+    #[error("{0}")]
+    Init(String),
+    /// A sharded run asked to finish before all its shards did.
+    #[error("{0}")]
+    Unfinished(String),
+    /// One of the run's tasks or threads panicked or was cancelled.
+    #[error("{task} failed: {cause}")]
+    Task { task: &'static str, cause: String },
+}
+
+/// What a failed or interrupted run kept, said where it is known (the run, which holds the
+/// position its checkpoint saved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    pub records: u64,
+    /// The output folder, as the user knows it.
+    pub folder: String,
+    pub job_file: std::path::PathBuf,
+}
+
+impl std::fmt::Display for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} record(s) written so far are kept under {} with a checkpoint; `harvest run {}` resumes from there",
+            self.records,
+            self.folder,
+            self.job_file.display()
+        )
+    }
+}
+
+/// `; {text}`, when there is something to say.
+fn then(text: &Option<impl std::fmt::Display>) -> String {
+    text.as_ref().map_or(String::new(), |text| format!("; {text}"))
 }
 
 impl Error {
@@ -201,6 +255,21 @@ impl Error {
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }
+    }
+
+    /// An interrupt, before the run says what it kept.
+    pub fn interrupted() -> Self {
+        Error::Interrupted { kept: None }
+    }
+
+    /// Say what the run kept, on the errors that end a run with its data and checkpoint kept
+    /// (a page that could not be had, an interrupt).
+    pub fn keeping(self, what: Kept) -> Self {
+        match self {
+            Error::Fetch { source, location, hint, .. } => Error::Fetch { source, location, hint, kept: Some(what) },
+            Error::Interrupted { .. } => Error::Interrupted { kept: Some(what) },
+            other => other,
+        }
     }
 }
 

@@ -22,7 +22,7 @@ pub(crate) fn outgoing(
     let url = match &request.url {
         Some(url) => url.clone(),
         None => {
-            let mut url = plan.url_for(partition).map_err(Error::Other)?;
+            let mut url = plan.url_for(partition).map_err(Error::Partitions)?;
             let params: Vec<(&str, String)> = plan
                 .request
                 .params

@@ -139,7 +139,7 @@ pub fn finalize(plan: &Plan) -> Result<String, Error> {
     let left = crate::output::unfinished(&layout, &newest.run, newest.shards)?;
     if !left.is_empty() {
         let left: Vec<String> = left.iter().map(u32::to_string).collect();
-        return Err(Error::Other(format!(
+        return Err(Error::Unfinished(format!(
             "run {} (run id {}) is not complete: shard(s) {} of {} have no manifest yet; run them, then finalize",
             newest.run,
             newest.run_id,

@@ -165,15 +165,19 @@ impl Fetcher {
             .tcp_nodelay(true);
         if let Some(path) = &r.ca_cert {
             let pem = std::fs::read(path).map_err(|e| Error::io(format!("reading ca_cert {}", path.display()), e))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| Error::Other(format!("ca_cert {} is not a PEM certificate: {e}", path.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|source| Error::Client {
+                context: format!("ca_cert {} is not a PEM certificate", path.display()),
+                source,
+            })?;
             builder = builder.add_root_certificate(cert);
         }
         if r.insecure_skip_verify {
             tracing::warn!("insecure_skip_verify is set: TLS certificates are not checked");
             builder = builder.danger_accept_invalid_certs(true);
         }
-        let client = builder.build().map_err(|e| Error::Other(format!("cannot build the HTTP client: {e}")))?;
+        let client = builder
+            .build()
+            .map_err(|source| Error::Client { context: "cannot build the HTTP client".into(), source })?;
         let limiter = plan.limits.requests_per_second.map(|rps| {
             let period = Duration::from_secs_f64(1.0 / rps);
             let burst = NonZeroU32::new(plan.limits.burst).unwrap_or(NonZeroU32::MIN);

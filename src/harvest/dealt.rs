@@ -285,7 +285,7 @@ impl Course for Dealing<'_> {
                 // Nothing is asked after an interrupt, and the pages after this span may not
                 // be taken before its rest: the checkpoint goes on from inside the span.
                 pages.abort();
-                return Err(Error::Interrupted { saved: String::new() });
+                return Err(Error::interrupted());
             }
             pages.push_front(Ask { tag: at, request: at.request(style), page: at.slot });
         }

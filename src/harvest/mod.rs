@@ -182,7 +182,7 @@ pub(crate) async fn harvest_partitions(shared: &Arc<Shared>, cancel: &Cancellati
         .buffer_unordered(active);
     let mut failure: Option<Error> = None;
     while let Some(joined) = tasks.next().await {
-        let result = joined.unwrap_or_else(|e| Err(Error::Other(format!("a partition's task failed: {e}"))));
+        let result = joined.unwrap_or_else(|e| Err(Error::Task { task: "a partition's task", cause: e.to_string() }));
         if let Err(error) = result {
             stop.cancel();
             // An interruption caused by another partition's failure is not the story.
@@ -270,7 +270,7 @@ impl Harvest<'_> {
         loop {
             // Interrupted: ask nothing more, but take the pages already in flight, in order.
             if cancel.is_cancelled() && pages.is_empty() {
-                return Err(Error::Interrupted { saved: String::new() });
+                return Err(Error::interrupted());
             }
             if let Some(stop) = course.settled(tally) {
                 return Ok(stop);
@@ -353,7 +353,7 @@ impl Harvest<'_> {
             missing,
         };
         let end = Item::End { index: self.part.partition.index, report: report.clone() };
-        self.shared.tx.send(end).await.map_err(|_| Error::Other("the writer stopped".into()))?;
+        self.shared.tx.send(end).await.map_err(|_| Error::WriterStopped)?;
         Ok(report)
     }
 
@@ -387,7 +387,7 @@ impl Harvest<'_> {
         let batch =
             PageBatch { partition, page: tally.pages, lines, count, prepared, resume: Some(resume), seen, mark };
         if self.shared.tx.send(Item::Page(batch)).await.is_err() {
-            return Err(Error::Other("the writer stopped".into()));
+            return Err(Error::WriterStopped);
         }
         tally.records += count;
         tally.pages += 1;

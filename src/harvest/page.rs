@@ -129,9 +129,9 @@ pub(crate) async fn fetch_page(
                 _ => None,
             };
             let hint = size_hint(plan, &e.kind);
-            PageFailure { status, error: Error::Fetch { source: e, location: location.clone(), saved: hint } }
+            PageFailure { status, error: Error::Fetch { source: e, location: location.clone(), hint, kept: None } }
         }
-        FetchFailure::Interrupted => PageFailure { status: None, error: Error::Interrupted { saved: String::new() } },
+        FetchFailure::Interrupted => PageFailure { status: None, error: Error::interrupted() },
     })
 }
 
@@ -194,10 +194,10 @@ fn with_parent(lines: &[u8], members: &str) -> Result<Vec<u8>, String> {
 
 /// A 400 or 422 on an ordinary page of a sized strategy is most often a page size above the
 /// server's maximum: say which parameter asked for how much.
-pub(crate) fn size_hint(plan: &Plan, kind: &FetchErrorKind) -> String {
-    let FetchErrorKind::Status { status: 400 | 422, .. } = kind else { return String::new() };
-    let Some((param, size)) = plan.pagination.style.size_param() else { return String::new() };
-    format!("if the server limits page sizes, lower pagination.page_size: this request asked {param}={size}")
+pub(crate) fn size_hint(plan: &Plan, kind: &FetchErrorKind) -> Option<String> {
+    let FetchErrorKind::Status { status: 400 | 422, .. } = kind else { return None };
+    let (param, size) = plan.pagination.style.size_param()?;
+    Some(format!("if the server limits page sizes, lower pagination.page_size: this request asked {param}={size}"))
 }
 
 #[cfg(test)]

@@ -118,7 +118,7 @@ impl<T: Send + 'static> Pages<T> {
     /// The next page in order, once it is fetched; `None` when none is in flight.
     pub(super) async fn next(&mut self) -> Result<Option<(T, Result<Fetched, PageFailure>)>, Error> {
         let Some((tag, task)) = self.in_flight.pop_front() else { return Ok(None) };
-        let fetched = task.await.map_err(|e| Error::Other(format!("a page task failed: {e}")))?;
+        let fetched = task.await.map_err(|e| Error::Task { task: "a page task", cause: e.to_string() })?;
         Ok(Some((tag, fetched)))
     }
 }

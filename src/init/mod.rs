@@ -136,7 +136,7 @@ pub async fn init(options: &InitOptions) -> Result<Written, Error> {
         None => {
             let tried: Vec<String> = tries.iter().map(|t| format!("  {}: {}; {}", t.what, t.saw, why(t))).collect();
             if !options.force {
-                return Err(Error::Other(format!(
+                return Err(Error::Init(format!(
                     "harvest init could not confirm a job for {} {}, so it wrote none; it tried:\n{}\n\
                      set the job's keys by hand, or write the best guess with --force (marked NOT CONFIRMED)",
                     asked.method,
@@ -265,7 +265,7 @@ async fn first_page(asked: &Asked) -> Result<(reqwest::header::HeaderMap, Value)
         .user_agent(concat!("harvest/", env!("CARGO_PKG_VERSION")))
         .timeout(Duration::from_secs(30))
         .build()
-        .map_err(|e| Error::Other(format!("cannot start an HTTP client: {e}")))?;
+        .map_err(|e| Error::Init(format!("cannot start an HTTP client: {e}")))?;
     let mut request = match asked.method.as_str() {
         "POST" => client
             .post(asked.url.clone())
@@ -308,19 +308,19 @@ async fn first_page(asked: &Asked) -> Result<(reqwest::header::HeaderMap, Value)
             Err(e) => format!("{what}: {e}"),
         };
         if attempt == ATTEMPTS {
-            return Err(Error::Other(hide(failed)));
+            return Err(Error::Init(hide(failed)));
         }
         tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
     };
     let excerpt = || hide(String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned());
     if !status.is_success() {
-        return Err(Error::Other(format!("{what} returned {status}: {}", excerpt())));
+        return Err(Error::Init(format!("{what} returned {status}: {}", excerpt())));
     }
     if bytes.len() > MAX_BODY {
-        return Err(Error::Other(format!("{what}: the response is over 64 MiB")));
+        return Err(Error::Init(format!("{what}: the response is over 64 MiB")));
     }
     let document = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Other(format!("{what} did not answer JSON ({e}): {}", excerpt())))?;
+        .map_err(|e| Error::Init(format!("{what} did not answer JSON ({e}): {}", excerpt())))?;
     Ok((headers, document))
 }
 

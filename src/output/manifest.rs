@@ -67,8 +67,8 @@ pub fn read(layout: &Layout, rel: &str) -> Result<Completed, Error> {
     let bytes = layout
         .read(rel)
         .map_err(|e| Error::io(format!("reading {path}"), e))?
-        .ok_or_else(|| Error::Other(format!("{path} vanished")))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Other(format!("{path} is not a run manifest: {e}")))
+        .ok_or_else(|| Error::Output { path: path.clone(), problem: "vanished".into() })?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Output { path, problem: format!("is not a run manifest: {e}") })
 }
 
 /// The newest complete run (run ids sort by time): its manifest, or for a sharded run its

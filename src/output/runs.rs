@@ -106,7 +106,7 @@ pub fn claim_run(layout: &Layout, run_id: &str, shards: u32) -> Result<String, E
                 }
                 // Another shard started the run at the same moment: its name is the run's.
                 false => read_json::<RunRecord>(layout, &rel)?
-                    .ok_or_else(|| Error::Other(format!("{} vanished", layout.display(&rel))))?,
+                    .ok_or_else(|| Error::Output { path: layout.display(&rel), problem: "vanished".into() })?,
             }
         }
     };

@@ -62,7 +62,7 @@ impl Failure {
     pub fn error(&self) -> Error {
         match self {
             Failure::Job(message) => Error::Usage(message.clone()),
-            Failure::Read(message) => Error::Other(message.clone()),
+            Failure::Read(message) => Error::Partitions(message.clone()),
         }
     }
 }

@@ -80,7 +80,7 @@ fn write_state(layout: &Layout, state: &State) -> Result<(), Error> {
         .store
         .put(&rel, &json, Put::Overwrite, "pipeline-state-write")
         .map(|_| ())
-        .map_err(|e| Error::Other(format!("writing {}: {e:?}", layout.display(&rel))))
+        .map_err(|e| Error::Output { path: layout.display(&rel), problem: format!("cannot be written: {e:?}") })
 }
 
 /// Run the pipeline; `reported` hears of each job's report as it ends.
@@ -152,7 +152,8 @@ pub async fn run(
         }
         write_state(&layout, &state)?;
         let Some(joined) = running.join_next().await else { break };
-        let (index, result, report) = joined.map_err(|e| Error::Other(format!("a pipeline job's task failed: {e}")))?;
+        let (index, result, report) =
+            joined.map_err(|e| Error::Task { task: "a pipeline job's task", cause: e.to_string() })?;
         let name = &pipeline.jobs[index].name;
         if let Some(report) = &report {
             reported(name, report);

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Position;
 use crate::checkpoint::{self, Checkpoint, Fingerprint};
-use crate::error::Error;
+use crate::error::{Error, Kept};
 use crate::fetch::Fetcher;
 use crate::harvest::Deal;
 use crate::harvest::{harvest_partitions, Shared};
@@ -261,7 +261,8 @@ async fn execute_in(
     let failure = harvest_partitions(&shared, &options.cancel).await;
     drop(shared);
     drop(showing);
-    let (sink, checkpointer, written) = writer.join().map_err(|_| Error::Other("the writer thread panicked".into()))?;
+    let (sink, checkpointer, written) =
+        writer.join().map_err(|_| Error::Task { task: "the writer thread", cause: "it panicked".into() })?;
     let stats = fetcher.stats();
 
     // A failing writer closes the queue, which the fetching side then reports: its own error
@@ -282,7 +283,8 @@ async fn execute_in(
     if let Some(error) = written.err().or(failure) {
         // Keep what was written durable for the resume; publish nothing more.
         let position = settle(sink, checkpointer, false).await?;
-        let mut error = with_saved(error, &plan, &position, layout);
+        let kept = Kept { records: position.records(), folder: layout.display(""), job_file: plan.job_file.clone() };
+        let mut error = error.keeping(kept);
         if lease_lost.as_ref().is_some_and(|lost| lost.is_cancelled()) {
             error = crate::output::lease_lost(layout, "the run was stopped");
         }
@@ -427,7 +429,7 @@ async fn settle(mut sink: Box<dyn Sink>, mut checkpointer: Checkpointer, finish:
         Ok(position)
     })
     .await
-    .map_err(|e| Error::Other(format!("the writer failed: {e}")))?
+    .map_err(|e| Error::Task { task: "the writer", cause: e.to_string() })?
 }
 
 /// The writer thread: pages in, durable bytes out, and a checkpoint at least every interval.
@@ -472,21 +474,5 @@ fn describe(position: &Position) -> String {
     match places.is_empty() {
         true => "from the start".into(),
         false => places.join(", "),
-    }
-}
-
-fn with_saved(error: Error, plan: &Plan, position: &Position, layout: &Layout) -> Error {
-    let records = position.records();
-    let saved = format!(
-        "{records} record(s) written so far are kept under {} with a checkpoint; `harvest run {}` resumes from there",
-        layout.display(""),
-        plan.job_file.display()
-    );
-    match error {
-        Error::Fetch { source, location, saved: hint } => {
-            Error::Fetch { source, location, saved: if hint.is_empty() { saved } else { format!("{hint}; {saved}") } }
-        }
-        Error::Interrupted { .. } => Error::Interrupted { saved },
-        other => other,
     }
 }

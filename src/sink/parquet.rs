@@ -298,11 +298,13 @@ impl ParquetSink {
             // Rows decoded in the writer for earlier pages go first.
             if let Some(earlier) = open.decoder.flush().map_err(|e| self.failed("decoding", e))? {
                 let open = self.open.as_mut().expect("opened above");
-                open.write(earlier).map_err(|e| Error::Other(format!("writing Parquet: {e}")))?;
+                open.write(earlier)
+                    .map_err(|e| Error::Parquet { context: "writing Parquet".into(), source: Box::new(e) })?;
             }
             let open = self.open.as_mut().expect("opened above");
             let take = (rows.num_rows() - at).min((rows_per_file - open.part.rows) as usize);
-            open.write(rows.slice(at, take)).map_err(|e| Error::Other(format!("writing Parquet: {e}")))?;
+            open.write(rows.slice(at, take))
+                .map_err(|e| Error::Parquet { context: "writing Parquet".into(), source: Box::new(e) })?;
             self.ledger.add_rows(&mut open.part, &batch.partition, batch.page, take as u64);
             at += take;
             if open.part.rows >= rows_per_file {
@@ -396,7 +398,7 @@ impl ParquetSink {
     }
 
     fn not_an_object(&self, line: &[u8], batch: &PageBatch, index: usize) -> Error {
-        Error::Other(format!(
+        Error::Records(format!(
             "format = \"parquet\" needs records that are JSON objects; record {index} of page {} of {} is not: {}",
             batch.page,
             self.where_(&batch.partition),
@@ -406,7 +408,7 @@ impl ParquetSink {
 
     fn misfit(&self, batch: &PageBatch, index: usize, mismatch: crate::schema::Mismatch) -> Error {
         let file = self.options.schema_file.as_ref().map_or(String::new(), |f| format!(" in {}", f.display()));
-        Error::Other(format!(
+        Error::Records(format!(
             "record {index} of page {} of {} does not fit the schema{file}: {mismatch} (with on_mismatch = \"json\" \
              it would be kept in the {REJECTED} column)",
             batch.page,
@@ -421,9 +423,9 @@ impl ParquetSink {
         }
     }
 
-    fn failed(&self, what: &str, e: impl std::fmt::Display) -> Error {
+    fn failed(&self, what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
         let part = self.open.as_ref().map_or(String::new(), |o| format!(" {}", o.part.path.display()));
-        Error::Other(format!("{what} Parquet part{part}: {e}"))
+        Error::Parquet { context: format!("{what} Parquet part{part}"), source: Box::new(e) }
     }
 
     fn open_part(&mut self) -> Result<&mut OpenFile, Error> {
@@ -445,13 +447,15 @@ impl ParquetSink {
                 .set_created_by(format!("harvest {}", env!("CARGO_PKG_VERSION")))
                 .set_dictionary_page_size_limit(DICTIONARY_BYTES)
                 .build();
-            let writer = ArrowWriter::try_new(file, arrow.clone(), Some(properties))
-                .map_err(|e| Error::Other(format!("starting Parquet part {}: {e}", part.path.display())))?;
+            let writer = ArrowWriter::try_new(file, arrow.clone(), Some(properties)).map_err(|e| Error::Parquet {
+                context: format!("starting Parquet part {}", part.path.display()),
+                source: Box::new(e),
+            })?;
             let decoder = ReaderBuilder::new(arrow)
                 .with_batch_size(BATCH_ROWS)
                 .with_strict_mode(true)
                 .build_decoder()
-                .map_err(|e| Error::Other(format!("starting the JSON decoder: {e}")))?;
+                .map_err(|e| Error::Parquet { context: "starting the JSON decoder".into(), source: Box::new(e) })?;
             let described = match schema.describe() {
                 serde_json::Value::Object(mut o) => o.remove("struct").unwrap_or_default(),
                 other => other,
@@ -477,13 +481,16 @@ impl ParquetSink {
         self.ledger.add_rows(&mut open.part, &run.partition, run.page, run.rows);
         run.rows = 0;
         let path = open.part.path.clone();
-        let fail = |what: &str, e: &dyn std::fmt::Display| Error::Other(format!("{what} {}: {e}", path.display()));
-        drain(&mut open).map_err(|e| fail("encoding", &e))?;
-        if let Some(batch) = open.decoder.flush().map_err(|e| fail("decoding records for", &e))? {
-            open.write(batch).map_err(|e| fail("writing", &e))?;
+        let fail = |what: &str, e: ParquetError| Error::Parquet {
+            context: format!("{what} {}", path.display()),
+            source: Box::new(e),
+        };
+        drain(&mut open).map_err(|e| fail("encoding", e))?;
+        if let Some(batch) = open.decoder.flush().map_err(|e| fail("decoding records for", e.into()))? {
+            open.write(batch).map_err(|e| fail("writing", e))?;
         }
-        open.write_queued().map_err(|e| fail("writing", &e))?;
-        let file = open.writer.into_inner().map_err(|e| fail("finishing", &e))?;
+        open.write_queued().map_err(|e| fail("writing", e))?;
+        let file = open.writer.into_inner().map_err(|e| fail("finishing", e))?;
         file.sync_data().map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
         let bytes = file.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
         drop(file);
@@ -492,13 +499,13 @@ impl ParquetSink {
 }
 
 /// Decode the waiting lines, handing each full batch to the writer.
-fn drain(open: &mut OpenFile) -> Result<(), String> {
+fn drain(open: &mut OpenFile) -> Result<(), ParquetError> {
     let mut at = 0;
     while at < open.lines.len() {
-        at += open.decoder.decode(&open.lines[at..]).map_err(|e| e.to_string())?;
+        at += open.decoder.decode(&open.lines[at..])?;
         if at < open.lines.len() {
-            if let Some(batch) = open.decoder.flush().map_err(|e| e.to_string())? {
-                open.write(batch).map_err(|e| e.to_string())?;
+            if let Some(batch) = open.decoder.flush()? {
+                open.write(batch)?;
             }
         }
     }
