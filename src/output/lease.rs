@@ -232,3 +232,67 @@ fn probe(layout: &Layout) -> Result<(), Error> {
         Err(PutError::Io(e)) => Err(io(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::object::Bucket;
+    use crate::store::Store;
+
+    /// A worker's view of the job's output in `bucket`: its own versions, its own staging.
+    fn worker(bucket: &Bucket) -> (Layout, tempfile::TempDir) {
+        let staging = tempfile::tempdir().unwrap();
+        let layout = Layout::staged(Store::Object(bucket.clone()), staging.path().to_path_buf(), None).unwrap();
+        (layout, staging)
+    }
+
+    /// What a killed worker leaves: its lease, no longer renewed, never released.
+    fn kill(mut lease: Lease) {
+        lease.stop.cancel();
+        if let Some(renewer) = lease.renewer.take() {
+            renewer.join().unwrap();
+        }
+        std::mem::forget(lease);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_renewed_lease_keeps_others_out_and_a_stale_one_is_taken_over_once() {
+        let bucket = Bucket::in_memory("job");
+        let ((a, _a), (b, _b), (c, _c)) = (worker(&bucket), worker(&bucket), worker(&bucket));
+        let ttl = Duration::from_millis(400);
+        let held = Lease::take(&a, ttl).unwrap().expect("the first worker takes the lease");
+        // Renewed every quarter of the ttl: still held long after one ttl has gone by.
+        std::thread::sleep(ttl * 2);
+        let refused = Lease::take(&b, ttl).unwrap().expect_err("a renewed lease is not taken over");
+        assert!(refused.contains("its lease was renewed"), "{refused}");
+        assert!(Lease::holder(&b, ttl).unwrap().is_some());
+
+        kill(held);
+        std::thread::sleep(ttl + Duration::from_millis(100));
+        assert!(Lease::holder(&b, ttl).unwrap().is_none(), "a lease not renewed for the ttl is stale");
+        let _taken = Lease::take(&b, ttl).unwrap().expect("a stale lease is taken over");
+        let refused = Lease::take(&c, ttl).unwrap().expect_err("and only by one worker");
+        assert!(refused.contains("its lease was renewed"), "{refused}");
+        // The worker that was cut off finds out at its next renewal, and stays out.
+        assert!(matches!(confirm(&a), Err(Error::LeaseLost(_))));
+        assert!(matches!(confirm(&a), Err(Error::LeaseLost(_))));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_write_over_a_version_another_worker_replaced_is_refused() {
+        let bucket = Bucket::in_memory("job");
+        let ((a, _a), (b, _b)) = (worker(&bucket), worker(&bucket));
+        let rel = a.checkpoint_rel();
+        a.write(&rel, b"{\"by\": \"a\"}", "").unwrap();
+        a.write(&rel, b"{\"by\": \"a\", \"again\": true}", "").expect("over the version it wrote");
+        // The other worker takes the run up: it reads the checkpoint, then writes its own.
+        assert!(b.read(&rel).unwrap().is_some());
+        b.write(&rel, b"{\"by\": \"b\"}", "").unwrap();
+        let refused = a.write(&rel, b"{\"by\": \"a\"}", "").unwrap_err();
+        assert!(matches!(refused, Error::LeaseLost(_)), "{refused}");
+        assert_eq!(b.read(&rel).unwrap().unwrap(), b"{\"by\": \"b\"}", "what the other worker wrote stays");
+        // A file created only if absent is created once.
+        assert!(a.create_new("_harvest/run-ids/x.json", b"1").unwrap());
+        assert!(!b.create_new("_harvest/run-ids/x.json", b"2").unwrap());
+    }
+}

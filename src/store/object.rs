@@ -88,6 +88,19 @@ impl Bucket {
         Ok(Bucket { store, root, url: format!("{}/{name}", url.trim_end_matches('/')), runtime })
     }
 
+    /// A bucket in memory (object_store's `InMemory`: conditional writes, versions and
+    /// modification times as a real store keeps them), for unit tests of what several workers
+    /// do to one store: clones share it.
+    #[cfg(test)]
+    pub fn in_memory(name: &str) -> Bucket {
+        Bucket {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            root: Path::from(name),
+            url: format!("memory://{name}"),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
     pub fn url(&self, rel: &str) -> String {
         match rel.is_empty() {
             true => self.url.clone(),
