@@ -6,11 +6,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::Layout;
-use crate::checkpoint::PartInfo;
+use crate::checkpoint::{PartInfo, Position};
 use crate::error::Error;
 use crate::fetch::FetchStats;
 use crate::partition::PartitionReport;
-use crate::plan::{Compression, Format, Mode};
+use crate::plan::{Compression, Format, Mode, Plan};
 use crate::redact::Redactor;
 use crate::report::Report;
 
@@ -39,6 +39,31 @@ pub struct Manifest {
     pub http: FetchStats,
     /// What the run said when it ended.
     pub report: Report,
+}
+
+impl Manifest {
+    /// The manifest of `run`, complete at `position`, as `report` tells it.
+    pub fn of(plan: &Plan, run: &str, report: &Report, position: &Position, http: &FetchStats) -> Manifest {
+        Manifest {
+            version: 1,
+            job: plan.name.clone(),
+            run: run.to_string(),
+            started_at: report.started_at.clone(),
+            finished_at: report.finished_at.clone(),
+            seconds: report.seconds,
+            format: plan.output.format,
+            compression: plan.output.compression,
+            mode: plan.output.mode,
+            records: position.done.records,
+            pages: position.done.pages,
+            parts: position.parts.clone(),
+            stops: position.done.stops.clone(),
+            partitions: position.done.reports.values().cloned().collect(),
+            missing: position.done.missing().cloned().collect(),
+            http: http.clone(),
+            report: report.clone(),
+        }
+    }
 }
 
 /// What a reader takes from a manifest: the run, when it finished, what it wrote.

@@ -23,7 +23,7 @@ use crate::harvest::Deal;
 use crate::harvest::{harvest_partitions, Shared};
 use crate::incremental::{Sent, State};
 use crate::output::manifest::{self, Manifest};
-use crate::output::Layout;
+use crate::output::{Layout, Lock};
 use crate::partition::PartitionReport;
 use crate::plan::{Mode, Plan};
 use crate::progress::{Before, Display, Progress};
@@ -144,26 +144,9 @@ async fn execute_in(
     report: &mut Option<Report>,
     layout: &Layout,
 ) -> Result<RunSummary, Error> {
-    let root = PathBuf::from(layout.display(""));
-    let sharded = plan.shard.as_ref();
-    let lock = match layout.lock(plan.output.store.lease_ttl)? {
-        Ok(lock) => lock,
-        Err(holder) => {
-            return Err(Error::Locked { name: plan.name.clone(), lock: layout.display(&layout.lock_rel()), holder })
-        }
-    };
-    // A worker whose lease is taken over stops as an interrupted one does, and says why.
-    let lease_lost = lock.lost();
-    if let Some(lost) = lease_lost.clone() {
-        let cancel = options.cancel.child_token();
-        options.cancel = cancel.clone();
-        tokio::spawn(async move {
-            lost.cancelled().await;
-            cancel.cancel();
-        });
-    }
+    let (_lock, lease_lost) = hold(&plan, layout, &mut options)?;
     // The shards of a run share its name, given by the first of them to start.
-    let claimed = match sharded.and_then(|s| Some((s.run_id.as_deref()?, s.shard.count))) {
+    let claimed = match plan.shard.as_ref().and_then(|s| Some((s.run_id.as_deref()?, s.shard.count))) {
         Some((id, count)) => Some(crate::output::claim_run(layout, id, count)?),
         None => None,
     };
@@ -172,21 +155,7 @@ async fn execute_in(
             return already_complete(&plan, layout, run);
         }
     }
-    // Read the files and outputs the partitions' values come from (their fingerprints too).
-    plan.partitions.open()?;
-    let fingerprint = Fingerprint::of(&plan);
-    let resumed = start::resume_or_start(&plan, layout, &fingerprint, options.fresh, claimed.as_deref())?;
-    let (run, started_at) = match (&resumed, claimed) {
-        (Some(saved), _) => (saved.run.clone(), saved.started_at.clone()),
-        (None, claimed) => (
-            match claimed {
-                Some(run) => run,
-                None => layout.new_run_id().map_err(|e| Error::io(format!("reading {}", root.display()), e))?,
-            },
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        ),
-    };
-    let started = Instant::now();
+    let begun = begin(&plan, layout, options.fresh, claimed)?;
     let deal = Deal::of(&plan);
     let partitions = match deal {
         Some(deal) => plan.partitions.iter().filter(|p| deal.takes(&p.key)).count() as u64,
@@ -195,84 +164,26 @@ async fn execute_in(
     if let Some(deal) = deal {
         tracing::info!("{}", deal.describe(&plan));
     }
-    let mut position = resumed.as_ref().map(|saved| saved.position.clone()).unwrap_or_default();
-    if resumed.is_some() && !layout.store.is_local() {
-        // The worker that wrote the checkpoint may be alive (stopped, cut off) and upload a part
-        // it had under way; this worker's parts are numbered far past any such one.
-        position.next_seq += RESUME_GAP;
-    }
+    let position = &begun.checkpoint.position;
     let before = Before { records: position.records(), pages: position.pages(), ended: position.done.count() };
     let progress = Progress::new(options.progress, &plan.name, partitions, before);
     let fetcher = Arc::new(Fetcher::new(&plan)?.with_cancel(options.cancel.clone()).with_progress(progress.clone()));
-    tracing::info!(
-        "harvesting job {} (run {run}, {partitions} partition{}) into {}",
-        plan.name,
-        if partitions == 1 { "" } else { "s" },
-        root.display()
-    );
-
-    let output = &plan.output;
-    if let Some(saved) = &resumed {
-        tracing::info!("resuming run {run} from its checkpoint of {}: {}", saved.written_at, describe(&saved.position));
+    let (run, root) = (begun.checkpoint.run.clone(), PathBuf::from(layout.display("")));
+    let s = if partitions == 1 { "" } else { "s" };
+    tracing::info!("harvesting job {} (run {run}, {partitions} partition{s}) into {}", plan.name, root.display());
+    if begun.resumed {
+        tracing::info!("resuming run {run} from its checkpoint of {}: {}", begun.written_at, describe(position));
     }
-    let sent = marks_to_send(&plan, layout, resumed.as_ref())?;
-    let (active, done) = (position.active.clone(), position.done.clone());
-    let sink = crate::sink::open(layout, &run, output, &position)?;
-    let mut checkpointer = Checkpointer {
-        layout: layout.clone(),
-        saved: Checkpoint {
-            version: checkpoint::VERSION,
-            job: plan.name.clone(),
-            run: run.clone(),
-            started_at: started_at.clone(),
-            written_at: String::new(),
-            fingerprint,
-            shard: layout.shard,
-            sent: sent.clone(),
-            position: Position::default(),
-        },
-        interval: output.checkpoint_interval,
-        last: Instant::now(),
-        secrets: plan.redactor.clone(),
-    };
-    // From here on a crash always finds a checkpoint, and so what this run wrote.
-    checkpointer.save(position)?;
-    let prepare = sink.preparer();
-    let (tx, rx) = mpsc::channel::<Item>(WRITER_QUEUE);
-    let writer = std::thread::Builder::new()
-        .name("harvest-writer".into())
-        .spawn(move || write_pages(sink, rx, checkpointer))
-        .map_err(|e| Error::io("starting the writer thread", e))?;
-
-    let shared = Arc::new(Shared {
-        plan: plan.clone(),
-        fetcher: fetcher.clone(),
-        decoder: Arc::new(crate::harvest::decode::for_job(&plan)),
-        tx,
-        prepare,
-        progress: progress.clone(),
-        active,
-        done,
-        marks: sent.unwrap_or_default(),
-        hints: AtomicU64::new(crate::harvest::HINTS),
-        deal,
-    });
-    let showing = progress.show();
-    let failure = harvest_partitions(&shared, &options.cancel).await;
-    drop(shared);
-    drop(showing);
-    let (sink, checkpointer, written) =
-        writer.join().map_err(|_| Error::Task { task: "the writer thread", cause: "it panicked".into() })?;
+    let started = Instant::now();
+    let (sink, checkpointer, failure) =
+        harvest(&plan, layout, begun.checkpoint.clone(), &fetcher, &progress, deal, &options.cancel).await?;
     let stats = fetcher.stats();
-
-    // A failing writer closes the queue, which the fetching side then reports: its own error
-    // is the one that says what happened.
     let facts = |outcome, error: Option<&Error>, manifest| Facts {
         job: &plan.name,
         run: &run,
         outcome,
         error: error.map(|e| plan.redactor.redact(&e.to_string()).into_owned()),
-        started_at: &started_at,
+        started_at: &begun.checkpoint.started_at,
         seconds: started.elapsed().as_secs_f64(),
         partitions,
         http: &stats,
@@ -280,7 +191,7 @@ async fn execute_in(
         manifest,
         asked_as: plan.partitions.listed_placeholders().first().cloned().unwrap_or_else(|| "value".into()),
     };
-    if let Some(error) = written.err().or(failure) {
+    if let Some(error) = failure {
         // Keep what was written durable for the resume; publish nothing more.
         let position = settle(sink, checkpointer, false).await?;
         let kept = Kept { records: position.records(), folder: layout.display(""), job_file: plan.job_file.clone() };
@@ -298,32 +209,13 @@ async fn execute_in(
     // Every page is durable and checkpointed: a crash from here to the manifest asks nothing
     // again.
     let position = settle(sink, checkpointer, true).await?;
-
     let manifest_at = PathBuf::from(layout.display(&layout.manifest(&run)));
     let report = report.insert(Report::new(facts(Outcome::Complete, None, Some(manifest_at)), &position));
     if let Some(missing) = &report.missing {
         // Not a failure: the server has nothing for them.
         tracing::warn!("{}", missing.words());
     }
-    let manifest = Manifest {
-        version: 1,
-        job: plan.name.clone(),
-        run: run.clone(),
-        started_at: report.started_at.clone(),
-        finished_at: report.finished_at.clone(),
-        seconds: report.seconds,
-        format: plan.output.format,
-        compression: plan.output.compression,
-        mode: plan.output.mode,
-        records: position.done.records,
-        pages: position.done.pages,
-        parts: position.parts.clone(),
-        stops: position.done.stops.clone(),
-        partitions: position.done.reports.values().cloned().collect(),
-        missing: position.done.missing().cloned().collect(),
-        http: stats.clone(),
-        report: report.clone(),
-    };
+    let manifest = Manifest::of(&plan, &run, report, &position, &stats);
     let manifest_path = complete(&plan, layout, &manifest, &position)?;
     Ok(RunSummary {
         run,
@@ -337,6 +229,125 @@ async fn execute_in(
         partitions: manifest.partitions,
         already_complete: false,
     })
+}
+
+/// Take the job's lock (its lease, in object storage). A worker whose lease is taken over
+/// stops as an interrupted one does, and says why: the token cancelled then.
+fn hold(plan: &Plan, layout: &Layout, options: &mut RunOptions) -> Result<(Lock, Option<CancellationToken>), Error> {
+    let lock = match layout.lock(plan.output.store.lease_ttl)? {
+        Ok(lock) => lock,
+        Err(holder) => {
+            return Err(Error::Locked { name: plan.name.clone(), lock: layout.display(&layout.lock_rel()), holder })
+        }
+    };
+    let lease_lost = lock.lost();
+    if let Some(lost) = lease_lost.clone() {
+        let cancel = options.cancel.child_token();
+        options.cancel = cancel.clone();
+        tokio::spawn(async move {
+            lost.cancelled().await;
+            cancel.cancel();
+        });
+    }
+    Ok((lock, lease_lost))
+}
+
+/// Where a run begins: its first checkpoint (the unfinished run's, or a new run's).
+struct Begun {
+    checkpoint: Checkpoint,
+    /// Whether it resumes an unfinished run, and when that run's checkpoint was written.
+    resumed: bool,
+    written_at: String,
+}
+
+/// Resume the unfinished run from its checkpoint, or name a new run (`claimed`, for a shard
+/// of a sharded run).
+fn begin(plan: &Plan, layout: &Layout, fresh: bool, claimed: Option<String>) -> Result<Begun, Error> {
+    // Read the files and outputs the partitions' values come from (their fingerprints too).
+    plan.partitions.open()?;
+    let fingerprint = Fingerprint::of(plan);
+    let resumed = start::resume_or_start(plan, layout, &fingerprint, fresh, claimed.as_deref())?;
+    let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (run, started_at) = match (&resumed, claimed) {
+        (Some(saved), _) => (saved.run.clone(), saved.started_at.clone()),
+        (None, Some(run)) => (run, now()),
+        (None, None) => {
+            let run = layout.new_run_id().map_err(|e| Error::io(format!("reading {}", layout.display("")), e))?;
+            (run, now())
+        }
+    };
+    let mut position = resumed.as_ref().map(|saved| saved.position.clone()).unwrap_or_default();
+    if resumed.is_some() && !layout.store.is_local() {
+        // The worker that wrote the checkpoint may be alive (stopped, cut off) and upload a part
+        // it had under way; this worker's parts are numbered far past any such one.
+        position.next_seq += RESUME_GAP;
+    }
+    let sent = marks_to_send(plan, layout, resumed.as_ref())?;
+    let checkpoint = Checkpoint {
+        version: checkpoint::VERSION,
+        job: plan.name.clone(),
+        run,
+        started_at,
+        written_at: String::new(),
+        fingerprint,
+        shard: layout.shard,
+        sent,
+        position,
+    };
+    let written_at = resumed.as_ref().map(|saved| saved.written_at.clone()).unwrap_or_default();
+    Ok(Begun { checkpoint, resumed: resumed.is_some(), written_at })
+}
+
+/// Open the sink on its writer thread (a checkpoint first: from then on a crash always finds
+/// one, and so what this run wrote), harvest every partition into it, and hand back the sink,
+/// its checkpointer and the first failure, if any (the writer's own before the harvest's: a
+/// failing writer closes the queue, which the fetching side then reports).
+async fn harvest(
+    plan: &Arc<Plan>,
+    layout: &Layout,
+    begun: Checkpoint,
+    fetcher: &Arc<Fetcher>,
+    progress: &Arc<Progress>,
+    deal: Option<Deal>,
+    cancel: &CancellationToken,
+) -> Result<(Box<dyn Sink>, Checkpointer, Option<Error>), Error> {
+    let position = begun.position.clone();
+    let sink = crate::sink::open(layout, &begun.run, &plan.output, &position)?;
+    let (active, done, sent) = (position.active.clone(), position.done.clone(), begun.sent.clone());
+    let mut checkpointer = Checkpointer {
+        layout: layout.clone(),
+        saved: begun,
+        interval: plan.output.checkpoint_interval,
+        last: Instant::now(),
+        secrets: plan.redactor.clone(),
+    };
+    checkpointer.save(position)?;
+    let prepare = sink.preparer();
+    let (tx, rx) = mpsc::channel::<Item>(WRITER_QUEUE);
+    let writer = std::thread::Builder::new()
+        .name("harvest-writer".into())
+        .spawn(move || write_pages(sink, rx, checkpointer))
+        .map_err(|e| Error::io("starting the writer thread", e))?;
+    let shared = Arc::new(Shared {
+        plan: plan.clone(),
+        fetcher: fetcher.clone(),
+        decoder: Arc::new(crate::harvest::decode::for_job(plan)),
+        tx,
+        prepare,
+        progress: progress.clone(),
+        active,
+        done,
+        marks: sent.unwrap_or_default(),
+        hints: AtomicU64::new(crate::harvest::HINTS),
+        deal,
+    });
+    let showing = progress.show();
+    let failure = harvest_partitions(&shared, cancel).await;
+    drop(shared);
+    drop(showing);
+    let (sink, checkpointer, written) =
+        writer.join().map_err(|_| Error::Task { task: "the writer thread", cause: "it panicked".into() })?;
+    Ok((sink, checkpointer, written.err().or(failure)))
 }
 
 /// A shard whose manifest for this run exists has nothing to do: its share is complete. If

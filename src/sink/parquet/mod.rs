@@ -20,20 +20,22 @@ use std::sync::{Arc, RwLock};
 
 use arrow_array::RecordBatch;
 use arrow_json::reader::{Decoder, ReaderBuilder};
-use arrow_schema::SchemaRef;
 use arrow_select::concat::concat_batches;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as Codec, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 
-use super::{Ledger, PageBatch, PartFile, Prepare, Prepared, Sink};
+mod ahead;
+
+use super::{Ledger, PageBatch, PartFile, Prepare, Sink};
 use crate::checkpoint::Position;
 use crate::error::Error;
 use crate::output::Layout;
 use crate::partition::PartitionReport;
 use crate::plan::{Compression, ParquetPlan};
 use crate::schema::{Field, Rules, Ty, REJECTED};
+use ahead::{Ahead, PreparedPage, Snapshot, SNAPSHOTS};
 
 /// Rows Arrow decodes at a time.
 const BATCH_ROWS: usize = 8192;
@@ -66,105 +68,6 @@ pub struct ParquetSink {
     /// are done over.
     version: u64,
     ahead: Arc<Ahead>,
-}
-
-/// The schema the fetching tasks prepare pages under.
-struct Ahead {
-    rules: Rules,
-    declared: bool,
-    current: RwLock<Option<Arc<Snapshot>>>,
-}
-
-struct Snapshot {
-    /// Unique in the process: what a thread's cached decoder was built for.
-    id: u64,
-    version: u64,
-    ty: Ty,
-    arrow: SchemaRef,
-    rewrite: bool,
-}
-
-/// A page as the fetching side left it: its own schema, and its rows decoded if they fit the
-/// current one.
-struct PreparedPage {
-    ty: Ty,
-    decoded: Option<(u64, RecordBatch)>,
-}
-
-impl Prepare for Ahead {
-    fn prepare(&self, lines: &[u8], count: u64) -> Option<Prepared> {
-        let snapshot = self.current.read().expect("schema lock").clone()?;
-        let mut ty = Ty::record();
-        match self.declared {
-            true => {
-                for line in self::lines(lines) {
-                    if line.first() != Some(&b'{') || snapshot.ty.check(line, "$").is_err() {
-                        return None;
-                    }
-                }
-            }
-            false => {
-                ty.widen_page(lines, self.rules)?;
-            }
-        }
-        if !self.declared && snapshot.ty.clone().merge_record(&ty) {
-            return Some(Box::new(PreparedPage { ty, decoded: None }));
-        }
-        let mut rewritten = Vec::new();
-        let lines = match snapshot.rewrite {
-            false => lines,
-            true => {
-                for line in self::lines(lines) {
-                    snapshot.ty.rewrite(line, &mut rewritten);
-                    rewritten.push(b'\n');
-                }
-                &rewritten
-            }
-        };
-        let decoded = decode(&snapshot, lines, count as usize).ok();
-        Some(Box::new(PreparedPage { ty, decoded: decoded.map(|batch| (snapshot.version, batch)) }))
-    }
-}
-
-static SNAPSHOTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Rows a prepared page may hold.
-const PAGE_ROWS: usize = 1 << 16;
-
-thread_local! {
-    /// Each fetching thread's decoder, kept from page to page while the schema stays: the
-    /// snapshot it was built for, the rows it takes at a time, and the decoder.
-    static DECODER: std::cell::RefCell<Option<(u64, usize, Decoder)>> = const { std::cell::RefCell::new(None) };
-}
-
-/// All of `lines` as one record batch, with this thread's decoder for the schema.
-fn decode(snapshot: &Snapshot, lines: &[u8], rows: usize) -> Result<RecordBatch, String> {
-    if rows > PAGE_ROWS {
-        return Err("a page too long to prepare".into());
-    }
-    DECODER.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        // A decoder holds room for as many rows as it takes at a time: sized to the pages seen.
-        if cell.as_ref().is_none_or(|(id, capacity, _)| *id != snapshot.id || *capacity < rows) {
-            let capacity = rows.next_power_of_two().max(128);
-            let decoder = ReaderBuilder::new(snapshot.arrow.clone())
-                .with_batch_size(capacity)
-                .with_strict_mode(true)
-                .build_decoder()
-                .map_err(|e| e.to_string())?;
-            *cell = Some((snapshot.id, capacity, decoder));
-        }
-        let (_, _, decoder) = cell.as_mut().expect("set above");
-        let decoded = decoder.decode(lines).map_err(|e| e.to_string()).and_then(|used| match used == lines.len() {
-            true => decoder.flush().map_err(|e| e.to_string())?.ok_or_else(|| "no rows".to_string()),
-            false => Err("more rows than counted".to_string()),
-        });
-        if decoded.is_err() {
-            // Whatever it holds now is not to be trusted with the next page.
-            *cell = None;
-        }
-        decoded
-    })
 }
 
 struct OpenFile {
