@@ -23,21 +23,21 @@ const VERSION: u32 = 1;
 
 /// `_harvest/state.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct State {
+pub struct Marks {
     pub version: u32,
     /// Partition label (empty for a job without partitions) → mark.
     pub marks: BTreeMap<String, String>,
 }
 
-impl State {
+impl Marks {
     /// The marks, with sealed secrets filled again from the job's current values: those of
     /// `state.json` and of every shard's `state-<I>of<N>.json`, the highest of each partition
     /// (each shard keeps the marks of the partitions it harvested).
-    pub fn load(layout: &Layout, secrets: &Redactor) -> Result<State, Error> {
+    pub fn load(layout: &Layout, secrets: &Redactor) -> Result<Marks, Error> {
         let listed = layout
             .list(crate::output::HARVEST)
             .map_err(|e| Error::io(format!("listing {}", layout.display(crate::output::HARVEST)), e))?;
-        let mut state = State { version: VERSION, ..State::default() };
+        let mut state = Marks { version: VERSION, ..Marks::default() };
         let own = layout.state_rel();
         let mut files: Vec<String> = listed
             .into_iter()
@@ -56,7 +56,7 @@ impl State {
         Ok(state)
     }
 
-    fn load_file(layout: &Layout, rel: &str, secrets: &Redactor, own: bool) -> Result<State, Error> {
+    fn load_file(layout: &Layout, rel: &str, secrets: &Redactor, own: bool) -> Result<Marks, Error> {
         let path = layout.display(rel);
         let read = match own {
             true => layout.read(rel),
@@ -72,7 +72,7 @@ impl State {
                         "{path} holds a mark made with ${{{name}}}, which the job no longer takes from the environment"
                     ))
                 })?;
-                let state: State = serde_json::from_value(value).map_err(|e| corrupt(&e))?;
+                let state: Marks = serde_json::from_value(value).map_err(|e| corrupt(&e))?;
                 match state.version > VERSION {
                     true => Err(Error::Checkpoint(format!(
                         "{path} was written by a newer harvest (version {})",
@@ -81,7 +81,7 @@ impl State {
                     false => Ok(state),
                 }
             }
-            Ok(None) => Ok(State { version: VERSION, ..State::default() }),
+            Ok(None) => Ok(Marks { version: VERSION, ..Marks::default() }),
             Err(e) => Err(Error::io(format!("reading {path}"), e)),
         }
     }
@@ -116,7 +116,7 @@ pub struct Sent {
 
 impl Sent {
     /// From the marks of the last complete sync.
-    pub fn from_state(plan: &IncrementalPlan, state: &State) -> Sent {
+    pub fn from_state(plan: &IncrementalPlan, state: &Marks) -> Sent {
         Sent {
             marks: state
                 .marks
@@ -215,7 +215,7 @@ mod tests {
         assert_eq!(compare("2024-01-01T00:00:00Z", "2023-12-31T23:00:00-02:00"), Ordering::Less);
         assert_eq!(compare("9", "10"), Ordering::Less);
         assert_eq!(compare("b", "a"), Ordering::Greater);
-        let mut state = State::default();
+        let mut state = Marks::default();
         state.raise("", "2024-01-02T00:00:00Z");
         state.raise("", "2024-01-01T00:00:00Z");
         assert_eq!(state.marks[""], "2024-01-02T00:00:00Z");

@@ -73,7 +73,7 @@ impl Secret {
 
 /// A form a secret takes in text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Written {
+enum Spelling {
     Raw,
     /// Every byte but letters and digits escaped, upper-case hex.
     Percent,
@@ -87,39 +87,39 @@ enum Written {
     Base64,
 }
 
-impl Written {
-    const ALL: [Written; 6] = [
-        Written::Raw,
-        Written::Percent,
-        Written::PercentLower,
-        Written::FormUrlencoded,
-        Written::Query,
-        Written::Base64,
+impl Spelling {
+    const ALL: [Spelling; 6] = [
+        Spelling::Raw,
+        Spelling::Percent,
+        Spelling::PercentLower,
+        Spelling::FormUrlencoded,
+        Spelling::Query,
+        Spelling::Base64,
     ];
 
     fn name(self) -> &'static str {
         match self {
-            Written::Raw => "raw",
-            Written::Percent => "percent",
-            Written::PercentLower => "percent-lower",
-            Written::FormUrlencoded => "form",
-            Written::Query => "query",
-            Written::Base64 => "base64",
+            Spelling::Raw => "raw",
+            Spelling::Percent => "percent",
+            Spelling::PercentLower => "percent-lower",
+            Spelling::FormUrlencoded => "form",
+            Spelling::Query => "query",
+            Spelling::Base64 => "base64",
         }
     }
 
-    fn named(name: &str) -> Option<Written> {
-        Written::ALL.into_iter().find(|f| f.name() == name)
+    fn named(name: &str) -> Option<Spelling> {
+        Spelling::ALL.into_iter().find(|f| f.name() == name)
     }
 
     fn encode(self, value: &str) -> String {
         match self {
-            Written::Raw => value.to_string(),
-            Written::Percent => utf8_percent_encode(value, NON_ALPHANUMERIC).to_string(),
-            Written::PercentLower => lowercase_escapes(&utf8_percent_encode(value, NON_ALPHANUMERIC).to_string()),
-            Written::FormUrlencoded => url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
-            Written::Query => utf8_percent_encode(value, QUERY_SET).to_string(),
-            Written::Base64 => base64::engine::general_purpose::STANDARD_NO_PAD.encode(value),
+            Spelling::Raw => value.to_string(),
+            Spelling::Percent => utf8_percent_encode(value, NON_ALPHANUMERIC).to_string(),
+            Spelling::PercentLower => lowercase_escapes(&utf8_percent_encode(value, NON_ALPHANUMERIC).to_string()),
+            Spelling::FormUrlencoded => url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
+            Spelling::Query => utf8_percent_encode(value, QUERY_SET).to_string(),
+            Spelling::Base64 => base64::engine::general_purpose::STANDARD_NO_PAD.encode(value),
         }
     }
 }
@@ -128,7 +128,7 @@ impl Written {
 #[derive(Debug, Clone)]
 struct Needle {
     secret: usize,
-    form: Written,
+    form: Spelling,
 }
 
 /// The run's redactor. Clones share what they know: a secret learned anywhere during the run
@@ -156,11 +156,11 @@ impl Known {
         let mut texts: Vec<String> = Vec::new();
         let mut needles = Vec::new();
         for (index, secret) in secrets.iter().enumerate() {
-            for form in Written::ALL {
+            for form in Spelling::ALL {
                 let text = form.encode(&secret.value);
                 // Two forms that read the same (a secret of letters only) are one needle; a
                 // short base64 text would match too much by chance.
-                if texts.contains(&text) || (form == Written::Base64 && text.len() < 8) {
+                if texts.contains(&text) || (form == Spelling::Base64 && text.len() < 8) {
                     continue;
                 }
                 texts.push(text);
@@ -202,7 +202,7 @@ impl Known {
             let inner = &rest[start + REFERENCE.len()..];
             let Some(end) = inner.find('}') else { break };
             let (name, form) = inner[..end].rsplit_once(':').unwrap_or((&inner[..end], ""));
-            let form = Written::named(form)
+            let form = Spelling::named(form)
                 .ok_or_else(|| format!("an unknown form of secret in {REFERENCE}{}}}", &inner[..end]))?;
             let secret = self.secrets.iter().find(|s| s.name == name).ok_or_else(|| name.to_string())?;
             out.push_str(&form.encode(&secret.value));

@@ -52,7 +52,7 @@ pub struct Report {
     /// Pages answered from the response cache (`run --cache`) instead of the server.
     #[serde(skip_serializing_if = "is_zero")]
     pub cached: u64,
-    pub partitions: Partitions,
+    pub partitions: PartitionCounts,
     /// Values asked for and not returned: how many, and the first [`MISSING_SHOWN`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missing: Option<Missing>,
@@ -63,7 +63,7 @@ pub struct Report {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Partitions {
+pub struct PartitionCounts {
     /// In the job.
     pub total: u64,
     pub ended: u64,
@@ -167,7 +167,7 @@ impl Report {
             server_pauses: facts.http.pauses.clone(),
             server_wait_seconds: facts.http.server_wait_seconds,
             cached: facts.http.cached,
-            partitions: Partitions {
+            partitions: PartitionCounts {
                 total: facts.partitions,
                 ended: done.count(),
                 stops: done.stops.clone(),

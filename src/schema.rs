@@ -720,9 +720,9 @@ impl<'a> Text<'a> {
     }
 
     /// The key whose opening quote is at `open`, and where it ends.
-    fn key(&self, open: usize) -> (Key<'a>, usize) {
+    fn key(&self, open: usize) -> (FieldKey<'a>, usize) {
         let end = self.string_end(open);
-        (Key { raw: &self.bytes[open..end], escaped: self.strings.escaped(open, end) }, end)
+        (FieldKey { raw: &self.bytes[open..end], escaped: self.strings.escaped(open, end) }, end)
     }
 
     fn skip_whitespace(&self, at: usize) -> usize {
@@ -818,13 +818,13 @@ fn string_end(text: &[u8], open: usize) -> usize {
 }
 
 /// An object key as written (quotes included).
-struct Key<'a> {
+struct FieldKey<'a> {
     raw: &'a [u8],
     /// It holds a backslash.
     escaped: bool,
 }
 
-impl<'a> Key<'a> {
+impl<'a> FieldKey<'a> {
     fn name(&self) -> std::borrow::Cow<'a, str> {
         match self.escaped {
             false => std::borrow::Cow::Borrowed(
@@ -872,7 +872,7 @@ fn next_item(text: &[u8], mut at: usize) -> Option<usize> {
 }
 
 /// The members of an object: each key and its value's text.
-fn members(object: &[u8]) -> impl Iterator<Item = (Key<'_>, &[u8])> {
+fn members(object: &[u8]) -> impl Iterator<Item = (FieldKey<'_>, &[u8])> {
     let mut at = 1;
     std::iter::from_fn(move || {
         let start = next_item(object, at)?;
@@ -880,7 +880,7 @@ fn members(object: &[u8]) -> impl Iterator<Item = (Key<'_>, &[u8])> {
         let value = skip_whitespace(object, skip_whitespace(object, key_end) + 1);
         at = value_end(object, value);
         let raw = &object[start..key_end];
-        Some((Key { raw, escaped: raw.contains(&b'\\') }, &object[value..at]))
+        Some((FieldKey { raw, escaped: raw.contains(&b'\\') }, &object[value..at]))
     })
 }
 

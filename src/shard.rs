@@ -64,7 +64,7 @@ pub struct ShardPlan {
 
 /// What the command line asked for.
 #[derive(Debug, Clone, Default)]
-pub struct Asked {
+pub struct ShardAsked {
     /// `--shard I/N`.
     pub shard: Option<String>,
     /// `--shards N`, the index from the scheduler.
@@ -82,7 +82,7 @@ const INDEX_VARIABLES: [(&str, &str); 3] = [
 
 /// The shard and run id from the command line, else the environment (`env` looks a variable
 /// up; an empty value counts as unset). `None` for an unsharded run.
-pub fn resolve(asked: &Asked, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<ShardPlan>, String> {
+pub fn resolve(asked: &ShardAsked, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<ShardPlan>, String> {
     let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
     let shard = match (asked.shard.clone().or_else(|| env("HARVEST_SHARD")), asked.shards) {
         (Some(text), shards) => {
@@ -170,13 +170,14 @@ mod tests {
         move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
 
-    fn asked(shard: Option<&str>, shards: Option<u32>, run_id: Option<&str>) -> Asked {
-        Asked { shard: shard.map(Into::into), shards, run_id: run_id.map(Into::into) }
+    fn asked(shard: Option<&str>, shards: Option<u32>, run_id: Option<&str>) -> ShardAsked {
+        ShardAsked { shard: shard.map(Into::into), shards, run_id: run_id.map(Into::into) }
     }
 
     #[test]
     fn the_shard_comes_from_the_flag_or_each_scheduler() {
-        let plan = |a: Asked, e: &[(&str, &str)]| resolve(&a, &env(e)).map(|p| p.map(|p| (p.shard.tag(), p.run_id)));
+        let plan =
+            |a: ShardAsked, e: &[(&str, &str)]| resolve(&a, &env(e)).map(|p| p.map(|p| (p.shard.tag(), p.run_id)));
         assert_eq!(plan(asked(None, None, None), &[]), Ok(None));
         assert_eq!(plan(asked(Some("2/7"), None, Some("r1")), &[]), Ok(Some(("2of7".into(), Some("r1".into())))));
         assert_eq!(plan(asked(None, None, None), &[("HARVEST_SHARD", "0/1")]), Ok(Some(("0of1".into(), None))));
@@ -197,7 +198,7 @@ mod tests {
 
     #[test]
     fn a_bad_or_missing_shard_or_run_id_is_refused() {
-        let refused = |a: Asked, e: &[(&str, &str)]| resolve(&a, &env(e)).unwrap_err();
+        let refused = |a: ShardAsked, e: &[(&str, &str)]| resolve(&a, &env(e)).unwrap_err();
         for text in ["3/3", "-1/2", "1", "a/b", "0/0", "1/2/3"] {
             assert!(refused(asked(Some(text), None, Some("r")), &[]).contains("I/N"), "{text}");
         }

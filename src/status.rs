@@ -110,7 +110,7 @@ pub fn report(plan: &Plan) -> Result<String, Error> {
             let _ = writeln!(out, "incremental marks: none (the job has no [incremental])");
         }
         Some(incremental) => {
-            let state = crate::incremental::State::load(&layout, &plan.redactor)?;
+            let state = crate::incremental::Marks::load(&layout, &plan.redactor)?;
             match state.marks.is_empty() {
                 true => {
                     let _ = writeln!(out, "incremental marks: none yet (the next run sends {:?})", incremental.start);

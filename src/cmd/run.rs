@@ -14,7 +14,8 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
     if pipeline::is_pipeline(&args.job) {
         return run_pipeline(args, quiet).await;
     }
-    let asked = harvest::shard::Asked { shard: args.shard.clone(), shards: args.shards, run_id: args.run_id.clone() };
+    let asked =
+        harvest::shard::ShardAsked { shard: args.shard.clone(), shards: args.shards, run_id: args.run_id.clone() };
     let shard = harvest::shard::resolve(&asked, &|name| std::env::var(name).ok()).map_err(Error::Usage)?;
     let plan = Arc::new(job::load(&args.job, &overrides(&args, shard))?);
     let options = RunOptions { progress: display(args.progress, quiet), cancel: interrupt_token(), fresh: args.fresh };

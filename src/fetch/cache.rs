@@ -20,7 +20,7 @@ use crate::redact::Redactor;
 
 /// A cached response's first line; the body follows it.
 #[derive(Serialize, Deserialize)]
-struct Entry {
+struct CachedEntry {
     version: u32,
     /// Unix milliseconds when it was stored.
     stored: u64,
@@ -65,7 +65,7 @@ impl ResponseCache {
         let path = self.path(request);
         let bytes = std::fs::read(&path).ok()?;
         let split = memchr::memchr(b'\n', &bytes)?;
-        let entry: Entry = serde_json::from_slice(&bytes[..split]).ok()?;
+        let entry: CachedEntry = serde_json::from_slice(&bytes[..split]).ok()?;
         if entry.version != 1 || now_millis().saturating_sub(entry.stored) >= self.ttl.as_millis() as u64 {
             let _ = std::fs::remove_file(&path);
             return None;
@@ -96,7 +96,7 @@ impl ResponseCache {
             .filter(|(name, _)| *name != reqwest::header::SET_COOKIE)
             .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
             .collect();
-        let entry = Entry {
+        let entry = CachedEntry {
             version: 1,
             stored: now_millis(),
             status: fetched.status,

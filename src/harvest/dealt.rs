@@ -40,7 +40,7 @@ pub(super) struct Dealt {
 }
 
 #[derive(Serialize, Deserialize)]
-pub(super) struct Resume {
+pub(super) struct SavedDeal {
     pub(super) dealt: Dealt,
     pub(super) done: Option<StopReason>,
 }
@@ -270,7 +270,7 @@ impl Course for Dealing<'_> {
     }
 
     fn resume(&mut self, stop: Option<&StopReason>, _found: &BTreeSet<String>) -> (serde_json::Value, Vec<u64>) {
-        let resume = Resume { dealt: self.at, done: stop.cloned() };
+        let resume = SavedDeal { dealt: self.at, done: stop.cloned() };
         (serde_json::to_value(resume).expect("a position serializes"), Vec::new())
     }
 

@@ -124,10 +124,10 @@ impl Shared {
     /// Fetch and decode a page of `part`. Where no `max_records` cut can change which of its
     /// records are kept, the sink's work on them is done here too, on the fetching task, side
     /// by side with the other pages, after the request's slot is given back.
-    async fn fetch(&self, part: &Part, request: &PageRequest, page: u64) -> Result<Fetched, PageFailure> {
+    async fn fetch(&self, part: &Part, request: &PageRequest, page: u64) -> Result<Harvested, PageFailure> {
         let out = fetch_page(&self.page(part), request, page).await?;
         let work = self.plan.pagination.max_records.is_none().then(|| self.work(&out.lines, out.received));
-        Ok(Fetched { out, work })
+        Ok(Harvested { out, work })
     }
 
     /// The sink's work on a page's records, and the incremental mark they carry: done once.
@@ -140,7 +140,7 @@ impl Shared {
 }
 
 /// A page fetched for the harvest.
-struct Fetched {
+struct Harvested {
     out: Box<PageOut>,
     /// The work on its records, if it was done where it was fetched.
     work: Option<Work>,
@@ -235,7 +235,8 @@ impl Harvest<'_> {
         let mut tally = Tally { pages: start.pages, records: start.records, ..Tally::default() };
         let stop = match self.shared.deal {
             Some(Deal::ByPage(shard)) => {
-                let resume: Option<dealt::Resume> = start.resume.as_ref().map(|saved| self.saved(saved)).transpose()?;
+                let resume: Option<dealt::SavedDeal> =
+                    start.resume.as_ref().map(|saved| self.saved(saved)).transpose()?;
                 if let Some(stop) = resume.as_ref().and_then(|r| r.done.clone()) {
                     // It ended, but the checkpoint came before the writer heard so.
                     return self.end(&tally, stop).await;
@@ -244,7 +245,8 @@ impl Harvest<'_> {
                 self.walk(course, &mut tally, cancel).await?
             }
             _ => {
-                let resume: Option<walk::Resume> = start.resume.as_ref().map(|saved| self.saved(saved)).transpose()?;
+                let resume: Option<walk::SavedWalk> =
+                    start.resume.as_ref().map(|saved| self.saved(saved)).transpose()?;
                 if let Some(resume) = &resume {
                     tally.found = resume.found.clone();
                     if let Some(stop) = resume.done.clone() {
@@ -364,10 +366,10 @@ impl Harvest<'_> {
         &self,
         course: &mut C,
         tag: &C::Tag,
-        page: Fetched,
+        page: Harvested,
         tally: &mut Tally,
     ) -> Result<Option<StopReason>, Error> {
-        let Fetched { mut out, work } = page;
+        let Harvested { mut out, work } = page;
         let received = out.received;
         let count = match self.plan().pagination.max_records {
             Some(max) => received.min(max.saturating_sub(tally.records)),

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::page::{PageFailure, PageOut};
-use super::{Fetched, Harvest, Part, Shared, Tally};
+use super::{Harvest, Harvested, Part, Shared, Tally};
 use crate::error::Error;
 use crate::paginate::{PageRequest, StopReason};
 
@@ -70,7 +70,7 @@ pub(super) trait Course {
 }
 
 /// A page being fetched, on its own task.
-type PageTask = JoinHandle<Result<Fetched, PageFailure>>;
+type PageTask = JoinHandle<Result<Harvested, PageFailure>>;
 
 /// The pages of one partition in flight, in the order they are to be taken.
 pub(super) struct Pages<T> {
@@ -116,7 +116,7 @@ impl<T: Send + 'static> Pages<T> {
     }
 
     /// The next page in order, once it is fetched; `None` when none is in flight.
-    pub(super) async fn next(&mut self) -> Result<Option<(T, Result<Fetched, PageFailure>)>, Error> {
+    pub(super) async fn next(&mut self) -> Result<Option<(T, Result<Harvested, PageFailure>)>, Error> {
         let Some((tag, task)) = self.in_flight.pop_front() else { return Ok(None) };
         let fetched = task.await.map_err(|e| Error::Task { task: "a page task", cause: e.to_string() })?;
         Ok(Some((tag, fetched)))

@@ -26,7 +26,7 @@ struct ResumeOut<'a> {
 }
 
 #[derive(Deserialize)]
-pub(super) struct Resume {
+pub(super) struct SavedWalk {
     pager: serde_json::Value,
     next: Option<PageRequest>,
     pub(super) done: Option<StopReason>,
@@ -52,7 +52,7 @@ pub(super) struct Walked<'a> {
 
 impl<'a> Walked<'a> {
     /// The walk from the first page, or from where a checkpoint left it.
-    pub(super) fn new(harvest: &'a Harvest, resume: Option<Resume>, tally: &Tally) -> Result<Self, Error> {
+    pub(super) fn new(harvest: &'a Harvest, resume: Option<SavedWalk>, tally: &Tally) -> Result<Self, Error> {
         let plan = harvest.plan();
         let style = &plan.pagination.style;
         let (pager, next) = match resume {

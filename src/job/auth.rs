@@ -20,43 +20,48 @@ use crate::auth::{AuthPlan, NoneSpec, Spec};
 /// The keys every auth kind takes.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Shared {
+struct SharedAuthKeys {
     kind: Option<Spanned<String>>,
     #[serde(default)]
     allow_origins: Vec<Spanned<String>>,
 }
 
 /// An auth kind as the job file names it: its own keys and how they are built.
-struct Kind {
+struct AuthKind {
     name: &'static str,
     keys: &'static [&'static str],
     schema: fn(&mut SchemaGenerator) -> Schema,
     build: fn(&Cx, toml::Spanned<DeValue>) -> R<AuthPlan>,
 }
 
-impl Kind {
-    fn of<S: Spec + JsonSchema>(name: &'static str) -> Kind {
-        Kind { name, keys: keys_of::<S>(), schema: S::json_schema, build: |cx, keys| cx.section::<S>(keys)?.build(cx) }
+impl AuthKind {
+    fn of<S: Spec + JsonSchema>(name: &'static str) -> AuthKind {
+        AuthKind {
+            name,
+            keys: keys_of::<S>(),
+            schema: S::json_schema,
+            build: |cx, keys| cx.section::<S>(keys)?.build(cx),
+        }
     }
 }
 
 /// Every auth kind, in the order messages list them.
-fn kinds() -> [Kind; 8] {
+fn kinds() -> [AuthKind; 8] {
     [
-        Kind::of::<NoneSpec>("none"),
-        Kind::of::<BearerSpec>("bearer"),
-        Kind::of::<BasicSpec>("basic"),
-        Kind::of::<ApiKeySpec>("api_key"),
-        Kind::of::<ClientCredentialsSpec>("oauth2_client_credentials"),
-        Kind::of::<RefreshTokenSpec>("oauth2_refresh_token"),
-        Kind::of::<JwtBearerSpec>("oauth2_jwt_bearer"),
-        Kind::of::<SessionSpec>("session"),
+        AuthKind::of::<NoneSpec>("none"),
+        AuthKind::of::<BearerSpec>("bearer"),
+        AuthKind::of::<BasicSpec>("basic"),
+        AuthKind::of::<ApiKeySpec>("api_key"),
+        AuthKind::of::<ClientCredentialsSpec>("oauth2_client_credentials"),
+        AuthKind::of::<RefreshTokenSpec>("oauth2_refresh_token"),
+        AuthKind::of::<JwtBearerSpec>("oauth2_jwt_bearer"),
+        AuthKind::of::<SessionSpec>("session"),
     ]
 }
 
 /// The JSON Schema of the section: one shape per kind.
 pub(super) fn schema(generator: &mut SchemaGenerator) -> Schema {
-    let shared = Shared::json_schema(generator);
+    let shared = SharedAuthKeys::json_schema(generator);
     let own = kinds().iter().map(|kind| (kind.name, (kind.schema)(generator))).collect();
     super::sections::kinds_schema(shared, own, Some("none"))
 }
@@ -66,13 +71,13 @@ impl Cx<'_> {
     /// `request.url`'s.
     pub(super) fn auth(&self, section: Option<&toml::Spanned<DeValue>>) -> R<(AuthPlan, Vec<url::Origin>)> {
         let Some(section) = section else { return Ok((AuthPlan::None, Vec::new())) };
-        let (shared, own): (Shared, _) = self.split_section(section, "auth")?;
+        let (shared, own): (SharedAuthKeys, _) = self.split_section(section, "auth")?;
         let kinds = kinds();
         let names: Vec<KindKeys> = kinds.iter().map(|k| (k.name, k.keys)).collect();
         let name = shared.kind.as_ref().map_or("none", |k| k.get_ref().as_str());
         let kind_span = shared.kind.as_ref().map_or(section.span(), |k| k.span());
         let kind = self.kind_named("auth", name, kind_span, &names)?;
-        self.only_keys_of("auth", &own, kind, &names, keys_of::<Shared>())?;
+        self.only_keys_of("auth", &own, kind, &names, keys_of::<SharedAuthKeys>())?;
         let plan = (kinds[kind].build)(self, toml::Spanned::new(section.span(), DeValue::Table(own)))?;
         let origins = shared
             .allow_origins

@@ -13,7 +13,7 @@ use crate::paginate::{SingleSpec, Spec};
 /// The keys every pagination kind takes.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Shared {
+struct SharedPaginationKeys {
     kind: Spanned<String>,
     page_size: Option<Spanned<u64>>,
     max_pages: Option<Spanned<u64>>,
@@ -21,16 +21,16 @@ struct Shared {
 }
 
 /// A pagination kind as the job file names it: its own keys and how they are built.
-struct Kind {
+struct PaginationKind {
     name: &'static str,
     keys: &'static [&'static str],
     schema: fn(&mut SchemaGenerator) -> Schema,
     build: fn(&Cx, toml::Spanned<DeValue>, Option<u64>) -> R<Style>,
 }
 
-impl Kind {
-    fn of<S: Spec + JsonSchema>(name: &'static str) -> Kind {
-        Kind {
+impl PaginationKind {
+    fn of<S: Spec + JsonSchema>(name: &'static str) -> PaginationKind {
+        PaginationKind {
             name,
             keys: keys_of::<S>(),
             schema: S::json_schema,
@@ -40,31 +40,31 @@ impl Kind {
 }
 
 /// Every pagination kind, in the order messages list them.
-fn kinds() -> [Kind; 6] {
+fn kinds() -> [PaginationKind; 6] {
     [
-        Kind::of::<offset::Spec>("offset"),
-        Kind::of::<page_number::Spec>("page"),
-        Kind::of::<cursor::Spec>("cursor"),
-        Kind::of::<next_url::Spec>("next_url"),
-        Kind::of::<link_header::Spec>("link_header"),
-        Kind::of::<SingleSpec>("none"),
+        PaginationKind::of::<offset::Spec>("offset"),
+        PaginationKind::of::<page_number::Spec>("page"),
+        PaginationKind::of::<cursor::Spec>("cursor"),
+        PaginationKind::of::<next_url::Spec>("next_url"),
+        PaginationKind::of::<link_header::Spec>("link_header"),
+        PaginationKind::of::<SingleSpec>("none"),
     ]
 }
 
 /// The JSON Schema of the section: one shape per kind.
 pub(super) fn schema(generator: &mut SchemaGenerator) -> Schema {
-    let shared = Shared::json_schema(generator);
+    let shared = SharedPaginationKeys::json_schema(generator);
     let own = kinds().iter().map(|kind| (kind.name, (kind.schema)(generator))).collect();
     super::sections::kinds_schema(shared, own, None)
 }
 
 impl Cx<'_> {
     pub(super) fn pagination(&self, section: &toml::Spanned<DeValue>) -> R<PaginationPlan> {
-        let (shared, own): (Shared, _) = self.split_section(section, "pagination")?;
+        let (shared, own): (SharedPaginationKeys, _) = self.split_section(section, "pagination")?;
         let kinds = kinds();
         let names: Vec<KindKeys> = kinds.iter().map(|k| (k.name, k.keys)).collect();
         let kind = self.kind_named("pagination", shared.kind.get_ref(), shared.kind.span(), &names)?;
-        self.only_keys_of("pagination", &own, kind, &names, keys_of::<Shared>())?;
+        self.only_keys_of("pagination", &own, kind, &names, keys_of::<SharedPaginationKeys>())?;
         let page_size = match &shared.page_size {
             Some(s) if *s.get_ref() == 0 => return Err(self.err(s.span(), "page_size must be at least 1")),
             Some(s) => Some(*s.get_ref()),
@@ -84,7 +84,7 @@ mod tests {
 
     #[test]
     fn a_kind_lists_the_keys_of_its_spec() {
-        assert_eq!(keys_of::<Shared>(), ["kind", "page_size", "max_pages", "max_records"]);
+        assert_eq!(keys_of::<SharedPaginationKeys>(), ["kind", "page_size", "max_pages", "max_records"]);
         let kinds = kinds();
         let link = kinds.iter().find(|k| k.name == "link_header").unwrap();
         assert_eq!(link.keys, ["limit_param"]);

@@ -31,7 +31,7 @@ pub struct Lease {
 /// What renewing the lease needs, shared by the renewal thread and the writer (which renews
 /// it before each part it publishes).
 #[derive(Debug)]
-pub(super) struct Held {
+pub(super) struct HeldLease {
     rel: String,
     body: Vec<u8>,
     version: Version,
@@ -85,7 +85,7 @@ impl Lease {
             Err(PutError::Io(e)) => return Err(io(e)),
         };
         let (lost, stop) = (CancellationToken::new(), CancellationToken::new());
-        let held = Held { rel: rel.clone(), body: body.into_bytes(), version, lost: lost.clone() };
+        let held = HeldLease { rel: rel.clone(), body: body.into_bytes(), version, lost: lost.clone() };
         *layout.held.lock().expect("lease lock") = Some(held);
         let renewer = {
             let (layout, stop) = (layout.clone(), stop.clone());

@@ -49,7 +49,7 @@ pub struct Layout {
     /// checkpoint, state and manifests only over the version this worker knows.
     versions: Arc<Mutex<HashMap<String, Version>>>,
     /// The lease this process holds, in object storage: renewed before each part is published.
-    held: Arc<Mutex<Option<lease::Held>>>,
+    held: Arc<Mutex<Option<lease::HeldLease>>>,
     /// Parts published since the last checkpoint was written: no checkpoint lists them yet.
     unsaved: Arc<Mutex<Vec<String>>>,
 }

@@ -12,7 +12,7 @@ use super::runs::latest_complete;
 use super::Layout;
 use crate::jsonpath::{Document, JsonPath};
 use crate::partition::file::{decompressed, lines, text_at};
-use crate::partition::listed::{Entries, Entry, Failure, Reader};
+use crate::partition::listed::{Entries, Failure, ListedEntry, Reader};
 use crate::plan::StorePlan;
 use crate::store::Store;
 
@@ -24,11 +24,11 @@ pub struct JobOutput {
     include: Vec<(String, JsonPath)>,
     /// The names of `include` that the request's URL places too.
     placed: Vec<String>,
-    run: OnceLock<Result<Run, Failure>>,
+    run: OnceLock<Result<ParentRun, Failure>>,
 }
 
 /// The run read: its name and its parts with their rows, in order.
-struct Run {
+struct ParentRun {
     layout: Layout,
     name: String,
     parts: Vec<(String, u64)>,
@@ -68,11 +68,11 @@ impl JobOutput {
     }
 
     /// The job's latest complete run, found once.
-    fn run(&self) -> Result<&Run, Failure> {
+    fn run(&self) -> Result<&ParentRun, Failure> {
         self.run.get_or_init(|| self.find()).as_ref().map_err(Clone::clone)
     }
 
-    fn find(&self) -> Result<Run, Failure> {
+    fn find(&self) -> Result<ParentRun, Failure> {
         let layout =
             Layout::for_reading_at(&self.dir, &self.job, &self.store).map_err(|e| Failure::Job(e.to_string()))?;
         let folder = layout.display("");
@@ -89,13 +89,13 @@ impl JobOutput {
             parts.extend(manifest.parts.into_iter().map(|part| (part.file, part.rows)));
         }
         tracing::debug!("partitions from job {}: run {name}, {} part(s)", self.job, parts.len());
-        Ok(Run { layout, name, parts })
+        Ok(ParentRun { layout, name, parts })
     }
 
     /// The records of one part, one JSON text each.
     fn records<'a>(
         &'a self,
-        run: &'a Run,
+        run: &'a ParentRun,
         file: &'a str,
         rows: u64,
     ) -> Box<dyn Iterator<Item = Result<String, Failure>> + Send + 'a> {
@@ -125,10 +125,10 @@ impl JobOutput {
         Box::new(lines(input).take(rows as usize).map(move |(_, line)| line.map_err(|e| failed(&e))))
     }
 
-    fn entry(&self, record: &str) -> Result<Option<Entry>, String> {
+    fn entry(&self, record: &str) -> Result<Option<ListedEntry>, String> {
         let doc = Document::parse(record.as_bytes()).map_err(|e| format!("not JSON ({e})"))?;
         let Some(value) = text_at(&self.field, &doc)? else { return Ok(None) };
-        let mut entry = Entry { value, ..Entry::default() };
+        let mut entry = ListedEntry { value, ..ListedEntry::default() };
         for (name, path) in &self.include {
             let node = path.first(&doc)?;
             if self.placed.contains(name) {

@@ -39,7 +39,7 @@ impl fmt::Display for Fact {
 }
 
 /// What was found where a fact is read: nothing, a header's text, or a JSON node.
-enum Found<'d> {
+enum Located<'d> {
     Missing,
     Text(String),
     Node(Node<'d>),
@@ -51,9 +51,9 @@ impl Fact {
     pub fn text(&self, response: &PageResponse) -> Result<Option<String>, PageError> {
         self.with(response, |found| {
             Ok(match found {
-                Found::Missing => None,
-                Found::Text(text) => Some(text).filter(|t| t != "null"),
-                Found::Node(node) => node.as_text().filter(|t| !t.is_empty()),
+                Located::Missing => None,
+                Located::Text(text) => Some(text).filter(|t| t != "null"),
+                Located::Node(node) => node.as_text().filter(|t| !t.is_empty()),
             })
         })
     }
@@ -85,10 +85,10 @@ impl Fact {
     pub fn flag(&self, response: &PageResponse) -> Result<Option<bool>, PageError> {
         self.with(response, |found| {
             let (text, shown) = match found {
-                Found::Missing => return Ok(None),
-                Found::Node(node) if node.kind() == Kind::Null => return Ok(None),
-                Found::Node(node) => (node.as_text(), node.to_compact_string()),
-                Found::Text(text) => (Some(text.clone()), format!("{text:?}")),
+                Located::Missing => return Ok(None),
+                Located::Node(node) if node.kind() == Kind::Null => return Ok(None),
+                Located::Node(node) => (node.as_text(), node.to_compact_string()),
+                Located::Text(text) => (Some(text.clone()), format!("{text:?}")),
             };
             match text.as_deref().map(str::to_ascii_lowercase).as_deref() {
                 Some("true" | "1" | "yes") => Ok(Some(true)),
@@ -101,25 +101,25 @@ impl Fact {
     fn with<T>(
         &self,
         response: &PageResponse,
-        read: impl FnOnce(Found) -> Result<T, PageError>,
+        read: impl FnOnce(Located) -> Result<T, PageError>,
     ) -> Result<T, PageError> {
         match self {
             Fact::Body(path) => match path.first(response.doc).map_err(PageError::Pagination)? {
-                Some(node) => read(Found::Node(node)),
-                None => read(Found::Missing),
+                Some(node) => read(Located::Node(node)),
+                None => read(Located::Missing),
             },
             Fact::Header(name) => match response.header(name) {
-                Some(value) => read(Found::Text(value.to_string())),
-                None => read(Found::Missing),
+                Some(value) => read(Located::Text(value.to_string())),
+                None => read(Located::Missing),
             },
             Fact::HeaderJson { header, path } => {
-                let Some(value) = response.header(header) else { return read(Found::Missing) };
+                let Some(value) = response.header(header) else { return read(Located::Missing) };
                 let doc = Document::parse(value.as_bytes()).map_err(|e| {
                     PageError::Pagination(format!("the {header} header is not JSON ({e}): {}", excerpt(value)))
                 })?;
                 match path.first(&doc).map_err(PageError::Pagination)? {
-                    Some(node) => read(Found::Node(node)),
-                    None => read(Found::Missing),
+                    Some(node) => read(Located::Node(node)),
+                    None => read(Located::Missing),
                 }
             }
         }

@@ -92,11 +92,11 @@ fn write_entry(out: &mut impl Write, value: &[u8], place: u64) -> io::Result<()>
 }
 
 /// A sorted run being read back.
-struct Run {
+struct SortedRun {
     reader: BufReader<std::fs::File>,
 }
 
-impl Run {
+impl SortedRun {
     fn next(&mut self) -> io::Result<Option<(Vec<u8>, u64)>> {
         let mut len = [0u8; 4];
         match self.reader.read_exact(&mut len) {
@@ -177,7 +177,7 @@ fn firsts_within<E: From<io::Error>>(
 
 /// Merge sorted runs into one sorted sequence, handing each (value, place) to `each`.
 fn merge(runs: Vec<std::fs::File>, mut each: impl FnMut(&[u8], u64) -> io::Result<()>) -> io::Result<()> {
-    let mut runs: Vec<Run> = runs.into_iter().map(|file| Run { reader: BufReader::new(file) }).collect();
+    let mut runs: Vec<SortedRun> = runs.into_iter().map(|file| SortedRun { reader: BufReader::new(file) }).collect();
     let mut heap = BinaryHeap::new();
     for (i, run) in runs.iter_mut().enumerate() {
         if let Some((value, place)) = run.next()? {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::listed::{Entries, Entry, Failure, Reader};
+use super::listed::{Entries, Failure, ListedEntry, Reader};
 use crate::jsonpath::{Document, JsonPath, Kind};
 
 #[derive(Debug)]
@@ -85,7 +85,7 @@ impl Reader for FileValues {
         let input = self.open()?;
         let value = |text: &str| {
             let text = text.trim();
-            (!text.is_empty()).then(|| Entry { value: text.to_string(), ..Entry::default() })
+            (!text.is_empty()).then(|| ListedEntry { value: text.to_string(), ..ListedEntry::default() })
         };
         Ok(match &self.form {
             Form::Lines => Box::new(lines(input).filter_map(move |(n, line)| match line {

@@ -30,13 +30,13 @@ pub trait Reader: fmt::Debug + Send + Sync {
 /// One value as read, the members of its `_parent` object (`"repo_id":1`), if any, and the
 /// parent fields it fills placeholders with.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Entry {
+pub struct ListedEntry {
     pub value: String,
     pub parent: String,
     pub placed: Vec<(String, String)>,
 }
 
-impl Entry {
+impl ListedEntry {
     /// What makes two entries the same partition: the value, and the fields placed with it.
     fn identity(self) -> Vec<u8> {
         let mut bytes = self.value.into_bytes();
@@ -48,7 +48,7 @@ impl Entry {
     }
 }
 
-pub type Entries<'a> = Box<dyn Iterator<Item = Result<Entry, Failure>> + Send + 'a>;
+pub type Entries<'a> = Box<dyn Iterator<Item = Result<ListedEntry, Failure>> + Send + 'a>;
 
 /// Why a source cannot be read: the job asks for what is not there (exit 2), or what it
 /// reads from is not there yet or broke (exit 1).
@@ -103,7 +103,7 @@ impl Listed {
     fn opened(&self) -> Result<&Opened, Failure> {
         self.opened
             .get_or_init(|| {
-                let firsts = distinct::firsts(self.reader.entries()?.map(|e| e.map(Entry::identity)))?;
+                let firsts = distinct::firsts(self.reader.entries()?.map(|e| e.map(ListedEntry::identity)))?;
                 let fingerprint = self.reader.fingerprint()?;
                 if firsts.kept < firsts.seen {
                     tracing::info!(
@@ -125,7 +125,7 @@ impl Listed {
 
     /// The values marked as first occurrences, in order; a pass that cannot read them all
     /// records why and ends. An unopened source gives none.
-    fn firsts(&self) -> impl Iterator<Item = Entry> + '_ {
+    fn firsts(&self) -> impl Iterator<Item = ListedEntry> + '_ {
         let opened = self.opened().ok();
         let mut entries = match opened.map(|_| self.reader.entries()) {
             Some(Ok(entries)) => Some(entries),
@@ -218,7 +218,7 @@ impl Source for Listed {
             Some(batch) => {
                 let mut firsts = self.firsts();
                 Box::new(std::iter::from_fn(move || {
-                    let entries: Vec<Entry> = firsts.by_ref().take(batch.size).collect();
+                    let entries: Vec<ListedEntry> = firsts.by_ref().take(batch.size).collect();
                     let first = entries.first()?;
                     let label = format!("{}+{}", first.value, entries.len() - 1);
                     let asked: Vec<String> = entries.into_iter().map(|e| e.value).collect();

@@ -25,7 +25,7 @@ use crate::store::Put;
 
 /// The pipeline's state file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct State {
+pub struct PipelineState {
     pub pipeline: String,
     /// This pipeline run: when it started, as a sortable name.
     pub run: String,
@@ -57,10 +57,10 @@ pub enum JobState {
 
 /// What a pipeline run came to.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct PipelineOutcome {
     /// The first that applies of 130, 2, 3, 1 and 0.
     pub code: u8,
-    pub state: State,
+    pub state: PipelineState,
 }
 
 /// Where the pipeline's state is kept.
@@ -69,11 +69,11 @@ pub fn state_layout(pipeline: &PipelinePlan) -> Result<Layout, Error> {
 }
 
 /// The pipeline's state as the last run left it, if any.
-pub fn read_state(pipeline: &PipelinePlan) -> Result<Option<State>, Error> {
+pub fn read_state(pipeline: &PipelinePlan) -> Result<Option<PipelineState>, Error> {
     crate::output::read_json(&state_layout(pipeline)?, &format!("{}.json", pipeline.name))
 }
 
-fn write_state(layout: &Layout, state: &State) -> Result<(), Error> {
+fn write_state(layout: &Layout, state: &PipelineState) -> Result<(), Error> {
     let rel = format!("{}.json", state.pipeline);
     let json = serde_json::to_vec_pretty(state).expect("a pipeline's state serializes");
     layout
@@ -89,7 +89,7 @@ pub async fn run(
     overrides: &Overrides,
     options: RunOptions,
     reported: impl Fn(&str, &Report),
-) -> Result<Outcome, Error> {
+) -> Result<PipelineOutcome, Error> {
     let layout = state_layout(pipeline)?;
     let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut state = match read_state(pipeline)? {
@@ -97,7 +97,7 @@ pub async fn run(
             tracing::info!("pipeline {}: taking up its run {} where it stopped", pipeline.name, state.run);
             state
         }
-        _ => State {
+        _ => PipelineState {
             pipeline: pipeline.name.clone(),
             run: chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string(),
             started_at: now(),
@@ -176,12 +176,12 @@ pub async fn run(
         state.finished_at = Some(now());
         write_state(&layout, &state)?;
     }
-    Ok(Outcome { code: first_code(&codes), state })
+    Ok(PipelineOutcome { code: first_code(&codes), state })
 }
 
 /// Jobs waiting on one that failed, or on one blocked in turn, will not run in this pipeline
 /// run: marked so, however the file orders them.
-fn block_dependents(pipeline: &PipelinePlan, state: &mut State) {
+fn block_dependents(pipeline: &PipelinePlan, state: &mut PipelineState) {
     loop {
         let blocked = pipeline.jobs.iter().find_map(|step| {
             let by = step
@@ -203,7 +203,7 @@ fn first_code(codes: &[u8]) -> u8 {
 }
 
 /// Each job's state in words, one line each.
-pub fn describe(state: &State) -> String {
+pub fn describe(state: &PipelineState) -> String {
     let width = state.jobs.keys().map(|k| k.chars().count()).max().unwrap_or(0);
     let mut out = String::new();
     for (name, job) in &state.jobs {

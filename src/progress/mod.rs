@@ -72,11 +72,11 @@ pub struct Slot {
     pub records: u64,
     /// The records the server announced for it, once known.
     pub expected: Option<u64>,
-    pub state: State,
+    pub state: Activity,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum State {
+pub enum Activity {
     Fetching,
     /// Waiting for the job's own rate limit (the token bucket).
     Waiting {
@@ -142,7 +142,7 @@ impl Progress {
     /// A partition starts (or goes on from a checkpoint) with `pages` and `records` written.
     pub fn track(self: &Arc<Self>, index: u64, label: &Arc<str>, pages: u64, records: u64) -> Track {
         let label = if label.is_empty() { Arc::from(self.job.as_str()) } else { label.clone() };
-        let slot = Arc::new(Mutex::new(Slot { label, pages, records, expected: None, state: State::Fetching }));
+        let slot = Arc::new(Mutex::new(Slot { label, pages, records, expected: None, state: Activity::Fetching }));
         self.slots.lock().expect("progress lock").insert(index, slot.clone());
         Track { progress: self.clone(), index, slot }
     }
@@ -164,11 +164,11 @@ impl Progress {
             let mut slots = self.slots.lock().expect("progress lock");
             // Ended partitions stay a moment so their stop reason can be read.
             slots.retain(|_, slot| {
-                !matches!(slot.lock().expect("progress lock").state, State::Done { at, .. } if now - at > LINGER)
+                !matches!(slot.lock().expect("progress lock").state, Activity::Done { at, .. } if now - at > LINGER)
             });
             slots.values().map(|slot| slot.lock().expect("progress lock").clone()).collect()
         };
-        let under_way: Vec<&Slot> = slots.iter().filter(|s| !matches!(s.state, State::Done { .. })).collect();
+        let under_way: Vec<&Slot> = slots.iter().filter(|s| !matches!(s.state, Activity::Done { .. })).collect();
         // Known when nothing is left to start and each partition under way has a total.
         let expected = match ended + under_way.len() as u64 >= self.partitions {
             true => under_way.iter().map(|s| s.expected.map(|e| e.saturating_sub(s.records))).sum::<Option<u64>>(),
@@ -262,15 +262,15 @@ pub fn cause_words(cause: &str) -> &str {
 /// What a partition is doing, in words.
 fn describe(slot: &Slot, pause: Option<&(Instant, String)>, now: Instant) -> String {
     match &slot.state {
-        State::Done { stop, .. } => format!("done: {stop}"),
-        State::Retrying { cause, until, attempt, of } => {
+        Activity::Done { stop, .. } => format!("done: {stop}"),
+        Activity::Retrying { cause, until, attempt, of } => {
             let left = until.saturating_duration_since(now);
             format!("retrying after {cause} (attempt {attempt} of {of}) in {}", human::duration(left))
         }
-        State::Waiting { cause, until } => {
+        Activity::Waiting { cause, until } => {
             format!("waiting: {cause}, {} left", human::duration(until.saturating_duration_since(now)))
         }
-        State::Fetching => match pause {
+        Activity::Fetching => match pause {
             Some((until, cause)) => format!(
                 "waiting: the server asked to slow down ({}), {} left",
                 cause_words(cause),
@@ -336,26 +336,26 @@ impl Track {
     pub fn retrying(&self, cause: &str, delay: Duration, attempt: u32, of: u32) {
         let until = Instant::now() + delay;
         self.slot.lock().expect("progress lock").state =
-            State::Retrying { cause: cause.replace('_', " "), until, attempt, of };
+            Activity::Retrying { cause: cause.replace('_', " "), until, attempt, of };
     }
 
     /// A request waits `wait` for the job's own rate limit (`cause`).
     pub fn waiting(&self, cause: &str, wait: Duration) {
         let until = Instant::now() + wait;
-        self.slot.lock().expect("progress lock").state = State::Waiting { cause: cause.to_string(), until };
+        self.slot.lock().expect("progress lock").state = Activity::Waiting { cause: cause.to_string(), until };
     }
 
     /// A request goes out (again).
     pub fn sending(&self) {
         let mut slot = self.slot.lock().expect("progress lock");
-        if slot.state != State::Fetching {
-            slot.state = State::Fetching;
+        if slot.state != Activity::Fetching {
+            slot.state = Activity::Fetching;
         }
     }
 
     pub fn done(&self, stop: &StopReason) {
         self.progress.ended.fetch_add(1, Ordering::Relaxed);
-        self.slot.lock().expect("progress lock").state = State::Done { stop: stop.words(), at: Instant::now() };
+        self.slot.lock().expect("progress lock").state = Activity::Done { stop: stop.words(), at: Instant::now() };
         if !matches!(self.progress.display, Display::Bars { .. }) {
             self.progress.slots.lock().expect("progress lock").remove(&self.index);
         }
@@ -365,7 +365,7 @@ impl Track {
 impl Drop for Track {
     /// A partition that stopped without ending (a failure, an interrupt) leaves the table.
     fn drop(&mut self) {
-        let done = matches!(self.slot.lock().expect("progress lock").state, State::Done { .. });
+        let done = matches!(self.slot.lock().expect("progress lock").state, Activity::Done { .. });
         if !done {
             self.progress.slots.lock().expect("progress lock").remove(&self.index);
         }

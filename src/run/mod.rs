@@ -21,7 +21,7 @@ use crate::error::{Error, Kept};
 use crate::fetch::Fetcher;
 use crate::harvest::Deal;
 use crate::harvest::{harvest_partitions, Shared};
-use crate::incremental::{Sent, State};
+use crate::incremental::{Marks, Sent};
 use crate::output::manifest::{self, Manifest};
 use crate::output::{Layout, Lock};
 use crate::partition::PartitionReport;
@@ -407,7 +407,7 @@ fn marks_to_send(plan: &Plan, layout: &Layout, resumed: Option<&Checkpoint>) -> 
     let Some(incremental) = &plan.incremental else { return Ok(None) };
     Ok(Some(match resumed.and_then(|saved| saved.sent.clone()) {
         Some(sent) => sent,
-        None => Sent::from_state(incremental, &State::load(layout, &plan.redactor)?),
+        None => Sent::from_state(incremental, &Marks::load(layout, &plan.redactor)?),
     }))
 }
 
@@ -417,7 +417,7 @@ fn marks_to_send(plan: &Plan, layout: &Layout, resumed: Option<&Checkpoint>) -> 
 fn complete(plan: &Plan, layout: &Layout, manifest: &Manifest, position: &Position) -> Result<PathBuf, Error> {
     if plan.incremental.is_some() {
         // The partitions that ended by the API's own end; one cut short keeps its mark.
-        let mut state = State::load(layout, &plan.redactor)?;
+        let mut state = Marks::load(layout, &plan.redactor)?;
         for (key, mark) in &position.done.marks {
             state.raise(key, mark);
         }

@@ -23,10 +23,10 @@ pub struct NdjsonSink {
     ledger: Ledger,
     compression: Compression,
     rows_per_file: u64,
-    open: Option<OpenFile>,
+    open: Option<OpenNdjson>,
 }
 
-struct OpenFile {
+struct OpenNdjson {
     part: PartFile,
     encoder: Option<Encoder>,
 }
@@ -94,20 +94,20 @@ impl NdjsonSink {
                     .open(&part.path)
                     .map_err(|e| Error::io(format!("reopening {}", part.path.display()), e))?;
                 let encoder = Encoder::new(file, compression).map_err(|e| Error::io("starting compression", e))?;
-                Some(OpenFile { part, encoder: Some(encoder) })
+                Some(OpenNdjson { part, encoder: Some(encoder) })
             }
             None => None,
         };
         Ok(NdjsonSink { ledger, compression, rows_per_file, open })
     }
 
-    fn open_part(&mut self) -> Result<&mut OpenFile, Error> {
+    fn open_part(&mut self) -> Result<&mut OpenNdjson, Error> {
         if self.open.is_none() {
             let part = self.ledger.next_part(&format!(".ndjson{}", self.compression.extension()));
             let file =
                 File::create(&part.path).map_err(|e| Error::io(format!("creating {}", part.path.display()), e))?;
             let encoder = Encoder::new(file, self.compression).map_err(|e| Error::io("starting compression", e))?;
-            self.open = Some(OpenFile { part, encoder: Some(encoder) });
+            self.open = Some(OpenNdjson { part, encoder: Some(encoder) });
         }
         Ok(self.open.as_mut().expect("opened above"))
     }

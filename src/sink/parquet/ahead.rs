@@ -15,10 +15,10 @@ use crate::sink::{Prepare, Prepared};
 pub(super) struct Ahead {
     pub(super) rules: Rules,
     pub(super) declared: bool,
-    pub(super) current: RwLock<Option<Arc<Snapshot>>>,
+    pub(super) current: RwLock<Option<Arc<SchemaSnapshot>>>,
 }
 
-pub(super) struct Snapshot {
+pub(super) struct SchemaSnapshot {
     /// Unique in the process: what a thread's cached decoder was built for.
     pub(super) id: u64,
     pub(super) version: u64,
@@ -81,7 +81,7 @@ thread_local! {
 }
 
 /// All of `lines` as one record batch, with this thread's decoder for the schema.
-fn decode(snapshot: &Snapshot, lines: &[u8], rows: usize) -> Result<RecordBatch, String> {
+fn decode(snapshot: &SchemaSnapshot, lines: &[u8], rows: usize) -> Result<RecordBatch, String> {
     if rows > PAGE_ROWS {
         return Err("a page too long to prepare".into());
     }

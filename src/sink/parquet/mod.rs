@@ -35,7 +35,7 @@ use crate::output::Layout;
 use crate::partition::PartitionReport;
 use crate::plan::{Compression, ParquetPlan};
 use crate::schema::{Field, Rules, Ty, REJECTED};
-use ahead::{Ahead, PreparedPage, Snapshot, SNAPSHOTS};
+use ahead::{Ahead, PreparedPage, SchemaSnapshot, SNAPSHOTS};
 
 /// Rows Arrow decodes at a time.
 const BATCH_ROWS: usize = 8192;
@@ -63,14 +63,14 @@ pub struct ParquetSink {
     sample: Ty,
     pending: Vec<PageBatch>,
     pending_rows: u64,
-    open: Option<OpenFile>,
+    open: Option<OpenParquet>,
     /// Bumped whenever the schema's Arrow form changes; pages prepared under another version
     /// are done over.
     version: u64,
     ahead: Arc<Ahead>,
 }
 
-struct OpenFile {
+struct OpenParquet {
     part: PartFile,
     writer: ArrowWriter<File>,
     decoder: Decoder,
@@ -86,7 +86,7 @@ struct OpenFile {
     queued_rows: usize,
 }
 
-impl OpenFile {
+impl OpenParquet {
     /// Write rows, in order with all written before.
     fn write(&mut self, batch: RecordBatch) -> Result<(), ParquetError> {
         if self.queued.first().is_some_and(|first| first.schema() != batch.schema()) {
@@ -114,7 +114,7 @@ impl OpenFile {
 }
 
 /// Rows of one page counted into the open part but not yet into the ledger.
-struct Run {
+struct RowRun {
     partition: Arc<str>,
     page: u64,
     rows: u64,
@@ -168,7 +168,7 @@ impl ParquetSink {
         let snapshot = match (&self.schema, self.options.reject_to_json) {
             // Misfits are sorted out record by record, in the writer.
             (Some(_), true) | (None, _) => None,
-            (Some(ty), false) => Some(Arc::new(Snapshot {
+            (Some(ty), false) => Some(Arc::new(SchemaSnapshot {
                 id: SNAPSHOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 version: self.version,
                 ty: ty.clone(),
@@ -211,7 +211,7 @@ impl ParquetSink {
             self.ledger.add_rows(&mut open.part, &batch.partition, batch.page, take as u64);
             at += take;
             if open.part.rows >= rows_per_file {
-                self.close_part(&mut Run { partition: batch.partition.clone(), page: batch.page, rows: 0 })?;
+                self.close_part(&mut RowRun { partition: batch.partition.clone(), page: batch.page, rows: 0 })?;
             }
         }
         self.ledger.page_done(batch);
@@ -234,7 +234,7 @@ impl ParquetSink {
     }
 
     fn write_rows(&mut self, batch: PageBatch) -> Result<(), Error> {
-        let mut run = Run { partition: batch.partition.clone(), page: batch.page, rows: 0 };
+        let mut run = RowRun { partition: batch.partition.clone(), page: batch.page, rows: 0 };
         if let Err(e) = self.add_page(&batch, &mut run) {
             // Only whole pages are written: drop this one's rows not yet counted (the waiting
             // lines are this page's alone), so what a commit then keeps is consistent.
@@ -251,7 +251,7 @@ impl ParquetSink {
         Ok(())
     }
 
-    fn add_page(&mut self, batch: &PageBatch, run: &mut Run) -> Result<(), Error> {
+    fn add_page(&mut self, batch: &PageBatch, run: &mut RowRun) -> Result<(), Error> {
         for (index, line) in lines(&batch.lines).enumerate() {
             let widened = self.fit(line, batch, index)?;
             if widened && self.open.is_some() {
@@ -331,7 +331,7 @@ impl ParquetSink {
         Error::Parquet { context: format!("{what} Parquet part{part}"), source: Box::new(e) }
     }
 
-    fn open_part(&mut self) -> Result<&mut OpenFile, Error> {
+    fn open_part(&mut self) -> Result<&mut OpenParquet, Error> {
         if self.open.is_none() {
             let schema = self.schema.as_ref().expect("settled");
             let arrow = Arc::new(schema.arrow_schema());
@@ -364,7 +364,7 @@ impl ParquetSink {
                 other => other,
             };
             let rewrite = schema.needs_rewrite_record();
-            self.open = Some(OpenFile {
+            self.open = Some(OpenParquet {
                 part,
                 writer,
                 decoder,
@@ -379,7 +379,7 @@ impl ParquetSink {
     }
 
     /// Count the run's rows into the open part, then close and publish it.
-    fn close_part(&mut self, run: &mut Run) -> Result<(), Error> {
+    fn close_part(&mut self, run: &mut RowRun) -> Result<(), Error> {
         let Some(mut open) = self.open.take() else { return Ok(()) };
         self.ledger.add_rows(&mut open.part, &run.partition, run.page, run.rows);
         run.rows = 0;
@@ -402,7 +402,7 @@ impl ParquetSink {
 }
 
 /// Decode the waiting lines, handing each full batch to the writer.
-fn drain(open: &mut OpenFile) -> Result<(), ParquetError> {
+fn drain(open: &mut OpenParquet) -> Result<(), ParquetError> {
     let mut at = 0;
     while at < open.lines.len() {
         at += open.decoder.decode(&open.lines[at..])?;
@@ -465,7 +465,7 @@ impl Sink for ParquetSink {
 
     fn finish(&mut self) -> Result<Position, Error> {
         self.settle()?;
-        let mut run = Run { partition: Arc::from(""), page: 0, rows: 0 };
+        let mut run = RowRun { partition: Arc::from(""), page: 0, rows: 0 };
         self.close_part(&mut run)?;
         Ok(self.ledger.position(None))
     }
