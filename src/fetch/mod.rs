@@ -268,35 +268,7 @@ impl Fetcher {
         let mut waited = Duration::ZERO;
         let mut renewed = false;
         loop {
-            // Credentials first, holding no slot: a renewal never waits on those waiting for it.
-            tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => return Err(FetchFailure::Interrupted),
-                ready = self.credentials.ready() => {
-                    if let Err(kind) = ready {
-                        return Err(FetchFailure::Fetch(self.error(request, kind, attempt)));
-                    }
-                }
-            }
-            let outcome = {
-                let _permit = tokio::select! {
-                    biased;
-                    _ = self.cancel.cancelled() => return Err(FetchFailure::Interrupted),
-                    permit = self.slot(track) => permit,
-                };
-                if let Some(track) = track {
-                    track.sending();
-                }
-                // A request in flight when the run is interrupted gets a short grace to finish.
-                tokio::select! {
-                    outcome = self.attempt(request, attempt) => outcome,
-                    _ = async {
-                        self.cancel.cancelled().await;
-                        tokio::time::sleep(INTERRUPT_GRACE).await;
-                    } => return Err(FetchFailure::Interrupted),
-                }
-            };
-            let outcome = match outcome {
+            let outcome = match self.send(request, track, attempt).await? {
                 Attempt::Done(fetched) => match judge(&fetched) {
                     Ok(value) => {
                         if let Some(cache) = &self.cache {
@@ -305,37 +277,18 @@ impl Fetcher {
                         return Ok(value);
                     }
                     Err(Reject::Fail(e)) => return Err(FetchFailure::Rejected(e)),
-                    Err(Reject::NotJson { reason, cut_short }) => {
-                        let content_type = fetched
-                            .headers
-                            .get(CONTENT_TYPE)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("none")
-                            .to_string();
-                        let kind =
-                            FetchErrorKind::NotJson { reason, content_type, excerpt: self.excerpt(&fetched.body) };
-                        let cause = if cut_short { "body_cut_short" } else { "invalid_json" };
-                        Attempt::Retry { kind, cause: cause.to_string(), wait: None }
-                    }
+                    Err(Reject::NotJson { reason, cut_short }) => self.not_json(&fetched, reason, cut_short),
                 },
                 other => other,
             };
+            let fail = |kind| Err(FetchFailure::Fetch(self.error(request, kind, attempt)));
             match outcome {
                 Attempt::Done(_) => unreachable!("judged above"),
-                Attempt::Fail(kind) => return Err(FetchFailure::Fetch(self.error(request, kind, attempt))),
+                Attempt::Fail(kind) => return fail(kind),
                 Attempt::Unauthorized { kind, status, generation } => {
                     // Renewed once for this request and refused again: renewal cannot cure it.
-                    let renew = self.credentials.renew(generation, status);
-                    let retry = !renewed
-                        && tokio::select! {
-                            _ = self.cancel.cancelled() => return Err(FetchFailure::Interrupted),
-                            renewal = renew => match renewal {
-                                Ok(retry) => retry,
-                                Err(kind) => return Err(FetchFailure::Fetch(self.error(request, kind, attempt))),
-                            },
-                        };
-                    if !retry {
-                        return Err(FetchFailure::Fetch(self.error(request, kind, attempt)));
+                    if renewed || !self.renew(request, status, generation, attempt).await? {
+                        return fail(kind);
                     }
                     // Goes again with the new credentials, using none of its attempts.
                     renewed = true;
@@ -343,48 +296,122 @@ impl Fetcher {
                 Attempt::Retry { kind, wait: Some(wait), .. } if self.respect_server_limits => {
                     waited += wait;
                     if waited > self.max_wait {
-                        let kind = FetchErrorKind::Transport(format!(
+                        return fail(FetchErrorKind::Transport(format!(
                             "{kind}, and the server asked to wait {} in all, more than limits.max_wait ({})",
                             crate::human::duration(waited),
                             crate::human::duration(self.max_wait)
-                        ));
-                        return Err(FetchFailure::Fetch(self.error(request, kind, attempt)));
+                        )));
                     }
                     // The pause was set when the response arrived; the loop waits it out.
                 }
                 Attempt::Retry { kind, cause, .. } => {
                     if attempt >= self.retry.max_attempts {
-                        return Err(FetchFailure::Fetch(self.error(request, kind, attempt)));
+                        return fail(kind);
                     }
-                    let delay = backoff(&self.retry, attempt, rand::rng().random::<f64>());
-                    if cause == "status_429" {
-                        // Too many requests, and no usable hint of how long to wait: the whole
-                        // job backs off with this request, not only this request.
-                        self.hold(delay);
-                    }
-                    if let Some(track) = track {
-                        track.retrying(&cause, delay, attempt + 1, self.retry.max_attempts);
-                    }
-                    *self.retries.lock().expect("stats lock").entry(cause).or_default() += 1;
-                    tracing::warn!(
-                        "{} {} {kind}; retrying in {} (attempt {} of {})",
-                        request.method.as_str(),
-                        self.redactor.url(&request.url),
-                        crate::human::duration(delay),
-                        attempt + 1,
-                        self.retry.max_attempts
-                    );
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => return Err(FetchFailure::Interrupted),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    if let Some(track) = track {
-                        track.sending();
-                    }
+                    self.back_off(request, track, &kind, cause, attempt).await?;
                     attempt += 1;
                 }
             }
         }
+    }
+
+    /// One attempt at `request`: its credentials ready first (holding no slot, so a renewal
+    /// never waits on those waiting for it), then a slot, then the exchange. A request in
+    /// flight when the run is interrupted gets a short grace to finish.
+    async fn send<E>(
+        &self,
+        request: &Outgoing,
+        track: Option<&Track>,
+        attempt: u32,
+    ) -> Result<Attempt, FetchFailure<E>> {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => return Err(FetchFailure::Interrupted),
+            ready = self.credentials.ready() => {
+                if let Err(kind) = ready {
+                    return Err(FetchFailure::Fetch(self.error(request, kind, attempt)));
+                }
+            }
+        }
+        let _permit = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => return Err(FetchFailure::Interrupted),
+            permit = self.slot(track) => permit,
+        };
+        if let Some(track) = track {
+            track.sending();
+        }
+        tokio::select! {
+            outcome = self.attempt(request, attempt) => Ok(outcome),
+            _ = async {
+                self.cancel.cancelled().await;
+                tokio::time::sleep(INTERRUPT_GRACE).await;
+            } => Err(FetchFailure::Interrupted),
+        }
+    }
+
+    /// A body the judge found not to be JSON: tried again like a cut connection.
+    fn not_json(&self, fetched: &Fetched, reason: String, cut_short: bool) -> Attempt {
+        let content_type = fetched.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("none");
+        let content_type = content_type.to_string();
+        let kind = FetchErrorKind::NotJson { reason, content_type, excerpt: self.excerpt(&fetched.body) };
+        let cause = if cut_short { "body_cut_short" } else { "invalid_json" };
+        Attempt::Retry { kind, cause: cause.to_string(), wait: None }
+    }
+
+    /// A 401 or 403: whether renewed credentials (of the `generation` refused) are worth
+    /// another try.
+    async fn renew<E>(
+        &self,
+        request: &Outgoing,
+        status: u16,
+        generation: u64,
+        attempt: u32,
+    ) -> Result<bool, FetchFailure<E>> {
+        tokio::select! {
+            _ = self.cancel.cancelled() => Err(FetchFailure::Interrupted),
+            renewal = self.credentials.renew(generation, status) => {
+                renewal.map_err(|kind| FetchFailure::Fetch(self.error(request, kind, attempt)))
+            }
+        }
+    }
+
+    /// Wait before attempt `attempt + 1`: backoff with jitter (the whole job with it after a
+    /// 429 that gave no usable hint), counted, logged and shown.
+    async fn back_off<E>(
+        &self,
+        request: &Outgoing,
+        track: Option<&Track>,
+        kind: &FetchErrorKind,
+        cause: String,
+        attempt: u32,
+    ) -> Result<(), FetchFailure<E>> {
+        let delay = backoff(&self.retry, attempt, rand::rng().random::<f64>());
+        if cause == "status_429" {
+            // Too many requests, and no usable hint of how long to wait: the whole job backs
+            // off with this request, not only this request.
+            self.hold(delay);
+        }
+        if let Some(track) = track {
+            track.retrying(&cause, delay, attempt + 1, self.retry.max_attempts);
+        }
+        *self.retries.lock().expect("stats lock").entry(cause).or_default() += 1;
+        tracing::warn!(
+            "{} {} {kind}; retrying in {} (attempt {} of {})",
+            request.method.as_str(),
+            self.redactor.url(&request.url),
+            crate::human::duration(delay),
+            attempt + 1,
+            self.retry.max_attempts
+        );
+        tokio::select! {
+            _ = self.cancel.cancelled() => return Err(FetchFailure::Interrupted),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        if let Some(track) = track {
+            track.sending();
+        }
+        Ok(())
     }
 
     fn error(&self, request: &Outgoing, kind: FetchErrorKind, attempts: u32) -> FetchError {
