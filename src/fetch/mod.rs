@@ -131,6 +131,15 @@ fn auth_retry(plan: &Plan) -> Retry {
     Retry { max_attempts: plan.retry.max_attempts, delay }
 }
 
+/// Where a redirect goes: its Location resolved against the URL that answered.
+fn redirected(status: StatusCode, headers: &HeaderMap, url: &Url) -> Result<Url, FetchErrorKind> {
+    let Some(location) = headers.get(LOCATION).and_then(|l| l.to_str().ok()) else {
+        let excerpt = "redirect without a Location header".into();
+        return Err(FetchErrorKind::Status { status: status.as_u16(), excerpt, challenge: None });
+    };
+    url.join(location).map_err(|e| FetchErrorKind::Transport(format!("redirected to an invalid URL: {e}")))
+}
+
 /// How long a request in flight when the run is interrupted may still take: its page is kept
 /// if it arrives by then, and fetched again by the resume if not.
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
@@ -436,18 +445,9 @@ impl Fetcher {
             };
             let status = response.status();
             if status.is_redirection() {
-                let Some(location) = response.headers().get(LOCATION).and_then(|l| l.to_str().ok()) else {
-                    return Attempt::Fail(FetchErrorKind::Status {
-                        status: status.as_u16(),
-                        excerpt: "redirect without a Location header".into(),
-                        challenge: None,
-                    });
-                };
-                let next = match url.join(location) {
+                let next = match redirected(status, response.headers(), &url) {
                     Ok(next) => next,
-                    Err(e) => {
-                        return Attempt::Fail(FetchErrorKind::Transport(format!("redirected to an invalid URL: {e}")))
-                    }
+                    Err(kind) => return Attempt::Fail(kind),
                 };
                 if matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND | StatusCode::SEE_OTHER) {
                     method = Method::Get;
@@ -459,19 +459,8 @@ impl Fetcher {
             }
             let headers = response.headers().clone();
             let asked = server_pause(&headers, status.as_u16());
-            if self.respect_server_limits {
-                if let Some((wait, cause, detail)) = &asked {
-                    let (wait, cause) = (*wait, *cause);
-                    if wait > self.max_wait {
-                        return Attempt::Fail(FetchErrorKind::Transport(format!(
-                            "returned {} and asked to wait {} ({detail}), more than limits.max_wait ({})",
-                            status.as_u16(),
-                            crate::human::duration(wait),
-                            crate::human::duration(self.max_wait)
-                        )));
-                    }
-                    self.pause(wait, cause, detail);
-                }
+            if let Err(kind) = self.heed(status.as_u16(), asked.as_ref()) {
+                return Attempt::Fail(kind);
             }
             let bytes = match self.read_body(response).await {
                 Ok(b) => b,
@@ -487,18 +476,7 @@ impl Fetcher {
                 started.elapsed().as_millis()
             );
             if !status.is_success() {
-                let excerpt = self.excerpt(&bytes);
-                let challenge = headers.get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
-                let challenge = challenge.map(|c| self.redactor.redact(c).into_owned());
-                let kind = FetchErrorKind::Status { status: status.as_u16(), excerpt, challenge };
-                if matches!(status.as_u16(), 401 | 403) {
-                    return Attempt::Unauthorized { kind, status: status.as_u16(), generation };
-                }
-                if self.retry.on_status.contains(&status.as_u16()) {
-                    let wait = asked.map(|(wait, _, _)| wait);
-                    return Attempt::Retry { kind, cause: format!("status_{}", status.as_u16()), wait };
-                }
-                return Attempt::Fail(kind);
+                return self.refused(status.as_u16(), &headers, &bytes, generation, asked.map(|(wait, _, _)| wait));
             }
             let bytes = match self.undeclared_compression(bytes) {
                 Ok(b) => b,
@@ -507,6 +485,44 @@ impl Fetcher {
             return Attempt::Done(Fetched { status: status.as_u16(), headers, url, body: bytes, attempts: attempt });
         }
         Attempt::Fail(FetchErrorKind::TooManyRedirects(MAX_REDIRECTS))
+    }
+
+    /// A server's request to wait (Retry-After, rate-limit headers), heeded when the job
+    /// respects server limits: every request of the job pauses; past `max_wait`, the page fails.
+    fn heed(&self, status: u16, asked: Option<&(Duration, &'static str, String)>) -> Result<(), FetchErrorKind> {
+        let (Some((wait, cause, detail)), true) = (asked, self.respect_server_limits) else { return Ok(()) };
+        if *wait > self.max_wait {
+            return Err(FetchErrorKind::Transport(format!(
+                "returned {status} and asked to wait {} ({detail}), more than limits.max_wait ({})",
+                crate::human::duration(*wait),
+                crate::human::duration(self.max_wait)
+            )));
+        }
+        self.pause(*wait, cause, detail);
+        Ok(())
+    }
+
+    /// A response that is not a success: a 401 or 403 for the credentials to renew, a status
+    /// the job retries (after the server's `wait`, if it asked for one), or a failure.
+    fn refused(
+        &self,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        generation: u64,
+        wait: Option<Duration>,
+    ) -> Attempt {
+        let excerpt = self.excerpt(body);
+        let challenge = headers.get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
+        let challenge = challenge.map(|c| self.redactor.redact(c).into_owned());
+        let kind = FetchErrorKind::Status { status, excerpt, challenge };
+        if matches!(status, 401 | 403) {
+            return Attempt::Unauthorized { kind, status, generation };
+        }
+        if self.retry.on_status.contains(&status) {
+            return Attempt::Retry { kind, cause: format!("status_{status}"), wait };
+        }
+        Attempt::Fail(kind)
     }
 
     /// Build one HTTP request. Credentials (header values and query values holding a
