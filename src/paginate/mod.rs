@@ -350,6 +350,55 @@ impl<C, S: Serialize> Walk<C, S> {
     }
 }
 
+/// Offset and page numbers: a state moved on by counts alone, whose pages can be asked for
+/// on their own once it knows the step. One [`Strategy`] impl serves both.
+pub trait Numbered: Serialize + std::fmt::Debug + Send + Sync {
+    type Config: std::fmt::Debug + Send + Sync;
+    /// The kind, as a checkpoint names it.
+    const KIND: &'static str;
+
+    /// The request for the page the state stands at.
+    fn request(&self, config: &Self::Config) -> PageRequest;
+
+    /// Move past a page, judged by what was read of it, in order.
+    fn advance(&mut self, config: &Self::Config, reading: &Reading) -> Next;
+
+    /// A 404, 400 or 422 on the next page would be past the end.
+    fn end_possible(&self, config: &Self::Config) -> bool;
+
+    /// The pages from here on, in the state's unit.
+    fn range(&self, config: &Self::Config) -> PageRange;
+
+    /// The records the server announced, once it said so.
+    fn expected(&self) -> Option<u64>;
+}
+
+impl<S: Numbered> Strategy for Walk<S::Config, S> {
+    fn first(&self) -> PageRequest {
+        self.state.request(&self.config)
+    }
+
+    fn advance(&mut self, reading: &Reading, _secrets: &Redactor) -> Result<Next, PageError> {
+        Ok(self.state.advance(&self.config, reading))
+    }
+
+    fn end_possible(&self) -> bool {
+        self.state.end_possible(&self.config)
+    }
+
+    fn expected_records(&self) -> Option<u64> {
+        self.state.expected()
+    }
+
+    fn independent(&self) -> Option<PageRange> {
+        Some(self.state.range(&self.config))
+    }
+
+    fn save(&self) -> Value {
+        self.saved(S::KIND)
+    }
+}
+
 /// `kind = "none"`: one request, then done.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Single {

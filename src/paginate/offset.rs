@@ -11,11 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    place, Fact, KeyReader, Next, PageRange, PageRequest, PageResponse, ParamsIn, Reading, StopReason, Strategy, Style,
-    Walk,
+    place, Fact, KeyReader, Next, Numbered, PageRange, PageRequest, PageResponse, ParamsIn, Reading, StopReason, Style,
 };
 use crate::error::{JobError, PageError};
-use crate::redact::Redactor;
 
 /// `kind = "offset"` in the job file.
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -88,10 +86,6 @@ impl Offset {
         Offset { offset: config.start, served: config.page_size, total: None, confirming: false }
     }
 
-    pub fn request(&self, config: &Config) -> PageRequest {
-        Self::request_at(config, self.offset)
-    }
-
     /// The request for the page at `offset`, whatever the state.
     pub fn request_at(config: &Config, offset: u64) -> PageRequest {
         Self::request_span(config, offset, config.page_size)
@@ -114,15 +108,18 @@ impl Offset {
         };
         Ok(Reading { total, ..Reading::of(response) })
     }
+}
 
-    /// A 404, 400 or 422 here would be past the end: after a short page, or anywhere after
-    /// the first page when no total says how far the data goes.
-    pub fn end_possible(&self, config: &Config) -> bool {
-        self.confirming || (self.total.is_none() && self.offset > config.start)
+impl Numbered for Offset {
+    type Config = Config;
+    const KIND: &'static str = "offset";
+
+    fn request(&self, config: &Config) -> PageRequest {
+        Self::request_at(config, self.offset)
     }
 
     /// Move past a page, judged by what was read of it, in order.
-    pub fn advance(&mut self, config: &Config, reading: &Reading) -> Next {
+    fn advance(&mut self, config: &Config, reading: &Reading) -> Next {
         if let Some(total) = reading.total {
             self.total = Some(total);
         }
@@ -146,34 +143,18 @@ impl Offset {
         Next::Request(self.request(config))
     }
 
-    pub fn range(&self, config: &Config) -> PageRange {
+    fn range(&self, config: &Config) -> PageRange {
         PageRange { start: self.offset, step: self.served.max(1), end: self.total.map(|t| t + config.start) }
     }
-}
 
-impl Strategy for Walk<Config, Offset> {
-    fn first(&self) -> PageRequest {
-        self.state.request(&self.config)
+    /// A 404, 400 or 422 here would be past the end: after a short page, or anywhere after
+    /// the first page when no total says how far the data goes.
+    fn end_possible(&self, config: &Config) -> bool {
+        self.confirming || (self.total.is_none() && self.offset > config.start)
     }
 
-    fn advance(&mut self, reading: &Reading, _secrets: &Redactor) -> Result<Next, PageError> {
-        Ok(self.state.advance(&self.config, reading))
-    }
-
-    fn end_possible(&self) -> bool {
-        self.state.end_possible(&self.config)
-    }
-
-    fn expected_records(&self) -> Option<u64> {
-        self.state.total
-    }
-
-    fn independent(&self) -> Option<PageRange> {
-        Some(self.state.range(&self.config))
-    }
-
-    fn save(&self) -> serde_json::Value {
-        self.saved("offset")
+    fn expected(&self) -> Option<u64> {
+        self.total
     }
 }
 

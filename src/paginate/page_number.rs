@@ -10,11 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    place, Fact, KeyReader, Next, PageRange, PageRequest, PageResponse, ParamsIn, Reading, StopReason, Strategy, Style,
-    Walk,
+    place, Fact, KeyReader, Next, Numbered, PageRange, PageRequest, PageResponse, ParamsIn, Reading, StopReason, Style,
 };
 use crate::error::{JobError, PageError};
-use crate::redact::Redactor;
 
 /// `kind = "page"` in the job file.
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -107,10 +105,6 @@ impl Page {
         }
     }
 
-    pub fn request(&self, config: &Config) -> PageRequest {
-        Self::request_at(config, self.page)
-    }
-
     /// The request for page number `page`, whatever the state.
     pub fn request_at(config: &Config, page: u64) -> PageRequest {
         let mut request = PageRequest::default();
@@ -133,14 +127,18 @@ impl Page {
         };
         Ok(Reading { total, total_pages, ..Reading::of(response) })
     }
+}
 
-    /// A 404, 400 or 422 here would be past the end (see [`super::offset::Offset::end_possible`]).
-    pub fn end_possible(&self, config: &Config) -> bool {
-        self.confirming || (self.total_pages.is_none() && self.total.is_none() && self.page > config.start)
+impl Numbered for Page {
+    type Config = Config;
+    const KIND: &'static str = "page";
+
+    fn request(&self, config: &Config) -> PageRequest {
+        Self::request_at(config, self.page)
     }
 
     /// Move past a page, judged by what was read of it, in order.
-    pub fn advance(&mut self, config: &Config, reading: &Reading) -> Next {
+    fn advance(&mut self, config: &Config, reading: &Reading) -> Next {
         if let Some(pages) = reading.total_pages {
             self.total_pages = Some(pages);
         }
@@ -174,7 +172,7 @@ impl Page {
         Next::Request(self.request(config))
     }
 
-    pub fn range(&self, config: &Config) -> PageRange {
+    fn range(&self, config: &Config) -> PageRange {
         let end = self.total_pages.map(|pages| pages + config.start).or_else(|| {
             let served = self.served.filter(|s| *s > 0)?;
             let remaining = self.total?.saturating_sub(self.received);
@@ -182,32 +180,14 @@ impl Page {
         });
         PageRange { start: self.page, step: 1, end }
     }
-}
 
-impl Strategy for Walk<Config, Page> {
-    fn first(&self) -> PageRequest {
-        self.state.request(&self.config)
+    /// A 404, 400 or 422 here would be past the end (see offset's).
+    fn end_possible(&self, config: &Config) -> bool {
+        self.confirming || (self.total_pages.is_none() && self.total.is_none() && self.page > config.start)
     }
 
-    fn advance(&mut self, reading: &Reading, _secrets: &Redactor) -> Result<Next, PageError> {
-        Ok(self.state.advance(&self.config, reading))
-    }
-
-    fn end_possible(&self) -> bool {
-        self.state.end_possible(&self.config)
-    }
-
-    fn expected_records(&self) -> Option<u64> {
-        let page = &self.state;
-        page.total.or_else(|| Some(page.total_pages? * page.served?))
-    }
-
-    fn independent(&self) -> Option<PageRange> {
-        Some(self.state.range(&self.config))
-    }
-
-    fn save(&self) -> serde_json::Value {
-        self.saved("page")
+    fn expected(&self) -> Option<u64> {
+        self.total.or_else(|| Some(self.total_pages? * self.served?))
     }
 }
 
