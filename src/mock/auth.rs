@@ -26,11 +26,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine;
 use serde_json::json;
@@ -101,6 +103,31 @@ impl Tokens {
     }
 }
 
+/// `/auth/<kind>/<path>`: `<path>` for a request with the kind's credential, else its refusal.
+pub(super) async fn authorize(State(api): State<Arc<super::MockApi>>, request: Request, next: Next) -> Response {
+    let arrived = request.extensions().get::<super::Arrived>().expect("counted on arrival");
+    let path = arrived.uri.path();
+    let kind = path.strip_prefix("/auth/").and_then(|rest| rest.split('/').next()).unwrap_or("");
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+    match check(kind, &api.config.secret, &api.stats.tokens, request.headers(), &query) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused,
+    }
+}
+
+/// `POST /oauth/...` (a token, or `/oauth/revoke`), `POST /login/<how>` (a session), and
+/// Salesforce's `.../services/oauth2/token` (as `/oauth/token`).
+pub(super) async fn token(State(api): State<Arc<super::MockApi>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+    let path = parts.uri.path();
+    let path = if path.ends_with("/services/oauth2/token") { "/oauth/token" } else { path };
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    endpoint(path, &query, &api.config, &api.stats.tokens, &parts.headers, &body).await
+}
+
 /// Check the credential of `/auth/<kind>/...`.
 pub(super) fn check(
     kind: &str,
@@ -161,7 +188,7 @@ pub(super) fn check(
 }
 
 /// `POST /oauth/token` and `POST /oauth/revoke`.
-pub(super) async fn endpoint(
+async fn endpoint(
     path: &str,
     query: &[(String, String)],
     config: &super::MockConfig,

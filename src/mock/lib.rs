@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
+use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use tokio::net::TcpListener;
@@ -217,7 +218,8 @@ pub fn app(config: MockConfig) -> (Router, Arc<Stats>) {
         bucket: config.rate_limit.map(faults::Bucket::new),
         config,
     });
-    (Router::new().fallback(handle).with_state(api), stats)
+    let router = routes::router(&api).layer(axum::middleware::from_fn_with_state(api.clone(), arrive));
+    (router.with_state(api), stats)
 }
 
 /// Serve until the process is stopped (`harvest mock-api`).
@@ -246,7 +248,16 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn handle(State(api): State<Arc<MockApi>>, request: Request) -> Response {
+/// What the server knows of a request from its arrival: its number in arrival order (from 1)
+/// and the URI as asked (routes under a prefix see it without).
+#[derive(Clone)]
+struct Arrived {
+    seq: u64,
+    uri: axum::http::Uri,
+}
+
+/// Count a request, log it, hold it for the latency asked, then route it.
+async fn arrive(State(api): State<Arc<MockApi>>, mut request: Request, next: Next) -> Response {
     let arrived = Instant::now();
     let stats = &api.stats;
     let seq = stats.requests.fetch_add(1, Ordering::SeqCst) + 1;
@@ -273,7 +284,9 @@ async fn handle(State(api): State<Arc<MockApi>>, request: Request) -> Response {
     if !latency.is_zero() {
         hold_until(arrived + latency).await;
     }
-    routes::respond(&api, request, seq).await
+    let uri = request.uri().clone();
+    request.extensions_mut().insert(Arrived { seq, uri });
+    next.run(request).await
 }
 
 /// A number in [0, 1) fixed by `seed` and `n` (splitmix64): the same run draws the same.

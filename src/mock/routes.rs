@@ -1,24 +1,77 @@
-//! The mock API's paths, one per pagination style, and the quirk knobs they share.
+//! The mock API's route table: every path, the credentials and tenants in front of them, and
+//! the query knobs that switch on the quirks of real APIs.
 //!
 //! Handlers return `Result<Response, Response>`: an error is just another response here.
 #![allow(clippy::result_large_err)]
 
 mod examples;
+mod quirks;
+mod styles;
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::middleware::from_fn_with_state;
 use axum::response::Response;
-use serde_json::{json, Value};
+use axum::routing::{any, on, post, MethodFilter, MethodRouter};
+use axum::Router;
+use serde_json::json;
 
-use super::faults::{epoch_after, Fault};
-use super::MockApi;
+use super::{Arrived, MockApi};
+
+/// Every path the mock serves. The style paths (and `/examples/...`) answer through the
+/// quirks layer, as they are, under `/t/<tenant>`, and behind `/auth/<kind>` (the kind's
+/// credential checked first); the token and login endpoints answer as they are.
+pub(super) fn router(api: &Arc<MockApi>) -> Router<Arc<MockApi>> {
+    use MethodFilter as M;
+    let styles = Router::new()
+        .route("/offset", answer(M::GET, |call| call.offset(false)))
+        .route("/array", answer(M::GET, |call| call.offset(true)))
+        .route("/page", answer(M::GET, Call::page))
+        .route("/next-url", answer(M::GET, Call::next_url))
+        .route("/link", answer(M::GET, Call::link_header))
+        .route("/cursor", answer(M::GET, Call::cursor))
+        .route("/cursor-header", answer(M::GET, Call::cursor_header))
+        .route("/has-more", answer(M::GET, Call::has_more))
+        .route("/items", answer(M::GET, Call::items))
+        .route("/items/{id}", answer(M::GET, Call::item))
+        .route("/graphql", answer(M::POST, Call::graphql))
+        .route("/redirect", any(|call: Call| async move { call.redirect() }))
+        .route("/_admin/touch", answer(M::POST, Call::touch))
+        .route("/_stats", answer(M::GET, Call::stats))
+        .nest("/examples", examples::router())
+        .fallback(|| async {
+            error(StatusCode::NOT_FOUND, "no such path; see docs/REFERENCE.md for the mock API's paths")
+        })
+        .layer(from_fn_with_state(api.clone(), quirks::misbehave));
+    let tenants = styles.clone().nest("/t/{tenant}", styles);
+    let credentials = from_fn_with_state(api.clone(), super::auth::authorize);
+    Router::new()
+        .route("/oauth/{*endpoint}", post(super::auth::token))
+        .route("/login/{how}", post(super::auth::token))
+        // Salesforce's token URL is on the instance's host.
+        .route("/services/oauth2/token", post(super::auth::token))
+        .route("/examples/salesforce/services/oauth2/token", post(super::auth::token))
+        .nest("/auth/{kind}", tenants.clone().layer(credentials))
+        .merge(tenants)
+}
+
+/// A path's handler for `method`: `answer` given the parsed request.
+fn answer(method: MethodFilter, answer: fn(&Call) -> Response) -> MethodRouter<Arc<MockApi>> {
+    on(method, move |call: Call| async move { answer(&call) })
+}
+
+/// A request's query as pairs, decoded.
+fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect()
+}
 
 /// Query parameters that switch on the quirks of real APIs. Every path takes them.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone)]
 struct Knobs {
     /// Serve at most this many records a page, silently...
     max_page_size: Option<u64>,
@@ -67,7 +120,8 @@ struct Knobs {
     /// Link headers: `split` puts each link in its own header, `unquoted` drops quotes.
     link_style: String,
     has_more_as_string: bool,
-    updated_since: Option<String>,
+    /// `updated_since`: only records updated after this instant.
+    since: Option<chrono::DateTime<chrono::Utc>>,
     /// `order=id`: records in id order even when touched ones have moved on in time, so that
     /// `updated_at` is not monotonic in the order served.
     by_id: bool,
@@ -91,9 +145,17 @@ struct Knobs {
 }
 
 impl Knobs {
-    fn parse(query: &[(String, String)]) -> Self {
+    /// The knobs of a query; a 400 for an `updated_since` that is not RFC 3339.
+    fn parse(query: &[(String, String)]) -> Result<Self, Response> {
         let get = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        Knobs {
+        let since = match get("updated_since") {
+            Some(since) => match chrono::DateTime::parse_from_rfc3339(&since) {
+                Ok(t) => Some(t.with_timezone(&chrono::Utc)),
+                Err(e) => return Err(error(StatusCode::BAD_REQUEST, &format!("updated_since: {e}"))),
+            },
+            None => None,
+        };
+        Ok(Knobs {
             max_page_size: get("max_page_size").and_then(|v| v.parse().ok()),
             oversize: get("oversize").and_then(|v| v.parse().ok()),
             shrink_at: get("shrink_at").and_then(|v| v.parse().ok()),
@@ -118,7 +180,7 @@ impl Knobs {
             content_type: get("content_type"),
             link_style: get("link_style").unwrap_or_default(),
             has_more_as_string: get("has_more_as").as_deref() == Some("string"),
-            updated_since: get("updated_since"),
+            since,
             by_id: get("order").as_deref() == Some("id"),
             desc: get("order").as_deref() == Some("desc"),
             totals_in: get("totals_in"),
@@ -126,20 +188,46 @@ impl Knobs {
             odd: get("odd").is_some(),
             gain_field_after: get("gain_field_after").and_then(|v| v.parse().ok()),
             float_after: get("float_after").and_then(|v| v.parse().ok()),
-        }
+        })
+    }
+
+    /// A JSON answer as the knobs shape it: its Content-Type, indented, gzip'd.
+    fn json(&self, status: StatusCode, body: impl Into<String>, mut headers: HeaderMap) -> Response {
+        let body: String = body.into();
+        let content_type = self.content_type.clone().unwrap_or_else(|| "application/json".into());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/json")),
+        );
+        let body = if self.pretty { indent(&body) } else { body };
+        let body = match self.gzip.as_deref() {
+            Some(how) => {
+                if how != "hidden" {
+                    headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                }
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(body.as_bytes()).expect("writing to memory");
+                Body::from(gz.finish().expect("writing to memory"))
+            }
+            None => Body::from(body),
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
     }
 }
 
 /// One request, parsed.
-struct Call<'a> {
-    api: &'a MockApi,
-    method: Method,
-    /// The style path, without any `/t/<tenant>` prefix.
-    route: String,
-    /// The full path as requested.
+struct Call {
+    api: Arc<MockApi>,
+    /// The full path as requested (with any `/auth/<kind>` and `/t/<tenant>` prefix).
     path: String,
     query: Vec<(String, String)>,
     headers: HeaderMap,
+    /// The path's parameters (`{id}`, `{org}`, ...).
+    segments: Vec<(String, String)>,
+    body: Bytes,
     knobs: Knobs,
     /// Position in the dataset of the first record the request can see (`updated_since`).
     first: u64,
@@ -148,152 +236,30 @@ struct Call<'a> {
     view: Option<Vec<(u64, chrono::DateTime<chrono::Utc>)>>,
 }
 
-/// Answer one request; `seq` is its number in arrival order (from 1).
-pub(super) async fn respond(api: &MockApi, request: Request, seq: u64) -> Response {
-    let (parts, body) = request.into_parts();
-    let query: Vec<(String, String)> =
-        url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
-    let path = parts.uri.path().to_string();
-    let config = &api.config;
-    // Salesforce's token URL is on the instance's host: the mock's own token URL there too.
-    let token_path = if path.ends_with("/services/oauth2/token") { "/oauth/token" } else { path.as_str() };
-    if parts.method == Method::POST && (token_path.starts_with("/oauth/") || token_path.starts_with("/login/")) {
+impl FromRequest<Arc<MockApi>> for Call {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, api: &Arc<MockApi>) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let segments = match RawPathParams::from_request_parts(&mut parts, api).await {
+            Ok(params) => params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            Err(_) => Vec::new(),
+        };
+        let query = query_pairs(&parts.uri);
+        let knobs = match parts.extensions.remove::<Knobs>() {
+            Some(knobs) => knobs,
+            None => Knobs::parse(&query)?,
+        };
+        let path = match parts.extensions.get::<Arrived>() {
+            Some(arrived) => arrived.uri.path().to_string(),
+            None => parts.uri.path().to_string(),
+        };
         let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-        let tokens = &api.stats.tokens;
-        return super::auth::endpoint(token_path, &query, config, tokens, &parts.headers, &body).await;
+        let first = knobs.since.map_or(0, |t| api.data.position_since(t));
+        let view = touched_view(api, knobs.since, knobs.by_id);
+        let (api, headers) = (api.clone(), parts.headers);
+        Ok(Call { api, path, query, headers, segments, body, knobs, first, view })
     }
-    // `/auth/<kind>/<path>`: `<path>`, for a request with the kind's credential.
-    let unprotected = match path.strip_prefix("/auth/").and_then(|rest| rest.split_once('/')) {
-        Some((kind, rest)) => {
-            if let Err(refused) = super::auth::check(kind, &config.secret, &api.stats.tokens, &parts.headers, &query) {
-                return refused;
-            }
-            format!("/{rest}")
-        }
-        None => path.clone(),
-    };
-    let route = match unprotected.strip_prefix("/t/") {
-        Some(rest) => rest.find('/').map(|i| rest[i..].to_string()).unwrap_or_default(),
-        None => unprotected.clone(),
-    };
-    let knobs = Knobs::parse(&query);
-    let since = match &knobs.updated_since {
-        Some(since) => match chrono::DateTime::parse_from_rfc3339(since) {
-            Ok(t) => Some(t.with_timezone(&chrono::Utc)),
-            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("updated_since: {e}")),
-        },
-        None => None,
-    };
-    let first = since.map_or(0, |t| api.data.position_since(t));
-    let view = touched_view(api, since, knobs.by_id);
-    let call = Call { api, method: parts.method, route, path, query, headers: parts.headers, knobs, first, view };
-    if call.knobs.html {
-        return Response::builder()
-            .status(200)
-            .header(header::CONTENT_TYPE, "text/html")
-            .body(Body::from(
-                "<html><head><title>Maintenance</title></head><body><h1>We'll be back soon</h1></body></html>",
-            ))
-            .expect("a valid response");
-    }
-    if call.knobs.graphql_errors {
-        return call.json(StatusCode::OK, json!({"data": null, "errors": [{"message": "Cannot query field \"itemz\" on type \"Query\"."}, {"message": "rate of queries too high"}]}).to_string(), HeaderMap::new());
-    }
-    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-    let mut limit_headers = HeaderMap::new();
-    if let Some(bucket) = &api.bucket {
-        let verdict = bucket.take();
-        limit_headers.insert("x-ratelimit-limit", HeaderValue::from(verdict.limit));
-        limit_headers.insert("x-ratelimit-remaining", HeaderValue::from(verdict.remaining));
-        let reset = std::time::Duration::from_secs_f64(verdict.reset);
-        limit_headers.insert("x-ratelimit-reset", HeaderValue::from(epoch_after(reset)));
-        if !verdict.allowed {
-            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
-            response.headers_mut().extend(limit_headers);
-            let after = verdict.reset.ceil().max(1.0) as u64;
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(after));
-            return response;
-        }
-    }
-    let flaky = call.knobs.flaky > 0 && {
-        let uri = parts.uri.to_string();
-        let mut attempts = api.attempts.lock().expect("attempts lock");
-        let seen = attempts.entry(uri).or_default();
-        *seen += 1;
-        *seen <= call.knobs.flaky
-    };
-    let fault = if call.knobs.throttle_at == Some(seq) {
-        Some(Fault::Status(429))
-    } else if call.knobs.fail_after.is_some_and(|after| seq > after) || call.knobs.fail_at == Some(seq) {
-        Some(Fault::Status(500))
-    } else if flaky {
-        Fault::parse(&call.knobs.flaky_as)
-    } else {
-        api.dice.draw()
-    };
-    if let Some(fault) = fault {
-        api.stats.count_fault(fault);
-    }
-    let retry_after =
-        call.knobs.retry_after.clone().unwrap_or_else(|| format!("{}", api.config.retry_after.as_secs_f64()));
-    match fault {
-        Some(Fault::Status(status)) => {
-            let mut response =
-                error(StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), "injected fault");
-            let from_knob = flaky && call.knobs.retry_after.is_some();
-            if from_knob || (!flaky && matches!(status, 429 | 503)) || call.knobs.throttle_at == Some(seq) {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_str(&retry_after).expect("a valid header"));
-            }
-            return response;
-        }
-        Some(Fault::Reset) => {
-            // A body that fails before anything is sent: hyper closes the connection.
-            let reset = futures::stream::once(async {
-                Err::<bytes::Bytes, _>(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"))
-            });
-            return Response::new(Body::from_stream(reset));
-        }
-        Some(Fault::Slow) => tokio::time::sleep(api.config.slow).await,
-        _ => {}
-    }
-    let mut response = call.dispatch(&body);
-    response.headers_mut().extend(limit_headers);
-    if call.knobs.stall_at == Some(seq) {
-        let (head, full) = response.into_parts();
-        let full = axum::body::to_bytes(full, usize::MAX).await.unwrap_or_default();
-        let (first, rest) = (full.slice(..full.len() / 2), full.slice(full.len() / 2..));
-        let stall = std::time::Duration::from_millis(call.knobs.stall);
-        let first = futures::stream::iter([Ok::<_, std::io::Error>(first)]);
-        let rest = futures::stream::once(async move {
-            tokio::time::sleep(stall).await;
-            Ok(rest)
-        });
-        return Response::from_parts(head, Body::from_stream(futures::StreamExt::chain(first, rest)));
-    }
-    let cut = match fault {
-        Some(Fault::Cut) => true,
-        Some(Fault::Invalid) => false,
-        _ => return response,
-    };
-    // Cut the body short: `invalid` frames the half properly, `cut` promises the whole.
-    let (mut head, full) = response.into_parts();
-    let full = axum::body::to_bytes(full, usize::MAX).await.unwrap_or_default();
-    let half = full.slice(..full.len() / 2);
-    if cut {
-        // The body stream fails after the first half: hyper drops the connection.
-        head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(full.len()));
-        // The pause lets the head and the first half reach the client before the cut.
-        let first = futures::stream::iter([Ok::<_, std::io::Error>(half)]);
-        let cut = futures::stream::once(async {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut"))
-        });
-        return Response::from_parts(head, Body::from_stream(futures::StreamExt::chain(first, cut)));
-    }
-    head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(half.len()));
-    Response::from_parts(head, Body::from(half))
 }
 
 /// The records a request sees once some have been touched: untouched ones keep `updated_at`
@@ -320,49 +286,6 @@ fn touched_view(
     Some(view)
 }
 
-impl Call<'_> {
-    fn dispatch(&self, body: &[u8]) -> Response {
-        let call = self;
-        let api = self.api;
-        match (call.method.clone(), call.route.as_str()) {
-            (Method::GET, "/offset") => call.offset(false),
-            (Method::GET, "/array") => call.offset(true),
-            (Method::GET, "/page") => call.page(),
-            (Method::GET, "/next-url") => call.next_url(),
-            (Method::GET, "/link") => call.link_header(),
-            (Method::GET, "/cursor") => call.cursor(),
-            (Method::GET, "/cursor-header") => call.cursor_header(),
-            (Method::GET, "/has-more") => call.has_more(),
-            (Method::GET, "/items") => call.items(),
-            (Method::GET, route) if route.starts_with("/items/") => call.item(&route["/items/".len()..]),
-            (Method::POST, "/graphql") => call.graphql(body),
-            (_, "/redirect") => call.redirect(),
-            (_, route) if route.starts_with("/examples/") => call.example(body),
-            (Method::POST, "/_admin/touch") => {
-                let ids: Vec<u64> = call
-                    .query
-                    .iter()
-                    .filter(|(k, _)| k == "ids")
-                    .flat_map(|(_, v)| v.split(',').filter_map(|id| id.trim().parse().ok()).collect::<Vec<u64>>())
-                    .filter(|id| (1..=api.data.len()).contains(id))
-                    .collect();
-                let mut touched = api.touched.lock().expect("touched lock");
-                for id in &ids {
-                    touched.retain(|t| t != id);
-                    touched.push(*id);
-                }
-                call.json(StatusCode::OK, json!({"touched": ids.len()}).to_string(), HeaderMap::new())
-            }
-            (Method::GET, "/_stats") => call.json(
-                StatusCode::OK,
-                json!({"requests": api.stats.requests(), "max_in_flight": api.stats.max_in_flight()}).to_string(),
-                HeaderMap::new(),
-            ),
-            _ => error(StatusCode::NOT_FOUND, "no such path; see docs/REFERENCE.md for the mock API's paths"),
-        }
-    }
-}
-
 /// `{a,b,c}` from member texts, skipping empty ones.
 fn object(members: &[&str]) -> String {
     let mut out = String::with_capacity(members.iter().map(|m| m.len() + 1).sum::<usize>() + 2);
@@ -385,9 +308,14 @@ fn error(status: StatusCode, detail: &str) -> Response {
         .expect("a valid response")
 }
 
-impl Call<'_> {
+impl Call {
     fn param(&self, name: &str) -> Option<&str> {
         self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The path's parameter `name` (`""` when the route has none).
+    fn segment(&self, name: &str) -> &str {
+        self.segments.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
     }
 
     fn number(&self, name: &str, default: u64) -> Result<u64, Response> {
@@ -484,29 +412,8 @@ impl Call<'_> {
         }
     }
 
-    fn json(&self, status: StatusCode, body: impl Into<String>, mut headers: HeaderMap) -> Response {
-        let body: String = body.into();
-        let content_type = self.knobs.content_type.clone().unwrap_or_else(|| "application/json".into());
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/json")),
-        );
-        let body = if self.knobs.pretty { indent(&body) } else { body };
-        let body = match self.knobs.gzip.as_deref() {
-            Some(how) => {
-                if how != "hidden" {
-                    headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                }
-                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                gz.write_all(body.as_bytes()).expect("writing to memory");
-                Body::from(gz.finish().expect("writing to memory"))
-            }
-            None => Body::from(body),
-        };
-        let mut response = Response::new(body);
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        response
+    fn json(&self, status: StatusCode, body: impl Into<String>, headers: HeaderMap) -> Response {
+        self.knobs.json(status, body, headers)
     }
 
     /// The URL of this same request with `changes` made to its query, in the form the
@@ -526,170 +433,6 @@ impl Call<'_> {
                 None => format!("http://{host}{}?{query}", self.path),
             },
         }
-    }
-
-    /// `"next":...` for the last page, per the `end` knob.
-    fn end_member(&self, key: &str) -> String {
-        match self.knobs.end.as_str() {
-            "empty" => format!(",\"{key}\":\"\""),
-            "missing" => String::new(),
-            _ => format!(",\"{key}\":null"),
-        }
-    }
-
-    /// `GET /offset?offset=&limit=`: `{"total":N,"offset":o,"limit":l,"items":[...]}`;
-    /// `GET /array?offset=&limit=`: a bare array, no total.
-    fn offset(&self, bare: bool) -> Response {
-        let run = || -> Result<Response, Response> {
-            let offset = self.number("offset", 0)?;
-            let size = match self.size("limit")? {
-                size if self.knobs.shrink_at.is_some_and(|at| offset >= at) => size.div_ceil(2),
-                size => size,
-            };
-            if let Some(r) = self.past_end(offset) {
-                return Ok(r);
-            }
-            let (records, count) = self.records(offset, size);
-            let headers = self.header_totals(offset, count, size);
-            if bare {
-                return Ok(self.json(StatusCode::OK, records, headers.unwrap_or_default()));
-            }
-            let total = match self.knobs.omit_total || headers.is_some() {
-                true => String::new(),
-                false => format!("\"total\":{}", self.len()),
-            };
-            let body = object(&[
-                &total,
-                &format!("\"offset\":{offset},\"limit\":{size}"),
-                &self.records_member("items", &records, count),
-            ]);
-            Ok(self.json(StatusCode::OK, body, headers.unwrap_or_default()))
-        };
-        run().unwrap_or_else(|e| e)
-    }
-
-    /// `GET /page?page=&per_page=` (1-based):
-    /// `{"page":p,"per_page":s,"total_pages":T,"total":N,"data":[...]}`.
-    fn page(&self) -> Response {
-        let run = || -> Result<Response, Response> {
-            let (page, size, start) = self.numbered_page()?;
-            let (records, count) = self.records(start, size);
-            let headers = self.header_totals(start, count, size);
-            let totals = if self.knobs.omit_total || headers.is_some() {
-                String::new()
-            } else {
-                format!("\"total_pages\":{},\"total\":{}", self.len().div_ceil(size), self.len())
-            };
-            let body = object(&[
-                &format!("\"page\":{page},\"per_page\":{size}"),
-                &totals,
-                &self.records_member("data", &records, count),
-            ]);
-            Ok(self.json(StatusCode::OK, body, headers.unwrap_or_default()))
-        };
-        run().unwrap_or_else(|e| e)
-    }
-
-    /// The totals of a page of `count` records from `start` (pages of `size`) in the headers
-    /// the `totals_in` knob names; `None` without it (the body has them).
-    fn header_totals(&self, start: u64, count: u64, size: u64) -> Option<HeaderMap> {
-        let how = self.knobs.totals_in.as_deref()?;
-        let (total, pages, page) = (self.len(), self.len().div_ceil(size.max(1)), start / size.max(1) + 1);
-        let range = match count {
-            0 => format!("items */{total}"),
-            n => format!("items {start}-{}/{total}", start + n - 1),
-        };
-        let pagination = json!({"total": total, "total_pages": pages, "page": page, "page_size": size});
-        let pairs: Vec<(&str, String)> = match how {
-            "x-total-count" => vec![("x-total-count", total.to_string())],
-            "x-pagination" => vec![("x-pagination", pagination.to_string())],
-            "content-range" => vec![("content-range", range)],
-            "gitlab" => vec![
-                ("x-total", total.to_string()),
-                ("x-total-pages", pages.to_string()),
-                ("x-page", page.to_string()),
-                ("x-per-page", size.to_string()),
-                ("x-next-page", if page < pages { (page + 1).to_string() } else { String::new() }),
-            ],
-            "next-page" => vec![("x-next-page", if page < pages { (page + 1).to_string() } else { String::new() })],
-            "bad-range" => vec![("content-range", format!("items {start}-{}/abc", start + count))],
-            "bad-json" => vec![("x-pagination", "{total: 5".to_string())],
-            _ => vec![],
-        };
-        let mut headers = HeaderMap::new();
-        for (name, value) in pairs {
-            headers.insert(name, HeaderValue::from_str(&value).expect("a valid header"));
-        }
-        Some(headers)
-    }
-
-    /// The page number after `page`, or `None` on the last page; the `loop` knob makes a
-    /// page point at itself.
-    fn next_page(&self, page: u64, size: u64) -> Option<u64> {
-        if self.knobs.loop_at == Some(page - 1) {
-            return Some(page);
-        }
-        (page * size < self.len()).then_some(page + 1)
-    }
-
-    /// `GET /next-url?page=&per_page=` (Django REST Framework):
-    /// `{"count":N,"next":url|null,"previous":url|null,"results":[...]}`.
-    fn next_url(&self) -> Response {
-        let run = || -> Result<Response, Response> {
-            let (page, size, start) = self.numbered_page()?;
-            let (records, count) = self.records(start, size);
-            let next = match self.next_page(page, size) {
-                Some(n) => format!(",\"next\":{}", Value::from(self.url_with(&[("page", n.to_string())]))),
-                None => self.end_member("next"),
-            };
-            let previous =
-                if page > 1 { Value::from(self.url_with(&[("page", (page - 1).to_string())])) } else { Value::Null };
-            let body = object(&[
-                &format!("\"count\":{}{next}", self.len()),
-                &format!("\"previous\":{previous}"),
-                &self.records_member("results", &records, count),
-            ]);
-            Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
-        };
-        run().unwrap_or_else(|e| e)
-    }
-
-    /// `GET /link?page=&per_page=`: a bare array, with
-    /// `Link: <...>; rel="first", <...>; rel="prev", <...>; rel="next", <...>; rel="last"`.
-    fn link_header(&self) -> Response {
-        let run = || -> Result<Response, Response> {
-            let (page, size, start) = self.numbered_page()?;
-            let (records, _) = self.records(start, size);
-            let quote =
-                |rel: &str| if self.knobs.link_style == "unquoted" { rel.to_string() } else { format!("\"{rel}\"") };
-            let mut links = vec![format!("<{}>; rel={}", self.url_with(&[("page", "1".into())]), quote("first"))];
-            if page > 1 {
-                links.push(format!(
-                    "<{}>; rel={}; title=\"previous, page\"",
-                    self.url_with(&[("page", (page - 1).to_string())]),
-                    quote("prev")
-                ));
-            }
-            if let Some(next) = self.next_page(page, size) {
-                links.push(format!("<{}>; rel={}", self.url_with(&[("page", next.to_string())]), quote("next")));
-            }
-            let last = self.len().div_ceil(size).max(1);
-            links.push(format!("<{}>; rel={}", self.url_with(&[("page", last.to_string())]), quote("last")));
-            // Any order: put next last but one, as some servers do.
-            links.rotate_left(1);
-            let mut headers = HeaderMap::new();
-            if self.knobs.end == "empty" && self.next_page(page, size).is_none() {
-                headers.insert(header::LINK, HeaderValue::from_static(""));
-            } else if self.knobs.link_style == "split" {
-                for l in links {
-                    headers.append(header::LINK, HeaderValue::from_str(&l).expect("a valid header"));
-                }
-            } else {
-                headers.insert(header::LINK, HeaderValue::from_str(&links.join(", ")).expect("a valid header"));
-            }
-            Ok(self.json(StatusCode::OK, records, headers))
-        };
-        run().unwrap_or_else(|e| e)
     }
 
     /// The position a cursor stands for. Cursors look like `p200+x/0=`: opaque, and full of
@@ -717,133 +460,13 @@ impl Call<'_> {
         (next < self.len() && count > 0).then(|| Self::encode_cursor(next))
     }
 
-    /// `GET /cursor?cursor=&limit=`: `{"items":[...],"next_cursor":"..."|null}`.
-    fn cursor(&self) -> Response {
-        let run = || -> Result<Response, Response> {
-            let start = self.decode_cursor(self.param("cursor"))?;
-            let size = self.size("limit")?;
-            let (records, count) = self.records(start, size);
-            let next = match self.next_cursor(start, count, size) {
-                Some(c) => format!(",\"next_cursor\":\"{c}\""),
-                None => self.end_member("next_cursor"),
-            };
-            let body = object(&[&self.records_member("items", &records, count), next.trim_start_matches(',')]);
-            Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
-        };
-        run().unwrap_or_else(|e| e)
-    }
-
-    /// `GET /cursor-header?limit=` with the cursor in `?cursor=` or an `X-Cursor` header: a
-    /// bare array, and the next cursor in the `X-Next-Cursor` response header.
-    fn cursor_header(&self) -> Response {
-        let run = || -> Result<Response, Response> {
-            let cursor = self
-                .param("cursor")
-                .map(str::to_string)
-                .or_else(|| self.headers.get("x-cursor").and_then(|v| v.to_str().ok()).map(str::to_string));
-            let start = self.decode_cursor(cursor.as_deref())?;
-            let size = self.size("limit")?;
-            let (records, count) = self.records(start, size);
-            let mut headers = HeaderMap::new();
-            if let Some(c) = self.next_cursor(start, count, size) {
-                headers.insert("x-next-cursor", HeaderValue::from_str(&c).expect("a valid header"));
-            }
-            Ok(self.json(StatusCode::OK, records, headers))
-        };
-        run().unwrap_or_else(|e| e)
-    }
-
-    /// `GET /has-more?starting_after=<id>&limit=` (Stripe):
-    /// `{"object":"list","data":[...],"has_more":true|false}`; the next cursor is the last id.
-    /// `GET /items/{id}`: the record with that id as the whole body; 404 for an id the
-    /// dataset does not hold.
-    fn item(&self, id: &str) -> Response {
-        match id.parse::<u64>() {
-            Ok(id) if (1..=self.len()).contains(&id) => {
-                let (record, _) = self.records(id - 1, 1);
-                let record = &record[1..record.len() - 1];
-                self.json(StatusCode::OK, record.to_string(), HeaderMap::new())
-            }
-            _ => error(StatusCode::NOT_FOUND, &format!("no item {id}")),
+    /// `"next":...` for the last page, per the `end` knob.
+    fn end_member(&self, key: &str) -> String {
+        match self.knobs.end.as_str() {
+            "empty" => format!(",\"{key}\":\"\""),
+            "missing" => String::new(),
+            _ => format!(",\"{key}\":null"),
         }
-    }
-
-    /// `GET /items?ids=1,2,3` (at most 100): `{"items":[...]}`, the records of the ids the
-    /// dataset holds, in the order asked; the others are left out.
-    fn items(&self) -> Response {
-        let asked: Vec<&str> = self.query.iter().filter(|(k, _)| k == "ids").flat_map(|(_, v)| v.split(',')).collect();
-        if asked.len() > 100 {
-            return error(StatusCode::BAD_REQUEST, "at most 100 ids at once");
-        }
-        let mut records = Vec::new();
-        for id in asked {
-            if let Ok(id) = id.trim().parse::<u64>() {
-                if (1..=self.len()).contains(&id) {
-                    let (record, _) = self.records(id - 1, 1);
-                    records.push(record[1..record.len() - 1].to_string());
-                }
-            }
-        }
-        let body = format!("{{\"items\":[{}]}}", records.join(","));
-        self.json(StatusCode::OK, body, HeaderMap::new())
-    }
-
-    fn has_more(&self) -> Response {
-        let run = || -> Result<Response, Response> {
-            let after = self.number("starting_after", 0)?;
-            let start = after.saturating_sub(self.first).min(self.len());
-            let size = self.size("limit")?;
-            let (records, count) = self.records(start, size);
-            let more = start + count < self.len();
-            let more = if self.knobs.has_more_as_string { format!("\"{more}\"") } else { more.to_string() };
-            let body = object(&[
-                "\"object\":\"list\"",
-                &self.records_member("data", &records, count),
-                &format!("\"has_more\":{more}"),
-            ]);
-            Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
-        };
-        run().unwrap_or_else(|e| e)
-    }
-
-    /// `GET|POST /redirect?to=<url>&status=307`: a redirect to `to`, with this request's
-    /// other query parameters added.
-    fn redirect(&self) -> Response {
-        let Some(to) = self.param("to") else { return error(StatusCode::BAD_REQUEST, "redirect needs ?to=") };
-        let status = self.param("status").and_then(|s| s.parse().ok()).unwrap_or(307);
-        let rest: Vec<(String, String)> =
-            self.query.iter().filter(|(k, _)| k != "to" && k != "status").cloned().collect();
-        let sep = if to.contains('?') { '&' } else { '?' };
-        let query: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(rest).finish();
-        let location = if query.is_empty() { to.to_string() } else { format!("{to}{sep}{query}") };
-        Response::builder()
-            .status(StatusCode::from_u16(status).unwrap_or(StatusCode::TEMPORARY_REDIRECT))
-            .header(header::LOCATION, location)
-            .body(Body::empty())
-            .expect("a valid response")
-    }
-
-    /// `POST /graphql` with `{"query": "...", "variables": {"first": n, "after": cursor}}`:
-    /// `{"data":{"items":{"nodes":[...],"pageInfo":{"endCursor":c,"hasNextPage":b}}}}`.
-    fn graphql(&self, body: &[u8]) -> Response {
-        let run = || -> Result<Response, Response> {
-            let request: Value = serde_json::from_slice(body)
-                .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("the body must be JSON: {e}")))?;
-            let variables = &request["variables"];
-            let size =
-                variables["first"].as_u64().unwrap_or(100).clamp(1, self.knobs.max_page_size.unwrap_or(u64::MAX));
-            let start = self.decode_cursor(variables["after"].as_str())?;
-            let (records, count) = self.records(start, size);
-            let next = self.next_cursor(start, count, size);
-            let end_cursor = if count > 0 { Value::from(Self::encode_cursor(start + count)) } else { Value::Null };
-            let body = format!(
-                "{{\"data\":{{\"items\":{{\"totalCount\":{},\"nodes\":{records},\"pageInfo\":{{\"endCursor\":{end_cursor},\"hasNextPage\":{}}}}}}}}}",
-                self.len(),
-                next.is_some()
-            );
-            Ok(self.json(StatusCode::OK, body, HeaderMap::new()))
-        };
-        run().unwrap_or_else(|e| e)
     }
 }
 

@@ -10,14 +10,20 @@
 //! Framework's cursor pagination, FastAPI's fastapi-pagination (page and limit-offset) and
 //! json-server (`_page`, `_limit`, Link and X-Total-Count).
 
+use std::sync::Arc;
+
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
+use axum::routing::{on, MethodFilter};
+use axum::Router;
 use base64::Engine;
 use serde_json::{json, Value};
 
 use super::{error, Call};
+use crate::MockApi;
 
 /// How an example API wants its credential.
+#[derive(Clone, Copy)]
 enum Credential {
     /// `Authorization: Bearer <secret>`.
     Bearer,
@@ -30,52 +36,56 @@ enum Credential {
     None,
 }
 
-impl Call<'_> {
-    pub(super) fn example(&self, body: &[u8]) -> Response {
-        let route = self.route.trim_start_matches("/examples/");
-        let (api, rest) = route.split_once('/').unwrap_or((route, ""));
-        let credential = match api {
-            "github" | "slack" | "notion" | "relay" => Credential::Bearer,
-            "hubspot" | "salesforce" => Credential::OAuth,
-            "stripe" => Credential::KeyAsUser,
-            "shopify" => Credential::ShopifyToken,
-            _ => Credential::None,
+/// The example APIs' paths, each with its method and its credential.
+pub(super) fn router() -> Router<Arc<MockApi>> {
+    use Credential::{Bearer, KeyAsUser, OAuth, ShopifyToken};
+    use MethodFilter as M;
+    const OPEN: Credential = Credential::None;
+    let routes: Vec<(&str, MethodFilter, Credential, Serve)> = vec![
+        ("/github/repos/{owner}/{repo}/issues", M::GET, Bearer, Call::github),
+        ("/github/repos/{owner}/{repo}/issues/comments", M::GET, Bearer, Call::github),
+        ("/github/orgs/{org}/repos", M::GET, Bearer, Call::github_repos),
+        ("/stripe/v1/charges", M::GET, KeyAsUser, Call::stripe),
+        ("/slack/api/conversations.history", M::GET.or(M::POST), Bearer, Call::slack),
+        ("/notion/v1/databases/{database}/query", M::POST, Bearer, Call::notion),
+        ("/shopify/admin/api/{version}/orders.json", M::GET, ShopifyToken, Call::shopify),
+        ("/hubspot/crm/v3/objects/contacts", M::GET, OAuth, Call::hubspot),
+        ("/salesforce/services/data/{version}/query", M::GET, OAuth, |call| call.salesforce(None)),
+        ("/salesforce/services/data/{version}/query/{locator}", M::GET, OAuth, |call| {
+            call.salesforce(Some(call.segment("locator")))
+        }),
+        ("/relay/graphql", M::POST, Bearer, Call::relay),
+        ("/drf/cursor/items/", M::GET, OPEN, Call::drf_cursor),
+        ("/fastapi/items", M::GET, OPEN, Call::fastapi_page),
+        ("/fastapi/limit-offset/items", M::GET, OPEN, Call::fastapi_limit_offset),
+        ("/json-server/posts", M::GET, OPEN, Call::json_server),
+        ("/repeats", M::GET, OPEN, Call::repeats),
+        ("/repeats/", M::GET, OPEN, Call::repeats),
+        ("/single", M::GET, OPEN, Call::single),
+        ("/single/", M::GET, OPEN, Call::single),
+        ("/throttled", M::GET.or(M::POST), OPEN, Call::throttled),
+        ("/throttled/", M::GET.or(M::POST), OPEN, Call::throttled),
+    ];
+    let examples = routes.into_iter().fold(Router::new(), |examples, (path, method, credential, serve)| {
+        let handler = move |call: Call| async move {
+            call.credential(credential).and_then(|()| serve(&call)).unwrap_or_else(|e| e)
         };
-        if let Err(refused) = self.credential(credential) {
-            return refused;
-        }
-        let segments: Vec<&str> = rest.split('/').collect();
-        let served = match (api, segments.as_slice()) {
-            ("github", ["repos", _, _, "issues"]) => self.github(),
-            ("github", ["repos", _, _, "issues", "comments"]) => self.github(),
-            ("github", ["orgs", org, "repos"]) => self.github_repos(org),
-            ("stripe", ["v1", "charges"]) => self.stripe(),
-            ("slack", ["api", "conversations.history"]) => self.slack(),
-            ("notion", ["v1", "databases", _, "query"]) => self.notion(body),
-            ("shopify", ["admin", "api", _, "orders.json"]) => self.shopify(),
-            ("hubspot", ["crm", "v3", "objects", "contacts"]) => self.hubspot(),
-            ("salesforce", ["services", "data", _, "query"]) => self.salesforce(None),
-            ("salesforce", ["services", "data", _, "query", locator]) => self.salesforce(Some(locator)),
-            ("relay", ["graphql"]) => self.relay(body),
-            ("drf", ["cursor", "items", ""]) => self.drf_cursor(),
-            ("fastapi", ["items"]) => self.fastapi_page(),
-            ("fastapi", ["limit-offset", "items"]) => self.fastapi_limit_offset(),
-            ("json-server", ["posts"]) => self.json_server(),
-            ("repeats", []) | ("repeats", [""]) => self.repeats(),
-            ("single", []) | ("single", [""]) => self.single(),
-            ("throttled", []) | ("throttled", [""]) => self.throttled(),
-            _ => Err(error(StatusCode::NOT_FOUND, "no such example path; see docs/REFERENCE.md")),
-        };
-        served.unwrap_or_else(|e| e)
-    }
+        examples.route(path, on(method, handler))
+    });
+    examples.fallback(|| async { error(StatusCode::NOT_FOUND, "no such example path; see docs/REFERENCE.md") })
+}
 
+/// An example path's answer.
+type Serve = fn(&Call) -> Result<Response, Response>;
+
+impl Call {
     fn credential(&self, wanted: Credential) -> Result<(), Response> {
         let (secret, tokens) = (&self.api.config.secret, &self.api.stats.tokens);
         let header = |name: &str| self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
         let ok = match wanted {
             Credential::None => true,
-            Credential::Bearer => return super::super::auth::check("bearer", secret, tokens, &self.headers, &[]),
-            Credential::OAuth => return super::super::auth::check("oauth", secret, tokens, &self.headers, &[]),
+            Credential::Bearer => return crate::auth::check("bearer", secret, tokens, &self.headers, &[]),
+            Credential::OAuth => return crate::auth::check("oauth", secret, tokens, &self.headers, &[]),
             Credential::KeyAsUser => {
                 let expected = base64::engine::general_purpose::STANDARD.encode(format!("{secret}:"));
                 header("authorization") == format!("Basic {expected}")
@@ -123,11 +133,11 @@ impl Call<'_> {
 
     /// `GET /orgs/{org}/repos?per_page=&page=`: the organization's 5 repositories (`id`, `name`,
     /// `full_name`, `owner.login`), an array with `Link` as for issues.
-    fn github_repos(&self, org: &str) -> Result<Response, Response> {
+    fn github_repos(&self) -> Result<Response, Response> {
         const REPOS: u64 = 5;
         let size = self.count("per_page", 30)?.min(100);
         let page = self.count("page", 1)?;
-        let org = serde_json::to_string(org).expect("a name serializes");
+        let org = serde_json::to_string(self.segment("org")).expect("a name serializes");
         let bare = org.trim_matches('"');
         let records: Vec<String> = ((page - 1) * size + 1..=(page * size).min(REPOS))
             .map(|id| {
@@ -181,11 +191,11 @@ impl Call<'_> {
 
     /// `POST /v1/databases/{id}/query` with `{"page_size": n, "start_cursor": c}`; wants a
     /// `Notion-Version` header.
-    fn notion(&self, body: &[u8]) -> Result<Response, Response> {
+    fn notion(&self) -> Result<Response, Response> {
         if self.headers.get("notion-version").is_none() {
             return Err(error(StatusCode::BAD_REQUEST, "Notion-Version header failed validation"));
         }
-        let request: Value = serde_json::from_slice(if body.is_empty() { b"{}" } else { body })
+        let request: Value = serde_json::from_slice(if self.body.is_empty() { b"{}" } else { &self.body })
             .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("body failed validation: {e}")))?;
         let size = request["page_size"].as_u64().unwrap_or(100).clamp(1, 100);
         let start = self.decode_cursor(request["start_cursor"].as_str())?;
@@ -289,8 +299,8 @@ impl Call<'_> {
 
     /// `POST /graphql` with `variables.first` and `variables.after`: a Relay connection of
     /// edges, each `{"cursor": c, "node": {...}}`, with `pageInfo`.
-    fn relay(&self, body: &[u8]) -> Result<Response, Response> {
-        let request: Value = serde_json::from_slice(body)
+    fn relay(&self) -> Result<Response, Response> {
+        let request: Value = serde_json::from_slice(&self.body)
             .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("the body must be JSON: {e}")))?;
         let variables = &request["variables"];
         let size = variables["first"].as_u64().unwrap_or(100).clamp(1, 100);
