@@ -214,6 +214,19 @@ impl Report {
             human::bytes(self.bytes_written),
             self.output.display()
         );
+        let _ = writeln!(out, "  requests: {}", self.requests_words());
+        self.partitions_text(&mut out);
+        if let Some(missing) = &self.missing {
+            let _ = writeln!(out, "  missing: {}", missing.words());
+        }
+        if let Some(manifest) = &self.manifest {
+            let _ = writeln!(out, "  manifest: {}", manifest.display());
+        }
+        out
+    }
+
+    /// The requests made, their retries, pages from the cache and waits on the server.
+    fn requests_words(&self) -> String {
         let mut requests = human::count(self.requests);
         let retries: u64 = self.retries.values().sum();
         match retries {
@@ -240,7 +253,11 @@ impl Report {
                 causes.join(", ")
             ));
         }
-        let _ = writeln!(out, "  requests: {requests}");
+        requests
+    }
+
+    /// Partitions ended, of how many, and each one's records and stop; those left unfinished.
+    fn partitions_text(&self, out: &mut String) {
         let p = &self.partitions;
         if p.total > 1 {
             let stops: Vec<String> =
@@ -289,13 +306,6 @@ impl Report {
                 if more > 0 { format!(" and {more} more") } else { String::new() }
             );
         }
-        if let Some(missing) = &self.missing {
-            let _ = writeln!(out, "  missing: {}", missing.words());
-        }
-        if let Some(manifest) = &self.manifest {
-            let _ = writeln!(out, "  manifest: {}", manifest.display());
-        }
-        out
     }
 }
 

@@ -29,9 +29,12 @@ use crate::plan::{
 };
 use crate::redact::{Redactor, Secret};
 
+pub use json_schema::json_schema;
+
 mod auth;
 mod env;
 mod incremental;
+mod json_schema;
 mod limits;
 mod notify;
 mod output;
@@ -99,57 +102,6 @@ pub struct Overrides {
     pub cache: Option<Duration>,
     /// `--shard I/N` (or the scheduler's variables): this worker's share of the run.
     pub shard: Option<crate::shard::ShardPlan>,
-}
-
-/// The JSON Schema of job files (draft-07, which editors read), made from the structs a job is
-/// read into: Even Better TOML and taplo validate and complete job files with it.
-pub fn json_schema() -> serde_json::Value {
-    let settings = || {
-        let mut settings = schemars::generate::SchemaSettings::draft07();
-        settings.transforms.push(Box::new(schemars::transform::RecursiveTransform(without_null)));
-        settings
-    };
-    let mut job = settings().into_generator().into_root_schema_for::<JobFile>().to_value();
-    let mut pipeline =
-        settings().into_generator().into_root_schema_for::<crate::pipeline::file::PipelineFile>().to_value();
-    // One schema for both kinds of file: each kind's keys exclude the other's.
-    let mut definitions = serde_json::Map::new();
-    for schema in [&mut job, &mut pipeline] {
-        let object = schema.as_object_mut().expect("a root schema is an object");
-        object.remove("$schema");
-        if let Some(serde_json::Value::Object(d)) = object.remove("definitions") {
-            definitions.extend(d);
-        }
-    }
-    serde_json::json!({
-        "$schema": "http://json-schema.org/draft-07/schema#",
-        "title": "harvest job or pipeline file",
-        "description": "A harvest job, or a pipeline of jobs ([[job]] tables): see docs/GUIDE.md of harvest.",
-        "oneOf": [job, pipeline],
-        "definitions": definitions,
-    })
-}
-
-/// TOML has no null: an optional key is one that may be left out, not one that may be null.
-fn without_null(schema: &mut schemars::Schema) {
-    let Some(object) = schema.as_object_mut() else { return };
-    if let Some(serde_json::Value::Array(types)) = object.get_mut("type") {
-        types.retain(|t| t != "null");
-        if types.len() == 1 {
-            let only = types.remove(0);
-            object.insert("type".into(), only);
-        }
-    }
-    if let Some(serde_json::Value::Array(options)) = object.get_mut("anyOf") {
-        options.retain(|o| o.get("type").is_none_or(|t| t != "null"));
-        if options.len() == 1 {
-            let only = options.remove(0);
-            object.remove("anyOf");
-            if let serde_json::Value::Object(only) = only {
-                object.extend(only);
-            }
-        }
-    }
 }
 
 /// Read, parse and validate a job file.
@@ -339,13 +291,7 @@ impl Cx<'_> {
         auth: Option<&toml::Spanned<toml::de::DeValue>>,
         overrides: &Overrides,
     ) -> R<Plan> {
-        let name = file.name.get_ref();
-        if name.is_empty()
-            || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        {
-            return Err(self
-                .err(file.name.span(), format!("name {name:?} must match [a-z0-9_-]+ (it names the output folder)")));
-        }
+        let name = self.name(&file.name)?;
         let mut incremental = file.incremental.as_ref().map(|i| self.incremental(i.get_ref())).transpose()?;
         let output = self.output(&file.output, overrides.format, incremental.is_some())?;
         let output_at = partitions::OutputAt {
@@ -363,7 +309,7 @@ impl Cx<'_> {
             incremental.placeholder = request.uses_placeholder(&incremental.param);
         }
         let records = self.records(file.records.get_ref())?;
-        let mut pagination = self.pagination(pagination)?;
+        let pagination = self.pagination(pagination)?;
         if request.method == Method::Get && pagination.style.sends_in_body() {
             return Err(self.err(
                 file.pagination.span(),
@@ -376,31 +322,14 @@ impl Cx<'_> {
         let notify = file.notify.as_ref().map(|n| self.notify(n.get_ref())).transpose()?;
 
         let mut request = request;
-        if let Some(ttl) = overrides.cache {
-            request.cache = Some(CachePlan { ttl, account: String::new() });
-        }
-        if let Some(cache) = &mut request.cache {
-            if incremental.is_some() {
-                let span = file.request.get_ref().cache.as_ref().map(|c| c.span());
-                let message = "a response cache (--cache or [request] cache) cannot go with [incremental]: \
-                               a sync must see what changed since the last";
-                return Err(match span {
-                    Some(span) => self.err(span, message),
-                    None => JobError::new(self.file, None, message),
-                });
-            }
-            // Two accounts never share an entry: the key holds a digest of every credential value.
-            let mut values: Vec<String> = self.secrets.borrow().iter().map(|s| s.value.clone()).collect();
-            values.sort();
-            cache.account = crate::cache::sha256_hex(values.join("\n").as_bytes());
-        }
+        self.cache(&mut request, &file, overrides, incremental.is_some())?;
         let redactor = Redactor::new(self.secrets.borrow().iter().cloned());
         let mut plan = Plan {
             name: name.clone(),
             job_file: self.file.to_path_buf(),
             request,
             records,
-            pagination: PaginationPlan { style: Style::None, max_pages: None, max_records: None },
+            pagination,
             limits,
             retry,
             partitions,
@@ -413,8 +342,56 @@ impl Cx<'_> {
             notify,
             shard: None,
         };
-        std::mem::swap(&mut plan.pagination, &mut pagination);
-        let url_span = file.request.get_ref().url.span();
+        plan.allowed_origins = self.origins(&plan, allow_origins, file.request.get_ref().url.span())?;
+        plan.warnings = self.warnings.take();
+        plan.redactor = Redactor::new(self.secrets.borrow().iter().cloned());
+        overrides::apply(&mut plan, overrides).map_err(|m| JobError::new(self.file, None, m))?;
+        Ok(plan)
+    }
+
+    /// The job's name, which names its output folder.
+    fn name<'n>(&self, name: &'n crate::keys::Spanned<String>) -> R<&'n String> {
+        let named = name.get_ref();
+        let fits = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
+        if named.is_empty() || !named.chars().all(fits) {
+            let message = format!("name {named:?} must match [a-z0-9_-]+ (it names the output folder)");
+            return Err(self.err(name.span(), message));
+        }
+        Ok(named)
+    }
+
+    /// The response cache (`[request] cache` or `--cache`), keyed by the job's credentials:
+    /// refused with `[incremental]`.
+    fn cache(&self, request: &mut RequestPlan, file: &JobFile, overrides: &Overrides, incremental: bool) -> R<()> {
+        if let Some(ttl) = overrides.cache {
+            request.cache = Some(CachePlan { ttl, account: String::new() });
+        }
+        let Some(cache) = &mut request.cache else { return Ok(()) };
+        if incremental {
+            let span = file.request.get_ref().cache.as_ref().map(|c| c.span());
+            let message = "a response cache (--cache or [request] cache) cannot go with [incremental]: \
+                           a sync must see what changed since the last";
+            return Err(match span {
+                Some(span) => self.err(span, message),
+                None => JobError::new(self.file, None, message),
+            });
+        }
+        // Two accounts never share an entry: the key holds a digest of every credential value.
+        let mut values: Vec<String> = self.secrets.borrow().iter().map(|s| s.value.clone()).collect();
+        values.sort();
+        cache.account = crate::cache::sha256_hex(values.join("\n").as_bytes());
+        Ok(())
+    }
+
+    /// Every origin the job's requests may go to: the request URL's for each partition whose
+    /// values fill it (never its host from outside the job file), and `allow_origins`. A
+    /// password in the URL becomes a secret.
+    fn origins(
+        &self,
+        plan: &Plan,
+        mut origins: Vec<url::Origin>,
+        url_span: std::ops::Range<usize>,
+    ) -> R<Vec<url::Origin>> {
         for key in plan.partitions.listed_placeholders() {
             if partitions::in_authority(&plan.request.url, &key) {
                 return Err(self.err(
@@ -423,7 +400,6 @@ impl Cx<'_> {
                 ));
             }
         }
-        let mut origins = allow_origins;
         // Only the partitions' values that go into the URL can change its origin.
         let template = &plan.request.url;
         for partition in plan.partitions.over(|key| template.contains(&format!("{{{key}}}"))) {
@@ -443,11 +419,7 @@ impl Cx<'_> {
                 self.secrets.borrow_mut().push(Secret::new("request.url userinfo", credentials));
             }
         }
-        plan.allowed_origins = origins;
-        plan.warnings = self.warnings.take();
-        plan.redactor = Redactor::new(self.secrets.borrow().iter().cloned());
-        overrides::apply(&mut plan, overrides).map_err(|m| JobError::new(self.file, None, m))?;
-        Ok(plan)
+        Ok(origins)
     }
 }
 

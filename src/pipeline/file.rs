@@ -137,8 +137,33 @@ fn load_with(
         }
         plans.push((job_path, plan));
     }
+    let jobs = steps(&file, &plans, &at)?;
+    if let Some(cycle) = cycle(&jobs) {
+        let names: Vec<&str> = cycle.iter().map(|&i| jobs[i].name.as_str()).collect();
+        return Err(JobError::new(
+            path,
+            None,
+            format!("the jobs wait for each other in a cycle: {}", names.join(" -> ")),
+        ));
+    }
+    let first = &plans[0].1;
+    Ok(PipelinePlan {
+        name,
+        file: path.to_path_buf(),
+        dir: first.output.dir.clone(),
+        store: first.output.store.clone(),
+        jobs,
+    })
+}
+
+/// The pipeline's jobs in the file's order, each with the jobs it waits for by index.
+fn steps(
+    file: &PipelineFile,
+    plans: &[(PathBuf, Plan)],
+    at: &dyn Fn(std::ops::Range<usize>, String) -> JobError,
+) -> Result<Vec<Step>, JobError> {
     let mut jobs: Vec<Step> = Vec::new();
-    for (entry, (job_path, plan)) in file.job.iter().zip(&plans) {
+    for (entry, (job_path, plan)) in file.job.iter().zip(plans) {
         let mut after = Vec::new();
         for dependency in &entry.after {
             let Some(index) = plans.iter().position(|(_, p)| &p.name == dependency.get_ref()) else {
@@ -156,22 +181,7 @@ fn load_with(
         }
         jobs.push(Step { name: plan.name.clone(), file: job_path.clone(), after });
     }
-    if let Some(cycle) = cycle(&jobs) {
-        let names: Vec<&str> = cycle.iter().map(|&i| jobs[i].name.as_str()).collect();
-        return Err(JobError::new(
-            path,
-            None,
-            format!("the jobs wait for each other in a cycle: {}", names.join(" -> ")),
-        ));
-    }
-    let first = &plans[0].1;
-    Ok(PipelinePlan {
-        name,
-        file: path.to_path_buf(),
-        dir: first.output.dir.clone(),
-        store: first.output.store.clone(),
-        jobs,
-    })
+    Ok(jobs)
 }
 
 /// A cycle of `after` links, if there is one: the jobs on it, back to the first.

@@ -91,65 +91,18 @@ pub async fn run(
     reported: impl Fn(&str, &Report),
 ) -> Result<PipelineOutcome, Error> {
     let layout = state_layout(pipeline)?;
-    let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let mut state = match read_state(pipeline)? {
-        Some(state) if state.finished_at.is_none() && !options.fresh => {
-            tracing::info!("pipeline {}: taking up its run {} where it stopped", pipeline.name, state.run);
-            state
-        }
-        _ => PipelineState {
-            pipeline: pipeline.name.clone(),
-            run: chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string(),
-            started_at: now(),
-            finished_at: None,
-            jobs: IndexMap::new(),
-        },
-    };
-    // Jobs that did not complete in this pipeline run (or are new to the file) run now.
-    state.jobs = pipeline
-        .jobs
-        .iter()
-        .map(|step| match state.jobs.swap_remove(&step.name) {
-            Some(done @ JobState::Complete { .. }) => (step.name.clone(), done),
-            _ => (step.name.clone(), JobState::Waiting),
-        })
-        .collect();
+    let mut state = take_up(pipeline, options.fresh)?;
     // Several jobs at once share the terminal: a log line each rather than bars.
     let progress = match (options.progress, pipeline.jobs.len()) {
         (Display::Bars { .. }, n) if n > 1 => Display::Lines,
         (display, _) => display,
     };
-    let mut running: JoinSet<(usize, Result<crate::run::RunSummary, Error>, Option<Report>)> = JoinSet::new();
+    let options = RunOptions { progress, ..options };
+    let mut running: JoinSet<Ended> = JoinSet::new();
     let mut codes: Vec<u8> = Vec::new();
     loop {
         block_dependents(pipeline, &mut state);
-        for (index, step) in pipeline.jobs.iter().enumerate() {
-            let ready =
-                step.after.iter().all(|&i| matches!(state.jobs[&pipeline.jobs[i].name], JobState::Complete { .. }));
-            if state.jobs[&step.name] != JobState::Waiting || !ready || options.cancel.is_cancelled() {
-                continue;
-            }
-            // Read again now: its partitions may come from a job that has just completed.
-            let plan = match job::load(&step.file, overrides) {
-                Ok(plan) => Arc::new(plan),
-                Err(e) => {
-                    let error = Error::from(e);
-                    codes.push(error.exit_code());
-                    state.jobs.insert(
-                        step.name.clone(),
-                        JobState::Failed { exit: error.exit_code(), error: error.to_string() },
-                    );
-                    continue;
-                }
-            };
-            tracing::info!("pipeline {}: job {} starts", pipeline.name, step.name);
-            state.jobs.insert(step.name.clone(), JobState::Running);
-            let options = RunOptions { progress, cancel: options.cancel.clone(), fresh: options.fresh };
-            running.spawn(async move {
-                let (result, report) = run_reported(plan, options).await;
-                (index, result, report)
-            });
-        }
+        start_ready(pipeline, overrides, &options, &mut state, &mut running, &mut codes);
         write_state(&layout, &state)?;
         let Some(joined) = running.join_next().await else { break };
         let (index, result, report) =
@@ -177,6 +130,77 @@ pub async fn run(
         write_state(&layout, &state)?;
     }
     Ok(PipelineOutcome { code: first_code(&codes), state })
+}
+
+/// A job of the pipeline that ended: its index, its result and its report.
+type Ended = (usize, Result<crate::run::RunSummary, Error>, Option<Report>);
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The pipeline run to go on with: the unfinished one (unless `fresh`), or a new one. Jobs
+/// that did not complete in it (or are new to the file) wait to run now.
+fn take_up(pipeline: &PipelinePlan, fresh: bool) -> Result<PipelineState, Error> {
+    let mut state = match read_state(pipeline)? {
+        Some(state) if state.finished_at.is_none() && !fresh => {
+            tracing::info!("pipeline {}: taking up its run {} where it stopped", pipeline.name, state.run);
+            state
+        }
+        _ => PipelineState {
+            pipeline: pipeline.name.clone(),
+            run: chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string(),
+            started_at: now(),
+            finished_at: None,
+            jobs: IndexMap::new(),
+        },
+    };
+    state.jobs = pipeline
+        .jobs
+        .iter()
+        .map(|step| match state.jobs.swap_remove(&step.name) {
+            Some(done @ JobState::Complete { .. }) => (step.name.clone(), done),
+            _ => (step.name.clone(), JobState::Waiting),
+        })
+        .collect();
+    Ok(state)
+}
+
+/// Start every waiting job whose dependencies are complete (none once cancelled). A job
+/// file that no longer loads fails that job, with its exit code kept.
+fn start_ready(
+    pipeline: &PipelinePlan,
+    overrides: &Overrides,
+    options: &RunOptions,
+    state: &mut PipelineState,
+    running: &mut JoinSet<Ended>,
+    codes: &mut Vec<u8>,
+) {
+    for (index, step) in pipeline.jobs.iter().enumerate() {
+        let ready = step.after.iter().all(|&i| matches!(state.jobs[&pipeline.jobs[i].name], JobState::Complete { .. }));
+        if state.jobs[&step.name] != JobState::Waiting || !ready || options.cancel.is_cancelled() {
+            continue;
+        }
+        // Read again now: its partitions may come from a job that has just completed.
+        let plan = match job::load(&step.file, overrides) {
+            Ok(plan) => Arc::new(plan),
+            Err(e) => {
+                let error = Error::from(e);
+                codes.push(error.exit_code());
+                state
+                    .jobs
+                    .insert(step.name.clone(), JobState::Failed { exit: error.exit_code(), error: error.to_string() });
+                continue;
+            }
+        };
+        tracing::info!("pipeline {}: job {} starts", pipeline.name, step.name);
+        state.jobs.insert(step.name.clone(), JobState::Running);
+        let options = options.clone();
+        running.spawn(async move {
+            let (result, report) = run_reported(plan, options).await;
+            (index, result, report)
+        });
+    }
 }
 
 /// Jobs waiting on one that failed, or on one blocked in turn, will not run in this pipeline

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::Position;
 use crate::checkpoint::{self, Checkpoint, Fingerprint};
 use crate::error::{Error, Kept};
-use crate::fetch::Fetcher;
+use crate::fetch::{FetchStats, Fetcher};
 use crate::harvest::Deal;
 use crate::harvest::{harvest_partitions, Shared};
 use crate::incremental::{Marks, Sent};
@@ -174,61 +174,124 @@ async fn execute_in(
     if begun.resumed {
         tracing::info!("resuming run {run} from its checkpoint of {}: {}", begun.written_at, describe(position));
     }
-    let started = Instant::now();
+    let ran = Ran {
+        plan: &plan,
+        run: &run,
+        started_at: &begun.checkpoint.started_at,
+        started: Instant::now(),
+        partitions,
+        root,
+    };
     let (sink, checkpointer, failure) =
         harvest(&plan, layout, begun.checkpoint.clone(), &fetcher, &progress, deal, &options.cancel).await?;
     let stats = fetcher.stats();
-    let facts = |outcome, error: Option<&Error>, manifest| Facts {
-        job: &plan.name,
-        run: &run,
-        outcome,
-        error: error.map(|e| plan.redactor.redact(&e.to_string()).into_owned()),
-        started_at: &begun.checkpoint.started_at,
-        seconds: started.elapsed().as_secs_f64(),
-        partitions,
-        http: &stats,
-        output: root.clone(),
-        manifest,
-        asked_as: plan.partitions.listed_placeholders().first().cloned().unwrap_or_else(|| "value".into()),
-    };
-    if let Some(error) = failure {
-        // Keep what was written durable for the resume; publish nothing more.
-        let position = settle(sink, checkpointer, false).await?;
-        let kept = Kept { records: position.records(), folder: layout.display(""), job_file: plan.job_file.clone() };
-        let mut error = error.keeping(kept);
-        if lease_lost.as_ref().is_some_and(|lost| lost.is_cancelled()) {
-            error = crate::output::lease_lost(layout, "the run was stopped");
+    match failure {
+        Some(error) => {
+            // Keep what was written durable for the resume; publish nothing more.
+            let position = settle(sink, checkpointer, false).await?;
+            let lost = lease_lost.as_ref().is_some_and(|lost| lost.is_cancelled());
+            Err(ran.failed(error, lost, layout, &position, &stats, report))
         }
+        None => {
+            // Every page is durable and checkpointed: a crash from here to the manifest asks
+            // nothing again.
+            let position = settle(sink, checkpointer, true).await?;
+            ran.completed(layout, &position, &stats, report)
+        }
+    }
+}
+
+/// A run that has harvested, for its report and its manifest.
+struct Ran<'a> {
+    plan: &'a Plan,
+    run: &'a str,
+    started_at: &'a str,
+    started: Instant,
+    partitions: u64,
+    /// The output folder, as the user names it.
+    root: PathBuf,
+}
+
+impl Ran<'_> {
+    fn facts<'a>(
+        &'a self,
+        outcome: Outcome,
+        error: Option<&Error>,
+        http: &'a FetchStats,
+        manifest: Option<PathBuf>,
+    ) -> Facts<'a> {
+        let plan = self.plan;
+        Facts {
+            job: &plan.name,
+            run: self.run,
+            outcome,
+            error: error.map(|e| plan.redactor.redact(&e.to_string()).into_owned()),
+            started_at: self.started_at,
+            seconds: self.started.elapsed().as_secs_f64(),
+            partitions: self.partitions,
+            http,
+            output: self.root.clone(),
+            manifest,
+            asked_as: plan.partitions.listed_placeholders().first().cloned().unwrap_or_else(|| "value".into()),
+        }
+    }
+
+    /// The error a run that failed or was interrupted ends with, saying what it kept (or
+    /// that its lease was lost, when that is why it stopped), and its report.
+    fn failed(
+        &self,
+        error: Error,
+        lease_lost: bool,
+        layout: &Layout,
+        position: &Position,
+        http: &FetchStats,
+        report: &mut Option<Report>,
+    ) -> Error {
+        let kept =
+            Kept { records: position.records(), folder: layout.display(""), job_file: self.plan.job_file.clone() };
+        let error = match lease_lost {
+            true => crate::output::lease_lost(layout, "the run was stopped"),
+            false => error.keeping(kept),
+        };
         let outcome = match error {
             Error::Interrupted { .. } => Outcome::Interrupted,
             _ => Outcome::Failed,
         };
-        *report = Some(Report::new(facts(outcome, Some(&error), None), &position));
-        return Err(error);
+        *report = Some(Report::new(self.facts(outcome, Some(&error), http, None), position));
+        error
     }
-    // Every page is durable and checkpointed: a crash from here to the manifest asks nothing
-    // again.
-    let position = settle(sink, checkpointer, true).await?;
-    let manifest_at = PathBuf::from(layout.display(&layout.manifest(&run)));
-    let report = report.insert(Report::new(facts(Outcome::Complete, None, Some(manifest_at)), &position));
-    if let Some(missing) = &report.missing {
-        // Not a failure: the server has nothing for them.
-        tracing::warn!("{}", missing.words());
+
+    /// A run every page of which is durable and checkpointed: its report, its manifest (the
+    /// run is complete once that is written) and its summary.
+    fn completed(
+        &self,
+        layout: &Layout,
+        position: &Position,
+        http: &FetchStats,
+        report: &mut Option<Report>,
+    ) -> Result<RunSummary, Error> {
+        let (plan, run, root) = (self.plan, self.run, &self.root);
+        let manifest_at = PathBuf::from(layout.display(&layout.manifest(run)));
+        let report = report.insert(Report::new(self.facts(Outcome::Complete, None, http, Some(manifest_at)), position));
+        if let Some(missing) = &report.missing {
+            // Not a failure: the server has nothing for them.
+            tracing::warn!("{}", missing.words());
+        }
+        let manifest = Manifest::of(plan, run, report, position, http);
+        let manifest_path = complete(plan, layout, &manifest, position)?;
+        Ok(RunSummary {
+            run: run.to_string(),
+            parts: position.parts.iter().map(|p| root.join(&p.file)).collect(),
+            root: root.clone(),
+            manifest: manifest_path,
+            records: manifest.records,
+            pages: manifest.pages,
+            requests: manifest.http.requests,
+            seconds: manifest.seconds,
+            partitions: manifest.partitions,
+            already_complete: false,
+        })
     }
-    let manifest = Manifest::of(&plan, &run, report, &position, &stats);
-    let manifest_path = complete(&plan, layout, &manifest, &position)?;
-    Ok(RunSummary {
-        run,
-        parts: position.parts.iter().map(|p| root.join(&p.file)).collect(),
-        root,
-        manifest: manifest_path,
-        records: manifest.records,
-        pages: manifest.pages,
-        requests: manifest.http.requests,
-        seconds: manifest.seconds,
-        partitions: manifest.partitions,
-        already_complete: false,
-    })
 }
 
 /// Take the job's lock (its lease, in object storage). A worker whose lease is taken over
