@@ -192,18 +192,10 @@ pub fn max(a: Option<String>, b: Option<&str>) -> Option<String> {
     }
 }
 
-/// The greatest value of `field` over a page's records (compact JSON, one a line); records
-/// without it (or with null there) do not count.
-pub fn page_mark(field: &JsonPath, lines: &[u8]) -> Option<String> {
-    let mut mark: Option<String> = None;
-    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let Ok(doc) = Document::parse(line) else { continue };
-        let Ok(Some(node)) = field.first(&doc) else { continue };
-        if let Some(value) = node.as_text() {
-            mark = max(mark, Some(&value));
-        }
-    }
-    mark
+/// The value of `field` in a record, as a mark: a record without it (or with null there)
+/// has none.
+pub fn mark_of(field: &JsonPath, record: &Document<'_>) -> Option<String> {
+    field.first(record).ok().flatten()?.as_text()
 }
 
 #[cfg(test)]
@@ -226,7 +218,12 @@ mod tests {
         let path = JsonPath::parse("$.updated_at").unwrap();
         let lines = b"{\"updated_at\":\"2024-01-01T00:05:00Z\"}\n{\"updated_at\":\"2024-01-01T00:09:00Z\"}\n\
                       {\"updated_at\":null}\n{\"x\":1}\n{\"updated_at\":\"2024-01-01T00:01:00Z\"}\n";
-        assert_eq!(page_mark(&path, lines).as_deref(), Some("2024-01-01T00:09:00Z"));
+        let marks = lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|line| {
+            let record = Document::parse(line).unwrap();
+            mark_of(&path, &record)
+        });
+        let mark = marks.fold(None, |mark, next| max(mark, next.as_deref()));
+        assert_eq!(mark.as_deref(), Some("2024-01-01T00:09:00Z"));
     }
 
     #[test]

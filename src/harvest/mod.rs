@@ -37,7 +37,9 @@ use crate::error::Error;
 use crate::fetch::Fetcher;
 use crate::human;
 use crate::incremental::{self, Sent};
+use crate::jsonpath::Document;
 use crate::paginate::{PageRequest, StopReason};
+use crate::partition::file::text_at;
 use crate::partition::{Partition, PartitionReport};
 use crate::plan::{partition_named, partition_suffix, Plan};
 use crate::progress::{Progress, Track};
@@ -126,16 +128,33 @@ impl Shared {
     /// by side with the other pages, after the request's slot is given back.
     async fn fetch(&self, part: &Part, request: &PageRequest, page: u64) -> Result<Harvested, PageFailure> {
         let out = fetch_page(&self.page(part), request, page).await?;
-        let work = self.plan.pagination.max_records.is_none().then(|| self.work(&out.lines, out.received));
+        let work = self.plan.pagination.max_records.is_none().then(|| self.work(part, &out.lines, out.received));
         Ok(Harvested { out, work })
     }
 
-    /// The sink's work on a page's records, and the incremental mark they carry: done once.
-    fn work(&self, lines: &[u8], count: u64) -> Work {
-        Work {
-            prepared: self.prepare.as_ref().and_then(|prepare| prepare.prepare(lines, count)),
-            mark: self.plan.incremental.as_ref().and_then(|i| incremental::page_mark(&i.field, lines)),
+    /// The sink's work on a page's records, the incremental mark they carry and the values
+    /// they answer for `[partitions.check]`: done once, each record parsed once for both.
+    fn work(&self, part: &Part, lines: &[u8], count: u64) -> Work {
+        let prepared = self.prepare.as_ref().and_then(|prepare| prepare.prepare(lines, count));
+        let field = self.plan.incremental.as_ref().map(|i| &i.field);
+        let asked = &part.partition.asked;
+        let check = self.plan.partitions.check.as_ref().filter(|_| !asked.is_empty());
+        let (mut mark, mut answered) = (None, Vec::new());
+        if field.is_none() && check.is_none() {
+            return Work { prepared, mark, answered };
         }
+        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(record) = Document::parse(line) else { continue };
+            if let Some(field) = field {
+                mark = incremental::max(mark, incremental::mark_of(field, &record).as_deref());
+            }
+            if let Some(Ok(Some(value))) = check.map(|check| text_at(check, &record)) {
+                if asked.contains(&value) {
+                    answered.push(value);
+                }
+            }
+        }
+        Work { prepared, mark, answered }
     }
 }
 
@@ -151,6 +170,8 @@ struct Work {
     prepared: Option<Prepared>,
     /// Incremental syncs: the greatest mark on the page.
     mark: Option<String>,
+    /// `[partitions.check]`: the values asked for that its records answer.
+    answered: Vec<String>,
 }
 
 /// Run the partitions side by side, at most `concurrency` at once, taking them from the
@@ -381,8 +402,8 @@ impl Harvest<'_> {
             lines.truncate(crate::sink::nth_line_end(&lines, count));
         }
         // Done ahead where no cut could change the records kept, else here, after the cut.
-        let Work { prepared, mark } = work.unwrap_or_else(|| self.shared.work(&lines, count));
-        self.answered(&lines, &mut tally.found);
+        let Work { prepared, mark, answered } = work.unwrap_or_else(|| self.shared.work(&self.part, &lines, count));
+        tally.found.extend(answered);
         let (resume, seen) = course.resume(stop.as_ref(), &tally.found);
         let bytes = lines.len() as u64;
         let partition = self.part.label.clone();
@@ -395,22 +416,5 @@ impl Harvest<'_> {
         tally.pages += 1;
         self.part.track.page(count, bytes, (tally.pages, tally.records), course.expected());
         Ok(stop)
-    }
-
-    /// `[partitions.check]`: add the values a page's records answer to `found`, only those
-    /// the partition asked for (a batch's few, however many records answer them).
-    fn answered(&self, lines: &[u8], found: &mut std::collections::BTreeSet<String>) {
-        let (Some(check), asked) = (&self.plan().partitions.check, &self.part.partition.asked) else { return };
-        if asked.is_empty() {
-            return;
-        }
-        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let text = std::str::from_utf8(line).unwrap_or_default();
-            if let Ok(Some(value)) = crate::partition::file::field_text(check, text) {
-                if asked.contains(&value) {
-                    found.insert(value);
-                }
-            }
-        }
     }
 }
