@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{holder_words, Layout, HARVEST};
+use super::{holder_words, HeldBy, Layout, HARVEST};
 use crate::error::Error;
 use crate::store::{Put, PutError, Version};
 
@@ -41,9 +41,9 @@ pub(super) struct HeldLease {
 static PROBED: AtomicBool = AtomicBool::new(false);
 
 impl Lease {
-    /// Take the lease, or take over one older than `ttl`; `Err(holder)` while another worker
+    /// Take the lease, or take over one older than `ttl`; `Err(HeldBy)` while another worker
     /// holds it.
-    pub fn take(layout: &Layout, ttl: Duration) -> Result<Result<Lease, String>, Error> {
+    pub fn take(layout: &Layout, ttl: Duration) -> Result<Result<Lease, HeldBy>, Error> {
         probe(layout)?;
         let rel = layout.lock_rel();
         let io = |e| Error::io(format!("taking the lease {}", layout.display(&rel)), e);
@@ -62,11 +62,11 @@ impl Lease {
                 let renewed = layout.store.stat(&rel).map_err(io)?.map(|(_, at)| at).unwrap_or_default();
                 let age = (layout.store.now().map_err(io)? - renewed).to_std().unwrap_or_default();
                 if age < ttl {
-                    return Ok(Err(format!(
+                    return Ok(Err(HeldBy(format!(
                         "{holder}; its lease was renewed {} ago and is taken over only after lease_ttl = {}",
                         crate::human::duration(age),
                         crate::human::duration(ttl)
-                    )));
+                    ))));
                 }
                 match layout.store.put(&rel, body.as_bytes(), Put::Update(version), "") {
                     Ok(version) => {
@@ -78,10 +78,10 @@ impl Lease {
                         version
                     }
                     Err(PutError::Io(e)) => return Err(io(e)),
-                    Err(_) => return Ok(Err(format!("{holder}; another worker took its expired lease first"))),
+                    Err(_) => return Ok(Err(HeldBy(format!("{holder}; another worker took its expired lease first")))),
                 }
             }
-            Err(PutError::Changed) => return Ok(Err("another worker".into())),
+            Err(PutError::Changed) => return Ok(Err(HeldBy("another worker".into()))),
             Err(PutError::Io(e)) => return Err(io(e)),
         };
         let (lost, stop) = (CancellationToken::new(), CancellationToken::new());
@@ -263,7 +263,7 @@ mod tests {
         let held = Lease::take(&a, ttl).unwrap().expect("the first worker takes the lease");
         // Renewed every quarter of the ttl: still held long after one ttl has gone by.
         std::thread::sleep(ttl * 2);
-        let refused = Lease::take(&b, ttl).unwrap().expect_err("a renewed lease is not taken over");
+        let HeldBy(refused) = Lease::take(&b, ttl).unwrap().expect_err("a renewed lease is not taken over");
         assert!(refused.contains("its lease was renewed"), "{refused}");
         assert!(Lease::holder(&b, ttl).unwrap().is_some());
 
@@ -271,7 +271,7 @@ mod tests {
         std::thread::sleep(ttl + Duration::from_millis(100));
         assert!(Lease::holder(&b, ttl).unwrap().is_none(), "a lease not renewed for the ttl is stale");
         let _taken = Lease::take(&b, ttl).unwrap().expect("a stale lease is taken over");
-        let refused = Lease::take(&c, ttl).unwrap().expect_err("and only by one worker");
+        let HeldBy(refused) = Lease::take(&c, ttl).unwrap().expect_err("and only by one worker");
         assert!(refused.contains("its lease was renewed"), "{refused}");
         // The worker that was cut off finds out at its next renewal, and stays out.
         assert!(matches!(confirm(&a), Err(Error::LeaseLost(_))));

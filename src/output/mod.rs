@@ -376,7 +376,7 @@ impl Layout {
     /// Take the job's lock: on the local filesystem an OS lock on `_harvest/lock`, released by
     /// the OS when the process dies; in object storage a lease (see [`Lease`]). `Err(holder)`
     /// when another process holds it, with what it wrote there: its PID, host and start time.
-    pub fn lock(&self, lease_ttl: std::time::Duration) -> Result<Result<Lock, String>, Error> {
+    pub fn lock(&self, lease_ttl: std::time::Duration) -> Result<Result<Lock, HeldBy>, Error> {
         if let Store::Object(_) = &self.store {
             return Ok(Lease::take(self, lease_ttl)?.map(|lease| Lock::Lease(Box::new(lease))));
         }
@@ -393,7 +393,7 @@ impl Layout {
             }
             Err(std::fs::TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                Ok(Err(holder.trim().to_string()))
+                Ok(Err(HeldBy(holder.trim().to_string())))
             }
             Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
         }
@@ -462,6 +462,11 @@ pub enum Lock {
     File(File),
     Lease(Box<Lease>),
 }
+
+/// Why the job's lock could not be taken: who holds it, in words (its PID and start time,
+/// or the worker holding the lease and how fresh it is).
+#[derive(Debug)]
+pub struct HeldBy(pub String);
 
 impl Lock {
     /// Object storage: the lease was lost (taken over by another worker while this one could

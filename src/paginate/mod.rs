@@ -420,6 +420,15 @@ impl Strategy for Single {
     }
 }
 
+/// Why a checkpoint's pagination state cannot be taken up.
+#[derive(Debug, thiserror::Error)]
+pub enum Unresumable {
+    #[error("it was saved by {saved:?} pagination and the job's is {job:?}")]
+    OtherKind { saved: String, job: &'static str },
+    #[error("{0}")]
+    State(serde_json::Error),
+}
+
 impl Style {
     /// A partition's pagination from its first page.
     pub fn start(&self) -> Box<dyn Strategy> {
@@ -434,13 +443,13 @@ impl Style {
     }
 
     /// A partition's pagination where a checkpoint ([`Strategy::save`]) left it.
-    pub fn resume(&self, saved: &Value) -> Result<Box<dyn Strategy>, String> {
+    pub fn resume(&self, saved: &Value) -> Result<Box<dyn Strategy>, Unresumable> {
         let kind = saved.get("kind").and_then(Value::as_str).unwrap_or_default();
         if kind != self.kind() {
-            return Err(format!("it was saved by {kind:?} pagination and the job's is {:?}", self.kind()));
+            return Err(Unresumable::OtherKind { saved: kind.to_string(), job: self.kind() });
         }
-        fn state<S: DeserializeOwned>(saved: &Value) -> Result<S, String> {
-            S::deserialize(saved).map_err(|e| e.to_string())
+        fn state<S: DeserializeOwned>(saved: &Value) -> Result<S, Unresumable> {
+            S::deserialize(saved).map_err(Unresumable::State)
         }
         Ok(match self {
             Style::Offset(c) => Box::new(Walk { state: state::<offset::Offset>(saved)?, config: c.clone() }),

@@ -23,7 +23,7 @@ use crate::harvest::Deal;
 use crate::harvest::{harvest_partitions, Shared};
 use crate::incremental::{Marks, Sent};
 use crate::output::manifest::{self, Manifest};
-use crate::output::{Layout, Lock};
+use crate::output::{HeldBy, Layout, Lock};
 use crate::partition::PartitionReport;
 use crate::plan::{Mode, Plan};
 use crate::progress::{Before, Display, Progress};
@@ -299,7 +299,7 @@ impl Ran<'_> {
 fn hold(plan: &Plan, layout: &Layout, options: &mut RunOptions) -> Result<(Lock, Option<CancellationToken>), Error> {
     let lock = match layout.lock(plan.output.store.lease_ttl)? {
         Ok(lock) => lock,
-        Err(holder) => {
+        Err(HeldBy(holder)) => {
             return Err(Error::Locked { name: plan.name.clone(), lock: layout.display(&layout.lock_rel()), holder })
         }
     };

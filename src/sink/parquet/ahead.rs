@@ -64,7 +64,7 @@ impl Prepare for Ahead {
                 &rewritten
             }
         };
-        let decoded = decode(&snapshot, lines, count as usize).ok();
+        let decoded = decode(&snapshot, lines, count as usize);
         Some(Box::new(PreparedPage { ty, decoded: decoded.map(|batch| (snapshot.version, batch)) }))
     }
 }
@@ -80,10 +80,11 @@ thread_local! {
     static DECODER: std::cell::RefCell<Option<(u64, usize, Decoder)>> = const { std::cell::RefCell::new(None) };
 }
 
-/// All of `lines` as one record batch, with this thread's decoder for the schema.
-fn decode(snapshot: &SchemaSnapshot, lines: &[u8], rows: usize) -> Result<RecordBatch, String> {
+/// All of `lines` as one record batch, with this thread's decoder for the schema; `None`
+/// when they do not decode as counted (the writer then decodes them itself, and says why).
+fn decode(snapshot: &SchemaSnapshot, lines: &[u8], rows: usize) -> Option<RecordBatch> {
     if rows > PAGE_ROWS {
-        return Err("a page too long to prepare".into());
+        return None;
     }
     DECODER.with(|cell| {
         let mut cell = cell.borrow_mut();
@@ -94,15 +95,15 @@ fn decode(snapshot: &SchemaSnapshot, lines: &[u8], rows: usize) -> Result<Record
                 .with_batch_size(capacity)
                 .with_strict_mode(true)
                 .build_decoder()
-                .map_err(|e| e.to_string())?;
+                .ok()?;
             *cell = Some((snapshot.id, capacity, decoder));
         }
         let (_, _, decoder) = cell.as_mut().expect("set above");
-        let decoded = decoder.decode(lines).map_err(|e| e.to_string()).and_then(|used| match used == lines.len() {
-            true => decoder.flush().map_err(|e| e.to_string())?.ok_or_else(|| "no rows".to_string()),
-            false => Err("more rows than counted".to_string()),
-        });
-        if decoded.is_err() {
+        let decoded = match decoder.decode(lines) {
+            Ok(used) if used == lines.len() => decoder.flush().ok().flatten(),
+            _ => None,
+        };
+        if decoded.is_none() {
             // Whatever it holds now is not to be trusted with the next page.
             *cell = None;
         }
