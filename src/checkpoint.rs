@@ -19,7 +19,7 @@ use crate::incremental::Sent;
 use crate::output::Layout;
 use crate::partition::PartitionReport;
 use crate::plan::Plan;
-use crate::redact::Redactor;
+use crate::redact::{Redactor, Unsealable};
 
 /// The checkpoint format this build reads and writes. Version 2 keys partitions by their key
 /// and records finished ones as ranges; version 1 listed them by position.
@@ -288,11 +288,12 @@ pub fn load(layout: &Layout, job_file: &std::path::Path, secrets: &Redactor) -> 
              run that version to finish the run, or {fresh}",
         )));
     }
-    secrets.unseal_json(&mut value).map_err(|name| {
-        Error::Checkpoint(format!(
+    secrets.unseal_json(&mut value).map_err(|why| match why {
+        Unsealable::Gone(name) => Error::Checkpoint(format!(
             "{path} goes on with a request that holds ${{{name}}}, which the job no longer takes from the \
              environment; set it again to resume, or {fresh}"
-        ))
+        )),
+        unknown @ Unsealable::UnknownForm(_) => corrupt(&unknown),
     })?;
     serde_json::from_value(value).map(Some).map_err(|e| corrupt(&e))
 }

@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::jsonpath::{Document, JsonPath};
 use crate::output::Layout;
 use crate::plan::IncrementalPlan;
-use crate::redact::Redactor;
+use crate::redact::{Redactor, Unsealable};
 
 const VERSION: u32 = 1;
 
@@ -67,10 +67,11 @@ impl Marks {
                 let corrupt =
                     |e: &dyn std::fmt::Display| Error::Checkpoint(format!("{path} is corrupt ({e}); fix or remove it"));
                 let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(&e))?;
-                secrets.unseal_json(&mut value).map_err(|name| {
-                    Error::Checkpoint(format!(
+                secrets.unseal_json(&mut value).map_err(|why| match why {
+                    Unsealable::Gone(name) => Error::Checkpoint(format!(
                         "{path} holds a mark made with ${{{name}}}, which the job no longer takes from the environment"
-                    ))
+                    )),
+                    unknown @ Unsealable::UnknownForm(_) => corrupt(&unknown),
                 })?;
                 let state: Marks = serde_json::from_value(value).map_err(|e| corrupt(&e))?;
                 match state.version > VERSION {

@@ -31,6 +31,17 @@ pub const MASK: &str = "***";
 /// How a sealed reference starts: `${secret:NAME:form}`.
 const REFERENCE: &str = "${secret:";
 
+/// Why a sealed text cannot be filled in again.
+#[derive(Debug, thiserror::Error)]
+pub enum Unsealable {
+    /// A reference to a secret the job no longer has: its name (`API_TOKEN`).
+    #[error("${{{0}}}")]
+    Gone(String),
+    /// A reference in a form of spelling this harvest does not know (a newer one wrote it).
+    #[error("an unknown form of secret in ${{secret:{0}}}")]
+    UnknownForm(String),
+}
+
 /// Query parameter names that carry credentials by convention, compared case-insensitively
 /// with `-` and `_` ignored.
 const SENSITIVE_PARAMS: &[&str] = &[
@@ -191,7 +202,7 @@ impl Known {
 
     /// `text` with every reference [`Redactor::seal`] wrote filled with the current value
     /// of its source. A reference to a source the job no longer has is an error naming it.
-    fn unseal<'a>(&self, text: &'a str) -> Result<Cow<'a, str>, String> {
+    fn unseal<'a>(&self, text: &'a str) -> Result<Cow<'a, str>, Unsealable> {
         if !text.contains(REFERENCE) {
             return Ok(Cow::Borrowed(text));
         }
@@ -202,9 +213,9 @@ impl Known {
             let inner = &rest[start + REFERENCE.len()..];
             let Some(end) = inner.find('}') else { break };
             let (name, form) = inner[..end].rsplit_once(':').unwrap_or((&inner[..end], ""));
-            let form = Spelling::named(form)
-                .ok_or_else(|| format!("an unknown form of secret in {REFERENCE}{}}}", &inner[..end]))?;
-            let secret = self.secrets.iter().find(|s| s.name == name).ok_or_else(|| name.to_string())?;
+            let form = Spelling::named(form).ok_or_else(|| Unsealable::UnknownForm(inner[..end].to_string()))?;
+            let secret =
+                self.secrets.iter().find(|s| s.name == name).ok_or_else(|| Unsealable::Gone(name.to_string()))?;
             out.push_str(&form.encode(&secret.value));
             rest = &inner[end + 1..];
         }
@@ -220,7 +231,7 @@ impl Known {
     }
 
     /// [`Redactor::unseal`] every string (and object key) inside a JSON value.
-    fn unseal_json(&self, value: &mut serde_json::Value) -> Result<(), String> {
+    fn unseal_json(&self, value: &mut serde_json::Value) -> Result<(), Unsealable> {
         map_strings(value, &mut |s| self.unseal(s).map(Cow::into_owned))
     }
 
@@ -293,7 +304,7 @@ impl Redactor {
 
     /// `text` with every reference [`Redactor::seal`] wrote filled with the current value
     /// of its source. A reference to a source the job no longer has is an error naming it.
-    pub fn unseal<'a>(&self, text: &'a str) -> Result<Cow<'a, str>, String> {
+    pub fn unseal<'a>(&self, text: &'a str) -> Result<Cow<'a, str>, Unsealable> {
         self.now().unseal(text)
     }
 
@@ -303,7 +314,7 @@ impl Redactor {
     }
 
     /// [`Redactor::unseal`] every string (and object key) inside a JSON value.
-    pub fn unseal_json(&self, value: &mut serde_json::Value) -> Result<(), String> {
+    pub fn unseal_json(&self, value: &mut serde_json::Value) -> Result<(), Unsealable> {
         self.now().unseal_json(value)
     }
 
@@ -468,7 +479,10 @@ mod tests {
         assert_eq!(new.unseal(&sealed).unwrap(), "https://h/x?api_key=new%26key%202&q=new&key 2&t=tok+en&u=tok%20en");
         // A source the job no longer has.
         let none = redactor(&[("TOKEN", "tok en")]);
-        assert_eq!(none.unseal(&sealed).unwrap_err(), "KEY");
+        assert!(matches!(none.unseal(&sealed).unwrap_err(), Unsealable::Gone(name) if name == "KEY"));
+        // A form of spelling this harvest does not know is not a secret's name.
+        let unknown = old.unseal("a ${secret:KEY:rot13} b").unwrap_err();
+        assert!(matches!(&unknown, Unsealable::UnknownForm(form) if form == "KEY:rot13"), "{unknown:?}");
     }
 
     #[test]

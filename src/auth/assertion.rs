@@ -38,8 +38,9 @@ struct Claims<'a> {
 
 impl Assertion {
     /// A fresh assertion, valid from now for its lifetime.
-    pub fn sign(&self) -> Result<String, String> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
+    pub fn sign(&self) -> Result<String, jsonwebtoken::errors::Error> {
+        // A clock before 1970 signs as of 1970: the server refuses it, and says why.
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let claims = Claims {
             iss: &self.issuer,
             sub: self.subject.as_deref(),
@@ -48,6 +49,6 @@ impl Assertion {
             iat: now,
             exp: now + self.lifetime.as_secs().max(1),
         };
-        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.key).map_err(|e| e.to_string())
+        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.key)
     }
 }

@@ -31,7 +31,7 @@ impl Retry {
     pub async fn run<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, FetchErrorKind>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<Result<T, FetchErrorKind>, String>>,
+        Fut: Future<Output = Result<Result<T, FetchErrorKind>, Retryable>>,
     {
         let mut n = 1;
         loop {
@@ -50,19 +50,37 @@ impl Retry {
     }
 }
 
+/// A token or login request that failed in a way a retry may cure, in the words that follow
+/// the endpoint's name.
+#[derive(Debug, thiserror::Error)]
+pub enum Retryable {
+    /// No answer: the connection failed (the cause redacted).
+    #[error("failed: {0}")]
+    Unanswered(String),
+    #[error("failed mid-body: {0}")]
+    CutShort(reqwest::Error),
+    #[error("failed mid-body: the body is larger than max_body ({})", crate::human::bytes(*.0))]
+    TooLarge(u64),
+    /// 429 or a 5xx.
+    #[error("returned {0}")]
+    Status(u16),
+    #[error("could not sign the assertion: {0}")]
+    Unsigned(jsonwebtoken::errors::Error),
+}
+
 /// A response's status and body, refused past `limit` bytes (after decompression); `Err`
 /// with what a retry may cure: a body cut short, 429, a 5xx.
-pub async fn read_answer(mut response: reqwest::Response, limit: u64) -> Result<(u16, Vec<u8>), String> {
+pub async fn read_answer(mut response: reqwest::Response, limit: u64) -> Result<(u16, Vec<u8>), Retryable> {
     let status = response.status().as_u16();
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| format!("failed mid-body: {e}"))? {
+    while let Some(chunk) = response.chunk().await.map_err(Retryable::CutShort)? {
         body.extend_from_slice(&chunk);
         if body.len() as u64 > limit {
-            return Err(format!("failed mid-body: the body is larger than max_body ({})", crate::human::bytes(limit)));
+            return Err(Retryable::TooLarge(limit));
         }
     }
     if status == 429 || status >= 500 {
-        return Err(format!("returned {status}"));
+        return Err(Retryable::Status(status));
     }
     Ok((status, body))
 }

@@ -18,7 +18,7 @@ use base64::Engine;
 use serde_json::Value;
 use url::Url;
 
-use super::exchange::{read_answer, refusal, Retry};
+use super::exchange::{read_answer, refusal, Retry, Retryable};
 use super::fixed::{add, Place};
 use super::renewal::Renewal;
 use super::{Credentials, JobCredentials, Outbound, Pending};
@@ -185,12 +185,12 @@ impl OAuth {
     }
 
     /// One token request: granted, refused for good, or `Err` with what a retry may cure.
-    async fn send_token_request(&self) -> Result<Result<Granted, FetchErrorKind>, String> {
+    async fn send_token_request(&self) -> Result<Result<Granted, FetchErrorKind>, Retryable> {
         let grant = &self.grant;
         let refresh_token = self.refresh.lock().expect("refresh lock").as_ref().map(|r| r.current.clone());
         let assertion = match &grant.flow {
             Flow::JwtBearer(assertion) => {
-                let signed = assertion.sign().map_err(|e| format!("could not sign the assertion: {e}"))?;
+                let signed = assertion.sign().map_err(Retryable::Unsigned)?;
                 self.secrets.learn(Secret::new("jwt assertion", signed.clone()));
                 Some(signed)
             }
@@ -230,7 +230,10 @@ impl OAuth {
         }
         let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish();
         let request = request.header("Content-Type", "application/x-www-form-urlencoded").body(body);
-        let response = request.send().await.map_err(|e| format!("failed: {}", self.secrets.redact(&e.to_string())))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Retryable::Unanswered(self.secrets.redact(&e.to_string()).into_owned()))?;
         let (status, bytes) = read_answer(response, self.max_body).await?;
         if !(200..300).contains(&status) {
             let (code, words) = refusal(&bytes);

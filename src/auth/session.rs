@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use super::exchange::{read_answer, refusal, Retry};
+use super::exchange::{read_answer, refusal, Retry, Retryable};
 use super::fixed::{add, add_cookies, Place};
 use super::renewal::Renewal;
 use super::{AuthPlan, Credentials, JobCredentials, Outbound, Pending, Spec};
@@ -123,7 +123,7 @@ impl SessionCredentials {
     }
 
     /// One login: a session, refused for good, or `Err` with what a retry may cure.
-    async fn log_in(&self) -> Result<Result<Session, FetchErrorKind>, String> {
+    async fn log_in(&self) -> Result<Result<Session, FetchErrorKind>, Retryable> {
         let login = &self.login;
         let mut request = self.client.post(login.login_url.clone()).header("Accept", "application/json");
         request = match (&login.body, login.form) {
@@ -139,7 +139,10 @@ impl SessionCredentials {
             (Some(body), _) => request.header("Content-Type", "application/json").body(body.to_string()),
             (None, _) => request,
         };
-        let response = request.send().await.map_err(|e| format!("failed: {}", self.secrets.redact(&e.to_string())))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Retryable::Unanswered(self.secrets.redact(&e.to_string()).into_owned()))?;
         let cookies: Vec<String> = response
             .headers()
             .get_all(reqwest::header::SET_COOKIE)

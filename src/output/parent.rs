@@ -8,6 +8,9 @@ use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use arrow_schema::ArrowError;
+use parquet::errors::ParquetError;
+
 use super::runs::latest_complete;
 use super::Layout;
 use crate::jsonpath::{Document, JsonPath};
@@ -154,25 +157,23 @@ impl JobOutput {
 /// A Parquet part's rows as JSON objects, a batch at a time.
 fn parquet_rows(
     mut input: Box<dyn Read + Send>,
-) -> Result<impl Iterator<Item = Result<String, String>> + Send, String> {
+) -> Result<impl Iterator<Item = Result<String, ArrowError>> + Send, ParquetError> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     // The footer is at the end: the part is read whole (it holds at most rows_per_file rows).
     let mut bytes = Vec::new();
-    input.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-        .and_then(|b| b.with_batch_size(1024).build())
-        .map_err(|e| e.to_string())?;
+    input.read_to_end(&mut bytes)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))?.with_batch_size(1024).build()?;
     Ok(reader.flat_map(|batch| {
-        let lines: Vec<Result<String, String>> = match batch {
-            Ok(batch) => {
-                let mut out = Vec::new();
-                let mut writer = arrow_json::LineDelimitedWriter::new(&mut out);
-                match writer.write(&batch).and_then(|_| writer.finish()) {
-                    Ok(()) => String::from_utf8_lossy(&out).lines().map(|l| Ok(l.to_string())).collect(),
-                    Err(e) => vec![Err(e.to_string())],
-                }
-            }
-            Err(e) => vec![Err(e.to_string())],
+        let json = batch.and_then(|batch| {
+            let mut out = Vec::new();
+            let mut writer = arrow_json::LineDelimitedWriter::new(&mut out);
+            writer.write(&batch)?;
+            writer.finish()?;
+            Ok(out)
+        });
+        let lines: Vec<Result<String, ArrowError>> = match json {
+            Ok(out) => String::from_utf8_lossy(&out).lines().map(|l| Ok(l.to_string())).collect(),
+            Err(e) => vec![Err(e)],
         };
         lines
     }))
