@@ -21,7 +21,7 @@ pub fn describe(plan: &Plan) -> String {
     // Values from a file or another job's output are read now; a job's output may not be there yet.
     let unlisted = plan.partitions.open().err();
     let first = plan.partitions.iter().next().unwrap_or_default();
-    let url = plan.url_for(&first).map(|u| r.url(&u)).unwrap_or_else(|e| e);
+    let url = plan.url_for(&first).map(|u| r.url(&u)).unwrap_or_else(|e| e.to_string());
     let _ = writeln!(out, "  request: {} {url}", plan.request.method.as_str());
     for (k, v) in &plan.request.params {
         let shown = if crate::redact::is_sensitive_param(k) { crate::redact::MASK.into() } else { r.redact(v) };

@@ -267,27 +267,50 @@ impl Plan {
     }
 
     /// The job's URL for one partition, placeholders filled in and percent-encoded.
-    pub fn url_for(&self, partition: &Partition) -> Result<Url, String> {
-        fill_url(&self.request.url, partition).map_err(|e| self.redactor.redact(&e).into_owned())
+    pub fn url_for(&self, partition: &Partition) -> Result<Url, Unfillable> {
+        fill_url(&self.request.url, partition).map_err(|e| e.redacted(&self.redactor))
     }
 }
 
 /// A URL template with a partition's values in it, each value one path segment whatever it
 /// holds. A value that is `.` or `..` where a whole segment is would be a dot segment, which
 /// every URL parser removes (`%2E` too): refused rather than sent to another path.
-pub fn fill_url(template: &str, partition: &Partition) -> Result<Url, String> {
+pub fn fill_url(template: &str, partition: &Partition) -> Result<Url, Unfillable> {
     let filled = fill(template, partition, Encoding::PathSegment);
-    let url = Url::parse(&filled).map_err(|e| format!("request.url {filled} is not a valid URL: {e}"))?;
+    let url = match Url::parse(&filled) {
+        Ok(url) => url,
+        Err(cause) => return Err(Unfillable::Invalid { filled, cause }),
+    };
     let segments = |u: &Url| u.path_segments().map_or(0, |s| s.count());
     if let Ok(unfilled) = Url::parse(template) {
         if segments(&unfilled) != segments(&url) {
-            let label = partition.values.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join(", ");
-            return Err(format!(
-                "request.url {template} with {label} has a path segment `.` or `..`, which no URL can send as a value"
-            ));
+            let values = partition.values.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join(", ");
+            return Err(Unfillable::DotSegment { template: template.to_string(), values });
         }
     }
     Ok(url)
+}
+
+/// Why a partition's values do not make a URL of the job's template.
+#[derive(Debug, thiserror::Error)]
+pub enum Unfillable {
+    #[error("request.url {filled} is not a valid URL: {cause}")]
+    Invalid { filled: String, cause: url::ParseError },
+    #[error("request.url {template} with {values} has a path segment `.` or `..`, which no URL can send as a value")]
+    DotSegment { template: String, values: String },
+}
+
+impl Unfillable {
+    /// The same, with the job's secrets masked in the URL and the values it names.
+    fn redacted(self, secrets: &Redactor) -> Unfillable {
+        let mask = |text: String| secrets.redact(&text).into_owned();
+        match self {
+            Unfillable::Invalid { filled, cause } => Unfillable::Invalid { filled: mask(filled), cause },
+            Unfillable::DotSegment { template, values } => {
+                Unfillable::DotSegment { template: mask(template), values: mask(values) }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,6 +368,19 @@ mod tests {
         assert_eq!(fill("{repo} { query }", &p, Encoding::Raw), "a b/ü { query }");
     }
 
+    #[test]
+    fn a_url_that_cannot_be_filled_names_no_secret() {
+        let secrets = Redactor::new([crate::redact::Secret::new("TOKEN", "s3cr3t-t0ken".to_string())]);
+        let dots = Partition { values: vec![("v".into(), "..".into())], ..Partition::default() };
+        let refused = fill_url("http://h/s3cr3t-t0ken/{v}", &dots).unwrap_err();
+        assert!(refused.to_string().contains("s3cr3t-t0ken"), "{refused}");
+        let masked = refused.redacted(&secrets).to_string();
+        assert!(!masked.contains("s3cr3t-t0ken") && masked.contains("`.` or `..`"), "{masked}");
+        let invalid = Partition { values: vec![("v".into(), "s3cr3t-t0ken".into())], ..Partition::default() };
+        let masked = fill_url("http://[{v}]/x", &invalid).unwrap_err().redacted(&secrets).to_string();
+        assert!(!masked.contains("s3cr3t-t0ken") && masked.contains("not a valid URL"), "{masked}");
+    }
+
     mod properties {
         use proptest::prelude::*;
 
@@ -367,7 +403,7 @@ mod tests {
                     }
                     Err(e) => {
                         prop_assert!(value == "." || value == "..", "{value:?} refused: {e}");
-                        prop_assert!(e.contains("`.` or `..`"), "{e}");
+                        prop_assert!(e.to_string().contains("`.` or `..`"), "{e}");
                     }
                 }
             }

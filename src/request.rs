@@ -22,7 +22,7 @@ pub(crate) fn outgoing(
     let url = match &request.url {
         Some(url) => url.clone(),
         None => {
-            let mut url = plan.url_for(partition).map_err(Error::Partitions)?;
+            let mut url = plan.url_for(partition).map_err(|e| Error::Partitions(e.to_string()))?;
             let params: Vec<(&str, String)> = plan
                 .request
                 .params

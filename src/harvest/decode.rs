@@ -65,7 +65,7 @@ impl Decoder for JsonPages {
         let records = path.write_records(&doc, &mut lines).map_err(|e| {
             Undecodable::Page(match e {
                 RecordsError::NotAnArray { at, found } => PageError::NotAnArray { path: path.to_string(), at, found },
-                RecordsError::Invalid(message) => PageError::Pagination(message),
+                RecordsError::Invalid(why) => PageError::Pagination(why.to_string()),
             })
         })?;
         let response = PageResponse {
@@ -84,7 +84,7 @@ impl Decoder for JsonPages {
 /// A non-empty array at `records.errors` fails the page, whatever the status.
 fn check_errors(errors: Option<&JsonPath>, secrets: &Redactor, doc: &Document, status: u16) -> Result<(), PageError> {
     let Some(path) = errors else { return Ok(()) };
-    let Some(node) = path.first(doc).map_err(PageError::Pagination)? else { return Ok(()) };
+    let Some(node) = path.first(doc).map_err(|why| PageError::Pagination(why.to_string()))? else { return Ok(()) };
     if node.kind() != Kind::Array {
         return Ok(());
     }

@@ -13,7 +13,7 @@ use super::decode::{Decoder, Undecodable};
 use crate::detect;
 use crate::error::{Error, FetchErrorKind, Location, PageError};
 use crate::fetch::{FetchFailure, Fetched, Fetcher, Reject};
-use crate::jsonpath::Document;
+use crate::jsonpath::{Document, ParseError, PathError};
 use crate::paginate::{Next, PageRequest, Reading, Strategy};
 use crate::partition::Partition;
 use crate::plan::Plan;
@@ -115,7 +115,8 @@ pub(crate) async fn fetch_page(
         })?;
         let mut lines = decoded.lines;
         if !cx.partition.parent.is_empty() {
-            lines = with_parent(&lines, &cx.partition.parent).map_err(|e| page_error(PageError::Parent(e)))?;
+            lines =
+                with_parent(&lines, &cx.partition.parent).map_err(|e| page_error(PageError::Parent(e.to_string())))?;
         }
         let first = (page == 0).then(|| Box::new((fetched.headers.clone(), fetched.body.clone())));
         let method = outgoing.method;
@@ -167,19 +168,17 @@ pub(crate) fn advance(
 
 /// Each record with `"_parent":{members}` appended, the rest of its bytes as they were. A
 /// record that already has `_parent`, or is not an object, cannot take it.
-fn with_parent(lines: &[u8], members: &str) -> Result<Vec<u8>, String> {
+fn with_parent(lines: &[u8], members: &str) -> Result<Vec<u8>, Unparented> {
     static PARENT: std::sync::OnceLock<crate::jsonpath::JsonPath> = std::sync::OnceLock::new();
     let parent = PARENT.get_or_init(|| crate::jsonpath::JsonPath::parse("$._parent").expect("a valid path"));
     let mut out = Vec::with_capacity(lines.len() + (members.len() + 14) * memchr::memchr_iter(b'\n', lines).count());
     for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         if line.first() != Some(&b'{') || line.last() != Some(&b'}') {
-            return Err("include adds _parent to each record, and a record here is not a JSON object".into());
+            return Err(Unparented::NotAnObject);
         }
-        let doc = Document::parse(line).map_err(|e| e.message)?;
+        let doc = Document::parse(line).map_err(Unparented::NotJson)?;
         if parent.first(&doc)?.is_some() {
-            return Err("a record already has a _parent field, which include would add: rename it in the job \
-                        (include's names go inside _parent) or drop include"
-                .into());
+            return Err(Unparented::HasOne);
         }
         out.extend_from_slice(&line[..line.len() - 1]);
         if line.len() > 2 {
@@ -190,6 +189,22 @@ fn with_parent(lines: &[u8], members: &str) -> Result<Vec<u8>, String> {
         out.extend_from_slice(b"}}\n");
     }
     Ok(out)
+}
+
+/// Why `include` cannot add `_parent` to a page's records.
+#[derive(Debug, thiserror::Error)]
+enum Unparented {
+    #[error("include adds _parent to each record, and a record here is not a JSON object")]
+    NotAnObject,
+    #[error(
+        "a record already has a _parent field, which include would add: rename it in the job \
+         (include's names go inside _parent) or drop include"
+    )]
+    HasOne,
+    #[error("{0}")]
+    NotJson(ParseError),
+    #[error("{0}")]
+    Path(#[from] PathError),
 }
 
 /// A 400 or 422 on an ordinary page of a sized strategy is most often a page size above the
@@ -212,8 +227,8 @@ mod tests {
             out,
             b"{\"id\":1,\"a\":{\"_parent\":2},\"_parent\":{\"repo_id\":7}}\n{\"_parent\":{\"repo_id\":7}}\n"
         );
-        let error = with_parent(b"{\"id\":1,\"_parent\":null}\n", "\"x\":1").unwrap_err();
+        let error = with_parent(b"{\"id\":1,\"_parent\":null}\n", "\"x\":1").unwrap_err().to_string();
         assert!(error.contains("already has a _parent field"), "{error}");
-        assert!(with_parent(b"[1]\n", "\"x\":1").unwrap_err().contains("not a JSON object"));
+        assert!(with_parent(b"[1]\n", "\"x\":1").unwrap_err().to_string().contains("not a JSON object"));
     }
 }

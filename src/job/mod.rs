@@ -403,7 +403,7 @@ impl Cx<'_> {
         // Only the partitions' values that go into the URL can change its origin.
         let template = &plan.request.url;
         for partition in plan.partitions.over(|key| template.contains(&format!("{{{key}}}"))) {
-            let url = plan.url_for(&partition).map_err(|e| self.err(url_span.clone(), e))?;
+            let url = plan.url_for(&partition).map_err(|e| self.err(url_span.clone(), e.to_string()))?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(
                     self.err(url_span.clone(), format!("request.url must be http or https, not {}", url.scheme()))

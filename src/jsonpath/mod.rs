@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -59,7 +60,7 @@ impl JsonPath {
     }
 
     /// Evaluate the path; nodes come in document order.
-    pub fn select<'d>(&self, doc: &'d Document<'_>) -> Result<Vec<Node<'d>>, String> {
+    pub fn select<'d>(&self, doc: &'d Document<'_>) -> Result<Vec<Node<'d>>, PathError> {
         match &self.simple {
             Some(segments) => select_raw(doc, segments),
             None => {
@@ -70,7 +71,7 @@ impl JsonPath {
     }
 
     /// The first node the path selects, if any.
-    pub fn first<'d>(&self, doc: &'d Document<'_>) -> Result<Option<Node<'d>>, String> {
+    pub fn first<'d>(&self, doc: &'d Document<'_>) -> Result<Option<Node<'d>>, PathError> {
         Ok(self.select(doc)?.into_iter().next())
     }
 
@@ -130,7 +131,24 @@ impl JsonPath {
 #[derive(Debug)]
 pub enum RecordsError {
     NotAnArray { at: String, found: &'static str },
-    Invalid(String),
+    Invalid(PathError),
+}
+
+/// Why a path could not be followed in a document the parse accepted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PathError {
+    /// A part of the document that is not the JSON it was taken for.
+    #[error("{0}")]
+    Json(Arc<serde_json::Error>),
+    /// An element the full engine located, not in the raw document.
+    #[error("no element {index} at {at}")]
+    NoElement { index: usize, at: String },
+}
+
+impl From<serde_json::Error> for PathError {
+    fn from(e: serde_json::Error) -> Self {
+        PathError::Json(Arc::new(e))
+    }
 }
 
 /// Why a body is not JSON.
@@ -154,8 +172,8 @@ impl fmt::Display for ParseError {
 pub struct Document<'a> {
     text: &'a str,
     top: Top<'a>,
-    root: OnceCell<Result<&'a RawValue, String>>,
-    value: OnceCell<Result<Value, String>>,
+    root: OnceCell<Result<&'a RawValue, PathError>>,
+    value: OnceCell<Result<Value, PathError>>,
 }
 
 enum Top<'a> {
@@ -194,8 +212,8 @@ impl<'a> Document<'a> {
         Ok(Document { text, top, root: OnceCell::new(), value: OnceCell::new() })
     }
 
-    pub fn root(&self) -> Result<&'a RawValue, String> {
-        self.root.get_or_init(|| serde_json::from_str(self.text).map_err(|e| e.to_string())).clone()
+    pub fn root(&self) -> Result<&'a RawValue, PathError> {
+        self.root.get_or_init(|| Ok(serde_json::from_str(self.text)?)).clone()
     }
 
     /// The nodes one segment selects from the top level.
@@ -214,11 +232,8 @@ impl<'a> Document<'a> {
         }
     }
 
-    fn value(&self) -> Result<&Value, String> {
-        self.value
-            .get_or_init(|| serde_json::from_str(self.text).map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(Clone::clone)
+    fn value(&self) -> Result<&Value, PathError> {
+        self.value.get_or_init(|| Ok(serde_json::from_str(self.text)?)).as_ref().map_err(Clone::clone)
     }
 }
 
@@ -267,10 +282,10 @@ impl<'d> Node<'d> {
         }
     }
 
-    fn elements(&self) -> Result<Vec<Node<'d>>, String> {
+    fn elements(&self) -> Result<Vec<Node<'d>>, PathError> {
         match self {
             Node::Raw(raw) => {
-                let items: Vec<&'d RawValue> = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+                let items: Vec<&'d RawValue> = serde_json::from_str(raw.get())?;
                 Ok(items.into_iter().map(Node::Raw).collect())
             }
             Node::Value(Value::Array(items)) => Ok(items.iter().map(Node::Value).collect()),
@@ -319,7 +334,7 @@ impl<'d> Node<'d> {
 fn located_raw<'d>(
     doc: &'d Document<'_>,
     located: serde_json_path::LocatedNodeList<'_>,
-) -> Result<Vec<Node<'d>>, String> {
+) -> Result<Vec<Node<'d>>, PathError> {
     use serde_json_path::PathElement;
     let mut out = Vec::new();
     let mut siblings: Option<(Vec<Segment>, Vec<&'d RawValue>)> = None;
@@ -336,14 +351,15 @@ fn located_raw<'d>(
             Some((Segment::Index(index), parent)) => {
                 if siblings.as_ref().is_none_or(|(at, _)| at.as_slice() != parent) {
                     let items = match select_raw(doc, parent)?.into_iter().next() {
-                        Some(Node::Raw(array)) => serde_json::from_str(array.get()).map_err(|e| e.to_string())?,
+                        Some(Node::Raw(array)) => serde_json::from_str(array.get())?,
                         _ => Vec::new(),
                     };
                     siblings = Some((parent.to_vec(), items));
                 }
                 let items = &siblings.as_ref().expect("set above").1;
-                let item =
-                    items.get(*index as usize).ok_or_else(|| format!("no element {index} at {}", render(parent)))?;
+                let index = *index as usize;
+                let at = || render(parent);
+                let item = items.get(index).ok_or_else(|| PathError::NoElement { index, at: at() })?;
                 out.push(Node::Raw(item));
             }
             _ => out.extend(select_raw(doc, &path)?),
@@ -353,7 +369,7 @@ fn located_raw<'d>(
 }
 
 /// Evaluate name, index and wildcard segments over raw slices.
-fn select_raw<'d>(doc: &'d Document<'_>, segments: &[Segment]) -> Result<Vec<Node<'d>>, String> {
+fn select_raw<'d>(doc: &'d Document<'_>, segments: &[Segment]) -> Result<Vec<Node<'d>>, PathError> {
     let Some((first, rest)) = segments.split_first() else {
         return Ok(vec![Node::Raw(doc.root()?)]);
     };

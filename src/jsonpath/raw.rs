@@ -8,32 +8,30 @@ use std::fmt;
 use serde::de::{DeserializeSeed, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{raw_kind, Kind, Segment};
+use super::{raw_kind, Kind, PathError, Segment};
 
-pub(super) fn step<'a>(node: &'a RawValue, segment: &Segment, out: &mut Vec<&'a RawValue>) -> Result<(), String> {
+pub(super) fn step<'a>(node: &'a RawValue, segment: &Segment, out: &mut Vec<&'a RawValue>) -> Result<(), PathError> {
     match (segment, raw_kind(node)) {
         (Segment::Name(name), Kind::Object) => {
             let mut de = serde_json::Deserializer::from_str(node.get());
-            if let Some(found) =
-                serde::Deserializer::deserialize_map(&mut de, FindKey(name)).map_err(|e| e.to_string())?
-            {
+            if let Some(found) = serde::Deserializer::deserialize_map(&mut de, FindKey(name))? {
                 out.push(found);
             }
         }
         (Segment::Index(index), Kind::Array) => {
-            let items: Vec<&'a RawValue> = serde_json::from_str(node.get()).map_err(|e| e.to_string())?;
+            let items: Vec<&'a RawValue> = serde_json::from_str(node.get())?;
             let at = if *index < 0 { items.len() as i64 + index } else { *index };
             if let Some(item) = usize::try_from(at).ok().and_then(|at| items.get(at)) {
                 out.push(item);
             }
         }
         (Segment::Wildcard, Kind::Array) => {
-            let items: Vec<&'a RawValue> = serde_json::from_str(node.get()).map_err(|e| e.to_string())?;
+            let items: Vec<&'a RawValue> = serde_json::from_str(node.get())?;
             out.extend(items);
         }
         (Segment::Wildcard, Kind::Object) => {
             let mut de = serde_json::Deserializer::from_str(node.get());
-            let members = serde::Deserializer::deserialize_map(&mut de, Members).map_err(|e| e.to_string())?;
+            let members = serde::Deserializer::deserialize_map(&mut de, Members)?;
             out.extend(members.into_iter().map(|(_, v)| v));
         }
         // RFC 9535: a segment that does not apply selects nothing.

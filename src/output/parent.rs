@@ -14,7 +14,7 @@ use parquet::errors::ParquetError;
 use super::runs::latest_complete;
 use super::Layout;
 use crate::jsonpath::{Document, JsonPath};
-use crate::partition::file::{decompressed, lines, text_at};
+use crate::partition::file::{decompressed, lines, text_at, FieldError};
 use crate::partition::listed::{Entries, Failure, ListedEntry, Reader};
 use crate::plan::StorePlan;
 use crate::store::Store;
@@ -128,8 +128,8 @@ impl JobOutput {
         Box::new(lines(input).take(rows as usize).map(move |(_, line)| line.map_err(|e| failed(&e))))
     }
 
-    fn entry(&self, record: &str) -> Result<Option<ListedEntry>, String> {
-        let doc = Document::parse(record.as_bytes()).map_err(|e| format!("not JSON ({e})"))?;
+    fn entry(&self, record: &str) -> Result<Option<ListedEntry>, FieldError> {
+        let doc = Document::parse(record.as_bytes()).map_err(FieldError::NotJson)?;
         let Some(value) = text_at(&self.field, &doc)? else { return Ok(None) };
         let mut entry = ListedEntry { value, ..ListedEntry::default() };
         for (name, path) in &self.include {

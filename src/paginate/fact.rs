@@ -104,7 +104,7 @@ impl Fact {
         read: impl FnOnce(Located) -> Result<T, PageError>,
     ) -> Result<T, PageError> {
         match self {
-            Fact::Body(path) => match path.first(response.doc).map_err(PageError::Pagination)? {
+            Fact::Body(path) => match path.first(response.doc).map_err(|why| PageError::Pagination(why.to_string()))? {
                 Some(node) => read(Located::Node(node)),
                 None => read(Located::Missing),
             },
@@ -117,7 +117,7 @@ impl Fact {
                 let doc = Document::parse(value.as_bytes()).map_err(|e| {
                     PageError::Pagination(format!("the {header} header is not JSON ({e}): {}", excerpt(value)))
                 })?;
-                match path.first(&doc).map_err(PageError::Pagination)? {
+                match path.first(&doc).map_err(|why| PageError::Pagination(why.to_string()))? {
                     Some(node) => read(Located::Node(node)),
                     None => read(Located::Missing),
                 }
@@ -186,20 +186,31 @@ fn excerpt(text: &str) -> String {
 /// The complete length in a `Content-Range` value (RFC 9110, 14.4): `items 0-99/5000` and
 /// `bytes */5000` give 5000; an unknown length (`0-99/*`) gives none. PostgREST writes it
 /// without a unit (`0-99/5000`), which is taken too.
-fn content_range_total(value: &str) -> Result<Option<u64>, String> {
+fn content_range_total(value: &str) -> Result<Option<u64>, BadRange> {
     let range = value.trim().rsplit_once(' ').map_or(value.trim(), |(_, range)| range);
-    let (span, complete) = range.split_once('/').ok_or("no `/` before the complete length")?;
+    let (span, complete) = range.split_once('/').ok_or(BadRange::NoLength)?;
     let span_ok = span == "*"
         || span.split_once('-').is_some_and(|(a, b)| {
             !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
         });
     if !span_ok {
-        return Err(format!("{span:?} is not first-last or *"));
+        return Err(BadRange::Span(span.to_string()));
     }
     match complete {
         "*" => Ok(None),
-        digits => digits.parse::<u64>().map(Some).map_err(|_| format!("{digits:?} is not a length or *")),
+        digits => digits.parse::<u64>().map(Some).map_err(|_| BadRange::Length(digits.to_string())),
     }
+}
+
+/// What is wrong with a `Content-Range` value.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum BadRange {
+    #[error("no `/` before the complete length")]
+    NoLength,
+    #[error("{0:?} is not first-last or *")]
+    Span(String),
+    #[error("{0:?} is not a length or *")]
+    Length(String),
 }
 
 #[cfg(test)]

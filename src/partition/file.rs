@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::listed::{Entries, Failure, ListedEntry, Reader};
-use crate::jsonpath::{Document, JsonPath, Kind};
+use crate::jsonpath::{Document, JsonPath, Kind, ParseError, PathError};
 
 #[derive(Debug)]
 pub struct FileValues {
@@ -65,19 +65,32 @@ pub fn lines(input: impl BufRead) -> impl Iterator<Item = (u64, std::io::Result<
 
 /// The value at `field` in one JSON line, as text: strings without quotes, numbers digit for
 /// digit. `None` when it is missing or null; an error when it is not a single value.
-pub fn field_text(field: &JsonPath, line: &str) -> Result<Option<String>, String> {
-    let doc = Document::parse(line.as_bytes()).map_err(|e| format!("not JSON ({e})"))?;
+pub fn field_text(field: &JsonPath, line: &str) -> Result<Option<String>, FieldError> {
+    let doc = Document::parse(line.as_bytes()).map_err(FieldError::NotJson)?;
     text_at(field, &doc)
 }
 
 /// The value at `field` in a parsed document, as [`field_text`] gives it.
-pub fn text_at(field: &JsonPath, doc: &Document<'_>) -> Result<Option<String>, String> {
+pub fn text_at(field: &JsonPath, doc: &Document<'_>) -> Result<Option<String>, FieldError> {
     let Some(node) = field.first(doc)? else { return Ok(None) };
     match node.kind() {
         Kind::Null => Ok(None),
-        Kind::Object | Kind::Array => Err(format!("{} is {}, not a value", field.as_str(), node.kind().name())),
+        Kind::Object | Kind::Array => {
+            Err(FieldError::NotAValue { path: field.as_str().to_string(), kind: node.kind().name() })
+        }
         _ => Ok(node.as_text()),
     }
+}
+
+/// Why a record gives no value at a field.
+#[derive(Debug, thiserror::Error)]
+pub enum FieldError {
+    #[error("not JSON ({0})")]
+    NotJson(ParseError),
+    #[error("{0}")]
+    Path(#[from] PathError),
+    #[error("{path} is {kind}, not a value")]
+    NotAValue { path: String, kind: &'static str },
 }
 
 impl Reader for FileValues {
@@ -100,7 +113,7 @@ impl Reader for FileValues {
                 };
                 match field_text(field, &line) {
                     Ok(text) => text.and_then(|t| value(&t)).map(Ok),
-                    Err(e) => Some(Err(self.failed(n, &e))),
+                    Err(e) => Some(Err(self.failed(n, &e.to_string()))),
                 }
             })),
             Form::Csv { column } => {
