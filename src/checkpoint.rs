@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::incremental::Sent;
-use crate::output::Layout;
+use crate::output::{Layout, PartInfo, PartSlice};
 use crate::partition::PartitionReport;
 use crate::plan::Plan;
 use crate::redact::{Redactor, Unsealable};
@@ -180,46 +180,8 @@ pub struct OpenPart {
     /// Bytes fsynced; a resume truncates the file to this length.
     pub len: u64,
     pub partitions: Vec<PartSlice>,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::output::is_zero")]
     pub more_slices: u64,
-}
-
-/// A published part file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PartInfo {
-    pub file: String,
-    pub rows: u64,
-    pub bytes: u64,
-    /// The part's slices, of its first [`PartSlice::PARTITIONS`] partitions; others' counted.
-    pub partitions: Vec<PartSlice>,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub more_slices: u64,
-    /// Parquet: the part's schema, as schema files write it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schema: Option<serde_json::Value>,
-}
-
-/// A run of consecutive records of one partition inside a part.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartSlice {
-    pub partition: String,
-    /// Row range in the part, `[first, end)`.
-    pub rows: [u64; 2],
-    /// The same records' range in the partition's own sequence.
-    pub records: [u64; 2],
-    /// Pages `[first, last]` these records came from.
-    pub pages: [u64; 2],
-}
-
-impl PartSlice {
-    /// Partitions a part lists the slices of; the slices of any more are counted
-    /// (`more_slices`), so that a part holding a million single-record partitions costs
-    /// neither memory nor checkpoint size, while a part of a few partitions lists them all.
-    pub const PARTITIONS: usize = 100;
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// What the job fetches and how it writes it, each part hashed on its own so that a mismatch

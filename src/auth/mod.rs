@@ -34,7 +34,6 @@ use url::Url;
 
 use crate::error::{FetchErrorKind, JobError};
 use crate::keys::KeyReader;
-use crate::plan::Plan;
 use crate::redact::{is_sensitive_param, Redactor};
 
 /// The credentials a job's `[auth]` section asks for, resolved.
@@ -63,18 +62,24 @@ impl AuthPlan {
     }
 }
 
-/// The run's credentials for the job's `[auth]`; token and login requests use the job's
-/// client (its TLS settings and timeouts) and `retry` (the job's attempts and backoff) but none
-/// of its limits.
-pub(crate) fn for_job(plan: &Plan, client: &reqwest::Client, retry: exchange::Retry) -> Arc<dyn Credentials> {
-    let secrets = plan.redactor.clone();
-    let max_body = plan.request.max_body;
-    match &plan.auth {
+/// The run's credentials for job `job`'s `[auth]`; token and login requests use the job's
+/// client (its TLS settings and timeouts), `retry` (the job's attempts and backoff) and its
+/// `max_body`, but none of its limits.
+pub(crate) fn for_job(
+    auth: &AuthPlan,
+    job: &str,
+    secrets: &Redactor,
+    max_body: u64,
+    client: &reqwest::Client,
+    retry: exchange::Retry,
+) -> Arc<dyn Credentials> {
+    let secrets = secrets.clone();
+    match auth {
         AuthPlan::None => Arc::new(JobCredentials::new(secrets)),
         AuthPlan::Fixed(fixed) => Arc::new(fixed::FixedCredentials::new(fixed.clone(), secrets)),
         AuthPlan::OAuth(grant) => {
             let grant = grant.as_ref().clone();
-            Arc::new(oauth::OAuth::new(grant, client.clone(), retry, max_body, secrets, &plan.name))
+            Arc::new(oauth::OAuth::new(grant, client.clone(), retry, max_body, secrets, job))
         }
         AuthPlan::Session(login) => {
             let login = login.as_ref().clone();

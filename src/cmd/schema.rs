@@ -6,7 +6,7 @@ use clap::CommandFactory;
 use crate::cli::{Cli, CompletionsArgs};
 
 pub fn schema() -> anyhow::Result<()> {
-    sayln!("{}", serde_json::to_string_pretty(&harvest::job::json_schema()).expect("a schema serializes"));
+    sayln!("{}", serde_json::to_string_pretty(&harvest::pipeline::json_schema()).expect("a schema serializes"));
     Ok(())
 }
 

@@ -194,7 +194,14 @@ impl Fetcher {
             RateLimiter::direct(quota)
         });
         Ok(Fetcher {
-            credentials: crate::auth::for_job(plan, &client, auth_retry(plan)),
+            credentials: crate::auth::for_job(
+                &plan.auth,
+                &plan.name,
+                &plan.redactor,
+                plan.request.max_body,
+                &client,
+                auth_retry(plan),
+            ),
             client,
             limiter,
             limit_words: plan

@@ -29,12 +29,9 @@ use crate::plan::{
 };
 use crate::redact::{Redactor, Secret};
 
-pub use json_schema::json_schema;
-
 mod auth;
 mod env;
 mod incremental;
-mod json_schema;
 mod limits;
 mod notify;
 mod output;
@@ -61,7 +58,7 @@ use retry::RetryFile;
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "harvest job file", description = "A harvest job: see docs/REFERENCE.md of harvest for every key.")]
-struct JobFile {
+pub(crate) struct JobFile {
     /// Names the output folder: letters a-z, digits, `_` and `-`.
     #[schemars(regex(pattern = r"^[a-z0-9_-]+$"))]
     name: Spanned<String>,

@@ -27,6 +27,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::Error;
 use crate::shard::Shard;
 use crate::store::{Entry, Put, PutError, Store, Version};
@@ -453,6 +455,44 @@ pub fn holder_words() -> String {
         .unwrap_or_else(|| "?".into());
     let started = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     format!("pid {} on {host} started {started}", std::process::id())
+}
+
+/// A published part file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartInfo {
+    pub file: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// The part's slices, of its first [`PartSlice::PARTITIONS`] partitions; others' counted.
+    pub partitions: Vec<PartSlice>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_slices: u64,
+    /// Parquet: the part's schema, as schema files write it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
+}
+
+/// A run of consecutive records of one partition inside a part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartSlice {
+    pub partition: String,
+    /// Row range in the part, `[first, end)`.
+    pub rows: [u64; 2],
+    /// The same records' range in the partition's own sequence.
+    pub records: [u64; 2],
+    /// Pages `[first, last]` these records came from.
+    pub pages: [u64; 2],
+}
+
+impl PartSlice {
+    /// Partitions a part lists the slices of; the slices of any more are counted
+    /// (`more_slices`), so that a part holding a million single-record partitions costs
+    /// neither memory nor checkpoint size, while a part of a few partitions lists them all.
+    pub const PARTITIONS: usize = 100;
+}
+
+pub(crate) fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The job's lock, held until dropped (or the process dies): an OS file lock, or a lease in

@@ -4,6 +4,8 @@
 //! pipeline's state kept between runs). One job's engine is [`crate::harvest`].
 
 pub mod file;
+mod json_schema;
 pub mod run;
 
 pub use file::{is_pipeline, load, load_offline, PipelinePlan};
+pub use json_schema::json_schema;

@@ -16,9 +16,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::checkpoint::{Finished, Frontier, OpenPart, PartInfo, PartSlice, Position};
+use crate::checkpoint::{Finished, Frontier, OpenPart, Position};
 use crate::error::Error;
 use crate::output::Layout;
+use crate::output::{PartInfo, PartSlice};
 use crate::partition::PartitionReport;
 use crate::plan::{Format, OutputPlan};
 

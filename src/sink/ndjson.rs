@@ -197,7 +197,8 @@ impl Sink for NdjsonSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{Frontier, PartSlice};
+    use crate::checkpoint::Frontier;
+    use crate::output::PartSlice;
     use crate::paginate::StopReason;
 
     fn batch(partition: &str, page: u64, ids: std::ops::Range<u64>) -> PageBatch {

@@ -1,6 +1,7 @@
 //! Integration tests: real HTTP over loopback against the built-in mock API (and a second
 //! instance of it as "another origin"). One test binary, so linking stays fast.
 
+mod architecture;
 mod auth;
 mod cache;
 mod cli;

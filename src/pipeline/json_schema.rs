@@ -1,6 +1,6 @@
 //! The JSON Schema of job and pipeline files, for editors.
 
-use super::JobFile;
+use crate::job::JobFile;
 
 /// The JSON Schema of job files (draft-07, which editors read), made from the structs a job is
 /// read into: Even Better TOML and taplo validate and complete job files with it.
@@ -11,8 +11,7 @@ pub fn json_schema() -> serde_json::Value {
         settings
     };
     let mut job = settings().into_generator().into_root_schema_for::<JobFile>().to_value();
-    let mut pipeline =
-        settings().into_generator().into_root_schema_for::<crate::pipeline::file::PipelineFile>().to_value();
+    let mut pipeline = settings().into_generator().into_root_schema_for::<super::file::PipelineFile>().to_value();
     // One schema for both kinds of file: each kind's keys exclude the other's.
     let mut definitions = serde_json::Map::new();
     for schema in [&mut job, &mut pipeline] {
