@@ -87,7 +87,7 @@ pub fn report(plan: &Plan) -> Result<String, Error> {
             let _ = writeln!(out, "unfinished run: none");
         }
     }
-    match crate::output::manifest::latest(&layout)? {
+    match crate::manifest::latest(&layout)? {
         Some(manifest) => {
             let _ = writeln!(
                 out,

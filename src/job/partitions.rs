@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
-use crate::output::parent::JobOutput;
+use crate::job_output::JobOutput;
 use crate::partition::dates::Dates;
 use crate::partition::file::{FileValues, Form};
 use crate::partition::listed::{Batch, Listed};

@@ -1,5 +1,5 @@
-//! The output folder: its layout (where parts, manifests and the checkpoint go), run ids, the
-//! lock, and atomic writes with their failpoints; manifest.rs: the run manifest, written and read.
+//! The output folder: its layout (where parts, manifests and the checkpoint go), the parts
+//! published, run ids, the lock, and atomic writes with their failpoints.
 //!
 //! ```text
 //! <dir>/<name>/part-<run>-<seq>.ndjson     published parts (data only)
@@ -15,8 +15,6 @@
 //! Names starting with `_` are skipped by DuckDB, Spark and pyarrow globs.
 
 mod lease;
-pub mod manifest;
-pub mod parent;
 mod runs;
 
 pub use runs::{claim_run, complete_runs, latest_complete, newest_run, read_json, unfinished, RunRecord};

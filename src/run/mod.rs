@@ -5,7 +5,6 @@
 //! manifest, and in replace mode the removal of earlier runs' parts. A run that fails or is
 //! interrupted keeps what it wrote, with a checkpoint the next run goes on from.
 
-mod manifest;
 mod start;
 
 use std::path::PathBuf;
@@ -16,7 +15,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use self::manifest::Manifest;
 use crate::checkpoint::Position;
 use crate::checkpoint::{self, Checkpoint, Fingerprint};
 use crate::error::{Error, Kept};
@@ -24,6 +22,7 @@ use crate::fetch::{FetchStats, Fetcher};
 use crate::harvest::Deal;
 use crate::harvest::{harvest_partitions, Shared};
 use crate::incremental::{Marks, Sent};
+use crate::manifest::{self, Manifest};
 use crate::output::{HeldBy, Layout, Lock};
 use crate::partition::PartitionReport;
 use crate::plan::{Mode, Plan};
@@ -420,7 +419,7 @@ async fn harvest(
 fn already_complete(plan: &Plan, layout: &Layout, run: &str) -> Result<RunSummary, Error> {
     let rel = layout.manifest(run);
     let path = layout.display(&rel);
-    let manifest = crate::output::manifest::read(layout, &rel)?;
+    let manifest = manifest::read(layout, &rel)?;
     tracing::info!("{} of run {run} is already complete ({path}): nothing to do", shard_words(layout));
     finish_run(plan, layout, run)?;
     Ok(RunSummary {

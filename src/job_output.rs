@@ -11,9 +11,8 @@ use std::sync::OnceLock;
 use arrow_schema::ArrowError;
 use parquet::errors::ParquetError;
 
-use super::runs::latest_complete;
-use super::Layout;
 use crate::jsonpath::{Document, JsonPath};
+use crate::output::{latest_complete, Layout};
 use crate::partition::file::{decompressed, lines, text_at, FieldError};
 use crate::partition::listed::{Entries, Failure, ListedEntry, Reader};
 use crate::plan::StorePlan;
@@ -88,7 +87,7 @@ impl JobOutput {
         };
         let mut parts = Vec::new();
         for rel in manifests {
-            let manifest = super::manifest::read(&layout, &rel).map_err(|e| Failure::Read(e.to_string()))?;
+            let manifest = crate::manifest::read(&layout, &rel).map_err(|e| Failure::Read(e.to_string()))?;
             parts.extend(manifest.parts.into_iter().map(|part| (part.file, part.rows)));
         }
         tracing::debug!("partitions from job {}: run {name}, {} part(s)", self.job, parts.len());
