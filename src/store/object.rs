@@ -13,7 +13,7 @@ use std::path::Path as LocalPath;
 use std::sync::Arc;
 
 use object_store::path::Path;
-use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion, WriteMultipart};
 
 use super::{Entry, Put, PutError, Version};
 
@@ -128,7 +128,7 @@ impl Bucket {
     fn io(&self, rel: &str, e: object_store::Error) -> io::Error {
         let kind = match e {
             object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
-            object_store::Error::NotImplemented => io::ErrorKind::Unsupported,
+            object_store::Error::NotImplemented { .. } => io::ErrorKind::Unsupported,
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, format!("{}: {}", self.url(rel), crate::error::chain(&e)))
