@@ -108,8 +108,7 @@ pub(super) async fn authorize(State(api): State<Arc<super::MockApi>>, request: R
     let arrived = request.extensions().get::<super::Arrived>().expect("counted on arrival");
     let path = arrived.uri.path();
     let kind = path.strip_prefix("/auth/").and_then(|rest| rest.split('/').next()).unwrap_or("");
-    let query: Vec<(String, String)> =
-        url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+    let query = super::routes::query_pairs(request.uri());
     match check(kind, &api.config.secret, &api.stats.tokens, request.headers(), &query) {
         Ok(()) => next.run(request).await,
         Err(refused) => refused,
@@ -120,8 +119,7 @@ pub(super) async fn authorize(State(api): State<Arc<super::MockApi>>, request: R
 /// Salesforce's `.../services/oauth2/token` (as `/oauth/token`).
 pub(super) async fn token(State(api): State<Arc<super::MockApi>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let query: Vec<(String, String)> =
-        url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+    let query = super::routes::query_pairs(&parts.uri);
     let path = parts.uri.path();
     let path = if path.ends_with("/services/oauth2/token") { "/oauth/token" } else { path };
     let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();

@@ -66,7 +66,7 @@ fn answer(method: MethodFilter, answer: fn(&Call) -> Response) -> MethodRouter<A
 }
 
 /// A request's query as pairs, decoded.
-fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
+pub(crate) fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
     url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect()
 }
 
