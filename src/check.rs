@@ -101,21 +101,24 @@ pub fn describe(plan: &Plan) -> String {
     let o = &plan.output;
     let ext = match (o.format, o.compression) {
         (Format::Ndjson, c) => format!("ndjson{}", c.extension()),
-        (Format::Parquet, Compression::Zstd) => "parquet (zstd)".to_string(),
-        (Format::Parquet, Compression::Snappy) => "parquet (snappy)".to_string(),
-        (Format::Parquet, _) => "parquet (uncompressed)".to_string(),
+        (_, Compression::Zstd) => "parquet (zstd)".to_string(),
+        (_, Compression::Snappy) => "parquet (snappy)".to_string(),
+        (_, _) => "parquet (uncompressed)".to_string(),
     };
     let _ = writeln!(
         out,
-        "  output: {}/part-<run>-<seq>.{ext}, {} rows per file; {}",
+        "  output: {}{}/part-<run>-<seq>.{ext}, {} rows per file; {}",
+        if o.format == Format::Delta { "a Delta table, " } else { "" },
         plan.output_root().display(),
         o.rows_per_file,
-        match o.mode {
-            Mode::Replace => "a completed run replaces earlier runs' parts",
-            Mode::Append => "earlier runs' parts are kept",
+        match (o.format, o.mode) {
+            (Format::Delta, Mode::Replace) => "a completed run is one version replacing the table's rows",
+            (Format::Delta, Mode::Append) => "a completed run is one version adding its rows",
+            (_, Mode::Replace) => "a completed run replaces earlier runs' parts",
+            (_, Mode::Append) => "earlier runs' parts are kept",
         }
     );
-    if o.format == Format::Parquet {
+    if o.format.writes_parquet() {
         let p = &o.parquet;
         let schema = match (&p.schema_file, p.reject_to_json) {
             (Some(file), false) => format!("declared in {}; a record that does not fit stops the run", file.display()),

@@ -42,6 +42,11 @@ pub enum Command {
     /// Finish a sharded run whose shards all completed: in replace mode, remove the parts of
     /// earlier runs (the last shard to finish does this itself).
     Finalize(StatusArgs),
+    /// Compact a Delta table's small files (format = "delta") into larger ones, in one version.
+    Optimize(StatusArgs),
+    /// Remove the files of a Delta table (format = "delta") that no version within --retain
+    /// refers to: files replaced or compacted away, and files of runs that never completed.
+    Vacuum(VacuumArgs),
     /// Fetch one page of URL, find its records and pagination, and write a commented job.
     ///
     /// Pagination parameters in the URL (page=1, limit=50, cursor=...) move into
@@ -121,6 +126,22 @@ pub struct StatusArgs {
     /// Output root instead of [output] dir.
     #[arg(long)]
     pub output_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VacuumArgs {
+    /// The job file (TOML).
+    pub job: PathBuf,
+    /// Output root instead of [output] dir.
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// Keep what the versions of this long ago ("7d", "12h") still refer to: time travel
+    /// that far back keeps working.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "7d")]
+    pub retain: std::time::Duration,
+    /// Say what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

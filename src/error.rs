@@ -195,6 +195,9 @@ pub enum Error {
     /// not fit the job's request.
     #[error("{0}")]
     Partitions(String),
+    /// A Delta table could not be read or committed to (delta-rs's error).
+    #[error("{doing} the table {table}: {}", crate::error::chain(source.as_ref()))]
+    Table { table: String, doing: String, source: Box<dyn std::error::Error + Send + Sync> },
     /// The HTTP client cannot be built as the job asks.
     #[error("{context}: {source}")]
     Client { context: String, source: reqwest::Error },

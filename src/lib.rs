@@ -67,3 +67,4 @@ mod request;
 mod scan;
 mod sink;
 mod store;
+pub mod table;

@@ -84,6 +84,9 @@ pub struct Completed {
     pub records: u64,
     pub pages: u64,
     pub parts: Vec<PartInfo>,
+    /// What the run wrote (older manifests may not say: NDJSON or Parquet).
+    #[serde(default)]
+    pub format: Option<Format>,
 }
 
 /// The manifest at `rel`.
@@ -112,6 +115,7 @@ pub fn latest(layout: &Layout) -> Result<Option<Completed>, Error> {
         sum.records += shard.records;
         sum.pages += shard.pages;
         sum.parts.extend(shard.parts);
+        sum.format = shard.format;
         sum.seconds = sum.seconds.max(shard.seconds);
         if shard.finished_at > sum.finished_at {
             sum.finished_at = shard.finished_at;

@@ -133,11 +133,20 @@ pub fn partition_named(label: &str) -> String {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Ndjson,
     Parquet,
+    /// A Delta Lake table: Parquet parts, one table version a completed run.
+    Delta,
+}
+
+impl Format {
+    /// Parquet parts are written: `parquet`, and `delta`'s data files.
+    pub fn writes_parquet(self) -> bool {
+        matches!(self, Format::Parquet | Format::Delta)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -517,6 +517,13 @@ impl Ty {
 }
 
 impl Struct {
+    /// A struct of `fields` known from elsewhere (a table's schema): counted as one object
+    /// with every field, so nothing takes it for a map.
+    pub fn of(fields: Vec<Field>) -> Struct {
+        let keys = fields.len() as u64;
+        Struct { fields, objects: 1, keys }
+    }
+
     /// Widen by the object that starts at `text[at]`; returns where it ends and whether an
     /// Arrow type changed.
     fn widen_at(&mut self, text: &Text, at: usize, rules: Rules) -> (usize, bool) {

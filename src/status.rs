@@ -104,6 +104,11 @@ pub fn report(plan: &Plan) -> Result<String, Error> {
             let _ = writeln!(out, "last completed run: none");
         }
     }
+    if plan.output.format == crate::plan::Format::Delta {
+        if let Some(table) = crate::table::blocking(crate::table::describe(plan, &layout))? {
+            out.push_str(&table);
+        }
+    }
     shards(plan, &layout, &mut out)?;
     match &plan.incremental {
         None => {
@@ -148,6 +153,14 @@ pub fn finalize(plan: &Plan) -> Result<String, Error> {
         )));
     }
     let done = format!("run {} (run id {}) is complete: all {} shards", newest.run, newest.run_id, newest.shards);
+    if plan.output.format == crate::plan::Format::Delta {
+        return Ok(match crate::table::blocking(crate::table::commit(plan, &layout))? {
+            Some(crate::table::Committed::Now { version, .. }) => {
+                format!("{done}; committed as table version {version}")
+            }
+            _ => format!("{done}; the table holds it"),
+        });
+    }
     match plan.output.mode {
         crate::plan::Mode::Replace => {
             let removed = layout

@@ -31,6 +31,7 @@ mod mock;
 mod run;
 mod schema;
 mod status;
+mod table;
 
 /// Run the command the line asks for.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -40,6 +41,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Check(args) => check::check(args).await,
         Command::Status(args) => status::status(args),
         Command::Finalize(args) => status::finalize(args),
+        Command::Optimize(args) => table::optimize(args).await,
+        Command::Vacuum(args) => table::vacuum(args).await,
         Command::Init(args) => init::init(args, quiet).await,
         Command::Cache(command) => cache::cache(command),
         Command::Schema => schema::schema(),

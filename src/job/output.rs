@@ -28,7 +28,7 @@ impl Cx<'_> {
         let format = self.choice(
             &o.format,
             "format",
-            &[("ndjson", Format::Ndjson), ("parquet", Format::Parquet)],
+            &[("ndjson", Format::Ndjson), ("parquet", Format::Parquet), ("delta", Format::Delta)],
             Format::Ndjson,
         )?;
         let checkpoint_interval = self.duration(&o.checkpoint_interval, Duration::from_secs(60))?;
@@ -39,7 +39,7 @@ impl Cx<'_> {
                 &[("none", Compression::None), ("gzip", Compression::Gzip), ("zstd", Compression::Zstd)],
                 Compression::None,
             )?,
-            Format::Parquet => self.choice(
+            Format::Parquet | Format::Delta => self.choice(
                 &o.compression,
                 "compression",
                 &[("zstd", Compression::Zstd), ("snappy", Compression::Snappy), ("none", Compression::None)],
@@ -86,7 +86,7 @@ impl Cx<'_> {
                 o.infer_sample.as_ref().map(|v| ("infer_sample", v.span())),
             ];
             if let Some((key, span)) = parquet_only.into_iter().flatten().next() {
-                return Err(self.err(span, format!("{key} applies to format = \"parquet\" only")));
+                return Err(self.err(span, format!("{key} applies to format = \"parquet\" or \"delta\" only")));
             }
         }
         Ok(OutputPlan { format, dir, compression, mode, rows_per_file, checkpoint_interval, parquet, store })

@@ -14,7 +14,7 @@ pub(super) fn apply(plan: &mut Plan, o: &Overrides) -> Result<(), String> {
             plan.output.format = format;
             plan.output.compression = match format {
                 Format::Ndjson => Compression::None,
-                Format::Parquet => Compression::Zstd,
+                Format::Parquet | Format::Delta => Compression::Zstd,
             };
         }
         _ => {}

@@ -311,6 +311,12 @@ impl Layout {
         Ok(())
     }
 
+    /// In object storage, renew the lease before a step only its holder may take (publishing a
+    /// part, committing to a table): a worker that lost it stops.
+    pub fn confirm_lease(&self) -> Result<(), Error> {
+        lease::confirm(self)
+    }
+
     /// A checkpoint was written: it lists every part published so far.
     pub fn checkpointed(&self) {
         self.unsaved.lock().expect("unsaved lock").clear();
@@ -358,12 +364,18 @@ impl Layout {
     }
 
     /// A sortable run id from the start time (`20261127T221500Z`), moved on by a second
-    /// while an earlier run already used it.
+    /// while an earlier run already used it, and past every completed run's (a clock set back
+    /// names no run before one it already completed: a table's run versions only grow).
     pub fn new_run_id(&self) -> io::Result<String> {
+        const FORM: &str = "%Y%m%dT%H%M%SZ";
         let mut at = chrono::Utc::now();
+        let newest = complete_runs(self)?.pop();
+        if let Some(newest) = newest.and_then(|run| chrono::NaiveDateTime::parse_from_str(&run, FORM).ok()) {
+            at = at.max(newest.and_utc() + chrono::Duration::seconds(1));
+        }
         let parts = self.parts()?;
         loop {
-            let id = at.format("%Y%m%dT%H%M%SZ").to_string();
+            let id = at.format(FORM).to_string();
             let prefix = format!("part-{id}-");
             let taken = self.exists(&manifest_of(&id))? || parts.iter().any(|(name, _)| name.starts_with(&prefix));
             if !taken {

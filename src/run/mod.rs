@@ -25,7 +25,7 @@ use crate::incremental::{Marks, Sent};
 use crate::manifest::{self, Manifest};
 use crate::output::{HeldBy, Layout, Lock};
 use crate::partition::PartitionReport;
-use crate::plan::{Mode, Plan};
+use crate::plan::{Format, Mode, Plan};
 use crate::progress::{Before, Display, Progress};
 use crate::redact::Redactor;
 use crate::report::{Facts, Outcome, Report};
@@ -145,6 +145,10 @@ async fn execute_in(
     layout: &Layout,
 ) -> Result<RunSummary, Error> {
     let (_lock, lease_lost) = hold(&plan, layout, &mut options)?;
+    if plan.output.format == Format::Delta {
+        // A run that died between its manifest and its commit is committed first.
+        crate::table::commit(&plan, layout).await?;
+    }
     // The shards of a run share its name, given by the first of them to start.
     let claimed = match plan.shard.as_ref().and_then(|s| Some((s.run_id.as_deref()?, s.shard.count))) {
         Some((id, count)) => Some(crate::output::claim_run(layout, id, count)?),
@@ -152,7 +156,7 @@ async fn execute_in(
     };
     if let Some(run) = claimed.as_deref() {
         if layout.exists(&layout.manifest(run)).map_err(|e| Error::io("reading the manifests", e))? {
-            return already_complete(&plan, layout, run);
+            return already_complete(&plan, layout, run).await;
         }
     }
     let begun = begin(&plan, layout, options.fresh, claimed)?;
@@ -196,7 +200,7 @@ async fn execute_in(
             // Every page is durable and checkpointed: a crash from here to the manifest asks
             // nothing again.
             let position = settle(sink, checkpointer, true).await?;
-            ran.completed(layout, &position, &stats, report)
+            ran.completed(layout, &position, &stats, report).await
         }
     }
 }
@@ -263,7 +267,7 @@ impl Ran<'_> {
 
     /// A run every page of which is durable and checkpointed: its report, its manifest (the
     /// run is complete once that is written) and its summary.
-    fn completed(
+    async fn completed(
         &self,
         layout: &Layout,
         position: &Position,
@@ -278,7 +282,7 @@ impl Ran<'_> {
             tracing::warn!("{}", missing.words());
         }
         let manifest = Manifest::of(plan, run, report, position, http);
-        let manifest_path = complete(plan, layout, &manifest, position)?;
+        let manifest_path = complete(plan, layout, &manifest, position).await?;
         Ok(RunSummary {
             run: run.to_string(),
             parts: position.parts.iter().map(|p| root.join(&p.file)).collect(),
@@ -416,12 +420,12 @@ async fn harvest(
 /// A shard whose manifest for this run exists has nothing to do: its share is complete. If
 /// the run is complete too, replace mode's removal of earlier runs' parts is finished (the
 /// shard may have died before it).
-fn already_complete(plan: &Plan, layout: &Layout, run: &str) -> Result<RunSummary, Error> {
+async fn already_complete(plan: &Plan, layout: &Layout, run: &str) -> Result<RunSummary, Error> {
     let rel = layout.manifest(run);
     let path = layout.display(&rel);
     let manifest = manifest::read(layout, &rel)?;
     tracing::info!("{} of run {run} is already complete ({path}): nothing to do", shard_words(layout));
-    finish_run(plan, layout, run)?;
+    finish_run(plan, layout, run).await?;
     Ok(RunSummary {
         run: run.to_string(),
         parts: manifest.parts.iter().map(|p| PathBuf::from(layout.display(&p.file))).collect(),
@@ -444,9 +448,10 @@ fn shard_words(layout: &Layout) -> String {
     }
 }
 
-/// Replace mode: once `run` is complete (for a sharded run, every shard's manifest written,
-/// whichever shard is last), remove the parts of earlier runs.
-fn finish_run(plan: &Plan, layout: &Layout, run: &str) -> Result<(), Error> {
+/// Once `run` is complete (for a sharded run, every shard's manifest written, whichever shard
+/// is last): a Delta table gets it as one version; in replace mode the parts of earlier runs
+/// are removed (a table's stay, for time travel, until `vacuum`).
+async fn finish_run(plan: &Plan, layout: &Layout, run: &str) -> Result<(), Error> {
     if let Some(shard) = layout.shard {
         let left = crate::output::unfinished(layout, run, shard.count)?;
         if !left.is_empty() {
@@ -456,7 +461,11 @@ fn finish_run(plan: &Plan, layout: &Layout, run: &str) -> Result<(), Error> {
         }
         tracing::info!("run {run} is complete: all {} shards' manifests are written", shard.count);
     }
-    if plan.output.mode == Mode::Replace {
+    if plan.output.format == Format::Delta {
+        crate::output::failpoint("before-commit");
+        crate::table::commit(plan, layout).await?;
+        crate::output::failpoint("after-commit");
+    } else if plan.output.mode == Mode::Replace {
         let removed = layout.remove_other_runs(run).map_err(|e| Error::io("removing the parts of earlier runs", e))?;
         if removed > 0 {
             tracing::info!("removed {removed} part file(s) of earlier runs (mode = \"replace\")");
@@ -475,9 +484,10 @@ fn marks_to_send(plan: &Plan, layout: &Layout, resumed: Option<&Checkpoint>) -> 
 }
 
 /// Every page is durable: raise the incremental marks, write the manifest, remove the
-/// checkpoint and, in replace mode, the parts of earlier runs. Each step is durable before the
-/// next, so a crash anywhere is finished by the next run. Returns the manifest's path.
-fn complete(plan: &Plan, layout: &Layout, manifest: &Manifest, position: &Position) -> Result<PathBuf, Error> {
+/// checkpoint, then commit the run to its Delta table or, in replace mode, remove the parts of
+/// earlier runs. Each step is durable before the next, so a crash anywhere is finished by the
+/// next run. Returns the manifest's path.
+async fn complete(plan: &Plan, layout: &Layout, manifest: &Manifest, position: &Position) -> Result<PathBuf, Error> {
     if plan.incremental.is_some() {
         // The partitions that ended by the API's own end; one cut short keeps its mark.
         let mut state = Marks::load(layout, &plan.redactor)?;
@@ -490,7 +500,7 @@ fn complete(plan: &Plan, layout: &Layout, manifest: &Manifest, position: &Positi
     manifest::write(layout, &rel, manifest, &plan.redactor)?;
     crate::output::failpoint("after-manifest");
     checkpoint::remove(layout)?;
-    finish_run(plan, layout, &manifest.run)?;
+    finish_run(plan, layout, &manifest.run).await?;
     Ok(PathBuf::from(layout.display(&rel)))
 }
 

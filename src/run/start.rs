@@ -5,7 +5,7 @@ use super::shard_words;
 use crate::checkpoint::{self, Checkpoint, Fingerprint};
 use crate::error::Error;
 use crate::output::{complete_runs, manifest_of, Layout, PartName};
-use crate::plan::{Mode, Plan};
+use crate::plan::{Format, Mode, Plan};
 
 /// Before a run: `--fresh` discards an unfinished run; a checkpoint of a run that completed
 /// but died before tidying up is dropped; a usable checkpoint (the same job) is returned, with
@@ -73,7 +73,8 @@ pub(super) fn resume_or_start(
         None => {
             // A run that died before its first checkpoint left nothing to go on from.
             discard_unfinished(layout)?;
-            if plan.output.mode == Mode::Replace && layout.shard.is_none() {
+            // A table keeps replaced files for time travel: `vacuum` removes them.
+            if plan.output.mode == Mode::Replace && plan.output.format != Format::Delta && layout.shard.is_none() {
                 finish_replacing(layout)?;
             }
         }

@@ -34,7 +34,7 @@ pub fn open(layout: &Layout, run: &str, output: &OutputPlan, position: &Position
             output.rows_per_file,
             position,
         )?),
-        Format::Parquet => Box::new(parquet::ParquetSink::resume(
+        Format::Parquet | Format::Delta => Box::new(parquet::ParquetSink::resume(
             layout.clone(),
             run,
             output.parquet.clone(),

@@ -101,6 +101,13 @@ impl Bucket {
         }
     }
 
+    /// Where a Delta table at the job's root is: the store at the bucket's root, and the
+    /// root's URL.
+    pub fn table_location(&self) -> Result<(Arc<dyn ObjectStore>, url::Url), String> {
+        let url = url::Url::parse(&self.url).map_err(|e| format!("{} cannot be a table's location: {e}", self.url))?;
+        Ok((self.store.clone(), url))
+    }
+
     pub fn url(&self, rel: &str) -> String {
         match rel.is_empty() {
             true => self.url.clone(),

@@ -120,7 +120,7 @@ fn bad_job_files_are_reported_with_their_position() {
         (
             "a Parquet key on NDJSON output",
             format!("{HEAD}[pagination]\nkind = \"none\"\n[output]\nrow_group_size = 10\n"),
-            "jobs/bad.toml:9:18: row_group_size applies to format = \"parquet\" only",
+            "jobs/bad.toml:9:18: row_group_size applies to format = \"parquet\" or \"delta\" only",
         ),
         (
             "an NDJSON compression on Parquet output",

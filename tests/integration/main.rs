@@ -6,6 +6,7 @@ mod auth;
 mod cache;
 mod cli;
 mod concurrency;
+mod delta;
 mod deploy;
 mod editor;
 mod endpoints;

@@ -523,3 +523,57 @@ async fn a_job_output_source_reads_its_parent_s_parts_from_the_store() {
     ids.sort();
     assert_eq!(ids, (1..=300).collect::<Vec<u64>>());
 }
+
+/// A Delta table in S3 written by 3 shards, one of them killed part way and run again: the
+/// run is one version (the last shard to complete commits every shard's parts), read with the
+/// `deltalake` package and Polars straight from the store: every id once per partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_shards_commit_one_delta_version_into_s3_even_with_a_shard_killed() {
+    let Some(s3) = S3::start().await else { return };
+    let Some(python) = python_with("deltalake") else { return };
+    let f = Fixture::new(600).await;
+    let tenants: Vec<String> = (0..6).map(|t| format!("\"d{t}\"")).collect();
+    let partitions = format!("[partitions]\ntenant = [{}]\n", tenants.join(", "));
+    let output = "format = \"delta\"\nrows_per_file = 150\ncheckpoint_interval = \"10ms\"\nlease_ttl = \"1s\"\n";
+    let job = job(&f, &s3, "dl", &partitions, output);
+    let shard = |index: u32, failpoint: Option<&str>| {
+        let mut command = harvest_s3(&["run", &job, "--shard", &format!("{index}/3"), "--run-id", "dl-1", "-q"], &[]);
+        if let Some(point) = failpoint {
+            command.env("HARVEST_FAILPOINT", point);
+        }
+        command.output().unwrap()
+    };
+    let killed = shard(1, Some("publish:2"));
+    assert!(String::from_utf8_lossy(&killed.stderr).contains("failpoint publish:2: aborting"), "{}", text(&killed));
+    for index in [0, 2] {
+        let out = shard(index, None);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let keys = s3.keys("exports/dl/_delta_log/");
+    assert!(keys.iter().all(|(k, _)| !k.ends_with(".json")), "no version while a shard is unfinished: {keys:?}");
+    // The killed shard's lease runs out, and the shard is run again: it resumes and commits.
+    std::thread::sleep(Duration::from_secs(2));
+    let out = harvest_s3(&["run", &job, "--shard", "1/3", "--run-id", "dl-1", "-q"], &[]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let script = format!(
+        "import json, deltalake, polars as pl\n\
+         options = {{'AWS_ENDPOINT_URL': '{endpoint}', 'AWS_ALLOW_HTTP': 'true', 'AWS_ACCESS_KEY_ID': '{KEY_ID}', \
+         'AWS_SECRET_ACCESS_KEY': '{SECRET}', 'AWS_REGION': 'us-east-1', 'AWS_S3_ALLOW_UNSAFE_RENAME': 'true'}}\n\
+         dt = deltalake.DeltaTable('s3://{BUCKET}/exports/dl', storage_options=options)\n\
+         ids = dt.to_pyarrow_table(columns=['id']).column('id').to_pylist()\n\
+         df = pl.read_delta('s3://{BUCKET}/exports/dl', storage_options=options)\n\
+         print(json.dumps({{'version': dt.version(), 'rows': len(ids), 'distinct': len(set(ids)), \
+         'each': sorted(set(ids.count(i) for i in set(ids))), 'polars': df.height}}))\n",
+        endpoint = s3.endpoint()
+    );
+    let out = Command::new(python).args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(read["version"], 0, "one version for the run: {read}");
+    assert_eq!(read["rows"], 3600, "{read}");
+    assert_eq!(read["distinct"], 600, "{read}");
+    assert_eq!(read["each"], serde_json::json!([6]), "each id once per partition: {read}");
+    assert_eq!(read["polars"], 3600, "{read}");
+    let status = text(&run(&["status", &job]));
+    assert!(status.contains("table: Delta Lake, version 0") && status.contains("3600 rows"), "{status}");
+}

@@ -120,6 +120,22 @@ struct RowRun {
     rows: u64,
 }
 
+/// How every part is written: the job's compression and row group size.
+pub fn properties(compression: Compression, row_group_size: u64) -> WriterProperties {
+    let codec = match compression {
+        Compression::Snappy => Codec::SNAPPY,
+        Compression::None => Codec::UNCOMPRESSED,
+        _ => Codec::ZSTD(ZstdLevel::default()),
+    };
+    WriterProperties::builder()
+        .set_compression(codec)
+        .set_max_row_group_row_count(Some(row_group_size as usize))
+        .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+        .set_created_by(format!("harvest {}", env!("CARGO_PKG_VERSION")))
+        .set_dictionary_page_size_limit(DICTIONARY_BYTES)
+        .build()
+}
+
 impl ParquetSink {
     /// `position` is where a resumed run stands (the
     /// default for a new one): a Parquet commit closes its part, so there is none to reopen,
@@ -338,18 +354,7 @@ impl ParquetSink {
             let part = self.ledger.next_part(".parquet");
             let file =
                 File::create(&part.path).map_err(|e| Error::io(format!("creating {}", part.path.display()), e))?;
-            let codec = match self.compression {
-                Compression::Snappy => Codec::SNAPPY,
-                Compression::None => Codec::UNCOMPRESSED,
-                _ => Codec::ZSTD(ZstdLevel::default()),
-            };
-            let properties = WriterProperties::builder()
-                .set_compression(codec)
-                .set_max_row_group_row_count(Some(self.options.row_group_size as usize))
-                .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
-                .set_created_by(format!("harvest {}", env!("CARGO_PKG_VERSION")))
-                .set_dictionary_page_size_limit(DICTIONARY_BYTES)
-                .build();
+            let properties = properties(self.compression, self.options.row_group_size);
             let writer = ArrowWriter::try_new(file, arrow.clone(), Some(properties)).map_err(|e| Error::Parquet {
                 context: format!("starting Parquet part {}", part.path.display()),
                 source: Box::new(e),
