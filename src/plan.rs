@@ -190,6 +190,8 @@ pub struct OutputPlan {
     pub parquet: ParquetPlan,
     /// Object storage: how to reach it and how long a lease lasts.
     pub store: StorePlan,
+    /// A Delta table's small files are compacted after every this many complete runs.
+    pub optimize_every: Option<u64>,
 }
 
 /// `[output]` keys for object storage (`dir = "s3://bucket/prefix"`).

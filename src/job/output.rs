@@ -19,6 +19,7 @@ pub(super) struct OutputFile {
     endpoint: Option<Spanned<String>>,
     allow_http: Option<Spanned<bool>>,
     lease_ttl: Option<Spanned<String>>,
+    optimize_every: Option<Spanned<u64>>,
 }
 
 impl Cx<'_> {
@@ -89,7 +90,21 @@ impl Cx<'_> {
                 return Err(self.err(span, format!("{key} applies to format = \"parquet\" or \"delta\" only")));
             }
         }
-        Ok(OutputPlan { format, dir, compression, mode, rows_per_file, checkpoint_interval, parquet, store })
+        let optimize_every = self.at_least_one(&o.optimize_every, "optimize_every")?;
+        if let (Some(v), false) = (&o.optimize_every, format == Format::Delta) {
+            return Err(self.err(v.span(), "optimize_every applies to format = \"delta\" only"));
+        }
+        Ok(OutputPlan {
+            format,
+            dir,
+            compression,
+            mode,
+            rows_per_file,
+            checkpoint_interval,
+            parquet,
+            store,
+            optimize_every,
+        })
     }
 
     pub(super) fn at_least_one(&self, value: &Option<Spanned<u64>>, key: &str) -> R<Option<u64>> {

@@ -61,7 +61,9 @@ pub const RUNS: &str = "_harvest/runs";
 /// `_harvest/run-ids`: the run each sharded run id stands for.
 pub const RUN_IDS: &str = "_harvest/run-ids";
 
-/// A part file's name taken apart: `part-<run>[-<I>of<N>]-<seq>.<ext>`.
+/// A part file's name taken apart: `part-<run>[-<I>of<N>]-<seq>.<ext>`, `<run>` a run id
+/// (`20261127T221500Z`). Other `part-` files are not harvest's (delta-rs names the files
+/// `optimize` writes `part-00001-<uuid>-c000.zstd.parquet`), and harvest never removes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartName<'a> {
     pub run: &'a str,
@@ -71,7 +73,7 @@ pub struct PartName<'a> {
 impl<'a> PartName<'a> {
     pub fn parse(name: &'a str) -> Option<PartName<'a>> {
         let mut pieces = name.strip_prefix("part-")?.split('-');
-        let run = pieces.next().filter(|run| !run.is_empty())?;
+        let run = pieces.next().filter(|run| is_run_id(run))?;
         let shard = Shard::from_tag(pieces.next()?);
         Some(PartName { run, shard })
     }
@@ -80,6 +82,16 @@ impl<'a> PartName<'a> {
     pub fn unit(&self) -> String {
         unit(self.run, self.shard)
     }
+}
+
+/// `20261127T221500Z`: what [`Layout::new_run_id`] names runs.
+fn is_run_id(run: &str) -> bool {
+    let b = run.as_bytes();
+    b.len() == 16
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'Z'
 }
 
 fn unit(run: &str, shard: Option<Shard>) -> String {

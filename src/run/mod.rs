@@ -146,8 +146,10 @@ async fn execute_in(
 ) -> Result<RunSummary, Error> {
     let (_lock, lease_lost) = hold(&plan, layout, &mut options)?;
     if plan.output.format == Format::Delta {
-        // A run that died between its manifest and its commit is committed first.
+        // A run that died between its manifest and its commit is committed first; a table
+        // harvest cannot write to is refused before any request.
         crate::table::commit(&plan, layout).await?;
+        crate::table::check_writable(&plan, layout).await?;
     }
     // The shards of a run share its name, given by the first of them to start.
     let claimed = match plan.shard.as_ref().and_then(|s| Some((s.run_id.as_deref()?, s.shard.count))) {
@@ -463,12 +465,28 @@ async fn finish_run(plan: &Plan, layout: &Layout, run: &str) -> Result<(), Error
     }
     if plan.output.format == Format::Delta {
         crate::output::failpoint("before-commit");
-        crate::table::commit(plan, layout).await?;
+        let committed = crate::table::commit(plan, layout).await?;
         crate::output::failpoint("after-commit");
+        if let (Some(every), Some(crate::table::Committed::Now { .. })) = (plan.output.optimize_every, committed) {
+            optimize_every(layout, every).await?;
+        }
     } else if plan.output.mode == Mode::Replace {
         let removed = layout.remove_other_runs(run).map_err(|e| Error::io("removing the parts of earlier runs", e))?;
         if removed > 0 {
             tracing::info!("removed {removed} part file(s) of earlier runs (mode = \"replace\")");
+        }
+    }
+    Ok(())
+}
+
+/// `optimize_every = N`: after every N-th complete run, the table's small files are compacted
+/// (in a version of their own). The run is complete whatever comes of it: a failure is a warning.
+async fn optimize_every(layout: &Layout, every: u64) -> Result<(), Error> {
+    let runs = crate::output::complete_runs(layout).map_err(|e| Error::io("listing the run manifests", e))?.len();
+    if (runs as u64).is_multiple_of(every) {
+        match crate::table::optimize_at(layout).await {
+            Ok(said) => tracing::info!("optimize_every = {every}: {said}"),
+            Err(e) => tracing::warn!("optimize_every = {every}: the table was not compacted: {e}"),
         }
     }
     Ok(())

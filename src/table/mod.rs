@@ -20,7 +20,7 @@ pub mod failpoints;
 mod schema;
 mod upkeep;
 
-pub use upkeep::{describe, optimize, vacuum};
+pub use upkeep::{describe, optimize, optimize_at, vacuum};
 
 use std::sync::Arc;
 
@@ -97,6 +97,26 @@ pub async fn committed(table: &DeltaTable, layout: &Layout, name: &str) -> Resul
 
 fn fail(layout: &Layout, doing: &str, e: DeltaTableError) -> Error {
     Error::Table { table: layout.display(""), doing: doing.to_string(), source: Box::new(e) }
+}
+
+/// Before a run starts: a table that is there must take what harvest writes (a protocol
+/// delta-rs can write, and in append mode columns in types harvest writes), so that a table
+/// made by another tool is refused before any request, untouched.
+pub async fn check_writable(plan: &Plan, layout: &Layout) -> Result<(), Error> {
+    let mut table = at(layout)?;
+    if !load(&mut table, layout).await? {
+        return Ok(());
+    }
+    let snapshot = table.snapshot().map_err(|e| fail(layout, "reading", e))?;
+    deltalake::kernel::transaction::PROTOCOL
+        .can_write_to(snapshot)
+        .map_err(|e| fail(layout, "writing to", DeltaTableError::from(e)))?;
+    if plan.output.mode == Mode::Append {
+        schema::ty_of_table(&snapshot.schema()).map_err(|problem| {
+            Error::Records(format!("job {} cannot append to the table {}: {problem}", plan.name, layout.display("")))
+        })?;
+    }
+    Ok(())
 }
 
 /// How a run went into the table.

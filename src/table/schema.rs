@@ -48,13 +48,16 @@ pub fn target(table: Option<&StructType>, run: &Ty) -> Result<Target, String> {
         Some(DataType::Struct(schema)) => *schema,
         _ => StructType::try_new([]).map_err(|e| e.to_string())?,
     };
-    Ok(match table {
-        None => Target { ty, schema, changed: true },
-        Some(table) => match merged(table, &schema)? {
-            Some(schema) => Target { ty, schema, changed: true },
-            None => Target { ty, schema: table.clone(), changed: false },
-        },
-    })
+    let Some(table) = table else { return Ok(Target { ty, schema, changed: true }) };
+    match merged(table, &schema) {
+        Ok(Some(schema)) => Ok(Target { ty, schema, changed: true }),
+        Ok(None) => Ok(Target { ty, schema: table.clone(), changed: false }),
+        // Named with the run's own type rather than the widened one.
+        Err(widened) => Err(match delta_type(run) {
+            Some(DataType::Struct(own)) => merged(table, &own).err().unwrap_or(widened),
+            _ => widened,
+        }),
+    }
 }
 
 /// True when a part of type `part` holds a column in another type than `target`'s (written
@@ -72,7 +75,7 @@ pub fn differs(part: &Ty, target: &Ty) -> bool {
 }
 
 /// A table's schema as harvest's record type: the types harvest writes, and no other.
-fn ty_of_table(schema: &StructType) -> Result<Ty, String> {
+pub fn ty_of_table(schema: &StructType) -> Result<Ty, String> {
     let mut fields = Vec::new();
     for field in schema.fields() {
         let ty = ty_of(field.data_type()).ok_or_else(|| {

@@ -36,8 +36,15 @@ async fn table_of(plan: &Plan, layout: &Layout) -> Result<deltalake::DeltaTable,
 /// versions still see theirs until `vacuum`).
 pub async fn optimize(plan: &Plan) -> Result<String, Error> {
     let layout = Layout::for_reading(plan)?;
-    let table = table_of(plan, &layout).await?;
-    let (table, metrics) = table.optimize().await.map_err(|e| fail(&layout, "optimizing", e))?;
+    table_of(plan, &layout).await?;
+    optimize_at(&layout).await
+}
+
+/// Compact the small files of the table at `layout`'s output.
+pub async fn optimize_at(layout: &Layout) -> Result<String, Error> {
+    let mut table = at(layout)?;
+    load(&mut table, layout).await?;
+    let (table, metrics) = table.optimize().await.map_err(|e| fail(layout, "optimizing", e))?;
     if metrics.num_files_removed == 0 {
         return Ok(format!("{}: nothing to compact", layout.display("")));
     }

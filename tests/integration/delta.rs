@@ -21,6 +21,11 @@ fn job(name: &str, mode: &str) -> String {
     )
 }
 
+/// The last line of the Python scripts here: out at once, past the interpreter's teardown, in
+/// which the `deltalake` package's runtime threads were once seen to abort the process
+/// ("terminate called without an active exception") after the script had done its work.
+pub const EXIT: &str = "import os; os._exit(0)";
+
 /// Every version of the table at `root`, as the `deltalake` package and Polars read it: per
 /// version its ids (sorted), row count by Polars, the commit's operation and the `txn` version
 /// the job holds.
@@ -41,9 +46,11 @@ for v in range(latest + 1):
         "txn": dt.transaction_version({app:?}),
         "files": len(dt.file_uris()),
     }})
-print(json.dumps(out))
+print(json.dumps(out), flush=True)
+{EXIT}
 "#,
         root = root.to_str().unwrap(),
+        EXIT = EXIT,
     );
     let out = Command::new(python).args(["-c", &script]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -56,6 +63,14 @@ fn operation(root: &Path, version: u64) -> String {
     let info =
         entry.lines().map(|line| serde_json::from_str::<Value>(line).unwrap()).find(|a| a["commitInfo"].is_object());
     info.unwrap()["commitInfo"]["operation"].as_str().unwrap().to_string()
+}
+
+/// The names of the files in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
 }
 
 fn ids(version: &Value) -> Vec<u64> {
@@ -124,9 +139,11 @@ print(json.dumps({{
   "added": df.filter(pl.col("id") == 301)["added"].to_list(),
   "amount_sum": df["amount"].sum(),
   "city": df.filter(pl.col("id") == 5)["address"].struct.field("city").to_list(),
-}}))
+}}), flush=True)
+{EXIT}
 "#,
         root = f.out().join("grown").to_str().unwrap(),
+        EXIT = EXIT,
     );
     let out = Command::new(&python).args(["-c", &script]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -185,4 +202,132 @@ async fn a_kill_at_any_commit_point_leaves_each_run_in_the_table_once() {
             assert!(!root.join("_harvest/checkpoint.json").exists(), "{what}: the checkpoint is gone");
         }
     }
+}
+
+/// `harvest optimize` compacts the table's files into one version that reads the same;
+/// a run after it keeps the compacted file (delta-rs's, not a part of harvest's: without that
+/// the run's start removed it as an unfinished run's, and the table lost it: checked);
+/// `harvest vacuum --retain 0s` removes exactly the files no version refers to, after a dry run
+/// that removes nothing; `status` shows the table.
+#[tokio::test(flavor = "multi_thread")]
+async fn optimize_compacts_in_one_version_and_vacuum_removes_only_what_no_version_keeps() {
+    let Some(python) = python_with("deltalake") else { return };
+    let f = Fixture::new(1000).await;
+    let job_file = f.job(&job("opt", "append"));
+    let root = f.out().join("opt");
+    let out = f.out();
+    let command = |args: &[&str]| {
+        let mut full = vec![args[0], job_file.to_str().unwrap(), "--output-dir", out.to_str().unwrap()];
+        full.extend(&args[1..]);
+        let out = Command::new(env!("CARGO_BIN_EXE_harvest")).args(&full).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let parquet_files =
+        || -> Vec<String> { names(&root).into_iter().filter(|name| name.ends_with(".parquet")).collect() };
+    for _ in 0..2 {
+        f.run(&job("opt", "append")).await.unwrap();
+        next_second().await;
+    }
+    let said = command(&["optimize"]);
+    assert!(said.contains("into 1 (version 2)"), "{said}");
+    let twice: Vec<u64> = (1..=1000).flat_map(|id| [id, id]).collect();
+    let read = versions(&python, &root, "harvest/opt");
+    assert_eq!((read.len(), &read[2]["files"]), (3, &Value::from(1)), "{read:?}");
+    assert_eq!(ids(&read[2]), twice);
+
+    f.run(&job("opt", "append")).await.unwrap();
+    let thrice: Vec<u64> = (1..=1000).flat_map(|id| [id, id, id]).collect();
+    let read = versions(&python, &root, "harvest/opt");
+    assert_eq!(ids(&read[3]), thrice, "the run after optimize keeps the compacted file");
+    let referenced = read[3]["files"].as_u64().unwrap() as usize;
+
+    let before = parquet_files();
+    let said = command(&["vacuum", "--retain", "0s", "--dry-run"]);
+    let unreferenced = before.len() - referenced;
+    assert!(said.contains(&format!("{unreferenced} file(s) would be removed")), "{said} ({before:?})");
+    assert_eq!(parquet_files(), before, "a dry run removes nothing");
+    let said = command(&["vacuum", "--retain", "0s"]);
+    assert!(said.contains(&format!("removed {unreferenced} file(s)")), "{said}");
+    assert_eq!(parquet_files().len(), referenced, "every file left is the newest version's");
+    let script = format!(
+        "import json, deltalake\nt = deltalake.DeltaTable({:?}).to_pyarrow_table(columns=['id'])\n\
+         print(json.dumps({{'ids': sorted(t.column('id').to_pylist())}}), flush=True)\n{EXIT}",
+        root.to_str().unwrap()
+    );
+    let out = Command::new(&python).args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(ids(&serde_json::from_slice(&out.stdout).unwrap()), thrice, "the newest version reads whole");
+
+    let status = command(&["status"]);
+    // Vacuum logs itself in two versions of its own.
+    assert!(status.contains("table: Delta Lake, version 5") && status.contains("3000 rows"), "{status}");
+    assert!(status.contains("version 4: VACUUM START") && status.contains("version 2: OPTIMIZE"), "{status}");
+    assert!(status.contains("version 3: run 2"), "{status}");
+}
+
+/// A table another tool made is written to only if it can take harvest's records: one whose
+/// `id` column is boolean is refused at the commit (the field and both types named), one at a
+/// protocol with a writer feature delta-rs does not know before any request; exit 1 and the
+/// table untouched in both.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_harvest_cannot_write_to_is_refused_and_left_untouched() {
+    let Some(python) = python_with("deltalake") else { return };
+    let f = Fixture::new(100).await;
+    let job_file = f.job(&job("other", "append"));
+    let root = f.out().join("other");
+    let script = format!(
+        "import deltalake, pyarrow as pa\ndeltalake.write_deltalake({:?}, pa.table({{'id': [True, False]}}))\n{EXIT}",
+        root.to_str().unwrap()
+    );
+    let made = Command::new(&python).args(["-c", &script]).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let log = |root: &Path| names(&root.join("_delta_log"));
+    let before = log(&root);
+    let refused = harvest(&job_file, &f.out()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("field id is boolean in the table and long in this run's records"), "{stderr}");
+    assert_eq!(log(&root), before, "the table is untouched");
+
+    // A protocol with a writer feature from the future.
+    let future = f.out().join("future");
+    std::fs::create_dir_all(future.join("_delta_log")).unwrap();
+    let schema =
+        r#"{\"type\":\"struct\",\"fields\":[{\"name\":\"id\",\"type\":\"long\",\"nullable\":true,\"metadata\":{}}]}"#;
+    let entry = format!(
+        "{{\"protocol\":{{\"minReaderVersion\":3,\"minWriterVersion\":7,\"readerFeatures\":[],\"writerFeatures\":[\"featureFromTheFuture\"]}}}}\n\
+         {{\"metaData\":{{\"id\":\"f\",\"format\":{{\"provider\":\"parquet\",\"options\":{{}}}},\"schemaString\":\"{schema}\",\
+         \"partitionColumns\":[],\"configuration\":{{}},\"createdTime\":0}}}}\n"
+    );
+    std::fs::write(future.join("_delta_log/00000000000000000000.json"), entry).unwrap();
+    let job_file = f.job(&job("future", "append"));
+    let asked = f.server.stats.requests();
+    let refused = harvest(&job_file, &f.out()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("featureFromTheFuture"), "{stderr}");
+    assert_eq!(log(&future), ["00000000000000000000.json"], "the table is untouched");
+    assert_eq!(f.server.stats.requests(), asked, "refused before any request");
+}
+
+/// `optimize_every = 2`: the second run's commit is followed by a compaction of its own, the
+/// third run's is not; the rows stay the runs'.
+#[tokio::test(flavor = "multi_thread")]
+async fn optimize_every_compacts_after_every_second_run() {
+    let Some(python) = python_with("deltalake") else { return };
+    let f = Fixture::new(1000).await;
+    let toml = format!("{}optimize_every = 2\n", job("every", "append"));
+    let root = f.out().join("every");
+    for _ in 0..3 {
+        f.run(&toml).await.unwrap();
+        next_second().await;
+    }
+    let operations: Vec<String> = (0..4).map(|v| operation(&root, v)).collect();
+    assert_eq!(operations, ["CREATE TABLE", "WRITE", "OPTIMIZE", "WRITE"]);
+    assert!(!root.join("_delta_log/00000000000000000004.json").exists());
+    let read = versions(&python, &root, "harvest/every");
+    assert_eq!(read[2]["files"], 1, "{read:?}");
+    let thrice: Vec<u64> = (1..=1000).flat_map(|id| [id, id, id]).collect();
+    assert_eq!(ids(&read[3]), thrice);
 }

@@ -563,8 +563,9 @@ async fn three_shards_commit_one_delta_version_into_s3_even_with_a_shard_killed(
          ids = dt.to_pyarrow_table(columns=['id']).column('id').to_pylist()\n\
          df = pl.read_delta('s3://{BUCKET}/exports/dl', storage_options=options)\n\
          print(json.dumps({{'version': dt.version(), 'rows': len(ids), 'distinct': len(set(ids)), \
-         'each': sorted(set(ids.count(i) for i in set(ids))), 'polars': df.height}}))\n",
-        endpoint = s3.endpoint()
+         'each': sorted(set(ids.count(i) for i in set(ids))), 'polars': df.height}}), flush=True)\n{exit}\n",
+        endpoint = s3.endpoint(),
+        exit = crate::delta::EXIT,
     );
     let out = Command::new(python).args(["-c", &script]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

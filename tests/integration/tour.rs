@@ -34,28 +34,27 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-#[test]
-fn the_readme_tour_runs_as_written() {
-    let readme = std::fs::read_to_string(Path::new(REPO).join("README.md")).unwrap();
-    let tour = shell_block(&readme, "## A 60-second tour");
+/// A shell block of the README run as written in a fresh folder (a checkout, as the README
+/// assumes: its jobs, and the binary `cargo build --release` built), on a free port rather
+/// than 8080 (tests run side by side: the mock takes it from HARVEST_MOCK_ADDR, the jobs from
+/// HARVEST_MOCK_URL), with the Python wheels CI installed standing in for the block's venv
+/// (`module`) instead of the network; the lines using the venv are left out without them.
+/// The folder, stdout and stderr, and whether the Python lines ran.
+fn run_as_written(block: &str, module: &str) -> (tempfile::TempDir, String, String, bool) {
     let dir = tempfile::tempdir().unwrap();
     let here = dir.path();
-    // A checkout, as the tour assumes: its jobs, and the binary `cargo build --release` built
-    // (this test's own: a stand-in `cargo` on PATH has nothing left to build).
+    // This test's own binary: a stand-in `cargo` on PATH has nothing left to build.
     copy_dir(&Path::new(REPO).join("jobs"), &here.join("jobs"));
     std::fs::create_dir_all(here.join("target/release")).unwrap();
     std::os::unix::fs::symlink(BIN, here.join("target/release/harvest")).unwrap();
     std::fs::create_dir_all(here.join("bin")).unwrap();
     std::fs::write(here.join("bin/cargo"), "#!/bin/sh\nexit 0\n").unwrap();
     Command::new("chmod").args(["755", here.join("bin/cargo").to_str().unwrap()]).status().unwrap();
-    // As written, but on a free port rather than 8080 (tests run side by side: the mock takes
-    // it from HARVEST_MOCK_ADDR, the jobs from HARVEST_MOCK_URL), and DuckDB's wheel from the
-    // Python CI installed rather than from the network.
     let port = free_port();
-    let mut script = tour.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
-    let duckdb = python_with("duckdb");
-    let venv = script.lines().find(|l| l.starts_with("python3 -m venv")).expect("the tour makes a venv").to_string();
-    script = match &duckdb {
+    let mut script = block.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    let python = python_with(module);
+    let venv = script.lines().find(|l| l.starts_with("python3 -m venv")).expect("the block makes a venv").to_string();
+    script = match &python {
         Some(python) => {
             // A wrapper, not a symlink: a venv's Python finds its packages from its own path.
             let wrapper = format!("#!/bin/sh\nexec {python} \"$@\"\n");
@@ -78,7 +77,15 @@ fn the_readme_tour_runs_as_written() {
         .output()
         .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the tour failed:\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    assert!(output.status.success(), "the block failed:\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    (dir, stdout.into_owned(), stderr.into_owned(), python.is_some())
+}
+
+#[test]
+fn the_readme_tour_runs_as_written() {
+    let readme = std::fs::read_to_string(Path::new(REPO).join("README.md")).unwrap();
+    let (dir, stdout, stderr, duckdb) = run_as_written(&shell_block(&readme, "## A 60-second tour"), "duckdb");
+    let here = dir.path();
     let job = std::fs::read_to_string(here.join("my.toml")).expect("init wrote my.toml");
     assert!(job.contains("kind = \"cursor\"") && !job.contains("NOT CONFIRMED"), "{job}");
     assert!(stderr.contains("confirmed: pages 1 to 3 hold"), "{stderr}");
@@ -90,9 +97,22 @@ fn the_readme_tour_runs_as_written() {
         .unwrap()
         .flatten()
         .any(|e| e.file_name().to_string_lossy().ends_with(".parquet")));
-    if duckdb.is_some() {
+    if duckdb {
         let counted = stdout.lines().any(|l| l.split('│').map(str::trim).filter(|c| *c == "5000").count() == 2);
         assert!(counted, "DuckDB counts 5000 records, 5000 distinct ids: {stdout}");
+    }
+}
+
+/// The README's "Tables" block: two runs of jobs/delta.toml are versions 0 and 1 of a Delta
+/// table, which `status` shows and Polars reads, now and as of version 0.
+#[test]
+fn the_readme_tables_section_runs_as_written() {
+    let readme = std::fs::read_to_string(Path::new(REPO).join("README.md")).unwrap();
+    let (dir, stdout, _, polars) = run_as_written(&shell_block(&readme, "## Tables"), "deltalake");
+    assert!(dir.path().join("output/delta/_delta_log/00000000000000000001.json").exists());
+    assert!(stdout.contains("table: Delta Lake, version 1, ") && stdout.contains("10000 rows"), "{stdout}");
+    if polars {
+        assert!(stdout.lines().any(|l| l.trim() == "10000 5000"), "Polars reads both versions: {stdout}");
     }
 }
 
