@@ -63,6 +63,9 @@ pub struct ParquetSink {
     sample: Ty,
     pending: Vec<PageBatch>,
     pending_rows: u64,
+    /// Partitions that ended while pages of theirs were held for inference: their end is
+    /// counted once those pages are written, so that their rows and mark are the partition's.
+    ended: Vec<(u64, PartitionReport)>,
     open: Option<OpenParquet>,
     /// Bumped whenever the schema's Arrow form changes; pages prepared under another version
     /// are done over.
@@ -170,6 +173,7 @@ impl ParquetSink {
             sample: Ty::record(),
             pending: Vec::new(),
             pending_rows: 0,
+            ended: Vec::new(),
             open: None,
             version: 0,
             ahead,
@@ -246,6 +250,9 @@ impl ParquetSink {
             self.write_rows(batch)?;
         }
         self.pending_rows = 0;
+        for (index, report) in std::mem::take(&mut self.ended) {
+            self.ledger.end(index, report);
+        }
         Ok(())
     }
 
@@ -460,7 +467,10 @@ impl Sink for ParquetSink {
     }
 
     fn end(&mut self, index: u64, report: PartitionReport) {
-        self.ledger.end(index, report);
+        match self.pending.is_empty() {
+            true => self.ledger.end(index, report),
+            false => self.ended.push((index, report)),
+        }
     }
 
     /// Parquet cannot be appended to: a commit closes the open part.
@@ -492,6 +502,31 @@ mod tests {
             lines.push(b'\n');
         }
         PageBatch::new("".into(), page, lines, records.len() as u64)
+    }
+
+    /// A partition that ends before the schema is inferred (an incremental sync of a few
+    /// changed records) ends once its rows are written: its rows and mark are counted as a
+    /// finished partition's, not left as an unfinished one's.
+    #[test]
+    fn a_partition_ended_during_inference_keeps_its_rows_and_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = sink(dir.path(), ParquetPlan::default());
+        let mut batch = page(0, &[r#"{"id":1,"at":"2024-05-01"}"#, r#"{"id":2,"at":"2024-05-02"}"#]);
+        batch.mark = Some("2024-05-02".into());
+        s.write(batch).unwrap();
+        let report = PartitionReport {
+            partition: String::new(),
+            records: 2,
+            pages: 1,
+            stop: crate::paginate::StopReason::NoRecords,
+            warning: None,
+            missing: Vec::new(),
+        };
+        s.end(0, report);
+        let done = s.finish().unwrap();
+        assert!(done.active.is_empty(), "nothing left unfinished: {:?}", done.active);
+        assert_eq!((done.done.records, done.done.pages), (2, 1));
+        assert_eq!(done.done.marks.get("").map(String::as_str), Some("2024-05-02"));
     }
 
     #[test]
