@@ -114,10 +114,22 @@ pub fn describe(plan: &Plan) -> String {
         match (o.format, o.mode) {
             (Format::Delta, Mode::Replace) => "a completed run is one version replacing the table's rows",
             (Format::Delta, Mode::Append) => "a completed run is one version adding its rows",
+            (_, Mode::Merge) => "a completed run is one version merging its rows by primary key",
             (_, Mode::Replace) => "a completed run replaces earlier runs' parts",
             (_, Mode::Append) => "earlier runs' parts are kept",
         }
     );
+    if let Some(merge) = &o.merge {
+        let deleted = match &merge.deleted {
+            Some(path) => format!("; a record with {path} true deletes its row"),
+            None => String::new(),
+        };
+        let wins = match &plan.incremental {
+            Some(incremental) => format!("the higher {}", incremental.field),
+            None => "the later record".to_string(),
+        };
+        let _ = writeln!(out, "  merge: one row per {}, {wins} wins{deleted}", merge.primary_key.join(" + "));
+    }
     if o.format.writes_parquet() {
         let p = &o.parquet;
         let schema = match (&p.schema_file, p.reject_to_json) {

@@ -130,6 +130,9 @@ pub enum PageError {
     Repeated { what: &'static str, value: String },
     #[error("{0}")]
     Pagination(String),
+    /// `mode = "merge"`: a record without a value for a primary key field.
+    #[error("record {record} of the page has no value for {field:?}, a field of primary_key: mode = \"merge\" needs it in every record to know its row")]
+    Keyless { record: u64, field: String },
     /// `include` appends `_parent` to each record: a record that has one, or is no object.
     #[error("{0}")]
     Parent(String),

@@ -78,8 +78,10 @@ fn init_logging(cli: &Cli) {
         (false, 1) => "debug",
         (false, _) => "trace",
     };
-    let filter =
-        EnvFilter::try_from_env("HARVEST_LOG").unwrap_or_else(|_| EnvFilter::new(format!("harvest={level},warn")));
+    // delta-rs warns of its own bookkeeping (a metric it derives, a session it builds) in
+    // words that mean nothing to a user; its errors reach them through harvest's.
+    let filter = EnvFilter::try_from_env("HARVEST_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("harvest={level},warn,deltalake_core=error")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(harvest::progress::log::Stderr)

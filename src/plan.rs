@@ -175,6 +175,17 @@ impl Compression {
 pub enum Mode {
     Replace,
     Append,
+    /// A Delta table's rows upserted by primary key.
+    Merge,
+}
+
+/// `mode = "merge"`: how a run's records are folded into a Delta table's rows.
+#[derive(Debug, Clone)]
+pub struct MergePlan {
+    /// Top-level fields that name a row; a record without them fails its page.
+    pub primary_key: Vec<String>,
+    /// A record whose value here is `true` deletes its key's row (soft deletes).
+    pub deleted: Option<JsonPath>,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +203,8 @@ pub struct OutputPlan {
     pub store: StorePlan,
     /// A Delta table's small files are compacted after every this many complete runs.
     pub optimize_every: Option<u64>,
+    /// `mode = "merge"`: the primary key and the soft-delete field.
+    pub merge: Option<MergePlan>,
 }
 
 /// `[output]` keys for object storage (`dir = "s3://bucket/prefix"`).

@@ -168,7 +168,9 @@ pub fn finalize(plan: &Plan) -> Result<String, Error> {
                 .map_err(|e| Error::io("removing the parts of earlier runs", e))?;
             Ok(format!("{done}; removed {removed} part file(s) of earlier runs (mode = \"replace\")"))
         }
-        crate::plan::Mode::Append => Ok(format!("{done}; earlier runs' parts are kept (mode = \"append\")")),
+        crate::plan::Mode::Append | crate::plan::Mode::Merge => {
+            Ok(format!("{done}; earlier runs' parts are kept (mode = \"append\")"))
+        }
     }
 }
 

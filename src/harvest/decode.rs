@@ -40,11 +40,19 @@ pub(crate) trait Decoder: Send + Sync {
 
 /// The decoder a job's pages need.
 pub(crate) fn for_job(plan: &Plan) -> JsonPages {
+    let keys = plan.output.merge.iter().flat_map(|merge| &merge.primary_key);
     JsonPages {
         records: plan.records.clone(),
         pagination: plan.pagination.style.clone(),
         secrets: plan.redactor.clone(),
+        keys: keys.map(|name| (name.clone(), member(name))).collect(),
     }
+}
+
+/// The path to a record's top-level field `name`.
+fn member(name: &str) -> JsonPath {
+    let quoted = serde_json::to_string(name).expect("a string serializes");
+    JsonPath::parse(&format!("$[{quoted}]")).expect("a quoted name is a valid path")
 }
 
 /// A page that is one JSON document: records at `records.path`, the API's errors at
@@ -53,6 +61,8 @@ pub(crate) struct JsonPages {
     records: RecordsPlan,
     pagination: Style,
     secrets: Redactor,
+    /// `mode = "merge"`: the primary key's fields, which every record must have.
+    keys: Vec<(String, JsonPath)>,
 }
 
 impl Decoder for JsonPages {
@@ -77,8 +87,27 @@ impl Decoder for JsonPages {
             secrets: &self.secrets,
         };
         let reading = self.pagination.read(&response).map_err(Undecodable::Page)?;
+        check_keys(&self.keys, &lines).map_err(Undecodable::Page)?;
         Ok(Decoded { lines, records, reading })
     }
+}
+
+/// `mode = "merge"`: a record without a value for each primary key field fails the page, since
+/// its row could not be named.
+fn check_keys(keys: &[(String, JsonPath)], lines: &[u8]) -> Result<(), PageError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    for (index, line) in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        let record = Document::parse(line).map_err(|e| PageError::Pagination(e.message))?;
+        for (name, path) in keys {
+            let value = path.first(&record).map_err(|e| PageError::Pagination(e.to_string()))?;
+            if value.is_none_or(|v| v.kind() == Kind::Null) {
+                return Err(PageError::Keyless { record: index as u64 + 1, field: name.clone() });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A non-empty array at `records.errors` fails the page, whatever the status.

@@ -24,8 +24,8 @@ use crate::error::JobError;
 use crate::jsonpath::JsonPath;
 use crate::paginate::{cursor, link_header, next_url, offset, page_number, PaginationPlan, Style};
 use crate::plan::{
-    CachePlan, Compression, Format, IncrementalPlan, Limits, Method, Mode, OutputPlan, ParquetPlan, Plan, RecordsPlan,
-    RequestPlan, RetryPlan,
+    CachePlan, Compression, Format, IncrementalPlan, Limits, MergePlan, Method, Mode, OutputPlan, ParquetPlan, Plan,
+    RecordsPlan, RequestPlan, RetryPlan,
 };
 use crate::redact::{Redactor, Secret};
 

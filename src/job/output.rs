@@ -20,6 +20,8 @@ pub(super) struct OutputFile {
     allow_http: Option<Spanned<bool>>,
     lease_ttl: Option<Spanned<String>>,
     optimize_every: Option<Spanned<u64>>,
+    primary_key: Option<Spanned<Vec<Spanned<String>>>>,
+    deleted: Option<Spanned<String>>,
 }
 
 impl Cx<'_> {
@@ -48,7 +50,13 @@ impl Cx<'_> {
             )?,
         };
         let usual = if incremental { Mode::Append } else { Mode::Replace };
-        let mode = self.choice(&o.mode, "mode", &[("replace", Mode::Replace), ("append", Mode::Append)], usual)?;
+        let mode = self.choice(
+            &o.mode,
+            "mode",
+            &[("replace", Mode::Replace), ("append", Mode::Append), ("merge", Mode::Merge)],
+            usual,
+        )?;
+        let merge = self.merge(o, format, mode)?;
         let rows_per_file = self.at_least_one(&o.rows_per_file, "rows_per_file")?.unwrap_or(1_000_000);
         let dir = match &o.dir {
             Some(d) => PathBuf::from(self.string(d)?),
@@ -104,7 +112,62 @@ impl Cx<'_> {
             parquet,
             store,
             optimize_every,
+            merge,
         })
+    }
+
+    /// `mode = "merge"`: a Delta table, its `primary_key` (top-level field names) and the
+    /// optional `deleted` field (a path of names to a value that is `true` for a deleted row).
+    fn merge(&self, o: &OutputFile, format: Format, mode: Mode) -> R<Option<MergePlan>> {
+        if mode != Mode::Merge {
+            let stray = [
+                o.primary_key.as_ref().map(|v| ("primary_key", v.span())),
+                o.deleted.as_ref().map(|v| ("deleted", v.span())),
+            ];
+            return match stray.into_iter().flatten().next() {
+                Some((key, span)) => Err(self.err(span, format!("{key} applies to mode = \"merge\" only"))),
+                None => Ok(None),
+            };
+        }
+        let mode_span = o.mode.as_ref().expect("merge is never the default").span();
+        if format != Format::Delta {
+            return Err(self.err(mode_span, "mode = \"merge\" needs format = \"delta\": rows are merged into a table"));
+        }
+        let Some(keys) = &o.primary_key else {
+            return Err(
+                self.err(mode_span, "mode = \"merge\" needs primary_key = [\"id\"]: the fields that name a row")
+            );
+        };
+        if keys.get_ref().is_empty() {
+            return Err(self.err(keys.span(), "primary_key needs at least one field"));
+        }
+        let mut primary_key: Vec<String> = Vec::new();
+        for key in keys.get_ref() {
+            let name = self.string(key)?;
+            if name.is_empty() || name.starts_with('$') {
+                return Err(self.err(
+                    key.span(),
+                    format!("primary_key names a top-level field of a record (\"id\"), not {name:?}"),
+                ));
+            }
+            if primary_key.contains(&name) {
+                return Err(self.err(key.span(), format!("primary_key names {name:?} twice")));
+            }
+            primary_key.push(name);
+        }
+        let deleted = o.deleted.as_ref().map(|d| self.path(d).map(|path| (d, path))).transpose()?;
+        if let Some((span, path)) = &deleted {
+            if path.field_names().is_none() {
+                return Err(self.err(
+                    span.span(),
+                    format!(
+                        "deleted = {:?} must name a field by names only (\"$.deleted\", \"$.meta.deleted\")",
+                        path.as_str()
+                    ),
+                ));
+            }
+        }
+        Ok(Some(MergePlan { primary_key, deleted: deleted.map(|(_, path)| path) }))
     }
 
     pub(super) fn at_least_one(&self, value: &Option<Spanned<u64>>, key: &str) -> R<Option<u64>> {

@@ -59,6 +59,19 @@ impl JsonPath {
         &self.text
     }
 
+    /// The member names of a path made of names only (`$.meta.deleted` is `meta`, `deleted`):
+    /// a field of a record, or of an object inside it.
+    pub fn field_names(&self) -> Option<Vec<&str>> {
+        let segments = self.simple.as_ref().filter(|s| !s.is_empty())?;
+        segments
+            .iter()
+            .map(|segment| match segment {
+                Segment::Name(name) => Some(name.as_str()),
+                Segment::Index(_) | Segment::Wildcard => None,
+            })
+            .collect()
+    }
+
     /// Evaluate the path; nodes come in document order.
     pub fn select<'d>(&self, doc: &'d Document<'_>) -> Result<Vec<Node<'d>>, PathError> {
         match &self.simple {

@@ -149,6 +149,9 @@ impl Stats {
     }
 }
 
+/// What a view of the touched records depends on.
+type ViewKey = (usize, Option<chrono::DateTime<chrono::Utc>>, bool);
+
 pub(crate) struct MockApi {
     data: Dataset,
     config: MockConfig,
@@ -156,9 +159,14 @@ pub(crate) struct MockApi {
     started: Instant,
     /// Requests seen per URI, for the `flaky` knob.
     attempts: Mutex<HashMap<String, u64>>,
-    /// Ids whose `updated_at` was moved past every other record's (`POST /_admin/touch`), in
-    /// the order they were touched.
+    /// Ids whose `updated_at` was moved past every other record's (`POST /_admin/touch`), one
+    /// entry a touch, in the order they were touched.
     touched: Mutex<Vec<u64>>,
+    /// The last view of the touched records served: (touches, `updated_since`, by id), and
+    /// the records in the order served.
+    view: Mutex<Option<(ViewKey, Arc<routes::View>)>>,
+    /// Touched ids that were deleted (`deleted=true`): served with `"deleted":true`.
+    deleted: Mutex<std::collections::HashSet<u64>>,
     dice: faults::FaultDice,
     bucket: Option<faults::Bucket>,
 }
@@ -214,6 +222,8 @@ pub fn app(config: MockConfig) -> (Router, Arc<Stats>) {
         started: Instant::now(),
         attempts: Mutex::new(HashMap::new()),
         touched: Mutex::new(Vec::new()),
+        deleted: Mutex::new(Default::default()),
+        view: Mutex::new(None),
         dice: faults::FaultDice::new(config.faults.clone(), config.seed),
         bucket: config.rate_limit.map(faults::Bucket::new),
         config,

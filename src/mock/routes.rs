@@ -233,8 +233,11 @@ struct Call {
     first: u64,
     /// Once records have been touched: the records the request can see, in the order served,
     /// each a dataset position and the `updated_at` it has now.
-    view: Option<Vec<(u64, chrono::DateTime<chrono::Utc>)>>,
+    view: Option<Arc<View>>,
 }
+
+/// What a request sees once records were touched: dataset positions and their `updated_at`.
+pub(crate) type View = Vec<(u64, chrono::DateTime<chrono::Utc>)>;
 
 impl FromRequest<Arc<MockApi>> for Call {
     type Rejection = Response;
@@ -263,16 +266,20 @@ impl FromRequest<Arc<MockApi>> for Call {
 }
 
 /// The records a request sees once some have been touched: untouched ones keep `updated_at`
-/// = base + id minutes; the k-th touched one moves to base + (N + k) minutes, after all
+/// = base + id minutes; the one touched k-th moves to base + (N + k) minutes (its last touch
+/// counts: a record touched again moves past every earlier touch, as an edit would), after all
 /// others. Served by `updated_at` (or by id with `order=id`), from `since` on.
-fn touched_view(
-    api: &MockApi,
-    since: Option<chrono::DateTime<chrono::Utc>>,
-    by_id: bool,
-) -> Option<Vec<(u64, chrono::DateTime<chrono::Utc>)>> {
+/// The view is kept for the next request that asks the same while no record is touched: the
+/// pages of one run each see it without sorting the dataset again.
+fn touched_view(api: &MockApi, since: Option<chrono::DateTime<chrono::Utc>>, by_id: bool) -> Option<Arc<View>> {
     let touched = api.touched.lock().expect("touched lock");
     if touched.is_empty() {
         return None;
+    }
+    let key = (touched.len(), since, by_id);
+    let mut kept = api.view.lock().expect("view lock");
+    if let Some((_, view)) = kept.as_ref().filter(|(at, _)| *at == key) {
+        return Some(view.clone());
     }
     let n = api.data.len();
     let moved: HashMap<u64, u64> = touched.iter().enumerate().map(|(k, id)| (*id, n + k as u64 + 1)).collect();
@@ -283,6 +290,8 @@ fn touched_view(
     if !by_id {
         view.sort_by_key(|(_, at)| *at);
     }
+    let view = Arc::new(view);
+    *kept = Some((key, view.clone()));
     Some(view)
 }
 
@@ -385,7 +394,14 @@ impl Call {
                 let (position, at) = view[i as usize];
                 let record = self.api.data.record_str(position);
                 let was = super::dataset::updated_at(position + 1).format("%Y-%m-%dT%H:%M:%SZ").to_string();
-                out.push_str(&record.replace(&was, &at.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                let now = at.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+                let record = record.replace(&was, &now);
+                match self.api.deleted.lock().expect("deleted lock").contains(&(position + 1)) {
+                    true => out.push_str(
+                        &record.replace("\"deleted_at\":null", &format!("\"deleted_at\":\"{now}\",\"deleted\":true")),
+                    ),
+                    false => out.push_str(&record),
+                }
                 continue;
             }
             let position = match self.knobs.desc {

@@ -5,6 +5,7 @@
 //! <dir>/<name>/part-<run>-<seq>.ndjson     published parts (data only)
 //! <dir>/<name>/_harvest/open/              parts being written
 //! <dir>/<name>/_harvest/runs/<run>.json    one manifest per completed run
+//! <dir>/<name>/_harvest/staged/            a merge run's parts, until the merge commit
 //! <dir>/<name>/_harvest/lock               held by the running process
 //! ```
 //!
@@ -52,6 +53,8 @@ pub struct Layout {
     held: Arc<Mutex<Option<lease::HeldLease>>>,
     /// Parts published since the last checkpoint was written: no checkpoint lists them yet.
     unsaved: Arc<Mutex<Vec<String>>>,
+    /// The folder parts are published to: the root, or [`STAGED`] for a merge run.
+    parts_dir: &'static str,
 }
 
 /// `_harvest`, where everything but data goes.
@@ -60,6 +63,13 @@ pub const HARVEST: &str = "_harvest";
 pub const RUNS: &str = "_harvest/runs";
 /// `_harvest/run-ids`: the run each sharded run id stands for.
 pub const RUN_IDS: &str = "_harvest/run-ids";
+/// `_harvest/staged`: a merge run's parts, out of the table until its merge commit.
+pub const STAGED: &str = "_harvest/staged";
+
+/// The file name of a part at `rel` (`_harvest/staged/part-...` is `part-...`).
+pub fn file_name(rel: &str) -> &str {
+    rel.rsplit('/').next().unwrap_or(rel)
+}
 
 /// A part file's name taken apart: `part-<run>[-<I>of<N>]-<seq>.<ext>`, `<run>` a run id
 /// (`20261127T221500Z`). Other `part-` files are not harvest's (delta-rs names the files
@@ -71,8 +81,9 @@ pub struct PartName<'a> {
 }
 
 impl<'a> PartName<'a> {
+    /// Parse a part's name, or its path from the root (`_harvest/staged/part-...`).
     pub fn parse(name: &'a str) -> Option<PartName<'a>> {
-        let mut pieces = name.strip_prefix("part-")?.split('-');
+        let mut pieces = file_name(name).strip_prefix("part-")?.split('-');
         let run = pieces.next().filter(|run| is_run_id(run))?;
         let shard = Shard::from_tag(pieces.next()?);
         Some(PartName { run, shard })
@@ -122,6 +133,7 @@ impl Layout {
             versions: Default::default(),
             held: Default::default(),
             unsaved: Default::default(),
+            parts_dir: "",
         };
         std::fs::create_dir_all(layout.open_dir())?;
         std::fs::create_dir_all(layout.root.join(RUNS))?;
@@ -137,6 +149,7 @@ impl Layout {
             versions: Default::default(),
             held: Default::default(),
             unsaved: Default::default(),
+            parts_dir: "",
         }
     }
 
@@ -150,6 +163,7 @@ impl Layout {
             versions: Default::default(),
             held: Default::default(),
             unsaved: Default::default(),
+            parts_dir: "",
         };
         std::fs::create_dir_all(layout.open_dir())?;
         Ok(layout)
@@ -160,7 +174,7 @@ impl Layout {
     pub fn for_plan(plan: &crate::plan::Plan) -> Result<Layout, Error> {
         let shard = plan.shard.as_ref().map(|s| s.shard);
         let root = plan.output_root();
-        match plan.in_object_storage() {
+        let layout = match plan.in_object_storage() {
             false => Layout::create_shard(root.clone(), shard)
                 .map_err(|e| Error::io(format!("creating {}", root.display()), e)),
             true => {
@@ -174,12 +188,39 @@ impl Layout {
                 Layout::staged(store, staging.clone(), shard)
                     .map_err(|e| Error::io(format!("creating {}", staging.display()), e))
             }
+        }?;
+        let layout = layout.staging_parts(plan);
+        if layout.store.is_local() && !layout.parts_dir.is_empty() {
+            let staged = layout.root.join(layout.parts_dir);
+            std::fs::create_dir_all(&staged).map_err(|e| Error::io(format!("creating {}", staged.display()), e))?;
         }
+        Ok(layout)
     }
 
     /// The layout of `plan`'s output as it stands, to read it (`status`, `finalize`).
     pub fn for_reading(plan: &crate::plan::Plan) -> Result<Layout, Error> {
-        Layout::for_reading_at(&plan.output.dir, &plan.name, &plan.output.store)
+        Ok(Layout::for_reading_at(&plan.output.dir, &plan.name, &plan.output.store)?.staging_parts(plan))
+    }
+
+    /// A merge run's parts go to [`STAGED`], out of the table, until its merge commit.
+    fn staging_parts(mut self, plan: &crate::plan::Plan) -> Layout {
+        if plan.output.mode == crate::plan::Mode::Merge {
+            self.parts_dir = STAGED;
+        }
+        self
+    }
+
+    /// The local folder parts are published to.
+    pub fn parts_root(&self) -> PathBuf {
+        self.root.join(self.parts_dir)
+    }
+
+    /// Where the part named `name` is published, from the root.
+    pub fn part_rel(&self, name: &str) -> String {
+        match self.parts_dir {
+            "" => name.to_string(),
+            dir => format!("{dir}/{name}"),
+        }
     }
 
     /// The layout of job `name`'s output under `dir`, to read it.
@@ -348,26 +389,31 @@ impl Layout {
         }
     }
 
-    /// Part files of the folder, and the local parts being written: (name, in `open/`).
+    /// Part files published, and the local parts being written: (where each is published
+    /// from the root, in `open/`).
     pub fn parts(&self) -> io::Result<Vec<(String, bool)>> {
-        let mut parts: Vec<(String, bool)> =
-            self.list("")?.into_iter().filter(|e| e.name.starts_with("part-")).map(|e| (e.name, false)).collect();
+        let mut parts: Vec<(String, bool)> = self
+            .list(self.parts_dir)?
+            .into_iter()
+            .filter(|e| e.name.starts_with("part-"))
+            .map(|e| (self.part_rel(&e.name), false))
+            .collect();
         if let Ok(entries) = std::fs::read_dir(self.open_dir()) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.starts_with("part-") {
-                    parts.push((name, true));
+                    parts.push((self.part_rel(&name), true));
                 }
             }
         }
         Ok(parts)
     }
 
-    /// Remove a part: published (from the store) or being written (from `open/`).
-    pub fn remove_part(&self, name: &str, open: bool) -> io::Result<()> {
+    /// Remove a part at `rel`: published (from the store) or being written (from `open/`).
+    pub fn remove_part(&self, rel: &str, open: bool) -> io::Result<()> {
         match open {
-            false => self.store.delete(name),
-            true => match std::fs::remove_file(self.open_dir().join(name)) {
+            false => self.store.delete(rel),
+            true => match std::fs::remove_file(self.open_dir().join(file_name(rel))) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(e),
@@ -389,7 +435,8 @@ impl Layout {
         loop {
             let id = at.format(FORM).to_string();
             let prefix = format!("part-{id}-");
-            let taken = self.exists(&manifest_of(&id))? || parts.iter().any(|(name, _)| name.starts_with(&prefix));
+            let taken =
+                self.exists(&manifest_of(&id))? || parts.iter().any(|(name, _)| file_name(name).starts_with(&prefix));
             if !taken {
                 return Ok(id);
             }
@@ -460,7 +507,7 @@ impl Layout {
             }
         }
         if self.store.is_local() {
-            fsync_dir(&self.root)?;
+            fsync_dir(&self.parts_root())?;
             fsync_dir(&self.open_dir())?;
         }
         Ok(removed)

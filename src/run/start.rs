@@ -90,7 +90,8 @@ fn tidy_for_resume(layout: &Layout, saved: &Checkpoint) -> Result<(), Error> {
     let io = |what: &str, e| Error::io(format!("{what} before resuming"), e);
     let open = saved.position.open.as_ref();
     if let Some(open) = open {
-        let (temp, published) = (layout.open_dir().join(&open.file), layout.root.join(&open.file));
+        let temp = layout.open_dir().join(crate::output::file_name(&open.file));
+        let published = layout.root.join(&open.file);
         if !temp.exists() && published.exists() {
             std::fs::rename(&published, &temp).map_err(|e| io("taking back the open part", e))?;
         }
@@ -98,7 +99,7 @@ fn tidy_for_resume(layout: &Layout, saved: &Checkpoint) -> Result<(), Error> {
         file.set_len(open.len).map_err(|e| io("truncating the open part", e))?;
         file.sync_all().map_err(|e| io("syncing the open part", e))?;
     }
-    let prefix = format!("part-{}-", layout.unit(&saved.run));
+    let prefix = layout.part_rel(&format!("part-{}-", layout.unit(&saved.run)));
     let listed =
         |name: &str| saved.position.parts.iter().any(|p| p.file == name) || open.is_some_and(|o| o.file == name);
     for (name, in_open) in layout.parts().map_err(|e| io("listing the output", e))? {
@@ -149,7 +150,7 @@ fn finish_replacing(layout: &Layout) -> Result<(), Error> {
 /// The local folders are synced once their files are removed.
 fn sync(layout: &Layout) -> std::io::Result<()> {
     if layout.store.is_local() {
-        crate::output::fsync_dir(&layout.root)?;
+        crate::output::fsync_dir(&layout.parts_root())?;
     }
     crate::output::fsync_dir(&layout.open_dir())
 }

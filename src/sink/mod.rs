@@ -159,7 +159,7 @@ impl Ledger {
     pub fn reopened(&self, open: &OpenPart) -> PartFile {
         PartFile {
             name: open.file.clone(),
-            path: self.layout.open_dir().join(&open.file),
+            path: self.layout.open_dir().join(crate::output::file_name(&open.file)),
             rows: open.rows,
             slices: open.partitions.clone(),
             more_slices: open.more_slices,
@@ -167,12 +167,20 @@ impl Ledger {
         }
     }
 
-    /// Name the next part, `part-<run>-<seq><extension>`, placed in the open folder.
+    /// Name the next part, `part-<run>-<seq><extension>`, placed in the open folder (its
+    /// name is where it is published, from the root).
     pub fn next_part(&mut self, extension: &str) -> PartFile {
-        let name = format!("part-{}-{:06}{extension}", self.layout.unit(&self.run), self.next_seq);
+        let file = format!("part-{}-{:06}{extension}", self.layout.unit(&self.run), self.next_seq);
         self.next_seq += 1;
-        let path = self.layout.open_dir().join(&name);
-        PartFile { name, path, rows: 0, slices: Vec::new(), more_slices: 0, listed: Default::default() }
+        let path = self.layout.open_dir().join(&file);
+        PartFile {
+            name: self.layout.part_rel(&file),
+            path,
+            rows: 0,
+            slices: Vec::new(),
+            more_slices: 0,
+            listed: Default::default(),
+        }
     }
 
     /// The frontier of the partition with `key`; its key is copied only the first time.

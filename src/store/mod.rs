@@ -202,7 +202,7 @@ impl Store {
                 let target = root.join(name);
                 std::fs::rename(local, &target)?;
                 failpoint("publish");
-                fsync_dir(root)
+                fsync_dir(target.parent().unwrap_or(root))
             }
             Store::Object(bucket) => {
                 bucket.upload(local, name)?;

@@ -62,6 +62,11 @@ pub fn rewrite(layout: &Layout, output: &OutputPlan, part: &PartInfo, to: &Ty) -
     Ok(PartInfo { file: name, bytes, ..part.clone() })
 }
 
+/// The columns of `batch` in the record type `to`.
+pub fn columns(batch: &RecordBatch, to: &Ty) -> Result<Vec<ArrayRef>, String> {
+    conform_struct(batch.columns(), batch.schema().fields(), to, batch.num_rows())
+}
+
 /// The columns of a struct (or a batch) of `rows` rows in the record type `to`: each of
 /// `to`'s fields from the column of that name, or nulls where there is none.
 fn conform_struct(columns: &[ArrayRef], fields: &Fields, to: &Ty, rows: usize) -> Result<Vec<ArrayRef>, String> {

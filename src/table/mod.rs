@@ -17,6 +17,7 @@
 
 mod conform;
 pub mod failpoints;
+mod merge;
 mod schema;
 mod upkeep;
 
@@ -111,7 +112,7 @@ pub async fn check_writable(plan: &Plan, layout: &Layout) -> Result<(), Error> {
     deltalake::kernel::transaction::PROTOCOL
         .can_write_to(snapshot)
         .map_err(|e| fail(layout, "writing to", DeltaTableError::from(e)))?;
-    if plan.output.mode == Mode::Append {
+    if plan.output.mode != Mode::Replace {
         schema::ty_of_table(&snapshot.schema()).map_err(|problem| {
             Error::Records(format!("job {} cannot append to the table {}: {problem}", plan.name, layout.display("")))
         })?;
@@ -148,26 +149,76 @@ pub async fn commit(plan: &Plan, layout: &Layout) -> Result<Option<Committed>, E
         let exists = load(&mut table, layout).await?;
         if exists && committed(&table, layout, &plan.name).await?.is_some_and(|v| v >= version) {
             tracing::info!("run {} is in the table already", run.run);
+            unstage(plan, layout, &run.run)?;
             return Ok(Some(Committed::Before { run: run.run }));
         }
         layout.confirm_lease()?;
-        let (target, parts) = prepare(plan, layout, &table, exists, &run)?;
-        match commit_run(plan, table, exists, &run, version, target, parts).await {
+        let target = target(plan, layout, &table, exists, &run)?;
+        let committed = match plan.output.mode {
+            Mode::Merge => {
+                let properties = properties(plan, &run, version);
+                match merge::commit_run(plan, layout, table, exists, &run, &target, properties).await {
+                    Ok(None) => {
+                        tracing::info!("run {} brought no records, and there is no table yet", run.run);
+                        unstage(plan, layout, &run.run)?;
+                        return Ok(None);
+                    }
+                    Ok(Some(version)) => Ok(version),
+                    Err(e) => Err(e),
+                }
+            }
+            Mode::Append | Mode::Replace => {
+                let parts = conformed(plan, layout, &run, &target)?;
+                commit_run(plan, table, exists, &run, version, target, parts)
+                    .await
+                    .map_err(|e| fail(layout, &format!("committing run {} to", run.run), e))
+            }
+        };
+        match committed {
             Ok(table_version) => {
                 tracing::info!("run {} is version {table_version} of the table {}", run.run, layout.display(""));
+                unstage(plan, layout, &run.run)?;
                 return Ok(Some(Committed::Now { run: run.run, version: table_version }));
             }
-            Err(e) if attempt < ATTEMPTS && raced(&e) => {
-                tracing::info!("another commit came first ({e}); reading the table again");
+            Err(Error::Table { source, .. }) if attempt < ATTEMPTS && raced(&*source) => {
+                tracing::info!("another commit came first ({source}); reading the table again");
             }
-            Err(e) => return Err(fail(layout, &format!("committing run {} to", run.run), e)),
+            Err(e) => return Err(e),
         }
     }
     unreachable!("the last attempt returns")
 }
 
+/// A merge run's staged parts, and every earlier run's, go once the table holds the run:
+/// their records are in the table's own files now.
+fn unstage(plan: &Plan, layout: &Layout, run: &str) -> Result<(), Error> {
+    if plan.output.mode != Mode::Merge {
+        return Ok(());
+    }
+    let io = |e| Error::io("removing the merged parts from _harvest/staged", e);
+    for (name, open) in layout.parts().map_err(io)? {
+        if open || crate::output::PartName::parse(&name).is_none_or(|part| part.run > run) {
+            continue;
+        }
+        layout.remove_part(&name, false).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// What a run's commit carries: its `txn`, and what harvest says of it in the commit's info.
+fn properties(plan: &Plan, run: &Completed, version: i64) -> CommitProperties {
+    let now = chrono::Utc::now().timestamp_millis();
+    CommitProperties::default()
+        .with_application_transaction(Transaction::new_with_last_update(app_id(&plan.name), version, Some(now)))
+        .with_metadata([(
+            "harvest".to_string(),
+            serde_json::json!({ "job": plan.name, "run": run.run, "records": run.records, "pages": run.pages }),
+        )])
+}
+
 /// A commit that lost a race with another writer's commit of the same version or app id.
-fn raced(e: &DeltaTableError) -> bool {
+fn raced(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    let Some(e) = e.downcast_ref::<DeltaTableError>() else { return false };
     use deltalake::kernel::transaction::TransactionError;
     matches!(
         e,
@@ -180,16 +231,16 @@ fn raced(e: &DeltaTableError) -> bool {
     )
 }
 
-/// What run `run` commits: the table's schema after it, and its parts, each in the table's
-/// types (a part written before the run's schema widened is written again). In replace mode
-/// the version holds the run's files only: the run's own schema is the table's.
-fn prepare(
+/// The table's schema after run `run`, and the types its records are written in. In replace
+/// mode the version holds the run's files only: the run's own schema is the table's. In
+/// merge mode a primary key field must keep its type.
+fn target(
     plan: &Plan,
     layout: &Layout,
     table: &DeltaTable,
     exists: bool,
     run: &Completed,
-) -> Result<(schema::Target, Vec<crate::output::PartInfo>), Error> {
+) -> Result<schema::Target, Error> {
     let refused = |problem: String| {
         Error::Records(format!(
             "run {} cannot go into the table {}: {problem}; the table is untouched, the run's parts are kept",
@@ -198,19 +249,39 @@ fn prepare(
         ))
     };
     let table_schema = match (exists, plan.output.mode) {
-        (true, Mode::Append) => Some(table.snapshot().map_err(|e| fail(layout, "reading", e))?.schema()),
+        (true, Mode::Append | Mode::Merge) => Some(table.snapshot().map_err(|e| fail(layout, "reading", e))?.schema()),
         _ => None,
     };
     let run_ty = schema::of_parts(&run.parts).map_err(refused)?;
-    let target = schema::target(table_schema.as_deref(), &run_ty).map_err(refused)?;
+    if let (Some(table), Some(merge)) = (&table_schema, &plan.output.merge) {
+        schema::same_keys(table, &run_ty, &merge.primary_key).map_err(|problem| {
+            Error::Usage(format!(
+                "run {} cannot be merged into the table {}: {problem}; the table is untouched, the run's parts are kept",
+                run.run,
+                layout.display("")
+            ))
+        })?;
+    }
+    schema::target(table_schema.as_deref(), &run_ty).map_err(refused)
+}
+
+/// The run's parts, each in the target's types (a part written before the run's schema
+/// widened is written again).
+fn conformed(
+    plan: &Plan,
+    layout: &Layout,
+    run: &Completed,
+    target: &schema::Target,
+) -> Result<Vec<crate::output::PartInfo>, Error> {
     let mut parts = Vec::with_capacity(run.parts.len());
     for part in &run.parts {
-        match schema::differs(&schema::of_part(part).map_err(refused)?, &target.ty) {
+        let own = schema::of_part(part).map_err(|problem| Error::Records(format!("run {}: {problem}", run.run)))?;
+        match schema::differs(&own, &target.ty) {
             true => parts.push(conform::rewrite(layout, &plan.output, part, &target.ty)?),
             false => parts.push(part.clone()),
         }
     }
-    Ok((target, parts))
+    Ok(parts)
 }
 
 /// One commit of `run`: its parts added, the schema `target`'s, in replace mode every file of
@@ -226,12 +297,7 @@ async fn commit_run(
 ) -> Result<u64, DeltaTableError> {
     let now = chrono::Utc::now().timestamp_millis();
     let adds: Vec<Action> = parts.iter().map(|part| Action::Add(add(&part.file, part.bytes, part.rows, now))).collect();
-    let properties = CommitProperties::default()
-        .with_application_transaction(Transaction::new_with_last_update(app_id(&plan.name), version, Some(now)))
-        .with_metadata([(
-            "harvest".to_string(),
-            serde_json::json!({ "job": plan.name, "run": run.run, "records": run.records, "pages": run.pages }),
-        )]);
+    let properties = properties(plan, run, version);
     if !exists {
         let created = CreateBuilder::new()
             .with_log_store(table.log_store())
@@ -260,6 +326,7 @@ async fn commit_run(
             SaveMode::Overwrite
         }
         Mode::Append => SaveMode::Append,
+        Mode::Merge => unreachable!("a merge run is committed by merge::commit_run"),
     };
     actions.extend(adds);
     let operation = DeltaOperation::Write { mode, partition_by: None, predicate: None };

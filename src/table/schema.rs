@@ -60,6 +60,26 @@ pub fn target(table: Option<&StructType>, run: &Ty) -> Result<Target, String> {
     }
 }
 
+/// Merge mode: each primary key field of the run `run` in the type the table's column has
+/// (a key that changed type would name other rows).
+pub fn same_keys(table: &StructType, run: &Ty, keys: &[String]) -> Result<(), String> {
+    let Ty::Struct(record) = run else { return Ok(()) };
+    for key in keys {
+        let Some(column) = table.fields().find(|f| f.name() == key) else {
+            return Err(format!("the table has no column {key:?} for primary_key (it was not made by this merge job)"));
+        };
+        let Some(field) = record.fields.iter().find(|f| f.name == *key) else { continue };
+        let Some(own) = delta_type(&field.ty) else { continue };
+        if own != *column.data_type() {
+            return Err(format!(
+                "primary_key field {key:?} is {} in the table and {own} in this run's records",
+                column.data_type()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// True when a part of type `part` holds a column in another type than `target`'s (written
 /// before its run's schema widened): it is written again before it is committed. A column it
 /// lacks is no difference: readers read it as nulls.
@@ -110,6 +130,21 @@ fn ty_of(data_type: &DataType) -> Option<Ty> {
         }
         _ => return None,
     })
+}
+
+/// `ty` without the fields Delta has no type for (only ever null): what a table holds of it.
+pub fn stored(ty: &Ty) -> Ty {
+    match ty {
+        Ty::Struct(s) => Ty::Struct(crate::schema::Struct::of(
+            s.fields
+                .iter()
+                .filter(|f| delta_type(&f.ty).is_some())
+                .map(|f| crate::schema::Field { name: f.name.clone(), ty: stored(&f.ty), nullable: f.nullable })
+                .collect(),
+        )),
+        Ty::List(item) => Ty::List(Box::new(stored(item))),
+        other => other.clone(),
+    }
 }
 
 /// `ty` as Delta writes it; `None` for a type Delta has none for (only ever null).

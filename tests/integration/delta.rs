@@ -85,7 +85,7 @@ fn harvest(job: &Path, out: &Path) -> Command {
 }
 
 /// Run names are whole seconds: the next run gets its own.
-async fn next_second() {
+pub async fn next_second() {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
 }
 
@@ -173,14 +173,24 @@ async fn a_kill_at_any_commit_point_leaves_each_run_in_the_table_once() {
         "delta-log-written:1",
         "after-commit:1",
     ];
-    for mode in ["append", "replace"] {
-        for point in points {
+    let client = reqwest::Client::new();
+    for mode in ["append", "replace", "merge"] {
+        for (n, point) in points.iter().enumerate() {
             let what = format!("{mode}, killed at {point}");
             let name = format!("k_{mode}_{}", point.replace([':', '-'], "_"));
             let job_file = f.dir.path().join(format!("{name}.toml"));
-            std::fs::write(&job_file, job(&name, mode).replace("{base}", &f.server.url())).unwrap();
+            let text = match mode {
+                "merge" => job(&name, mode) + "primary_key = [\"id\"]\n",
+                _ => job(&name, mode),
+            };
+            std::fs::write(&job_file, text.replace("{base}", &f.server.url())).unwrap();
             assert!(harvest(&job_file, &f.out()).status().unwrap().success(), "{what}: the first run");
             next_second().await;
+            if mode == "merge" {
+                // Rows that change: the crashed run's merge rewrites what holds them.
+                let touch = format!("{}/_admin/touch?ids={},{}", f.server.url(), 10 + n, 500 + n);
+                assert!(client.post(touch).send().await.unwrap().status().is_success());
+            }
             let crashed = harvest(&job_file, &f.out()).env("HARVEST_FAILPOINT", point).output().unwrap();
             let stderr = String::from_utf8_lossy(&crashed.stderr);
             assert!(stderr.contains(&format!("failpoint {point}: aborting")), "{what}: {stderr}");
@@ -197,6 +207,10 @@ async fn a_kill_at_any_commit_point_leaves_each_run_in_the_table_once() {
                 "append" => manifests as u64,
                 _ => 1,
             };
+            if mode == "merge" {
+                let staged = std::fs::read_dir(root.join("_harvest/staged")).unwrap().count();
+                assert_eq!(staged, 0, "{what}: the merged runs' staged parts are gone");
+            }
             let expected: Vec<u64> = (1..=1000).flat_map(|id| std::iter::repeat_n(id, runs as usize)).collect();
             assert_eq!(ids(newest), expected, "{what}");
             assert!(!root.join("_harvest/checkpoint.json").exists(), "{what}: the checkpoint is gone");

@@ -17,6 +17,7 @@ mod init;
 mod interrupts;
 mod job_errors;
 mod limits;
+mod merge;
 mod notify;
 mod object_store;
 mod pagination;

@@ -104,15 +104,18 @@ fn the_readme_tour_runs_as_written() {
 }
 
 /// The README's "Tables" block: two runs of jobs/delta.toml are versions 0 and 1 of a Delta
-/// table, which `status` shows and Polars reads, now and as of version 0.
+/// table, which `status` shows and Polars reads, now and as of version 0; two runs of
+/// jobs/delta-sync.toml merge into one row per id.
 #[test]
 fn the_readme_tables_section_runs_as_written() {
     let readme = std::fs::read_to_string(Path::new(REPO).join("README.md")).unwrap();
     let (dir, stdout, _, polars) = run_as_written(&shell_block(&readme, "## Tables"), "deltalake");
     assert!(dir.path().join("output/delta/_delta_log/00000000000000000001.json").exists());
     assert!(stdout.contains("table: Delta Lake, version 1, ") && stdout.contains("10000 rows"), "{stdout}");
+    assert!(dir.path().join("output/delta-sync/_delta_log/00000000000000000001.json").exists());
     if polars {
         assert!(stdout.lines().any(|l| l.trim() == "10000 5000"), "Polars reads both versions: {stdout}");
+        assert!(stdout.lines().any(|l| l.trim() == "5000 5000"), "one row per id after the merge: {stdout}");
     }
 }
 

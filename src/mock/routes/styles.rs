@@ -303,10 +303,15 @@ impl Call {
             .flat_map(|(_, v)| v.split(',').filter_map(|id| id.trim().parse().ok()).collect::<Vec<u64>>())
             .filter(|id| (1..=data.len()).contains(id))
             .collect();
+        let delete = self.param("deleted") == Some("true");
         let mut touched = self.api.touched.lock().expect("touched lock");
+        let mut deleted = self.api.deleted.lock().expect("deleted lock");
         for id in &ids {
-            touched.retain(|t| t != id);
             touched.push(*id);
+            match delete {
+                true => deleted.insert(*id),
+                false => deleted.remove(id),
+            };
         }
         self.json(StatusCode::OK, json!({"touched": ids.len()}).to_string(), HeaderMap::new())
     }
