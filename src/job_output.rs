@@ -1,7 +1,8 @@
 //! `repo = { from = "repos", field = "$.full_name", include = { repo_id = "$.id" } }`: the
 //! values of a field in another job's latest complete run (all its shards' manifests
 //! written), read from the parts its manifests list, in their order: NDJSON in any
-//! compression, or Parquet (each row as arrow-json writes it). A partition source
+//! compression, or Parquet (each row as arrow-json writes it); for a Delta job, from its
+//! table's current version. A partition source
 //! ([`crate::partition::listed`]); its fingerprint is the run's name.
 
 use std::io::{BufRead, Read};
@@ -86,9 +87,18 @@ impl JobOutput {
             )));
         };
         let mut parts = Vec::new();
+        let mut table = false;
         for rel in manifests {
             let manifest = crate::manifest::read(&layout, &rel).map_err(|e| Failure::Read(e.to_string()))?;
+            table |= manifest.format == Some(crate::plan::Format::Delta);
             parts.extend(manifest.parts.into_iter().map(|part| (part.file, part.rows)));
+        }
+        // A Delta job's output is its table: read as it stands (a merge run's parts are gone
+        // once merged, and what it holds is the table's rows, not the run's records).
+        if table {
+            let files =
+                crate::table::blocking(crate::table::files(&layout)).map_err(|e| Failure::Read(e.to_string()))?;
+            parts = files.ok_or_else(|| Failure::Read(format!("job {} has no table in {folder} yet", self.job)))?;
         }
         tracing::debug!("partitions from job {}: run {name}, {} part(s)", self.job, parts.len());
         Ok(ParentRun { layout, name, parts })

@@ -21,7 +21,7 @@ mod merge;
 mod schema;
 mod upkeep;
 
-pub use upkeep::{describe, optimize, optimize_at, vacuum};
+pub use upkeep::{describe, files, optimize, optimize_at, vacuum};
 
 use std::sync::Arc;
 

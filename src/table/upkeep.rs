@@ -93,6 +93,24 @@ pub async fn vacuum(plan: &Plan, retain: Duration, dry_run: bool) -> Result<Stri
     })
 }
 
+/// The data files of the table's current version with their rows, in the log's order; `None`
+/// when there is no table. What another job reads of a Delta job's output: its table as it
+/// stands, not its last run's parts (a merge's are staged and gone; optimize replaces them).
+pub async fn files(layout: &Layout) -> Result<Option<Vec<(String, u64)>>, Error> {
+    let mut table = at(layout)?;
+    if !load(&mut table, layout).await? {
+        return Ok(None);
+    }
+    let snapshot = table.snapshot().map_err(|e| fail(layout, "reading", e))?;
+    let log_store = table.log_store();
+    let mut views = snapshot.snapshot().file_views(log_store.as_ref(), None);
+    let mut files = Vec::new();
+    while let Some(file) = views.try_next().await.map_err(|e| fail(layout, "reading", e))? {
+        files.push((file.path().into_owned(), file.num_records().unwrap_or_default() as u64));
+    }
+    Ok(Some(files))
+}
+
 /// The table's lines of `harvest status`: its version, files and rows, and its newest versions.
 pub async fn describe(plan: &Plan, layout: &Layout) -> Result<Option<String>, Error> {
     let mut table = at(layout)?;

@@ -282,3 +282,22 @@ async fn a_record_without_its_key_or_a_key_of_another_type_is_refused() {
     );
     assert_eq!(versions(), 1, "the table is untouched");
 }
+
+/// A job whose partitions come from a merge job reads the parent's table as it stands: one
+/// value per key, the deleted key gone (the merged runs' parts are gone by then).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_reading_a_merge_job_s_output_reads_its_table() {
+    let f = Fixture::new(50).await;
+    let (changes, url) = Changes::serve().await;
+    changes.set((1..=5).map(|id| record(id, 1, id as i64)).collect());
+    f.run(&merge_job("parents", &url, false)).await.unwrap();
+    crate::delta::next_second().await;
+    changes.set(vec![record(2, 2, 20), deleted(3, 2), record(6, 2, 6), record(2, 3, 21)]);
+    f.run(&merge_job("parents", &url, false)).await.unwrap();
+    let child = "name = \"child\"\n[request]\nurl = \"{base}/items/{id}\"\n[records]\npath = \"$\"\n\
+                 [pagination]\nkind = \"none\"\n[partitions]\nid = { from = \"parents\", field = \"$.id\" }\n";
+    f.run(child).await.unwrap();
+    let mut ids = f.ids("child");
+    ids.sort();
+    assert_eq!(ids, vec![1, 2, 4, 5, 6]);
+}
