@@ -187,11 +187,12 @@ impl FieldPath {
         Some((FieldPath(names.iter().map(|n| n.to_string()).collect()), at.clone()))
     }
 
-    /// The field in the table aliased `side` (or unqualified, for `None`).
+    /// The field in the table aliased `side` (`source` or `target`).
     fn of(&self, side: &str) -> Expr {
         self.at(Some(side))
     }
 
+    /// The field in the table aliased `side`, or unqualified for `None`.
     fn at(&self, side: Option<&str>) -> Expr {
         let (first, rest) = self.0.split_first().expect("a path has a name");
         let top = Expr::Column(Column::new(side, first.as_str()));
