@@ -30,17 +30,12 @@ fn conformed_name(file: &str) -> String {
 /// Part `part` written again in `to`'s types and published beside it; the copy's name and
 /// size.
 pub fn rewrite(layout: &Layout, output: &OutputPlan, part: &PartInfo, to: &Ty) -> Result<PartInfo, Error> {
+    const PURPOSE: &str = "in the table's types";
     let failed = |what: &str, e: Box<dyn std::error::Error + Send + Sync>| Error::Parquet {
-        context: format!("{what} {} in the table's types", layout.display(&part.file)),
+        context: format!("{what} {} {PURPOSE}", layout.display(&part.file)),
         source: e,
     };
-    let bytes = layout
-        .read(&part.file)
-        .map_err(|e| Error::io(format!("reading {}", layout.display(&part.file)), e))?
-        .ok_or_else(|| Error::Output { path: layout.display(&part.file), problem: "vanished".into() })?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-        .and_then(|builder| builder.build())
-        .map_err(|e| failed("reading", Box::new(e)))?;
+    let read = batches(layout, part, to, PURPOSE)?;
     let name = conformed_name(&part.file);
     let local = layout.open_dir().join(&name);
     let file = std::fs::File::create(&local).map_err(|e| Error::io(format!("creating {}", local.display()), e))?;
@@ -48,10 +43,8 @@ pub fn rewrite(layout: &Layout, output: &OutputPlan, part: &PartInfo, to: &Ty) -
     let properties = crate::sink::parquet::properties(output.compression, output.parquet.row_group_size);
     let mut writer =
         ArrowWriter::try_new(file, schema.clone(), Some(properties)).map_err(|e| failed("writing", Box::new(e)))?;
-    for batch in reader {
-        let batch = batch.map_err(|e| failed("reading", Box::new(e)))?;
-        let columns = conform_struct(batch.columns(), batch.schema().fields(), to, batch.num_rows())
-            .map_err(|e| failed("converting", e.into()))?;
+    for batch in read {
+        let (columns, _) = batch?;
         let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| failed("converting", Box::new(e)))?;
         writer.write(&batch).map_err(|e| failed("writing", Box::new(e)))?;
     }
@@ -62,8 +55,34 @@ pub fn rewrite(layout: &Layout, output: &OutputPlan, part: &PartInfo, to: &Ty) -
     Ok(PartInfo { file: name, bytes, ..part.clone() })
 }
 
+/// Part `part`'s rows batch by batch, each batch's columns in `to`'s types with its row
+/// count; `purpose` says in errors what the part is read for ("to merge it").
+pub fn batches<'a>(
+    layout: &'a Layout,
+    part: &'a PartInfo,
+    to: &'a Ty,
+    purpose: &'a str,
+) -> Result<impl Iterator<Item = Result<(Vec<ArrayRef>, usize), Error>> + 'a, Error> {
+    let failed = move |what: &str, e: Box<dyn std::error::Error + Send + Sync>| Error::Parquet {
+        context: format!("{what} {} {purpose}", layout.display(&part.file)),
+        source: e,
+    };
+    let bytes = layout
+        .read(&part.file)
+        .map_err(|e| Error::io(format!("reading {}", layout.display(&part.file)), e))?
+        .ok_or_else(|| Error::Output { path: layout.display(&part.file), problem: "vanished".into() })?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .and_then(|builder| builder.build())
+        .map_err(|e| failed("reading", Box::new(e)))?;
+    Ok(reader.map(move |batch| {
+        let batch = batch.map_err(|e| failed("reading", Box::new(e)))?;
+        let columns = columns(&batch, to).map_err(|e| failed("converting", e.into()))?;
+        Ok((columns, batch.num_rows()))
+    }))
+}
+
 /// The columns of `batch` in the record type `to`.
-pub fn columns(batch: &RecordBatch, to: &Ty) -> Result<Vec<ArrayRef>, String> {
+fn columns(batch: &RecordBatch, to: &Ty) -> Result<Vec<ArrayRef>, String> {
     conform_struct(batch.columns(), batch.schema().fields(), to, batch.num_rows())
 }
 

@@ -25,7 +25,6 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableRefer
 use deltalake::operations::write::WriteBuilder;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableError};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::schema::Target;
 use crate::error::Error;
@@ -68,7 +67,7 @@ pub(super) async fn commit_run(
     let writer = crate::sink::parquet::properties(plan.output.compression, plan.output.parquet.row_group_size);
     if !exists {
         let kept = match &columns.deleted {
-            Some(deleted) => records.filter(deleted.clone().is_not_true()).map_err(datafusion)?,
+            Some(deleted) => records.filter(deleted.at(None).is_not_true()).map_err(datafusion)?,
             None => records,
         };
         let batches = kept.collect().await.map_err(datafusion)?;
@@ -94,7 +93,7 @@ pub(super) async fn commit_run(
         let (source, target) = (path.of("source"), path.of("target"));
         source.lt(target).is_not_true()
     });
-    let deleted = columns.deleted.as_ref().map(|_| columns.deleted_at("source").is_true());
+    let deleted = columns.deleted.as_ref().map(|deleted| deleted.of("source").is_true());
     let changed = columns.changed();
     let all = columns.all.clone();
     let mut builder = table
@@ -210,9 +209,8 @@ struct Columns {
     grown: Vec<String>,
     /// `[incremental]`'s field, where there is a column for it.
     cursor: Option<FieldPath>,
-    /// `deleted`'s field, as the run's records (unqualified) hold it.
-    deleted: Option<Expr>,
-    deleted_path: Option<FieldPath>,
+    /// `deleted`'s field, where there is a column for it.
+    deleted: Option<FieldPath>,
 }
 
 impl Columns {
@@ -238,9 +236,9 @@ impl Columns {
             .as_ref()
             .and_then(|incremental| FieldPath::of_path(&incremental.field, ty))
             .map(|(path, _)| path);
-        let (deleted, deleted_path) = match &merge.deleted {
+        let deleted = match &merge.deleted {
             Some(path) => match FieldPath::of_path(path, ty) {
-                Some((field, Ty::Bool)) => (Some(field.at(None)), Some(field)),
+                Some((field, Ty::Bool)) => Some(field),
                 Some((_, other)) => {
                     return Err(refused(format!(
                         "deleted = {:?} holds {}, where a boolean (true for a deleted record) is wanted",
@@ -248,9 +246,9 @@ impl Columns {
                         other.to_arrow()
                     )))
                 }
-                None => (None, None),
+                None => None,
             },
-            None => (None, None),
+            None => None,
         };
         // A row's change is judged on the columns it had, in their type; a column new to the
         // table (or a struct that gained fields) changes a row where the record has a value.
@@ -263,11 +261,7 @@ impl Columns {
             .iter()
             .partition::<Vec<_>, _>(|field| before(&field.name).is_some_and(|t| t == field.ty.to_arrow()));
         let names = |fields: Vec<&crate::schema::Field>| fields.iter().map(|f| f.name.clone()).collect();
-        Ok(Columns { compared: names(compared), grown: names(grown), all, cursor, deleted, deleted_path })
-    }
-
-    fn deleted_at(&self, side: &str) -> Expr {
-        self.deleted_path.as_ref().expect("a deleted field").of(side)
+        Ok(Columns { compared: names(compared), grown: names(grown), all, cursor, deleted })
     }
 
     /// A row whose record differs from it in any column.
@@ -298,25 +292,15 @@ async fn reduced(
     let mut batches = Vec::new();
     let mut ordinal = 0u64;
     for part in &run.parts {
-        let failed = |what: &str, e: Box<dyn std::error::Error + Send + Sync>| Error::Parquet {
-            context: format!("{what} {} to merge it", layout.display(&part.file)),
-            source: e,
-        };
-        let bytes = layout
-            .read(&part.file)
-            .map_err(|e| Error::io(format!("reading {}", layout.display(&part.file)), e))?
-            .ok_or_else(|| Error::Output { path: layout.display(&part.file), problem: "vanished".into() })?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-            .and_then(|builder| builder.build())
-            .map_err(|e| failed("reading", Box::new(e)))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| failed("reading", Box::new(e)))?;
-            let rows = batch.num_rows();
-            let mut columns = super::conform::columns(&batch, ty).map_err(|e| failed("converting", e.into()))?;
+        for batch in super::conform::batches(layout, part, ty, "to merge it")? {
+            let (mut columns, rows) = batch?;
             columns.push(Arc::new(UInt64Array::from_iter_values(ordinal..ordinal + rows as u64)) as ArrayRef);
             ordinal += rows as u64;
-            batches
-                .push(RecordBatch::try_new(numbered.clone(), columns).map_err(|e| failed("converting", Box::new(e)))?);
+            let numbered = RecordBatch::try_new(numbered.clone(), columns).map_err(|e| Error::Parquet {
+                context: format!("numbering the rows of {} to merge them", layout.display(&part.file)),
+                source: Box::new(e),
+            })?;
+            batches.push(numbered);
         }
     }
     let ctx = SessionContext::new();
