@@ -68,7 +68,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], point: &str) -> io::Result<()> {
 /// temporary name, not yet renamed),
 /// `publish` (a part renamed to its final name, the folder not yet synced, the ledger not
 /// yet told), `after-manifest` (a run's manifest durable, its checkpoint and the parts it
-/// replaces not yet removed).
+/// replaces not yet removed); for a Delta table `before-commit` and `after-commit` around a
+/// run's commit, the points inside it in `table::failpoints`, and `unstage` (a merged run's
+/// staged part removed, the others not yet).
 pub fn failpoint(name: &str) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static POINT: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();

@@ -1,7 +1,8 @@
 //! The object store delta-rs writes the table's log through: harvest's own (the local
 //! filesystem, or the job's bucket), with the failpoints that let the tests kill a run in the
 //! middle of a commit (`HARVEST_FAILPOINT=delta-log-put:1` dies before the log entry is
-//! written, `delta-log-written:1` right after, before delta-rs has returned).
+//! written, `delta-log-written:1` right after, before delta-rs has returned;
+//! `delta-data-put:1` before the first data file delta-rs writes itself, as a merge does).
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,7 +17,8 @@ use object_store::{
 
 use crate::output::failpoint;
 
-/// `inner`, with a failpoint on each side of every write to `_delta_log/`.
+/// `inner`, with a failpoint on each side of every write to `_delta_log/` and before every
+/// other write (a data file of delta-rs's own).
 #[derive(Debug)]
 pub struct Failpoints {
     inner: Arc<dyn ObjectStore>,
@@ -41,8 +43,9 @@ fn in_log(location: &Path) -> bool {
 #[async_trait]
 impl ObjectStore for Failpoints {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-        if in_log(location) {
-            failpoint("delta-log-put");
+        match in_log(location) {
+            true => failpoint("delta-log-put"),
+            false => failpoint("delta-data-put"),
         }
         let put = self.inner.put_opts(location, payload, opts).await;
         if in_log(location) && put.is_ok() {
@@ -52,6 +55,7 @@ impl ObjectStore for Failpoints {
     }
 
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        failpoint("delta-data-put");
         self.inner.put_multipart_opts(location, opts).await
     }
 

@@ -201,6 +201,7 @@ fn unstage(plan: &Plan, layout: &Layout, run: &str) -> Result<(), Error> {
             continue;
         }
         layout.remove_part(&name, false).map_err(io)?;
+        crate::output::failpoint("unstage");
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::support::{python_with, Fixture};
 
@@ -27,30 +27,37 @@ fn job(name: &str, mode: &str) -> String {
 pub const EXIT: &str = "import os; os._exit(0)";
 
 /// Every version of the table at `root`, as the `deltalake` package and Polars read it: per
-/// version its ids (sorted), row count by Polars, the commit's operation and the `txn` version
-/// the job holds.
+/// version its ids (sorted), row count by Polars, the `txn` version the job holds and its
+/// files; for the newest, its rows' `id` and `updated_at` in order of `id`.
 fn versions(python: &str, root: &Path, app: &str) -> Vec<Value> {
+    versions_at(python, root.to_str().unwrap(), app, "None")
+}
+
+/// [`versions`] of the table at `uri`, read with `options` (a Python dict of storage options).
+pub fn versions_at(python: &str, uri: &str, app: &str, options: &str) -> Vec<Value> {
     let script = format!(
         r#"
 import json, deltalake, polars as pl
-path = {root:?}
-latest = deltalake.DeltaTable(path).version()
+path, options = {uri:?}, {options}
+latest = deltalake.DeltaTable(path, storage_options=options).version()
 out = []
 for v in range(latest + 1):
-    dt = deltalake.DeltaTable(path, version=v)
+    dt = deltalake.DeltaTable(path, version=v, storage_options=options)
     ids = sorted(dt.to_pyarrow_table(columns=["id"]).column("id").to_pylist())
     out.append({{
         "version": v,
         "ids": ids,
-        "polars_rows": pl.read_delta(path, version=v).height,
+        "polars_rows": pl.read_delta(path, version=v, storage_options=options).height,
         "txn": dt.transaction_version({app:?}),
         "files": len(dt.file_uris()),
+        "uris": dt.file_uris(),
     }})
+table = deltalake.DeltaTable(path, storage_options=options)
+rows = table.to_pyarrow_table(columns=["id", "updated_at"]).sort_by("id").to_pylist()
+out[-1]["rows"] = [[r["id"], r["updated_at"]] for r in rows]
 print(json.dumps(out), flush=True)
 {EXIT}
 "#,
-        root = root.to_str().unwrap(),
-        EXIT = EXIT,
     );
     let out = Command::new(python).args(["-c", &script]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -156,66 +163,164 @@ print(json.dumps({{
     assert!(read["city"][0].is_string(), "{read}");
 }
 
-/// kill -9 (an abort at a failpoint) before, inside and after the commit, and around it:
-/// after a rerun, the table has one version per completed run (one per manifest) and its
-/// newest version holds every id once (replace) or once per run (append).
+/// A crash to recover from: consecutive attempts at one run abort at `points` (each attempt
+/// resuming the one before), in the table's first run (`first`, the commit that creates it) or
+/// in the run after it.
+pub struct Kill {
+    pub points: &'static [&'static str],
+    pub first: bool,
+    pub modes: &'static [&'static str],
+}
+
+pub const EVERY: &[&str] = &["append", "replace", "merge"];
+pub const FILES: &[&str] = &["append", "replace"];
+pub const MERGE: &[&str] = &["merge"];
+
+pub const fn kill(points: &'static [&'static str], modes: &'static [&'static str]) -> Kill {
+    Kill { points, first: false, modes }
+}
+
+pub const fn first(points: &'static [&'static str], modes: &'static [&'static str]) -> Kill {
+    Kill { points, first: true, modes }
+}
+
+/// Every moment of a Delta run a crash can stop: writing parts and checkpoints, the manifest,
+/// a part written again in the table's types, delta-rs writing a merge's data files and the
+/// log entry, removing a merged run's staged parts; in the run that creates the table; and
+/// once more while the next run finishes a crashed one. 20 in append and replace, 21 in merge.
+const KILLS: &[Kill] = &[
+    kill(&["publish:1"], EVERY),
+    kill(&["publish:4"], EVERY),
+    kill(&["checkpoint-write:1"], EVERY),
+    kill(&["checkpoint-write:3"], EVERY),
+    kill(&["manifest-write:1"], EVERY),
+    kill(&["after-manifest:1"], EVERY),
+    kill(&["before-commit:1"], EVERY),
+    kill(&["publish:6"], FILES),
+    kill(&["delta-data-put:1"], MERGE),
+    kill(&["delta-log-put:1"], EVERY),
+    kill(&["delta-log-written:1"], EVERY),
+    kill(&["unstage:1"], MERGE),
+    kill(&["after-commit:1"], EVERY),
+    first(&["publish:2"], EVERY),
+    first(&["after-manifest:1"], EVERY),
+    first(&["publish:5"], FILES),
+    first(&["delta-data-put:1"], MERGE),
+    first(&["delta-log-put:1"], EVERY),
+    first(&["delta-log-written:1"], EVERY),
+    first(&["after-commit:1"], EVERY),
+    kill(&["publish:2", "checkpoint-write:2"], EVERY),
+    kill(&["before-commit:1", "delta-log-put:1"], EVERY),
+    kill(&["after-manifest:1", "delta-log-written:1"], EVERY),
+];
+
+/// kill -9 (an abort at a failpoint) at every point of [`KILLS`], then a run to the end: the
+/// table has one version per completed run (one per manifest); its newest version holds every
+/// id once (replace), once per run (append), or once with the mock's current values (merge:
+/// rows touched before the crashed run); no staged part and no checkpoint is left; and after
+/// `vacuum --retain 0s` the table's folder holds exactly the newest version's files.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kill_at_any_commit_point_leaves_each_run_in_the_table_once() {
     let Some(python) = python_with("deltalake") else { return };
     let f = Fixture::new(1000).await;
-    let points = [
-        "publish:2",
-        "checkpoint-write:3",
-        "manifest-write:1",
-        "after-manifest:1",
-        "before-commit:1",
-        "delta-log-put:1",
-        "delta-log-written:1",
-        "after-commit:1",
-    ];
     let client = reqwest::Client::new();
-    for mode in ["append", "replace", "merge"] {
-        for (n, point) in points.iter().enumerate() {
-            let what = format!("{mode}, killed at {point}");
-            let name = format!("k_{mode}_{}", point.replace([':', '-'], "_"));
+    let mut count = 0;
+    for mode in EVERY {
+        for (n, kill) in KILLS.iter().enumerate().filter(|(_, kill)| kill.modes.contains(mode)) {
+            count += 1;
+            let when = if kill.first { "its first run" } else { "a later run" };
+            let what = format!("{mode}, killed in {when} at {}", kill.points.join(" then "));
+            let name = format!("k_{mode}_{n}");
             let job_file = f.dir.path().join(format!("{name}.toml"));
-            let text = match mode {
+            let text = match *mode {
                 "merge" => job(&name, mode) + "primary_key = [\"id\"]\n",
                 _ => job(&name, mode),
             };
             std::fs::write(&job_file, text.replace("{base}", &f.server.url())).unwrap();
-            assert!(harvest(&job_file, &f.out()).status().unwrap().success(), "{what}: the first run");
-            next_second().await;
-            if mode == "merge" {
-                // Rows that change: the crashed run's merge rewrites what holds them.
-                let touch = format!("{}/_admin/touch?ids={},{}", f.server.url(), 10 + n, 500 + n);
-                assert!(client.post(touch).send().await.unwrap().status().is_success());
+            if !kill.first {
+                assert!(harvest(&job_file, &f.out()).status().unwrap().success(), "{what}: the first run");
+                if *mode == "merge" {
+                    // Rows that change: the crashed run's merge rewrites what holds them.
+                    let touch = format!("{}/_admin/touch?ids={},{}", f.server.url(), 10 + n, 500 + n);
+                    assert!(client.post(touch).send().await.unwrap().status().is_success());
+                }
             }
-            let crashed = harvest(&job_file, &f.out()).env("HARVEST_FAILPOINT", point).output().unwrap();
-            let stderr = String::from_utf8_lossy(&crashed.stderr);
-            assert!(stderr.contains(&format!("failpoint {point}: aborting")), "{what}: {stderr}");
-            next_second().await;
+            for point in kill.points {
+                let crashed = harvest(&job_file, &f.out()).env("HARVEST_FAILPOINT", point).output().unwrap();
+                let stderr = String::from_utf8_lossy(&crashed.stderr);
+                assert!(stderr.contains(&format!("failpoint {point}: aborting")), "{what}: {stderr}");
+            }
             let rerun = harvest(&job_file, &f.out()).output().unwrap();
             assert!(rerun.status.success(), "{what}: {}", String::from_utf8_lossy(&rerun.stderr));
 
             let root = f.out().join(&name);
             let manifests = std::fs::read_dir(root.join("_harvest/runs")).unwrap().count();
             let versions = versions(&python, &root, &format!("harvest/{name}"));
-            assert_eq!(versions.len(), manifests, "{what}: one version per completed run");
-            let newest = versions.last().unwrap();
-            let runs = match mode {
-                "append" => manifests as u64,
-                _ => 1,
+            let current = match *mode {
+                "merge" => Some(current_rows(&client, &f.server.url()).await),
+                _ => None,
             };
-            if mode == "merge" {
+            recovered(&what, mode, &versions, manifests, 1000, current.as_deref());
+            if *mode == "merge" {
                 let staged = std::fs::read_dir(root.join("_harvest/staged")).unwrap().count();
                 assert_eq!(staged, 0, "{what}: the merged runs' staged parts are gone");
             }
-            let expected: Vec<u64> = (1..=1000).flat_map(|id| std::iter::repeat_n(id, runs as usize)).collect();
-            assert_eq!(ids(newest), expected, "{what}");
             assert!(!root.join("_harvest/checkpoint.json").exists(), "{what}: the checkpoint is gone");
+
+            let vacuum = Command::new(env!("CARGO_BIN_EXE_harvest"))
+                .args(["vacuum", job_file.to_str().unwrap(), "--output-dir", f.out().to_str().unwrap()])
+                .args(["--retain", "0s", "-q"])
+                .output()
+                .unwrap();
+            assert!(vacuum.status.success(), "{what}: {}", String::from_utf8_lossy(&vacuum.stderr));
+            let left: Vec<String> = names(&root).into_iter().filter(|name| !name.starts_with('_')).collect();
+            assert_eq!(left, files(versions.last().unwrap()), "{what}: after vacuum, only the newest version's files");
         }
     }
+    assert_eq!(count, 20 + 20 + 21, "every point in every mode it applies to");
+}
+
+/// The mock's current records as `[id, updated_at]`, in order of id.
+pub async fn current_rows(client: &reqwest::Client, base: &str) -> Vec<Value> {
+    let page = client.get(format!("{base}/offset?offset=0&limit=100000")).send().await.unwrap();
+    let page: Value = serde_json::from_slice(&page.bytes().await.unwrap()).unwrap();
+    let mut rows: Vec<Value> =
+        page["items"].as_array().unwrap().iter().map(|r| json!([r["id"], r["updated_at"]])).collect();
+    rows.sort_by_key(|r| r[0].as_u64());
+    rows
+}
+
+/// After a kill and a run to the end, the table read as [`versions_at`] reads it: one version
+/// per completed run (`manifests`), its newest holding ids 1 to `records` once per run
+/// (append) or once (replace, merge), in merge mode with the values of `current`.
+pub fn recovered(
+    what: &str,
+    mode: &str,
+    versions: &[Value],
+    manifests: usize,
+    records: u64,
+    current: Option<&[Value]>,
+) {
+    assert_eq!(versions.len(), manifests, "{what}: one version per completed run");
+    let newest = versions.last().unwrap();
+    let runs = match mode {
+        "append" => manifests,
+        _ => 1,
+    };
+    let expected: Vec<u64> = (1..=records).flat_map(|id| std::iter::repeat_n(id, runs)).collect();
+    assert_eq!(ids(newest), expected, "{what}");
+    if let Some(current) = current {
+        assert_eq!(newest["rows"].as_array().unwrap(), current, "{what}: each key's latest record");
+    }
+}
+
+/// The names of a version's files, sorted.
+pub fn files(version: &Value) -> Vec<String> {
+    let uris = version["uris"].as_array().unwrap();
+    let mut names: Vec<String> =
+        uris.iter().map(|uri| uri.as_str().unwrap().rsplit('/').next().unwrap().to_string()).collect();
+    names.sort();
+    names
 }
 
 /// `harvest optimize` compacts the table's files into one version that reads the same;

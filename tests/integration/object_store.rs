@@ -578,3 +578,113 @@ async fn three_shards_commit_one_delta_version_into_s3_even_with_a_shard_killed(
     let status = text(&run(&["status", &job]));
     assert!(status.contains("table: Delta Lake, version 0") && status.contains("3600 rows"), "{status}");
 }
+
+/// The moments of a Delta commit into S3 a crash can stop, in each mode: before it, while
+/// delta-rs writes a merge's data files, before and after the log entry (an S3 conditional
+/// put), while a merged run's staged parts are removed, after it; and the first run's commit,
+/// which creates the table.
+const S3_KILLS: &[crate::delta::Kill] = {
+    use crate::delta::{first, kill, EVERY, MERGE};
+    &[
+        kill(&["before-commit:1"], EVERY),
+        kill(&["delta-data-put:1"], MERGE),
+        kill(&["delta-log-put:1"], EVERY),
+        kill(&["delta-log-written:1"], EVERY),
+        kill(&["unstage:1"], MERGE),
+        kill(&["after-commit:1"], EVERY),
+        first(&["delta-log-written:1"], EVERY),
+    ]
+};
+
+/// kill -9 at each point of [`S3_KILLS`] of a Delta run into moto S3, in append, replace and
+/// merge mode (the three side by side), then a run to the end once the dead worker's lease
+/// ran out: the table, read from the store by the `deltalake` package and Polars, has one
+/// version per completed run and its newest version every id once (once per run in append
+/// mode; with the mock's current values in merge mode); no staged part or checkpoint is left;
+/// after `vacuum --retain 0s` the table's prefix holds exactly the newest version's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kill_at_each_commit_point_into_s3_leaves_each_run_in_the_table_once() {
+    let Some(s3) = S3::start().await else { return };
+    let Some(python) = python_with("deltalake") else { return };
+    let f = Fixture::new(600).await;
+    let options = format!(
+        "{{'AWS_ENDPOINT_URL': '{}', 'AWS_ALLOW_HTTP': 'true', 'AWS_ACCESS_KEY_ID': '{KEY_ID}', \
+         'AWS_SECRET_ACCESS_KEY': '{SECRET}', 'AWS_REGION': 'us-east-1', 'AWS_S3_ALLOW_UNSAFE_RENAME': 'true'}}",
+        s3.endpoint()
+    );
+    let (s3, f, python, options) = (&s3, &f, python.as_str(), options.as_str());
+    // The modes side by side, each on a thread of its own: most of the time is spent waiting
+    // for leases to run out and for processes to end.
+    let one_mode = |mode: &'static str| async move {
+        let client = &reqwest::Client::new();
+        for (n, kill) in S3_KILLS.iter().enumerate().filter(|(_, kill)| kill.modes.contains(&mode)) {
+            let when = if kill.first { "its first run" } else { "a later run" };
+            let what = format!("{mode} into S3, killed in {when} at {}", kill.points.join(" then "));
+            let name = format!("k_{mode}_{n}");
+            let key = if mode == "merge" { "primary_key = [\"id\"]\n" } else { "" };
+            let toml = format!(
+                "name = \"{name}\"\n[request]\nurl = \"{{base}}/offset\"\n[records]\npath = \"$.items[*]\"\n\
+                 [pagination]\nkind = \"offset\"\npage_size = 50\ntotal = \"$.total\"\n{}",
+                s3.output(
+                    "exports",
+                    &format!(
+                        "format = \"delta\"\nmode = \"{mode}\"\n{key}rows_per_file = 200\n\
+                         checkpoint_interval = \"10ms\"\nlease_ttl = \"1s\"\n"
+                    )
+                )
+            );
+            let path = f.dir.path().join(format!("{name}.toml"));
+            std::fs::write(&path, toml.replace("{base}", &f.server.url())).unwrap();
+            let job = path.to_str().unwrap();
+            if !kill.first {
+                let out = run(&["run", job, "-q"]);
+                assert!(out.status.success(), "{what}: the first run: {}", text(&out));
+                if mode == "merge" {
+                    let touch = format!("{}/_admin/touch?ids={},{}", f.server.url(), 20 + n, 300 + n);
+                    assert!(client.post(touch).send().await.unwrap().status().is_success());
+                }
+            }
+            for point in kill.points {
+                let crashed = harvest_s3(&["run", job, "-q"], &[("HARVEST_FAILPOINT", point)]).output().unwrap();
+                assert!(text(&crashed).contains(&format!("failpoint {point}: aborting")), "{what}: {}", text(&crashed));
+                // The dead worker's lease runs out before the next run takes it.
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+            }
+            let rerun = run(&["run", job, "-q"]);
+            assert!(rerun.status.success(), "{what}: {}", text(&rerun));
+
+            let prefix = format!("exports/{name}/");
+            let keys: Vec<String> =
+                s3.keys(&prefix).into_iter().map(|(key, _)| key[prefix.len()..].to_string()).collect();
+            let manifests = keys.iter().filter(|key| key.starts_with("_harvest/runs/")).count();
+            assert!(!keys.iter().any(|key| key.starts_with("_harvest/staged/")), "{what}: staged parts left: {keys:?}");
+            assert!(!keys.iter().any(|key| key.contains("checkpoint")), "{what}: a checkpoint left: {keys:?}");
+            let uri = format!("s3://{BUCKET}/exports/{name}");
+            let versions = crate::delta::versions_at(python, &uri, &format!("harvest/{name}"), options);
+            let current = match mode {
+                "merge" => Some(crate::delta::current_rows(client, &f.server.url()).await),
+                _ => None,
+            };
+            crate::delta::recovered(&what, mode, &versions, manifests, 600, current.as_deref());
+
+            let vacuum = run(&["vacuum", job, "--retain", "0s", "-q"]);
+            assert!(vacuum.status.success(), "{what}: {}", text(&vacuum));
+            let mut left: Vec<String> = s3
+                .keys(&prefix)
+                .into_iter()
+                .map(|(key, _)| key[prefix.len()..].to_string())
+                .filter(|key| !key.starts_with('_'))
+                .collect();
+            left.sort();
+            assert_eq!(left, crate::delta::files(versions.last().unwrap()), "{what}: after vacuum");
+        }
+    };
+    std::thread::scope(|scope| {
+        for mode in crate::delta::EVERY {
+            scope.spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(one_mode(mode));
+            });
+        }
+    });
+}
