@@ -4,7 +4,8 @@
 //! A merge run's parts wait under `_harvest/staged/`, out of the table. At the commit they are
 //! read in the run's order (parts in manifest order, rows in part order) and numbered, so that
 //! "the later record" is exact; the run is reduced to one record per key (the highest
-//! `[incremental]` field value, then the latest in the API's order); then one MERGE: a key
+//! `[incremental]` field value, then the latest in the API's order) in bounded memory, the
+//! sort spilling to disk, into a Parquet file of its own; then one MERGE of that file: a key
 //! whose winning record is deleted (`deleted` is true) is deleted, a row whose record changed
 //! is updated (with `[incremental]`, only by a record at least as new as the row), a new key
 //! inserted. Rows that did not change are left alone, so the files holding only such rows are
@@ -12,24 +13,34 @@
 //! version. Either way the commit carries the run's `txn`, and a run that changed nothing is
 //! a version too (holding its `txn` only), so that each complete run is one version.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
 use arrow_schema::{DataType as ArrowType, Field, Schema, SchemaRef};
+use deltalake::datafusion::catalog::streaming::StreamingTable;
 use deltalake::datafusion::common::Column;
+use deltalake::datafusion::error::DataFusionError;
+use deltalake::datafusion::execution::memory_pool::FairSpillPool;
+use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use deltalake::datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use deltalake::datafusion::functions::core::expr_ext::FieldAccessor;
 use deltalake::datafusion::functions_window::expr_fn::row_number;
 use deltalake::datafusion::logical_expr::{binary_expr, Expr, ExprFunctionExt, Operator};
-use deltalake::datafusion::prelude::{lit, SessionContext};
+use deltalake::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use deltalake::datafusion::physical_plan::streaming::PartitionStream;
+use deltalake::datafusion::prelude::{lit, DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
 use deltalake::operations::write::WriteBuilder;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableError};
+use futures::StreamExt;
+use parquet::arrow::ArrowWriter;
 
 use super::schema::Target;
 use crate::error::Error;
 use crate::manifest::Completed;
-use crate::output::Layout;
+use crate::output::{Layout, PartInfo};
 use crate::plan::{MergePlan, Plan};
 use crate::schema::Ty;
 
@@ -63,16 +74,16 @@ pub(super) async fn commit_run(
         false => None,
     };
     let columns = Columns::of(plan, merge, &ty, table_ty.as_ref(), layout)?;
-    let records = reduced(plan, layout, run, &ty, &columns).await?;
+    let scratch = Scratch::new(layout, &run.run)?;
+    let records = reduced(plan, layout, run, &ty, &columns, &scratch).await?;
     let writer = crate::sink::parquet::properties(plan.output.compression, plan.output.parquet.row_group_size);
     if !exists {
         let kept = match &columns.deleted {
             Some(deleted) => records.filter(deleted.at(None).is_not_true()).map_err(datafusion)?,
             None => records,
         };
-        let batches = kept.collect().await.map_err(datafusion)?;
         let written = WriteBuilder::new(table.log_store(), None)
-            .with_input_batches(batches)
+            .with_input_plan(kept.logical_plan().clone())
             .with_save_mode(SaveMode::ErrorIfExists)
             .with_writer_properties(writer)
             .with_commit_properties(properties)
@@ -275,36 +286,68 @@ impl Columns {
     }
 }
 
+/// The memory the reduction of a run to one record per key may hold: past it DataFusion's sort
+/// spills to disk under `_harvest/open/`, so that a first merge of millions of records takes
+/// about the memory of one of thousands.
+const REDUCE_MEMORY: usize = 256 << 20;
+
+/// A run's reduction's own folder under `_harvest/open/` (its spill files, then the reduced
+/// records), removed when dropped; one a crash left is removed when the next reduction starts.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(layout: &Layout, run: &str) -> Result<Scratch, Error> {
+        let dir = layout.open_dir().join(format!("merge-{run}"));
+        let io = |e| Error::io(format!("making {} to reduce the run in", dir.display()), e);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        std::fs::create_dir_all(dir.join("spill")).map_err(io)?;
+        Ok(Scratch(dir))
+    }
+
+    fn spill(&self) -> PathBuf {
+        self.0.join("spill")
+    }
+
+    /// The file of the reduced records.
+    fn reduced(&self) -> PathBuf {
+        self.0.join("reduced.parquet")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The run's records, one per key, in the table's types: its staged parts read in the run's
 /// order and numbered, then ranked per key by the `[incremental]` field (highest first) and
-/// that number (latest first).
+/// that number (latest first). The reduction runs in bounded memory and writes the records it
+/// keeps into `scratch`; the frame returned reads them from there.
 async fn reduced(
     plan: &Plan,
     layout: &Layout,
     run: &Completed,
     ty: &Ty,
     columns: &Columns,
-) -> Result<deltalake::datafusion::prelude::DataFrame, Error> {
+    scratch: &Scratch,
+) -> Result<DataFrame, Error> {
     let schema: SchemaRef = Arc::new(ty.arrow_schema());
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(ORDINAL, ArrowType::UInt64, false));
     let numbered = Arc::new(Schema::new(fields));
-    let mut batches = Vec::new();
-    let mut ordinal = 0u64;
-    for part in &run.parts {
-        for batch in super::conform::batches(layout, part, ty, "to merge it")? {
-            let (mut columns, rows) = batch?;
-            columns.push(Arc::new(UInt64Array::from_iter_values(ordinal..ordinal + rows as u64)) as ArrayRef);
-            ordinal += rows as u64;
-            let numbered = RecordBatch::try_new(numbered.clone(), columns).map_err(|e| Error::Parquet {
-                context: format!("numbering the rows of {} to merge them", layout.display(&part.file)),
-                source: Box::new(e),
-            })?;
-            batches.push(numbered);
-        }
-    }
-    let ctx = SessionContext::new();
-    let records = ctx.read_batches(batches).map_err(datafusion)?;
+    let staged = StagedParts { layout: layout.clone(), parts: run.parts.clone(), ty: ty.clone(), schema: numbered };
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(REDUCE_MEMORY)))
+        .with_temp_file_path(scratch.spill())
+        .build_arc()
+        .map_err(datafusion)?;
+    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+    let table = StreamingTable::try_new(staged.schema.clone(), vec![Arc::new(staged)]).map_err(datafusion)?;
+    let records = ctx.read_table(Arc::new(table)).map_err(datafusion)?;
     let merge = plan.output.merge.as_ref().expect("a merge plan");
     let keys: Vec<Expr> = merge.primary_key.iter().map(|k| Expr::Column(Column::new_unqualified(k))).collect();
     let mut order = Vec::new();
@@ -313,9 +356,83 @@ async fn reduced(
     }
     order.push(Expr::Column(Column::new_unqualified(ORDINAL)).sort(false, false));
     let rank = row_number().partition_by(keys).order_by(order).build().map_err(datafusion)?.alias(RANK);
-    records
+    let kept = records
         .window(vec![rank])
         .and_then(|df| df.filter(Expr::Column(Column::new_unqualified(RANK)).eq(lit(1u64))))
         .and_then(|df| df.drop_columns(&[RANK, ORDINAL]))
-        .map_err(datafusion)
+        .map_err(datafusion)?;
+    // Written here, not by DataFusion's Parquet sink, whose buffers count against the pool
+    // the sort spills to stay within: the writer holds a row group.
+    let path = scratch.reduced();
+    let failed = |e: Box<dyn std::error::Error + Send + Sync>| Error::Parquet {
+        context: format!("writing the reduced run to {}", path.display()),
+        source: e,
+    };
+    let mut records = kept.execute_stream().await.map_err(datafusion)?;
+    let file = std::fs::File::create(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+    let properties = crate::sink::parquet::properties(plan.output.compression, plan.output.parquet.row_group_size);
+    let mut writer = ArrowWriter::try_new(file, records.schema(), Some(properties)).map_err(|e| failed(Box::new(e)))?;
+    while let Some(batch) = records.next().await {
+        writer.write(&batch.map_err(datafusion)?).map_err(|e| failed(Box::new(e)))?;
+    }
+    writer.close().map_err(|e| failed(Box::new(e)))?;
+    let path = path.to_str().ok_or_else(|| Error::Output {
+        path: path.display().to_string(),
+        problem: "is no UTF-8 path, which DataFusion reads".into(),
+    })?;
+    SessionContext::new().read_parquet(path, ParquetReadOptions::default().schema(&schema)).await.map_err(datafusion)
+}
+
+/// A merge run's staged parts as a DataFusion source: read part by part in the run's order
+/// (off the async threads, a few batches ahead), in the table's types, each row numbered.
+#[derive(Debug)]
+struct StagedParts {
+    layout: Layout,
+    parts: Vec<PartInfo>,
+    ty: Ty,
+    schema: SchemaRef,
+}
+
+impl PartitionStream for StagedParts {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        let (layout, parts, ty, schema) =
+            (self.layout.clone(), self.parts.clone(), self.ty.clone(), self.schema.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut ordinal = 0u64;
+            for part in &parts {
+                let mut numbered = |(mut columns, rows): (Vec<ArrayRef>, usize)| {
+                    columns.push(Arc::new(UInt64Array::from_iter_values(ordinal..ordinal + rows as u64)) as ArrayRef);
+                    ordinal += rows as u64;
+                    RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Parquet {
+                        context: format!("numbering the rows of {} to merge them", layout.display(&part.file)),
+                        source: Box::new(e),
+                    })
+                };
+                let batches = match super::conform::batches(&layout, part, &ty, "to merge it") {
+                    Ok(batches) => batches,
+                    Err(e) => return drop(sender.blocking_send(Err(external(e)))),
+                };
+                for batch in batches {
+                    let batch = batch.and_then(&mut numbered).map_err(external);
+                    let failed = batch.is_err();
+                    if sender.blocking_send(batch).is_err() || failed {
+                        return;
+                    }
+                }
+            }
+        });
+        let batches = futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|batch| (batch, receiver))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
+    }
+}
+
+fn external(e: Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
 }
