@@ -95,6 +95,21 @@ impl Marks {
         layout.write(&layout.state_rel(), &json, "state-write")
     }
 
+    /// Raise the job's marks to `sealed` (a run's, as its manifest holds them) and save them:
+    /// a Delta run's marks, once its table holds the run.
+    pub fn save_committed(layout: &Layout, secrets: &Redactor, sealed: &BTreeMap<String, String>) -> Result<(), Error> {
+        let mut value = serde_json::to_value(sealed).expect("marks serialize");
+        secrets.unseal_json(&mut value).map_err(|why| {
+            Error::Checkpoint(format!("the newest run's manifest holds marks that cannot be read ({why})"))
+        })?;
+        let marks: BTreeMap<String, String> = serde_json::from_value(value).expect("marks stay strings");
+        let mut state = Marks::load(layout, secrets)?;
+        for (key, mark) in &marks {
+            state.raise(key, mark);
+        }
+        state.save(layout, secrets)
+    }
+
     /// Raise a partition's mark to `mark` (never lowers it).
     pub fn raise(&mut self, label: &str, mark: &str) {
         self.version = VERSION;

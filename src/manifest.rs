@@ -3,6 +3,8 @@
 //! ([`write`]); read back by `status`, by a shard that finds its share done, and by a job that
 //! takes its partitions from another job's output ([`read`], [`latest`]).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Position;
@@ -39,6 +41,10 @@ pub struct Manifest {
     pub http: FetchStats,
     /// What the run said when it ended.
     pub report: Report,
+    /// A Delta run's incremental marks (each partition's, secrets in them sealed), saved into
+    /// the job's state only once its table holds the run.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub marks: BTreeMap<String, String>,
 }
 
 impl Manifest {
@@ -62,6 +68,10 @@ impl Manifest {
             missing: position.done.missing().cloned().collect(),
             http: http.clone(),
             report: report.clone(),
+            marks: match (plan.output.format, &plan.incremental) {
+                (Format::Delta, Some(_)) => position.done.marks.clone(),
+                _ => BTreeMap::new(),
+            },
         }
     }
 }
@@ -70,6 +80,9 @@ impl Manifest {
 /// text: a token a server issued may be in them).
 pub fn write(layout: &Layout, rel: &str, manifest: &Manifest, secrets: &Redactor) -> Result<(), Error> {
     let mut json = serde_json::to_value(manifest).expect("a manifest serializes");
+    if let Some(marks) = json.get_mut("marks") {
+        secrets.seal_json(marks);
+    }
     secrets.redact_json(&mut json);
     let json = serde_json::to_vec_pretty(&json).expect("a manifest serializes");
     layout.write(rel, &json, "manifest-write")
@@ -87,6 +100,9 @@ pub struct Completed {
     /// What the run wrote (older manifests may not say: NDJSON or Parquet).
     #[serde(default)]
     pub format: Option<Format>,
+    /// A Delta run's incremental marks, sealed (see [`Manifest::marks`]).
+    #[serde(default)]
+    pub marks: BTreeMap<String, String>,
 }
 
 /// The manifest at `rel`.
@@ -116,6 +132,7 @@ pub fn latest(layout: &Layout) -> Result<Option<Completed>, Error> {
         sum.pages += shard.pages;
         sum.parts.extend(shard.parts);
         sum.format = shard.format;
+        sum.marks.extend(shard.marks);
         sum.seconds = sum.seconds.max(shard.seconds);
         if shard.finished_at > sum.finished_at {
             sum.finished_at = shard.finished_at;

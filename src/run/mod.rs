@@ -504,9 +504,10 @@ fn marks_to_send(plan: &Plan, layout: &Layout, resumed: Option<&Checkpoint>) -> 
 /// Every page is durable: raise the incremental marks, write the manifest, remove the
 /// checkpoint, then commit the run to its Delta table or, in replace mode, remove the parts of
 /// earlier runs. Each step is durable before the next, so a crash anywhere is finished by the
-/// next run. Returns the manifest's path.
+/// next run. A Delta run's marks are in its manifest, saved once its table holds it (see
+/// `table::commit`). Returns the manifest's path.
 async fn complete(plan: &Plan, layout: &Layout, manifest: &Manifest, position: &Position) -> Result<PathBuf, Error> {
-    if plan.incremental.is_some() {
+    if plan.incremental.is_some() && plan.output.format != Format::Delta {
         // The partitions that ended by the API's own end; one cut short keeps its mark.
         let mut state = Marks::load(layout, &plan.redactor)?;
         for (key, mark) in &position.done.marks {

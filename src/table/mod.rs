@@ -149,7 +149,7 @@ pub async fn commit(plan: &Plan, layout: &Layout) -> Result<Option<Committed>, E
         let exists = load(&mut table, layout).await?;
         if exists && committed(&table, layout, &plan.name).await?.is_some_and(|v| v >= version) {
             tracing::info!("run {} is in the table already", run.run);
-            unstage(plan, layout, &run.run)?;
+            settle(plan, layout, &run)?;
             return Ok(Some(Committed::Before { run: run.run }));
         }
         layout.confirm_lease()?;
@@ -160,7 +160,7 @@ pub async fn commit(plan: &Plan, layout: &Layout) -> Result<Option<Committed>, E
                 match merge::commit_run(plan, layout, table, exists, &run, &target, properties).await {
                     Ok(None) => {
                         tracing::info!("run {} brought no records, and there is no table yet", run.run);
-                        unstage(plan, layout, &run.run)?;
+                        settle(plan, layout, &run)?;
                         return Ok(None);
                     }
                     Ok(Some(version)) => Ok(version),
@@ -177,7 +177,7 @@ pub async fn commit(plan: &Plan, layout: &Layout) -> Result<Option<Committed>, E
         match committed {
             Ok(table_version) => {
                 tracing::info!("run {} is version {table_version} of the table {}", run.run, layout.display(""));
-                unstage(plan, layout, &run.run)?;
+                settle(plan, layout, &run)?;
                 return Ok(Some(Committed::Now { run: run.run, version: table_version }));
             }
             Err(Error::Table { source, .. }) if attempt < ATTEMPTS && raced(&*source) => {
@@ -187,6 +187,16 @@ pub async fn commit(plan: &Plan, layout: &Layout) -> Result<Option<Committed>, E
         }
     }
     unreachable!("the last attempt returns")
+}
+
+/// What follows once the table holds `run` (or a run brought nothing to a table not made
+/// yet): its incremental marks are saved (not before, so that a run whose commit is refused
+/// leaves the marks where they were), and its staged parts go.
+fn settle(plan: &Plan, layout: &Layout, run: &Completed) -> Result<(), Error> {
+    if plan.incremental.is_some() && !run.marks.is_empty() {
+        crate::incremental::Marks::save_committed(layout, &plan.redactor, &run.marks)?;
+    }
+    unstage(plan, layout, &run.run)
 }
 
 /// A merge run's staged parts, and every earlier run's, go once the table holds the run:

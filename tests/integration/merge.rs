@@ -241,18 +241,26 @@ print(json.dumps({{"deltalake": [[r["id"], r["updated_at"], r["name"]] for r in 
 }
 
 /// A record without its key fails its page, and a key whose type changes is refused (exit 2);
-/// each time the table is left as it was. A first run without records makes no table.
+/// each time the table is left as it was, and so are the incremental marks, which move only
+/// with a commit that holds their run (a run killed before its commit neither). A first run
+/// without records makes no table.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_without_its_key_or_a_key_of_another_type_is_refused() {
     let f = Fixture::new(10).await;
     let (changes, url) = Changes::serve().await;
-    let job = f.job(&merge_job("bad", &url, false));
-    let run = || {
+    let job = f.job(&merge_job("bad", &url, true));
+    let run_with = |failpoint: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_harvest"))
             .args(["run", job.to_str().unwrap(), "--output-dir", f.out().to_str().unwrap(), "-q"])
+            .env("HARVEST_FAILPOINT", failpoint)
             .output()
             .unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let run = || run_with("");
+    let mark = || {
+        let state = std::fs::read(f.out().join("bad/_harvest/state.json")).unwrap();
+        serde_json::from_slice::<Value>(&state).unwrap()["marks"][""].as_str().unwrap().to_string()
     };
     let log = f.out().join("bad/_delta_log");
     // A first run without records makes no table (a table needs columns) and fails nothing.
@@ -264,13 +272,20 @@ async fn a_record_without_its_key_or_a_key_of_another_type_is_refused() {
     assert_eq!(run().0, Some(0));
     let versions = || std::fs::read_dir(&log).unwrap().count();
     assert_eq!(versions(), 1);
-    crate::delta::next_second().await;
+    assert_eq!(mark(), at(1));
+
+    changes.set(vec![record(1, 2, 10)]);
+    let (_, stderr) = run_with("before-commit:1");
+    assert!(stderr.contains("failpoint before-commit:1: aborting"), "{stderr}");
+    assert_eq!((versions(), mark()), (1, at(1)), "killed before its commit: the marks stay");
+    assert_eq!(run().0, Some(0));
+    assert_eq!((versions(), mark()), (3, at(2)), "committed by the next run, then that run's own version");
 
     changes.set(vec![record(3, 2, 3), json!({ "updated_at": at(2), "value": 4 })]);
     let (code, stderr) = run();
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("record 2 of the page has no value for \"id\", a field of primary_key"), "{stderr}");
-    assert_eq!(versions(), 1, "the table is untouched");
+    assert_eq!(versions(), 3, "the table is untouched");
     crate::delta::next_second().await;
 
     changes.set(vec![json!({ "id": "three", "updated_at": at(3), "value": 3 })]);
@@ -280,7 +295,7 @@ async fn a_record_without_its_key_or_a_key_of_another_type_is_refused() {
         stderr.contains("primary_key field \"id\" is long in the table and string in this run's records"),
         "{stderr}"
     );
-    assert_eq!(versions(), 1, "the table is untouched");
+    assert_eq!((versions(), mark()), (3, at(2)), "the table and the marks are untouched");
 }
 
 /// A job whose partitions come from a merge job reads the parent's table as it stands: one
