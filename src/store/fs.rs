@@ -70,18 +70,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8], point: &str) -> io::Result<()> {
 /// yet told), `after-manifest` (a run's manifest durable, its checkpoint and the parts it
 /// replaces not yet removed); for a Delta table `before-commit` and `after-commit` around a
 /// run's commit, the points inside it in `table::failpoints`, and `unstage` (a merged run's
-/// staged part removed, the others not yet).
+/// staged part removed, the others not yet). `HARVEST_FAILPOINT=<name>:<n>:stop` stops the
+/// process there instead (SIGSTOP, as a frozen machine would), until it is sent SIGCONT.
 pub fn failpoint(name: &str) {
     use std::sync::atomic::{AtomicU64, Ordering};
-    static POINT: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    static POINT: std::sync::OnceLock<Option<(String, u64, bool)>> = std::sync::OnceLock::new();
     static HITS: AtomicU64 = AtomicU64::new(0);
     let point = POINT.get_or_init(|| {
         let spec = std::env::var("HARVEST_FAILPOINT").ok()?;
-        let (name, n) = spec.rsplit_once(':')?;
-        Some((name.to_string(), n.parse().ok()?))
+        let mut fields = spec.split(':');
+        let (name, n, stop) = (fields.next()?, fields.next()?.parse().ok()?, fields.next() == Some("stop"));
+        Some((name.to_string(), n, stop))
     });
-    if let Some((point, n)) = point {
+    if let Some((point, n, stop)) = point {
         if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            if *stop {
+                eprintln!("failpoint {name}:{n}: stopping");
+                let _ = std::process::Command::new("kill").args(["-STOP", &std::process::id().to_string()]).status();
+                eprintln!("failpoint {name}:{n}: going on");
+                return;
+            }
             eprintln!("failpoint {name}:{n}: aborting");
             std::process::abort();
         }

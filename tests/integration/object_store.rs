@@ -688,3 +688,59 @@ async fn a_kill_at_each_commit_point_into_s3_leaves_each_run_in_the_table_once()
         }
     });
 }
+
+/// A worker frozen (SIGSTOP) between its run's manifest and its commit for longer than
+/// lease_ttl: another worker takes its lease over, commits the frozen worker's run, then runs
+/// and commits its own (replace mode). The frozen worker, thawed, never commits: the table has
+/// one version per run, the newest every id once (fails when neither the lease check before a
+/// commit nor the table's `txn` for the job stops it: checked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_frozen_before_its_commit_never_commits_after_its_lease_was_taken() {
+    let Some(s3) = S3::start().await else { return };
+    let Some(python) = python_with("deltalake") else { return };
+    let f = Fixture::new(300).await;
+    let job = job(&f, &s3, "frozen", "[partitions]\ntenant = [\"a\"]\n", "format = \"delta\"\nlease_ttl = \"1s\"\n");
+    let frozen = harvest_s3(&["run", &job, "-q"], &[("HARVEST_FAILPOINT", "before-commit:1:stop")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = frozen.id().to_string();
+    let stopped = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('T'))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !stopped() {
+        assert!(Instant::now() < deadline, "the worker never reached its commit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Past its lease_ttl, another worker takes the lease over and finishes both runs.
+    let mut other;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        other = run(&["run", &job]);
+        if other.status.code() != Some(3) || Instant::now() > deadline {
+            break;
+        }
+    }
+    assert!(other.status.success(), "{}", text(&other));
+    assert!(text(&other).contains("took over the lease"), "{}", text(&other));
+    let thaw = Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    assert!(thaw.success());
+    let thawed = frozen.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&thawed.stderr);
+    assert!(said.contains("failpoint before-commit:1: going on"), "{said}");
+
+    let options = format!(
+        "{{'AWS_ENDPOINT_URL': '{}', 'AWS_ALLOW_HTTP': 'true', 'AWS_ACCESS_KEY_ID': '{KEY_ID}', \
+         'AWS_SECRET_ACCESS_KEY': '{SECRET}', 'AWS_REGION': 'us-east-1', 'AWS_S3_ALLOW_UNSAFE_RENAME': 'true'}}",
+        s3.endpoint()
+    );
+    let versions =
+        crate::delta::versions_at(&python, &format!("s3://{BUCKET}/exports/frozen"), "harvest/frozen", &options);
+    let manifests = s3.keys("exports/frozen/_harvest/runs/").len();
+    assert_eq!(manifests, 2, "the frozen worker's run and the other's");
+    crate::delta::recovered("a frozen worker thawed", "replace", &versions, manifests, 300, None);
+}
