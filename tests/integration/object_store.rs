@@ -67,6 +67,15 @@ impl S3 {
         )
     }
 
+    /// The storage options (a Python dict) the `deltalake` package and Polars read the store with.
+    fn delta_options(&self) -> String {
+        format!(
+            "{{'AWS_ENDPOINT_URL': '{}', 'AWS_ALLOW_HTTP': 'true', 'AWS_ACCESS_KEY_ID': '{KEY_ID}', \
+             'AWS_SECRET_ACCESS_KEY': '{SECRET}', 'AWS_REGION': 'us-east-1', 'AWS_S3_ALLOW_UNSAFE_RENAME': 'true'}}",
+            self.endpoint()
+        )
+    }
+
     /// Every key under `prefix`, with its size.
     fn keys(&self, prefix: &str) -> Vec<(String, u64)> {
         let script = format!(
@@ -557,14 +566,13 @@ async fn three_shards_commit_one_delta_version_into_s3_even_with_a_shard_killed(
     assert!(out.status.success(), "{}", text(&out));
     let script = format!(
         "import json, deltalake, polars as pl\n\
-         options = {{'AWS_ENDPOINT_URL': '{endpoint}', 'AWS_ALLOW_HTTP': 'true', 'AWS_ACCESS_KEY_ID': '{KEY_ID}', \
-         'AWS_SECRET_ACCESS_KEY': '{SECRET}', 'AWS_REGION': 'us-east-1', 'AWS_S3_ALLOW_UNSAFE_RENAME': 'true'}}\n\
+         options = {options}\n\
          dt = deltalake.DeltaTable('s3://{BUCKET}/exports/dl', storage_options=options)\n\
          ids = dt.to_pyarrow_table(columns=['id']).column('id').to_pylist()\n\
          df = pl.read_delta('s3://{BUCKET}/exports/dl', storage_options=options)\n\
          print(json.dumps({{'version': dt.version(), 'rows': len(ids), 'distinct': len(set(ids)), \
          'each': sorted(set(ids.count(i) for i in set(ids))), 'polars': df.height}}), flush=True)\n{exit}\n",
-        endpoint = s3.endpoint(),
+        options = s3.delta_options(),
         exit = crate::delta::EXIT,
     );
     let out = Command::new(python).args(["-c", &script]).output().unwrap();
@@ -607,11 +615,7 @@ async fn a_kill_at_each_commit_point_into_s3_leaves_each_run_in_the_table_once()
     let Some(s3) = S3::start().await else { return };
     let Some(python) = python_with("deltalake") else { return };
     let f = Fixture::new(600).await;
-    let options = format!(
-        "{{'AWS_ENDPOINT_URL': '{}', 'AWS_ALLOW_HTTP': 'true', 'AWS_ACCESS_KEY_ID': '{KEY_ID}', \
-         'AWS_SECRET_ACCESS_KEY': '{SECRET}', 'AWS_REGION': 'us-east-1', 'AWS_S3_ALLOW_UNSAFE_RENAME': 'true'}}",
-        s3.endpoint()
-    );
+    let options = s3.delta_options();
     let (s3, f, python, options) = (&s3, &f, python.as_str(), options.as_str());
     // The modes side by side, each on a thread of its own: most of the time is spent waiting
     // for leases to run out and for processes to end.
@@ -733,11 +737,7 @@ async fn a_worker_frozen_before_its_commit_never_commits_after_its_lease_was_tak
     let said = String::from_utf8_lossy(&thawed.stderr);
     assert!(said.contains("failpoint before-commit:1: going on"), "{said}");
 
-    let options = format!(
-        "{{'AWS_ENDPOINT_URL': '{}', 'AWS_ALLOW_HTTP': 'true', 'AWS_ACCESS_KEY_ID': '{KEY_ID}', \
-         'AWS_SECRET_ACCESS_KEY': '{SECRET}', 'AWS_REGION': 'us-east-1', 'AWS_S3_ALLOW_UNSAFE_RENAME': 'true'}}",
-        s3.endpoint()
-    );
+    let options = s3.delta_options();
     let versions =
         crate::delta::versions_at(&python, &format!("s3://{BUCKET}/exports/frozen"), "harvest/frozen", &options);
     let manifests = s3.keys("exports/frozen/_harvest/runs/").len();
