@@ -146,8 +146,11 @@ async fn execute_in(
 ) -> Result<RunSummary, Error> {
     let (_lock, lease_lost) = hold(&plan, layout, &mut options)?;
     if plan.output.format == Format::Delta {
-        // A run that died between its manifest and its commit is committed first; a table
-        // harvest cannot write to is refused before any request.
+        // A run that died between its manifest and its commit is committed first (or, with
+        // --fresh, discarded); a table harvest cannot write to is refused before any request.
+        if options.fresh {
+            crate::table::discard_uncommitted(&plan, layout).await?;
+        }
         crate::table::commit(&plan, layout).await?;
         crate::table::check_writable(&plan, layout).await?;
     }

@@ -189,6 +189,33 @@ pub async fn commit(plan: &Plan, layout: &Layout) -> Result<Option<Committed>, E
     unreachable!("the last attempt returns")
 }
 
+/// `run --fresh` on a Delta job: a complete run its table does not hold (a commit refused for
+/// good, a key whose type changed) is discarded, its manifests first, then its parts. Its
+/// incremental marks were never saved (see [`settle`]), so the run after asks for its records
+/// again: nothing is lost.
+pub async fn discard_uncommitted(plan: &Plan, layout: &Layout) -> Result<(), Error> {
+    let io = |e| Error::io("discarding a run its table does not hold", e);
+    let Some((name, manifests)) = crate::output::latest_complete(layout).map_err(io)? else { return Ok(()) };
+    let Some(run) = manifest::latest(layout)?.filter(|run| run.format == Some(Format::Delta)) else { return Ok(()) };
+    let Some(version) = txn_version(&name) else { return Ok(()) };
+    let mut table = at(layout)?;
+    if load(&mut table, layout).await? && committed(&table, layout, &plan.name).await?.is_some_and(|v| v >= version) {
+        return Ok(());
+    }
+    for rel in &manifests {
+        layout.store.delete(rel).map_err(io)?;
+    }
+    for part in &run.parts {
+        layout.remove_part(&part.file, false).map_err(io)?;
+    }
+    tracing::warn!(
+        "--fresh: discarded run {name} ({} records), which the table {} does not hold; its records are fetched again",
+        run.records,
+        layout.display("")
+    );
+    Ok(())
+}
+
 /// What follows once the table holds `run` (or a run brought nothing to a table not made
 /// yet): its incremental marks are saved (not before, so that a run whose commit is refused
 /// leaves the marks where they were), and its staged parts go.

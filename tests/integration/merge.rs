@@ -242,8 +242,8 @@ print(json.dumps({{"deltalake": [[r["id"], r["updated_at"], r["name"]] for r in 
 
 /// A record without its key fails its page, and a key whose type changes is refused (exit 2);
 /// each time the table is left as it was, and so are the incremental marks, which move only
-/// with a commit that holds their run (a run killed before its commit neither). A first run
-/// without records makes no table.
+/// with a commit that holds their run (a run killed before its commit neither); `--fresh`
+/// discards the refused run. A first run without records makes no table.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_without_its_key_or_a_key_of_another_type_is_refused() {
     let f = Fixture::new(10).await;
@@ -296,6 +296,17 @@ async fn a_record_without_its_key_or_a_key_of_another_type_is_refused() {
         "{stderr}"
     );
     assert_eq!((versions(), mark()), (3, at(2)), "the table and the marks are untouched");
+    // The refused run stays refused; --fresh discards it, and its records are asked for again.
+    changes.set(vec![record(3, 3, 3)]);
+    assert_eq!(run().0, Some(2));
+    let out = Command::new(env!("CARGO_BIN_EXE_harvest"))
+        .args(["run", job.to_str().unwrap(), "--output-dir", f.out().to_str().unwrap(), "--fresh"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("--fresh: discarded run"), "{stderr}");
+    assert_eq!((versions(), mark()), (4, at(3)), "the run after it is committed, its marks saved");
 }
 
 /// A job whose partitions come from a merge job reads the parent's table as it stands: one
